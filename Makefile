@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:
+#   make demo   # creates .venv if needed, then runs the main job on the embedded default
+#   make test   # creates .venv if needed, then runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch on machines without CUDA: never a multi-GB CUDA download there.
+# Elsewhere add an index that serves CPU wheels, e.g. make TORCH_PIP_ARGS="--index-url <cpu-wheel-index>".
+TORCH_CPU ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+# Real data (../shared/data by default); tests skip the parts that need it when it is absent.
+export MTLMOOD_SHARED_DATA ?= $(abspath ../shared/data)
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if ! command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/python -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_CPU)"; fi
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/mtlmood demo
+
+test: setup
+	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""One module per `mtlmood` subcommand, each with a ``register(subparsers)`` function."""
