@@ -1,0 +1,93 @@
+"""`mtlmood study run|report` and `mtlmood demo` (the embedded default main job).
+
+Ray is imported inside the run functions only, so `mtlmood --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from mtlmood.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    study = subparsers.add_parser("study", help="run or report an alpha study (Ray Tune + Optuna over Ray Train)")
+    actions = study.add_subparsers(dest="study_command", metavar="ACTION")
+
+    run = actions.add_parser("run", help="run (or resume) a study from a YAML config")
+    run.add_argument("config", help="study YAML, or a name from study/configs (e.g. synthetic)")
+    run.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a setting, e.g. --set search.num_samples=8 (repeatable)")
+    run.add_argument("--address", default=None,
+                     help="Ray cluster to join: 'auto' inside a cluster / Ray job; default starts local Ray")
+    run.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    run.set_defaults(func=cmd_run)
+
+    report = actions.add_parser("report", help="write the trial table, Table 1 with CIs, verdicts and plots")
+    report.add_argument("run_dir", help="the study's directory (<storage_path>/<name>)")
+    report.set_defaults(func=cmd_report)
+    study.set_defaults(func=lambda args: study.print_help() or 2)
+
+    demo = subparsers.add_parser("demo", help="the main job on the embedded default: synthesize, prepare, "
+                                             "run a small study on local Ray, write the report")
+    demo.add_argument("--output", default="runs/demo", help="where data, study and report go")
+    demo.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a study setting (repeatable)")
+    demo.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    demo.set_defaults(func=cmd_demo)
+
+
+def _print_outcome(run_dir: Path, best: str) -> None:
+    print(f"\nreport:          {run_dir / 'report' / 'report.md'}  (HTML: report.html, plots in report/plots)")
+    print(f"trial table:     {run_dir / 'report' / 'trials.csv'}")
+    if best:
+        print(f"best checkpoint: {best}")
+        print(f"serve it:        mtlmood serve --study {run_dir}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from study.config import load_study_config
+    from study.ray_session import init_ray
+    from study.runner import run_study
+
+    study = load_study_config(args.config, args.overrides)
+    init_ray(args.address, args.num_cpus)
+    outcome = run_study(study)
+    _print_outcome(Path(outcome.run_dir), outcome.best_checkpoint)
+    return 0
+
+
+def load_trials(run_dir: Path) -> pd.DataFrame:
+    """The trial tables of a study's finished phases."""
+    from study.runner import CONFIRM, SEARCH, TRIALS_FILE
+
+    tables = [pd.read_parquet(run_dir / phase / TRIALS_FILE)
+              for phase in (SEARCH, CONFIRM) if (run_dir / phase / TRIALS_FILE).exists()]
+    if not tables:
+        raise ConfigError(f"{run_dir} holds no finished study phase; run `mtlmood study run` to start or resume it")
+    return pd.concat(tables, ignore_index=True)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from study.config import load_study_config
+    from study.report_writer import write_study_report
+
+    run_dir = Path(args.run_dir)
+    config_file = run_dir / "study_config.yaml"
+    if not config_file.exists():
+        raise ConfigError(f"{run_dir} is not a study directory (no study_config.yaml)")
+    study = load_study_config(config_file, [f"storage_path={run_dir.resolve().parent}",
+                                            f"name={run_dir.resolve().name}"])
+    best = write_study_report(study, load_trials(run_dir))
+    _print_outcome(run_dir, best)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from study.demo import run_demo
+
+    run_demo(Path(args.output), args.overrides, args.num_cpus)
+    return 0

@@ -1,0 +1,59 @@
+"""A compact live progress table of a study, printed as trials report and finish."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from ray.tune import Callback
+
+
+class ProgressTable(Callback):
+    """Prints one line per finished trial and a status summary every ``every_s`` seconds."""
+
+    def __init__(self, phase: str, total: int, every_s: float = 15.0, stream: Any = None) -> None:
+        self.phase = phase
+        self.total = total
+        self.every_s = every_s
+        self.stream = stream or sys.stdout
+        self.last_print = 0.0
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.finished = 0
+        self.header_printed = False
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def _row(self, trial: Any, result: dict[str, Any], status: str) -> str:
+        cfg = trial.config
+        job = {**cfg.get("job", {}), **cfg}
+        alpha = result.get("alpha", job.get("alpha", job.get("alpha_factor", 0.0)))
+        test = result.get("test_pr_auc")
+        return (f"  {trial.trial_id:<16} {self.phase:<7} moods={job.get('n_moods', '?'):<3} "
+                f"meta={job.get('metadata', '?'):<12} alpha={float(alpha or 0):<8.3g} "
+                f"epoch={result.get('epoch', 0):<3} val PR-AUC%={result.get('val_pr_auc', float('nan')):6.2f} "
+                f"test PR-AUC%={test if test is not None else float('nan'):6.2f}  {status}")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.latest[trial.trial_id] = result
+        now = time.monotonic()
+        if now - self.last_print >= self.every_s:
+            self.last_print = now
+            states: dict[str, int] = {}
+            for t in trials:
+                states[t.status] = states.get(t.status, 0) + 1
+            summary = ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items()))
+            best = max((r.get("val_pr_auc", float("nan")) for r in self.latest.values()), default=float("nan"))
+            self._print(f"[{self.phase}] {self.finished}/{self.total} trials finished ({summary}); "
+                        f"best val PR-AUC so far {best:.2f}%")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        result = self.latest.get(trial.trial_id, trial.last_result or {})
+        status = "done" if result.get("done") else "stopped early"
+        self._print(self._row(trial, result, status))
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.finished += 1
+        self._print(self._row(trial, self.latest.get(trial.trial_id, {}), "ERROR (see its log)"))
