@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mtlmood.datasets import load_songs
+from mtlmood.datasets import load_run_songs
 from mtlmood.labels import build_labels
 from study.config import StudyConfig
 
@@ -31,11 +31,12 @@ class Cell:
 
 def study_cells(study: StudyConfig) -> dict[str, Cell]:
     """Every cell of the study, baselines (metadata "none") included, keyed by ``n_moods|metadata``."""
-    records = load_songs(study.run.dataset)
+    records = load_run_songs(study.run)
     cells: dict[str, Cell] = {}
     for n_moods in study.search.n_moods:
         for metadata in ["none", *study.search.metadata]:
-            labels = build_labels(records, replace(study.run.labels, n_moods=int(n_moods), metadata=metadata))
+            labels = build_labels(records, replace(study.run.labels, n_moods=int(n_moods), metadata=metadata),
+                                  dataset=study.run.dataset.name)
             n_mood_labels = labels.n_moods  # may be < n_moods when the data has fewer tags
             heuristic = n_mood_labels / labels.n_meta if labels.n_meta else 0.0
             cell = Cell(study.run.dataset.name, int(n_moods), metadata, labels.n_meta, heuristic)

@@ -37,8 +37,9 @@ class DatasetAdapter(Protocol):
 
     name: str
 
-    def load(self, config: DatasetConfig) -> list[SongRecord]:
-        """All songs of the dataset (honouring ``config.limit``)."""
+    def load(self, config: DatasetConfig, official_split: int = 0) -> list[SongRecord]:
+        """All songs of the dataset (honouring ``config.limit``); ``official_split`` picks
+        which of several official splits fills ``SongRecord.official_split``."""
         ...
 
 
@@ -66,6 +67,6 @@ def get_adapter(name: str) -> DatasetAdapter:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
-def load_songs(config: DatasetConfig) -> list[SongRecord]:
+def load_songs(config: DatasetConfig, official_split: int = 0) -> list[SongRecord]:
     """Load a dataset's songs through its registered adapter."""
-    return get_adapter(config.name).load(config)
+    return get_adapter(config.name).load(config, official_split=official_split)
