@@ -44,6 +44,10 @@ class DatasetConfig:
     root: str = "runs/synthetic"  # metadata directory (or a manifest file for `csv`)
     audio_root: str = ""  # where audio paths are resolved; "" = same as root
     limit: int = 0  # keep only the first N songs (0 = all); for quick runs
+    # Which tags count as moods: "moods" = the adapter's documented mood vocabulary
+    # (MagnaTagATune has no mood list; see mtlmood/datasets/magnatagatune.py),
+    # "all" = every tag (the paper's MagnaTagATune "50 tags" config).
+    tag_set: Literal["moods", "all"] = "moods"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,12 @@ class ModelConfig:
     dropout: float = 0.25
     segment_frames: int = 187  # ~3 s at 62.5 frames/s
     n_mels: int = 96
+    # Not in the paper; its Adam eps 1e-7 is Keras's default, so Keras's layer defaults
+    # are used too: Glorot-uniform init, BatchNorm momentum 0.99 (= 0.01 in PyTorch's
+    # convention) and epsilon 1e-3. init: "glorot" | "torch".
+    init: str = "glorot"
+    bn_momentum: float = 0.01
+    bn_eps: float = 1e-3
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,7 @@ class TrainConfig:
     max_batches_per_epoch: int = 0  # cap for small CPU runs (0 = no cap)
     max_epochs: int = 30
     patience: int = 3
+    monitor: str = "pr_auc"  # early stopping on validation song-level macro "pr_auc" or "roc_auc"
     lr: float = 1e-3
     beta1: float = 0.9
     beta2: float = 0.999
