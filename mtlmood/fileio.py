@@ -17,6 +17,11 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
     # The temp file lives in the same directory, so the final rename is atomic on POSIX.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    # mkstemp creates 0600 files; results on shared storage must be readable by the
+    # other nodes' users, so give them the usual umask-based mode.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
         os.replace(tmp, path)

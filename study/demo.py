@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from mtlmood.cache import default_cache_dir
 from mtlmood.datasets import load_run_songs
 from mtlmood.prepare import prepare_features
 from mtlmood.synth import SynthConfig, synthesize
@@ -32,7 +33,7 @@ def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None)
     study = load_study_config("synthetic", [f"run.dataset.root={data_dir}", f"storage_path={output / 'studies'}",
                                             *overrides])
     print("[2/4] computing log-mel features (cached, resumable)", flush=True)
-    cache_dir = Path(study.run.cache_dir or Path(study.run.dataset.root) / "features")
+    cache_dir = default_cache_dir(study.run)
     report = prepare_features(load_run_songs(study.run), cache_dir, study.run.features)
     if report.failures:
         print(f"      {len(report.failures)} songs failed; see {cache_dir / 'failures.csv'}")
