@@ -24,29 +24,20 @@ PREDICTIONS_FILE = "test_predictions.npz"
 MODEL_DIR = "model"  # a regular mtlmood checkpoint (weights + model card) inside the final Ray checkpoint
 
 
-def _metrics(result: Any) -> dict[str, float]:
-    """Flatten an mtlmood EpochResult into Tune metrics."""
-    return {
-        "epoch": int(result.epoch),
-        "train_loss": float(result.train_loss),
-        "train_mood_loss": float(result.train_mood_loss),
-        "train_meta_loss": float(result.train_meta_loss),
-        "val_roc_auc": float(result.val["roc_auc"]),
-        "val_pr_auc": float(result.val["pr_auc"]),
-        "is_best": bool(result.is_best),
-        "segments_per_s": float(result.segments_per_second),
-        "done": False,
-    }
+def _epoch_metrics(result: Any) -> dict[str, Any]:
+    """An mtlmood EpochResult as Tune metrics (``done`` marks the final, tested report)."""
+    metrics = {k: v for k, v in result.metrics().items() if isinstance(v, (int, float, bool))}
+    return {**metrics, "done": False}
 
 
 def train_worker_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: resume if a checkpoint exists, fit, report each epoch."""
     import ray.train
-    import torch
+    import ray.train.torch
 
-    from mtlmood.checkpoint import ModelCard, save_checkpoint
+    from mtlmood.checkpoint import ModelCard, load_train_state, save_checkpoint, save_train_state
     from mtlmood.rundata import load_run_data
-    from mtlmood.train import evaluate_split, fit
+    from mtlmood.train import fit
 
     run_config = from_dict(RunConfig, loop_config["run"])
     rank = ray.train.get_context().get_world_rank()
@@ -54,32 +45,33 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
 
     resume = None
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None:  # a restarted worker group (FailureConfig) or a restored trial
         with checkpoint.as_directory() as ckpt_dir:
-            state_path = Path(ckpt_dir) / STATE_FILE
-            if state_path.exists():
-                resume = torch.load(state_path, map_location="cpu", weights_only=True)
+            if (Path(ckpt_dir) / STATE_FILE).exists():
+                resume = load_train_state(Path(ckpt_dir) / STATE_FILE)
 
     def report_epoch(result: Any, state: Any) -> None:
-        metrics = _metrics(result)
+        metrics = _epoch_metrics(result)
         if rank != 0:  # every rank must call report; only rank 0 uploads a checkpoint
             ray.train.report(metrics, checkpoint=None)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(state.to_dict(), Path(tmp) / STATE_FILE)
+            save_train_state(Path(tmp) / STATE_FILE, state.to_dict())
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    fit_result = fit(data, run_config, callback=report_epoch, resume=resume)
+    fit_result = fit(data, run_config, callback=report_epoch, resume=resume, device=ray.train.torch.get_device())
 
-    # Test evaluation of the best weights (restored by fit); selection never looked at test.
-    test = evaluate_split(fit_result.model, data, "test", run_config)
+    # fit restored the best (validation) weights and scored the test split with them;
+    # selection never looked at test.
+    test = fit_result.test_evaluation
     final = {
         "epoch": int(fit_result.history[-1].epoch) if fit_result.history else 0,
         "best_epoch": int(fit_result.best_epoch),
-        "val_roc_auc": float(fit_result.best_val["roc_auc"]),
-        "val_pr_auc": float(fit_result.best_val["pr_auc"]),
-        "test_roc_auc": float(test.scores["roc_auc"]),
-        "test_pr_auc": float(test.scores["pr_auc"]),
+        "val_roc_auc": float(fit_result.best_val.get("roc_auc", float("nan"))),
+        "val_pr_auc": float(fit_result.best_val.get("pr_auc", float("nan"))),
+        "test_roc_auc": float(test.scores.get("roc_auc", float("nan"))) if test else float("nan"),
+        "test_pr_auc": float(test.scores.get("pr_auc", float("nan"))) if test else float("nan"),
+        "test_prevalence": float(test.scores.get("prevalence", float("nan"))) if test else float("nan"),
         "alpha": float(fit_result.alpha),
         "n_meta": int(fit_result.n_meta),
         "stopped_early": bool(fit_result.stopped_early),
@@ -90,10 +82,10 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         ray.train.report(final, checkpoint=None)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        card = ModelCard.from_fit(fit_result, run_config, test_metrics=test.scores)
-        save_checkpoint(Path(tmp) / MODEL_DIR, fit_result.model, card)
-        np.savez_compressed(Path(tmp) / PREDICTIONS_FILE, song_ids=np.asarray(test.song_ids),
-                            y_true=test.y_true, y_prob=test.y_prob)
+        save_checkpoint(Path(tmp) / MODEL_DIR, fit_result.model, ModelCard.from_fit(fit_result))
+        if test is not None:
+            np.savez_compressed(Path(tmp) / PREDICTIONS_FILE, song_ids=np.asarray(test.song_ids),
+                                y_true=test.y_true, y_prob=test.y_prob)
         ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 

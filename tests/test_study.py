@@ -1,0 +1,173 @@
+"""A real tiny alpha study on a local Ray: Optuna + ASHA search, seeds, table, report,
+resume after the driver is killed, and a training worker killed mid-trial.
+
+Ray starts once for the module (dashboard on: Train V2 frees the resources of trials
+that ASHA stops through the State API, which needs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from mtlmood.cache import default_cache_dir  # noqa: E402
+from mtlmood.datasets import load_run_songs  # noqa: E402
+from mtlmood.inference import Predictor  # noqa: E402
+from mtlmood.prepare import prepare_features  # noqa: E402
+from mtlmood.synth import SynthConfig, synthesize  # noqa: E402
+from study.config import load_study_config  # noqa: E402
+from study.ray_session import init_ray  # noqa: E402
+from study.results import COLUMNS  # noqa: E402
+from study.runner import run_study  # noqa: E402
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_overrides(data_dir: Path, storage: Path, name: str) -> list[str]:
+    """Small settings: 8 filters, 6 batches per epoch, 3 epochs, 4 search trials, 3 seeds."""
+    return [f"name={name}", f"storage_path={storage}", f"run.dataset.root={data_dir}",
+            "run.model.n_filters=8", "run.train.max_epochs=3", "run.train.patience=2",
+            "run.train.max_batches_per_epoch=6", "run.train.eval_batch_size=64", "run.train.num_threads=1",
+            "search.num_samples=4", "search.n_moods=[4]", "search.metadata=[artist]",
+            "confirm.seeds=[0,1,2]", "scheduler.grace_period=1", "report_bootstrap=200"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("study")
+    data_dir = root / "data"
+    synthesize(data_dir, SynthConfig(n_songs=60, n_artists=6, min_seconds=4.0, max_seconds=6.0, seed=3))
+    study = load_study_config("synthetic", small_overrides(data_dir, root / "studies", "probe"))
+    report = prepare_features(load_run_songs(study.run), default_cache_dir(study.run), study.run.features,
+                              workers=1, progress=False)
+    assert not report.failures
+    init_ray(None, num_cpus=2)
+    yield {"root": root, "data": data_dir, "storage": root / "studies"}
+    ray.shutdown()
+
+
+def test_tiny_study_table_report_and_best_checkpoint(env) -> None:
+    study = load_study_config("synthetic", small_overrides(env["data"], env["storage"], "tiny"))
+    outcome = run_study(study)
+    trials = outcome.trials
+    assert list(trials.columns) == COLUMNS
+    search = trials[trials["phase"] == "search"]
+    confirm = trials[trials["phase"] == "confirm"]
+    assert len(search) == 4 and search["trial_id"].is_unique
+    # The seeded points: the baseline and the heuristic alpha were both evaluated in the search.
+    assert ((search["metadata"] == "none") & (search["alpha"] == 0)).any()
+    heuristic = search[(search["metadata"] == "artist")]
+    assert (abs(heuristic["alpha"] - heuristic["heuristic_alpha"]) < 1e-9).any()
+    # Phase 2: baseline, heuristic and best alpha, each over 3 seeds, all finished and tested.
+    assert len(confirm) == 9
+    assert sorted(confirm.groupby("role")["seed"].apply(sorted).to_dict().items()) == [
+        ("baseline", [0, 1, 2]), ("best", [0, 1, 2]), ("heuristic", [0, 1, 2])]
+    assert (confirm["status"] == "TERMINATED").all() and confirm["test_pr_auc"].notna().all()
+    assert confirm["test_pr_auc"].between(0, 100).all() and confirm["epochs"].ge(1).all()
+    for path in confirm["predictions_path"]:
+        assert Path(path).exists()
+
+    report_dir = Path(outcome.run_dir) / "report"
+    for name in ("trials.csv", "trials.parquet", "table1.csv", "report.md", "report.html"):
+        assert (report_dir / name).stat().st_size > 0
+    assert list((report_dir / "plots").glob("*.png"))
+    assert len(pd.read_csv(report_dir / "trials.csv")) == len(trials)
+    best = json.loads((Path(outcome.run_dir) / "best_checkpoint.json").read_text())
+    predictor = Predictor.from_checkpoint(best["checkpoint"])
+    assert len(predictor.mood_names) == 4
+
+    # Running the same study again resumes: nothing is re-run, the table is identical.
+    again = run_study(study)
+    assert again.trials["trial_id"].tolist() == trials["trial_id"].tolist()
+
+
+def _finished_trials(phase_dir: Path) -> int:
+    done = 0
+    for result in phase_dir.glob("*/result.json"):
+        if any(json.loads(line).get("done") for line in result.read_text().splitlines() if line.strip()):
+            done += 1
+    return done
+
+
+def test_interrupted_study_resumes_without_losing_or_repeating_trials(env) -> None:
+    overrides = small_overrides(env["data"], env["storage"], "interrupted")
+    address = ray.get_runtime_context().gcs_address
+    command = [sys.executable, "-m", "mtlmood.cli", "study", "run", "synthetic", "--address", address,
+               *[arg for o in overrides for arg in ("--set", o)]]
+    environ = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    proc = subprocess.Popen(command, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    search_dir = env["storage"] / "interrupted" / "search"
+    deadline = time.monotonic() + 240
+    try:
+        while _finished_trials(search_dir) < 2:
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the study did not finish two trials in time"
+            time.sleep(0.5)
+        time.sleep(1.5)  # let Tune write its experiment state with those trials
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-study, as with a lost head
+        proc.wait(timeout=30)
+    finished_before = _finished_trials(search_dir)
+    assert finished_before < 4 or not (search_dir / "phase_done.json").exists()
+
+    study = load_study_config("synthetic", overrides)
+    outcome = run_study(study)
+    trials = outcome.trials
+    search = trials[trials["phase"] == "search"]
+    assert len(search) == 4 and search["trial_id"].is_unique  # same count as an uninterrupted run
+    assert len(trials[trials["phase"] == "confirm"]) == 9
+    assert trials["trial_id"].is_unique
+    # Every trial of the search appears once: no duplicate (config) re-run after the restore.
+    keys = search[["n_moods", "metadata", "alpha"]].round(9).astype(str).agg("|".join, axis=1)
+    assert keys.is_unique
+
+
+def test_killed_training_worker_resumes_from_its_checkpoint(env) -> None:
+    overrides = small_overrides(env["data"], env["storage"], "worker-kill") + [
+        "run.train.max_epochs=5", "run.train.patience=5", "run.train.max_batches_per_epoch=12",
+        "search.num_samples=1", "search.metadata=[]", "confirm.enabled=false", "scheduler.enabled=false"]
+    study = load_study_config("synthetic", overrides)
+    train_dir = env["storage"] / "worker-kill" / "train"
+    killed: list[int] = []
+
+    def kill_a_worker_after_first_checkpoint() -> None:
+        from ray.util.state import list_actors
+
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not killed:
+            if list(train_dir.glob("*/checkpoint_*")):
+                for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
+                    if actor.pid:
+                        os.kill(actor.pid, signal.SIGKILL)
+                        killed.append(actor.pid)
+                        return
+            time.sleep(0.3)
+
+    killer = threading.Thread(target=kill_a_worker_after_first_checkpoint, daemon=True)
+    killer.start()
+    outcome = run_study(study)
+    killer.join(timeout=5)
+    assert killed, "no training worker was killed (the test did not exercise the failure path)"
+
+    trials = outcome.trials
+    assert len(trials) == 1 and trials["status"].eq("TERMINATED").all()
+    assert trials["test_pr_auc"].notna().all() and int(trials["epochs"].iloc[0]) == 5  # no hole in the table
+    # The epochs reported to Tune never restart from 1: the new worker resumed from the checkpoint.
+    results = next((env["storage"] / "worker-kill" / "search").glob("*/result.json")).read_text().splitlines()
+    epochs = [json.loads(line)["epoch"] for line in results if line.strip()]
+    training_epochs = epochs[:-1]  # the last report is the final (test) one
+    assert training_epochs == sorted(set(training_epochs)) and training_epochs[-1] == 5
+    assert len(list(train_dir.glob("*"))) == 1
