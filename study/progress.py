@@ -51,7 +51,7 @@ class ProgressTable(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1
         result = self.latest.get(trial.trial_id, trial.last_result or {})
-        status = "done" if result.get("done") else "stopped early"
+        status = "done" if result.get("final") else "stopped early"
         self._print(self._row(trial, result, status))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

@@ -12,7 +12,7 @@ from study.cells import Cell
 from study.config import StudyConfig
 from study.trial import MODEL_DIR, PREDICTIONS_FILE, resolve_choice
 
-COLUMNS = ["trial_id", "phase", "status", "dataset", "n_moods", "metadata", "n_meta", "alpha", "role",
+COLUMNS = ["trial_id", "trial_number", "phase", "status", "dataset", "n_moods", "metadata", "n_meta", "alpha", "role",
            "heuristic_alpha", "seed", "epochs", "best_epoch", "early_stopped", "val_roc_auc", "val_pr_auc",
            "test_roc_auc", "test_pr_auc", "time_s", "checkpoint_path", "predictions_path", "error"]
 
@@ -26,15 +26,16 @@ def trial_table(grid: Any, phase: str, cells: dict[str, Cell], study: StudyConfi
     """One row per trial of a finished (or stopped) Tune phase; errored trials are kept as rows."""
     heuristics = {key: cell.heuristic_alpha for key, cell in cells.items()}
     rows = []
-    for result in grid:
+    for number, result in enumerate(grid):  # the grid lists trials in launch order
         metrics = dict(result.metrics or {})
         choice = resolve_choice(result.config or {}, heuristics, study.search.training_seed)
         cell = cells.get(f"{choice['n_moods']}|{choice['metadata']}")
-        done = bool(metrics.get("done"))
+        done = bool(metrics.get("final"))
         ckpt = str(metrics.get("checkpoint_path") or "") if done else ""
         predictions = str(Path(ckpt, PREDICTIONS_FILE)) if ckpt else ""
         rows.append({
             "trial_id": str(metrics.get("trial_id") or Path(result.path or "").name),
+            "trial_number": number,
             "phase": phase,
             "status": "ERROR" if result.error else "TERMINATED",
             "dataset": study.run.dataset.name,

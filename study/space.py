@@ -2,29 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 from study.config import StudyConfig
 
 
-def make_space(study: StudyConfig) -> Callable[[Any], Optional[dict[str, Any]]]:
-    """Conditional space: alpha exists only where a metadata set is chosen.
+@dataclass(frozen=True)
+class SearchSpace:
+    """Define-by-run space for OptunaSearch: alpha exists only where a metadata set is chosen.
 
     alpha is searched as ``alpha_factor`` x the cell's heuristic N_mood/N_meta (log-uniform),
-    so one range fits every cell whatever its number of labels.
+    so one range fits every cell whatever its number of labels. A module-level class (not
+    a closure) because Tune pickles the searcher into its experiment checkpoint.
     """
-    n_moods = [int(n) for n in study.search.n_moods]
-    metadata = ["none", *study.search.metadata]
-    low, high = study.search.alpha_factor_low, study.search.alpha_factor_high
 
-    def space(trial: Any) -> Optional[dict[str, Any]]:
-        trial.suggest_categorical("n_moods", n_moods)
-        chosen = trial.suggest_categorical("metadata", metadata)
+    n_moods: tuple[int, ...]
+    metadata: tuple[str, ...]
+    low: float
+    high: float
+
+    def __call__(self, trial: Any) -> Optional[dict[str, Any]]:
+        trial.suggest_categorical("n_moods", list(self.n_moods))
+        chosen = trial.suggest_categorical("metadata", ["none", *self.metadata])
         if chosen != "none":
-            trial.suggest_float("alpha_factor", low, high, log=True)
+            trial.suggest_float("alpha_factor", self.low, self.high, log=True)
         return None
 
-    return space
+
+def make_space(study: StudyConfig) -> SearchSpace:
+    """The phase-1 space of a study."""
+    return SearchSpace(tuple(int(n) for n in study.search.n_moods), tuple(study.search.metadata),
+                       study.search.alpha_factor_low, study.search.alpha_factor_high)
 
 
 def seeded_points(study: StudyConfig) -> list[dict[str, Any]]:

@@ -25,9 +25,9 @@ MODEL_DIR = "model"  # a regular mtlmood checkpoint (weights + model card) insid
 
 
 def _epoch_metrics(result: Any) -> dict[str, Any]:
-    """An mtlmood EpochResult as Tune metrics (``done`` marks the final, tested report)."""
+    """An mtlmood EpochResult as Tune metrics (``final`` marks the last, tested report; Tune reserves ``done``)."""
     metrics = {k: v for k, v in result.metrics().items() if isinstance(v, (int, float, bool))}
-    return {**metrics, "done": False}
+    return {**metrics, "final": False}
 
 
 def train_worker_loop(loop_config: dict[str, Any]) -> None:
@@ -76,7 +76,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         "n_meta": int(fit_result.n_meta),
         "stopped_early": bool(fit_result.stopped_early),
         "train_seconds": float(fit_result.seconds),
-        "done": True,
+        "final": True,
     }
     if rank != 0:
         ray.train.report(final, checkpoint=None)

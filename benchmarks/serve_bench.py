@@ -1,0 +1,325 @@
+"""Serve endpoint vs direct in-process inference: throughput and latency (run on demand, not in CI).
+
+    .venv/bin/python benchmarks/serve_bench.py                      # paper-width untrained model, real clips
+    .venv/bin/python benchmarks/serve_bench.py --checkpoint runs/train/best --duration 30
+
+For each concurrency (1, 4, 16 by default) and each mode it runs a closed loop for a
+bounded time (warm-up discarded) and records requests/s and p50/p95/p99 latency:
+
+- ``direct``: ``Predictor.predict_bytes`` from a thread pool in this process (decode in
+  parallel, one forward at a time: the library path a user would write);
+- ``serve_batched`` / ``serve_unbatched``: HTTP POST /predict against the Serve app on
+  loopback, with ``@serve.batch`` on or off, one replica per deployment (so the numbers
+  are about batching, not autoscaling).
+
+Everything shares one machine: the HTTP clients, the proxy, both replicas and the
+direct path compete for the same cores, as they would on a single node. Results go to
+``benchmarks/results/serve_bench.{json,md}``; the summary gives serve/direct at the
+highest concurrency ("saturation").
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `python benchmarks/serve_bench.py` from anywhere
+    sys.path.insert(0, str(REPO))
+
+AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
+CONTENT_TYPES = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav"}
+
+
+@dataclass
+class LevelResult:
+    mode: str
+    concurrency: int
+    requests: int
+    errors: int
+    seconds: float
+    rps: float
+    segments_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    mean_ms: float
+
+
+def closed_loop(call: Callable[[int], bool], concurrency: int, duration_s: float, warmup_s: float
+                ) -> tuple[list[float], list[int], int, float]:
+    """Run ``call(i)`` from ``concurrency`` workers: warm-up, then ``duration_s`` measured.
+
+    Returns (latencies of measured successes, their request indices, measured errors,
+    measured seconds). A call is measured when it starts inside the window; workers stop
+    starting calls at its end, so the run is bounded by duration + one call.
+    """
+    counter = itertools.count()
+    lock = threading.Lock()
+    latencies: list[float] = []
+    indices: list[int] = []
+    errors = [0]
+    start = time.perf_counter()
+    window = (start + warmup_s, start + warmup_s + duration_s)
+    last_end = [window[0]]
+
+    def worker() -> None:
+        while True:
+            began = time.perf_counter()
+            if began >= window[1]:
+                return
+            i = next(counter)
+            ok = call(i)
+            ended = time.perf_counter()
+            if began >= window[0]:
+                with lock:
+                    if ok:
+                        latencies.append(ended - began)
+                        indices.append(i)
+                    else:
+                        errors[0] += 1
+                    last_end[0] = max(last_end[0], ended)
+
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        for future in [pool.submit(worker) for _ in range(concurrency)]:
+            future.result()
+    return latencies, indices, errors[0], last_end[0] - window[0]
+
+
+def summarise(mode: str, concurrency: int, latencies: list[float], indices: list[int], errors: int,
+              seconds: float, segments: list[int]) -> LevelResult:
+    ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    n = len(latencies)
+    seconds = max(seconds, 1e-9)
+    return LevelResult(mode=mode, concurrency=concurrency, requests=n, errors=errors, seconds=round(seconds, 2),
+                       rps=round(n / seconds, 3),
+                       segments_per_s=round(sum(segments[i % len(segments)] for i in indices) / seconds, 2),
+                       p50_ms=round(float(np.percentile(ms, 50)), 1), p95_ms=round(float(np.percentile(ms, 95)), 1),
+                       p99_ms=round(float(np.percentile(ms, 99)), 1), mean_ms=round(float(ms.mean()), 1))
+
+
+def make_untrained_checkpoint(directory: Path, n_filters: int, n_moods: int = 9, n_meta: int = 50) -> Path:
+    """A checkpoint of an untrained model (speed does not depend on the weights)."""
+    import torch
+
+    from mtlmood.checkpoint import ModelCard, save_checkpoint
+    from mtlmood.config import FeatureConfig, ModelConfig
+    from mtlmood.model import MoodCNN
+
+    torch.manual_seed(0)
+    config = ModelConfig(n_filters=n_filters)
+    model = MoodCNN(config, n_moods, n_meta)
+    card = ModelCard(mood_names=[f"mood_{i}" for i in range(n_moods)], meta_names=[f"artist_{i}" for i in range(n_meta)],
+                     model=config, features=FeatureConfig(), alpha=n_moods / n_meta)
+    save_checkpoint(directory, model, card)
+    return directory
+
+
+def load_clips(audio_dir: Optional[Path], limit: int) -> list[tuple[str, bytes, str]]:
+    """(name, bytes, content type) of the real clips, or generated WAVs when there are none."""
+    if audio_dir is not None and audio_dir.is_dir():
+        paths = sorted(p for p in audio_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)[:limit]
+        if paths:
+            return [(p.name, p.read_bytes(), CONTENT_TYPES[p.suffix.lower()]) for p in paths]
+    import io
+
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    clips = []
+    for seconds in (5, 12, 29, 40):
+        buffer = io.BytesIO()
+        sf.write(buffer, (0.1 * rng.standard_normal(int(seconds * 22050))).astype(np.float32), 22050, format="WAV")
+        clips.append((f"noise_{seconds}s.wav", buffer.getvalue(), "audio/wav"))
+    return clips
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def bench_direct(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments: list[int],
+                 levels: list[int], duration: float, warmup: float) -> list[LevelResult]:
+    from mtlmood.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+
+    def call(i: int) -> bool:
+        name, data, _ = clips[i % len(clips)]
+        predictor.predict_bytes(data, name)
+        return True
+
+    results = []
+    for c in levels:
+        lat, idx, err, secs = closed_loop(call, c, duration, warmup)
+        results.append(summarise("direct", c, lat, idx, err, secs, segments))
+        print(f"  direct          c={c:<3} {results[-1].rps:7.2f} req/s  p50 {results[-1].p50_ms:7.1f} ms", flush=True)
+    return results
+
+
+def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments: list[int], levels: list[int],
+                duration: float, warmup: float, args: argparse.Namespace) -> list[LevelResult]:
+    import requests
+    from ray import serve
+
+    from serve.app import build_app
+    from serve.config import BatchingConfig, IngressSettings, ModelSettings, ServeConfig
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    results = []
+    for batched in (True, False):
+        mode = "serve_batched" if batched else "serve_unbatched"
+        config = ServeConfig(
+            checkpoint=str(checkpoint), port=port, model_timeout_s=120.0, max_pending_decodes=256,
+            batching=BatchingConfig(enabled=batched, max_batch_size=args.max_batch_size,
+                                    batch_wait_timeout_s=args.batch_wait_ms / 1000),
+            # One replica each: the comparison is batching vs not, on the same cores.
+            ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=args.ingress_cpus,
+                                    threads=args.decode_threads, max_ongoing_requests=256, max_queued_requests=256),
+            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=args.model_cpus, threads=args.torch_threads,
+                                num_gpus=0, max_ongoing_requests=max(64, args.max_batch_size),
+                                max_queued_requests=256))
+        serve.run(build_app(config), name="bench", route_prefix="/")
+        local = threading.local()
+        url = f"http://127.0.0.1:{port}/predict"
+
+        def call(i: int) -> bool:
+            session = getattr(local, "session", None)
+            if session is None:  # keep-alive per client thread, like a real client pool
+                session = local.session = requests.Session()
+            name, data, content_type = clips[i % len(clips)]
+            try:
+                response = session.post(url, data=data, headers={"Content-Type": content_type}, timeout=120)
+            except requests.RequestException:
+                return False
+            return response.status_code == 200
+
+        for c in levels:
+            lat, idx, err, secs = closed_loop(call, c, duration, warmup)
+            results.append(summarise(mode, c, lat, idx, err, secs, segments))
+            print(f"  {mode:<15} c={c:<3} {results[-1].rps:7.2f} req/s  p50 {results[-1].p50_ms:7.1f} ms"
+                  f"  errors {err}", flush=True)
+        serve.delete("bench")
+    return results
+
+
+def markdown(meta: dict, results: list[LevelResult], ratios: dict[str, float]) -> str:
+    lines = [f"# Serve benchmark ({meta['date']})", "",
+             f"Model: {meta['model']}; clips: {meta['n_clips']} ({meta['clips_source']}), "
+             f"{meta['mean_segments']:.1f} segments per request on average; machine: {meta['cpus']} CPUs "
+             f"({meta['processor'] or meta['machine']}), torch {meta['torch']}, ray {meta['ray']}.",
+             f"Closed loop, {meta['duration_s']} s measured per row after {meta['warmup_s']} s warm-up. "
+             f"Serve: one ingress replica ({meta['ingress_cpus']} CPU) + one model replica "
+             f"({meta['model_cpus']} CPU, {meta['torch_threads'] or 'auto'} torch threads), "
+             f"batch ≤ {meta['max_batch_size']} requests / {meta['batch_wait_ms']} ms. "
+             f"Load average before/after: {meta['loadavg_before'][0]:.1f} / {meta['loadavg_after'][0]:.1f}.", "",
+             "| mode | concurrency | req/s | segments/s | p50 ms | p95 ms | p99 ms | errors |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.mode} | {r.concurrency} | {r.rps:.2f} | {r.segments_per_s:.1f} | {r.p50_ms:.0f} | "
+                     f"{r.p95_ms:.0f} | {r.p99_ms:.0f} | {r.errors} |")
+    lines += ["", f"At saturation (concurrency {meta['saturation']}), throughput relative to direct in-process "
+                  "inference: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()), ""]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", help="checkpoint to serve (default: an untrained paper-width model)")
+    parser.add_argument("--n-filters", type=int, default=128, help="width of the untrained default model")
+    shared = Path(os.environ.get("MTLMOOD_SHARED_DATA", REPO.parent / "shared" / "data"))
+    parser.add_argument("--audio-dir", type=Path, default=shared / "audio",
+                        help="clips to send (default: the shared CC clips; generated noise when absent)")
+    parser.add_argument("--max-clips", type=int, default=16)
+    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts")
+    parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per row")
+    parser.add_argument("--warmup", type=float, default=3.0, help="discarded seconds before each row")
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count() or 2, help="CPUs of the local Ray")
+    parser.add_argument("--ingress-cpus", type=float, default=0.5)
+    parser.add_argument("--model-cpus", type=float, default=1.5)
+    parser.add_argument("--decode-threads", type=int, default=0, help="ingress decode threads (0 = all CPUs)")
+    parser.add_argument("--torch-threads", type=int, default=0, help="model replica torch threads (0 = all CPUs)")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--batch-wait-ms", type=float, default=10.0)
+    parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    cpus = os.cpu_count() or 1
+    # Like the direct path (torch and decoding use every core), unless told otherwise.
+    args.decode_threads = args.decode_threads or cpus
+    args.torch_threads = args.torch_threads or cpus
+    levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    load_before = list(os.getloadavg())
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+    import ray
+    import torch
+
+    from mtlmood.features import features_from_bytes
+    from mtlmood.inference import Predictor
+
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
+        checkpoint = Path(args.checkpoint) if args.checkpoint else make_untrained_checkpoint(
+            Path(tmp) / "ckpt", args.n_filters)
+        predictor = Predictor.from_checkpoint(checkpoint)
+        clips = load_clips(args.audio_dir, args.max_clips)
+        segments = [len(predictor.segments(features_from_bytes(d, predictor.feature_config, n))) for n, d, _ in clips]
+        print(f"{len(clips)} clips, segments per clip {segments}; concurrency {levels}", flush=True)
+
+        results: list[LevelResult] = []
+        if not args.skip_direct:
+            results += bench_direct(checkpoint, clips, segments, levels, args.duration, args.warmup)
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        try:
+            results += bench_serve(checkpoint, clips, segments, levels, args.duration, args.warmup, args)
+        finally:
+            from ray import serve
+
+            serve.shutdown()
+            ray.shutdown()
+
+    saturation = max(levels)
+    by_mode = {r.mode: r for r in results if r.concurrency == saturation}
+    ratios = {f"{mode}/direct": round(by_mode[mode].rps / by_mode["direct"].rps, 3)
+              for mode in ("serve_batched", "serve_unbatched") if mode in by_mode and "direct" in by_mode}
+    card = predictor.card
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "model": f"MoodCNN n_filters={card.model.n_filters}, "
+            f"{card.n_moods} moods ({'given checkpoint' if args.checkpoint else 'untrained'})",
+            "n_clips": len(clips), "clips": [n for n, _, _ in clips], "segments": segments,
+            "clips_source": "real CC clips" if clips[0][0].endswith(AUDIO_SUFFIXES) and not clips[0][0].startswith(
+                "noise_") else "generated", "mean_segments": float(np.mean(segments)),
+            "cpus": cpus, "processor": platform.processor(), "machine": platform.machine(),
+            "torch": torch.__version__, "ray": ray.__version__, "duration_s": args.duration, "warmup_s": args.warmup,
+            "ingress_cpus": args.ingress_cpus, "model_cpus": args.model_cpus, "torch_threads": args.torch_threads,
+            "decode_threads": args.decode_threads, "direct_torch_threads": torch.get_num_threads(),
+            "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "saturation": saturation,
+            # Other work on the machine skews every row; the load average says how much there was.
+            "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve_bench.json").write_text(json.dumps(
+        {"meta": meta, "results": [asdict(r) for r in results], "ratio_at_saturation": ratios}, indent=2))
+    table = markdown(meta, results, ratios)
+    (args.out / "serve_bench.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

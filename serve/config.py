@@ -1,0 +1,207 @@
+"""Typed settings of the Serve application, one dataclass per concern.
+
+The defaults suit a laptop or a small CPU node; a YAML file (``--config serve.yaml``)
+and dotted overrides (``--set model.max_replicas=4``) change them, with the same
+loader and error messages as the training configs (:mod:`mtlmood.config`).
+
+Where the model comes from: ``checkpoint`` (an mtlmood checkpoint directory) or
+``study`` (a study run directory; its ``best_checkpoint.json`` names the winner).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from mtlmood.config import from_dict, load_config, to_dict
+from mtlmood.errors import CheckpointError, ConfigError
+
+BEST_FILE = "best_checkpoint.json"  # written by study.report_writer.write_best_pointer
+CHECKPOINT_ENV = "MTLMOOD_SERVE_CHECKPOINT"  # fallback for `serve deploy` configs without args
+STUDY_ENV = "MTLMOOD_SERVE_STUDY"
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Dynamic batching on the model deployment (``@serve.batch``).
+
+    One batch item is one request's segment array (a 29 s song has 9 segments), so
+    ``max_batch_size`` counts requests; a full batch is up to ~9x that many segments.
+    """
+
+    enabled: bool = True
+    max_batch_size: int = 16  # requests per forward
+    # Waiting costs latency at low load; 10 ms is small next to a ~100 ms forward.
+    batch_wait_timeout_s: float = 0.01
+
+
+@dataclass(frozen=True)
+class DeploymentSettings:
+    """Replica count, autoscaling, queue bounds and resources of one deployment."""
+
+    min_replicas: int = 1
+    max_replicas: int = 2
+    # Autoscaling aims at this many ongoing requests per replica.
+    target_ongoing_requests: float = 8.0
+    upscale_delay_s: float = 5.0
+    downscale_delay_s: float = 60.0  # Serve's default (600 s) keeps idle replicas for 10 minutes
+    max_ongoing_requests: int = 32  # per replica, running + waiting inside it
+    # Waiting in the caller's queue when every replica is full; more are refused with 503.
+    # Serve's default (-1) is unbounded, which turns overload into ever-growing latency.
+    max_queued_requests: int = 64
+    num_cpus: float = 1.0
+    # -1 = auto: one GPU per replica when the cluster has GPUs at deploy time (model only).
+    num_gpus: float = 0.0
+    # Worker threads per replica: torch intra-op threads (model, on CPU) or decode threads
+    # (ingress). 0 = from num_cpus (at least 1).
+    threads: int = 0
+
+    def autoscaling(self) -> dict[str, Any]:
+        """The ``autoscaling_config`` mapping Serve expects."""
+        return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "initial_replicas": self.min_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests,
+                "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s}
+
+
+@dataclass(frozen=True)
+class IngressSettings(DeploymentSettings):
+    """The HTTP ingress: validation, decoding and features (CPU work, scaled on its own)."""
+
+    # Decoding a 29 s clip takes tens of ms of one core; most requests just wait on the model.
+    target_ongoing_requests: float = 16.0
+    max_ongoing_requests: int = 64
+    max_queued_requests: int = 128
+
+
+@dataclass(frozen=True)
+class ModelSettings(DeploymentSettings):
+    """The model replicas: one checkpoint loaded per replica, batched forwards."""
+
+    num_gpus: float = -1.0
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything `mtlmood serve` and `serve deploy` need to run the endpoint."""
+
+    checkpoint: str = ""  # an mtlmood checkpoint directory ...
+    study: str = ""  # ... or a study run directory (its best_checkpoint.json)
+    host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 exposes the endpoint
+    port: int = 8000
+    app_name: str = "mtlmood"
+    route_prefix: str = "/"
+    max_body_bytes: int = 20 * 1024 * 1024  # a 29 s mp3 is ~0.5 MB, a 29 s 48 kHz wav ~5.6 MB
+    top_k: int = 5  # default length of the "top" list (query ?top_k= overrides it)
+    device: str = "auto"  # model replicas: auto | cpu | cuda
+    # Ingress: requests allowed to wait for or run decoding in one replica; more get 503 JSON.
+    max_pending_decodes: int = 32
+    model_timeout_s: float = 30.0  # ingress gives up on the model after this long (504)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    ingress: IngressSettings = field(default_factory=IngressSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+
+    def validate(self) -> "ServeConfig":
+        """Raise ConfigError for settings Serve would reject later with a less clear message."""
+        problems: list[str] = []
+        if self.max_body_bytes < 1:
+            problems.append(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.top_k < 0:
+            problems.append(f"top_k must be >= 0, got {self.top_k}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if not 0 < self.port < 65536:
+            problems.append(f"port must be in 1..65535, got {self.port}")
+        if not self.route_prefix.startswith("/"):
+            problems.append(f"route_prefix must start with '/', got {self.route_prefix!r}")
+        if self.max_pending_decodes < 1 or self.model_timeout_s <= 0:
+            problems.append("max_pending_decodes >= 1 and model_timeout_s > 0 are required")
+        if self.batching.max_batch_size < 1 or self.batching.batch_wait_timeout_s < 0:
+            problems.append("batching.max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
+        for name, dep in (("ingress", self.ingress), ("model", self.model)):
+            if not 0 <= dep.min_replicas <= dep.max_replicas or dep.max_replicas < 1:
+                problems.append(f"{name}: need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
+            if dep.max_ongoing_requests < 1 or dep.target_ongoing_requests <= 0:
+                problems.append(f"{name}: max_ongoing_requests >= 1 and target_ongoing_requests > 0 are required")
+            if dep.max_queued_requests < -1 or dep.max_queued_requests == 0:
+                problems.append(f"{name}: max_queued_requests must be >= 1 (or -1 = unbounded)")
+            if dep.threads < 0:
+                problems.append(f"{name}: threads must be >= 0 (0 = from num_cpus)")
+            if dep.num_cpus < 0 or (dep.num_gpus < 0 and dep.num_gpus != -1):
+                problems.append(f"{name}: num_cpus must be >= 0 and num_gpus >= 0 (or -1 = auto)")
+            if dep.upscale_delay_s < 0 or dep.downscale_delay_s < 0:
+                problems.append(f"{name}: autoscaling delays must be >= 0")
+        if self.device == "cuda" and self.model.num_gpus == 0:
+            problems.append("device: cuda needs model.num_gpus > 0 (or -1 = auto); a replica without a GPU "
+                            "cannot see one")
+        if self.batching.enabled and self.model.max_ongoing_requests < self.batching.max_batch_size:
+            # Fewer ongoing requests than a batch holds means a batch can never fill.
+            problems.append(f"model.max_ongoing_requests ({self.model.max_ongoing_requests}) must be >= "
+                            f"batching.max_batch_size ({self.batching.max_batch_size})")
+        if problems:
+            raise ConfigError("invalid serve config: " + "; ".join(problems))
+        return self
+
+
+def load_serve_config(path: Optional[str | os.PathLike[str]] = None, overrides: Optional[list[str]] = None,
+                      **fields: Any) -> ServeConfig:
+    """Defaults <- YAML file <- dotted overrides <- explicit keyword fields (e.g. from CLI flags)."""
+    config = load_config(ServeConfig, path, overrides or [])
+    given = {k: v for k, v in fields.items() if v is not None}
+    return replace(config, **given).validate() if given else config.validate()
+
+
+def serve_config_from_mapping(data: Mapping[str, Any]) -> ServeConfig:
+    """A ServeConfig from a plain mapping (``args:`` of a Serve config file), validated."""
+    return from_dict(ServeConfig, dict(data)).validate()
+
+
+def serve_config_to_dict(config: ServeConfig) -> dict[str, Any]:
+    """Plain dict (for ``args:`` and for sending the config to replicas)."""
+    return to_dict(config)
+
+
+def resolve_checkpoint(config: ServeConfig) -> Path:
+    """The checkpoint directory to serve: ``checkpoint``, else the study's best, else the env vars.
+
+    Checks that the directory holds a model card, so a wrong path fails here with one
+    clear line instead of in every replica's constructor.
+    """
+    from mtlmood.checkpoint import read_card
+
+    checkpoint, study = config.checkpoint, config.study
+    if checkpoint and study:
+        raise ConfigError("give either a checkpoint or a study run directory, not both")
+    if not checkpoint and not study:  # the env vars are only a fallback (e.g. a Serve config's runtime_env)
+        checkpoint, study = os.environ.get(CHECKPOINT_ENV, ""), os.environ.get(STUDY_ENV, "")
+        study = "" if checkpoint else study
+    if not checkpoint and not study:
+        raise ConfigError(f"no model to serve: pass --checkpoint DIR or --study RUN "
+                          f"(or set {CHECKPOINT_ENV} / {STUDY_ENV})")
+    if study:
+        checkpoint = str(best_checkpoint_of_study(Path(study)))
+    path = Path(checkpoint).expanduser().resolve()
+    read_card(path)  # CheckpointError with the reason when it is not a checkpoint
+    return path
+
+
+def best_checkpoint_of_study(run_dir: Path) -> Path:
+    """The checkpoint named by ``<run_dir>/best_checkpoint.json`` (relative paths: from the run dir)."""
+    pointer = run_dir / BEST_FILE
+    if not run_dir.is_dir():
+        raise ConfigError(f"study run directory not found: {run_dir}")
+    if not pointer.exists():
+        raise ConfigError(f"{run_dir} has no {BEST_FILE}: the study has not finished a phase yet "
+                          "(run `mtlmood study report RUN` after it has)")
+    try:
+        data = json.loads(pointer.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"corrupt {pointer}: {exc}") from None
+    target = data.get("checkpoint") if isinstance(data, dict) else None
+    if not isinstance(target, str) or not target:
+        raise CheckpointError(f"{pointer} names no checkpoint")
+    target_path = Path(target)
+    return target_path if target_path.is_absolute() else run_dir / target_path
