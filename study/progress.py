@@ -12,18 +12,19 @@ from ray.tune import Callback
 class ProgressTable(Callback):
     """Prints one line per finished trial and a status summary every ``every_s`` seconds."""
 
-    def __init__(self, phase: str, total: int, every_s: float = 15.0, stream: Any = None) -> None:
+    def __init__(self, phase: str, total: int, every_s: float = 15.0) -> None:
         self.phase = phase
         self.total = total
         self.every_s = every_s
-        self.stream = stream or sys.stdout
         self.last_print = 0.0
         self.latest: dict[str, dict[str, Any]] = {}
         self.finished = 0
         self.header_printed = False
 
     def _print(self, text: str) -> None:
-        print(text, file=self.stream, flush=True)
+        # sys.stdout is looked up at print time: Tune pickles callbacks with the Tuner,
+        # and a captured stream (pytest, Jupyter) is not picklable.
+        print(text, file=sys.stdout, flush=True)
 
     def _row(self, trial: Any, result: dict[str, Any], status: str) -> str:
         cfg = trial.config

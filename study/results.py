@@ -66,15 +66,18 @@ def trial_table(grid: Any, phase: str, cells: dict[str, Cell], study: StudyConfi
 def best_alpha_per_cell(search: pd.DataFrame) -> dict[str, float]:
     """Per cell (``n_moods|metadata``, metadata != none): the alpha with the best *validation* PR-AUC.
 
-    Only trials that finished (not stopped early, not errored) count; selection never
-    looks at test metrics, so the test set stays an honest estimate in phase 2.
+    Trials that ran to their end are preferred; when the scheduler stopped every trial
+    of a cell (ASHA compares trials across cells, so a strong baseline can stop them all),
+    the best stopped one is taken. Selection never looks at test metrics, so the test
+    set stays an honest estimate in phase 2.
     """
-    finished = search[(search["status"] == "TERMINATED") & (~search["early_stopped"]) &
-                      (search["metadata"] != "none") & search["val_pr_auc"].notna()]
+    usable = search[(search["status"] == "TERMINATED") & (search["metadata"] != "none") &
+                    search["val_pr_auc"].notna()]
     best: dict[str, float] = {}
-    for (n_moods, metadata), group in finished.groupby(["n_moods", "metadata"]):
-        row = group.loc[group["val_pr_auc"].idxmax()]
-        best[f"{int(n_moods)}|{metadata}"] = float(row["alpha"])
+    for (n_moods, metadata), group in usable.groupby(["n_moods", "metadata"]):
+        finished = group[~group["early_stopped"].astype(bool)]
+        pool = finished if not finished.empty else group
+        best[f"{int(n_moods)}|{metadata}"] = float(pool.loc[pool["val_pr_auc"].idxmax(), "alpha"])
     return best
 
 

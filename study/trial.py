@@ -50,13 +50,16 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
             if (Path(ckpt_dir) / STATE_FILE).exists():
                 resume = load_train_state(Path(ckpt_dir) / STATE_FILE)
 
+    last_state: dict[str, Any] = {}
+
     def report_epoch(result: Any, state: Any) -> None:
         metrics = _epoch_metrics(result)
         if rank != 0:  # every rank must call report; only rank 0 uploads a checkpoint
             ray.train.report(metrics, checkpoint=None)
             return
+        last_state["state"] = state.to_dict()
         with tempfile.TemporaryDirectory() as tmp:
-            save_train_state(Path(tmp) / STATE_FILE, state.to_dict())
+            save_train_state(Path(tmp) / STATE_FILE, last_state["state"])
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     fit_result = fit(data, run_config, callback=report_epoch, resume=resume, device=ray.train.torch.get_device())
@@ -83,6 +86,10 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp) / MODEL_DIR, fit_result.model, ModelCard.from_fit(fit_result))
+        if "state" in last_state:
+            # A trial restored after this report (its Tune state lagging behind) resumes here
+            # and finishes at once instead of training again.
+            save_train_state(Path(tmp) / STATE_FILE, last_state["state"])
         if test is not None:
             np.savez_compressed(Path(tmp) / PREDICTIONS_FILE, song_ids=np.asarray(test.song_ids),
                                 y_true=test.y_true, y_prob=test.y_prob)
