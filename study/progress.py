@@ -19,6 +19,7 @@ class ProgressTable(Callback):
         self.last_print = 0.0
         self.latest: dict[str, dict[str, Any]] = {}
         self.finished = 0
+        self.best = float("nan")
         self.header_printed = False
 
     def _print(self, text: str) -> None:
@@ -38,6 +39,9 @@ class ProgressTable(Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.latest[trial.trial_id] = result
+        value = result.get("val_pr_auc")
+        if value is not None and not (value <= self.best):  # also replaces the initial NaN
+            self.best = float(value)
         now = time.monotonic()
         if now - self.last_print >= self.every_s:
             self.last_print = now
@@ -45,9 +49,8 @@ class ProgressTable(Callback):
             for t in trials:
                 states[t.status] = states.get(t.status, 0) + 1
             summary = ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items()))
-            best = max((r.get("val_pr_auc", float("nan")) for r in self.latest.values()), default=float("nan"))
             self._print(f"[{self.phase}] {self.finished}/{self.total} trials finished ({summary}); "
-                        f"best val PR-AUC so far {best:.2f}%")
+                        f"best val PR-AUC so far {self.best:.2f}%")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1
