@@ -73,8 +73,11 @@ def _phase_done(study: StudyConfig, phase: str) -> bool:
     return Path(join_storage(study.run_dir, phase), DONE_MARKER).exists() if "://" not in study.run_dir else False
 
 
-def _finish_phase(study: StudyConfig, phase: str, grid: Any, cells: dict[str, Cell]) -> pd.DataFrame:
+def _finish_phase(study: StudyConfig, phase: str, grid: Any, cells: dict[str, Cell],
+                  best_is_heuristic: tuple[str, ...] = ()) -> pd.DataFrame:
     table = trial_table(grid, phase, cells, study)
+    if best_is_heuristic:
+        table = with_best_aliases(table, best_is_heuristic)
     phase_dir = Path(join_storage(study.run_dir, phase))
     table.to_parquet(phase_dir / TRIALS_FILE)
     atomic_write_json(phase_dir / DONE_MARKER, {"trials": len(table)})
@@ -115,9 +118,27 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     return _finish_phase(study, SEARCH, grid, cells)
 
 
-def confirm_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> list[dict[str, Any]]:
-    """Phase 2 jobs: baseline, heuristic alpha and best alpha found per cell, each over every seed."""
+def best_is_heuristic(search: pd.DataFrame, cells: dict[str, Cell]) -> tuple[str, ...]:
+    """Cells whose best alpha found is the heuristic itself: their "best" arm reuses the
+    heuristic's runs (same alpha, same seeds, same deterministic result) instead of
+    training them again."""
     best = best_alpha_per_cell(search)
+    return tuple(sorted(key for key, alpha in best.items()
+                        if key in cells and math.isclose(alpha, cells[key].heuristic_alpha, rel_tol=1e-9)))
+
+
+def with_best_aliases(confirm: pd.DataFrame, cell_keys: tuple[str, ...]) -> pd.DataFrame:
+    """Add role="best" rows that point at the heuristic runs of the given cells."""
+    keys = confirm["n_moods"].astype(int).astype(str) + "|" + confirm["metadata"]
+    heuristic = confirm[(confirm["role"] == "heuristic") & keys.isin(cell_keys)]
+    return pd.concat([confirm, heuristic.assign(role="best")], ignore_index=True)
+
+
+def confirm_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> list[dict[str, Any]]:
+    """Phase 2 jobs: baseline, heuristic alpha and best alpha found per cell, each over every seed
+    (no separate best-alpha jobs where the best alpha found is the heuristic)."""
+    best = best_alpha_per_cell(search)
+    aliased = best_is_heuristic(search, cells)
     jobs: list[dict[str, Any]] = []
     for n in study.search.n_moods:
         for seed in study.confirm.seeds:
@@ -126,7 +147,7 @@ def confirm_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell
             cell = cells[f"{int(n)}|{meta}"]
             roles = [("heuristic", cell.heuristic_alpha)]
             found = best.get(cell.key)
-            if found is not None:
+            if found is not None and cell.key not in aliased:
                 roles.append(("best", float(found)))
             for role, alpha in roles:
                 for seed in study.confirm.seeds:
@@ -148,14 +169,16 @@ def run_confirm(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]
     trainable = tune.with_resources(make_trial_driver(to_dict(study), heuristics, CONFIRM),
                                     driver_resources(study))
     tune_config = tune.TuneConfig(metric="val_pr_auc", mode="max", max_concurrent_trials=concurrency)
-    print(f"[confirm] {len(jobs)} trials (baseline, heuristic and best alpha x {len(study.confirm.seeds)} seeds), "
+    aliased = best_is_heuristic(search, cells)
+    note = f"; best alpha = heuristic in {', '.join(aliased)}: reusing its runs" if aliased else ""
+    print(f"[confirm] {len(jobs)} trials (baseline, heuristic and best alpha x {len(study.confirm.seeds)} seeds{note}), "
           f"{concurrency} at a time", flush=True)
     from study.progress import ProgressTable
 
     tuner = _tuner(study, CONFIRM, trainable, {"job": tune.grid_search(jobs)}, tune_config,
                    [ProgressTable(CONFIRM, len(jobs))])
     grid = tuner.fit()
-    return _finish_phase(study, CONFIRM, grid, cells)
+    return _finish_phase(study, CONFIRM, grid, cells, best_is_heuristic(search, cells))
 
 
 def run_study(study: StudyConfig) -> StudyOutcome:

@@ -92,7 +92,7 @@ def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(
     outcome = run_study(study)
     trials = outcome.trials
     assert list(trials.columns) == COLUMNS
-    assert trials["trial_id"].is_unique
+    assert not trials.duplicated(["trial_id", "role"]).any()
     search = trials[trials["phase"] == "search"]
     confirm = trials[trials["phase"] == "confirm"]
     assert len(search) == 3  # the same count as an uninterrupted run: nothing lost, nothing repeated
@@ -102,8 +102,12 @@ def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(
     assert ((search["metadata"] == "none") & (search["alpha"] == 0)).any()
     artist = search[search["metadata"] == "artist"]
     assert (abs(artist["alpha"] - artist["heuristic_alpha"]) < 1e-9).any()
-    # Phase 2: baseline, heuristic and best alpha, each over 3 seeds, all finished and tested.
-    assert len(confirm) == 9
+    # Phase 2: baseline, heuristic and best alpha, each over 3 seeds, all finished and tested
+    # (when the best alpha found is the heuristic, the best arm reuses the heuristic's runs).
+    assert len(confirm) == 9 and confirm["trial_id"].nunique() in (6, 9)
+    best_rows, heuristic_rows = confirm[confirm["role"] == "best"], confirm[confirm["role"] == "heuristic"]
+    if confirm["trial_id"].nunique() == 6:
+        assert sorted(best_rows["trial_id"]) == sorted(heuristic_rows["trial_id"])
     assert {role: sorted(seeds) for role, seeds in confirm.groupby("role")["seed"]} == {
         "baseline": [0, 1, 2], "best": [0, 1, 2], "heuristic": [0, 1, 2]}
     assert (confirm["status"] == "TERMINATED").all() and confirm["test_pr_auc"].notna().all()
