@@ -17,6 +17,11 @@ shards at once (MTG-Jamendo full: ~12 GB of features).
 
 The per-song work is :func:`compute_song`, a plain top-level function of picklable
 arguments, so a process pool here (and a Ray task in the cluster layer) can call it.
+Where the songs are computed is pluggable: by default a local process pool
+(:func:`run_tasks`); ``prepare_features(..., runner=...)`` takes any
+:class:`TaskRunner`, e.g. ``study.prepare_ray.RayTaskRunner`` for a cluster. Everything
+else (skipping, shards, failures, consolidation) stays here, so both paths build the
+same cache.
 A song that fails (missing file, undecodable audio, even a decoder crash that takes
 its worker process down) is recorded in ``<cache>/failures.csv`` and never stops
 the run; re-running retries it.
@@ -37,7 +42,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Protocol, Sequence
 
 from mtlmood.cache import INDEX_FILE, FeatureCache, FeatureSource, npy_header, write_cache
 from mtlmood.config import FeatureConfig
@@ -92,6 +97,7 @@ class PrepareReport:
     cached_songs: int = 0  # songs in the cache after this run (all song lists so far)
     seconds: float = 0.0
     workers: int = 1
+    executor: str = ""  # where the songs were computed, when not the local process pool
 
     @property
     def failed(self) -> int:
@@ -100,7 +106,8 @@ class PrepareReport:
     def summary(self, max_failures: int = 10) -> str:
         """A few human-readable lines: counts, where the cache and the failure report are."""
         total = self.computed + self.skipped + self.failed
-        lines = [f"{total} songs in {self.seconds:.1f} s ({self.workers} worker(s)): "
+        where = self.executor or f"{self.workers} worker(s)"
+        lines = [f"{total} songs in {self.seconds:.1f} s ({where}): "
                  f"{self.computed} computed, {self.skipped} already cached, {self.failed} failed",
                  f"feature cache: {self.cache_dir} ({self.cached_songs} songs)"]
         if self.failures:
@@ -139,6 +146,20 @@ def compute_song(task: SongTask) -> SongOutcome:
     except Exception as exc:  # a decoder/library bug on one odd file must not end a day-long run
         return SongOutcome(task.song_id, task.audio_path, error=f"{type(exc).__name__}: {exc}")
     return SongOutcome(task.song_id, task.audio_path, n_frames=int(features.shape[0]))
+
+
+class TaskRunner(Protocol):
+    """Computes SongTasks somewhere other than the local process pool (e.g. Ray tasks).
+
+    It must yield exactly one SongOutcome per task, in any order, and leave a song's
+    shard at ``task.shard_path`` exactly when its outcome has no error. ``workers`` and
+    ``description`` only feed the report.
+    """
+
+    workers: int
+    description: str
+
+    def __call__(self, tasks: Sequence[SongTask]) -> Iterator[SongOutcome]: ...
 
 
 def _init_worker() -> None:
@@ -342,13 +363,15 @@ def _write_failures(path: Path, failures: list[Failure]) -> None:
 
 
 def prepare_features(songs: Sequence[SongRecord], cache_dir: str | os.PathLike[str], cfg: FeatureConfig,
-                     workers: int = 0, progress: bool = True, rebuild: bool = False) -> PrepareReport:
+                     workers: int = 0, progress: bool = True, rebuild: bool = False,
+                     runner: Optional[TaskRunner] = None) -> PrepareReport:
     """Compute and cache the log-mel features of ``songs`` (see the module docstring).
 
     ``workers``: processes to use, 0 = every available core. ``rebuild``: discard an
     existing cache (and unfinished shards) first; without it, a cache built with another
     FeatureConfig raises CacheError. Songs already cached are skipped; the cache keeps
-    songs of earlier runs that are not in ``songs``.
+    songs of earlier runs that are not in ``songs``. ``runner``: compute the songs with
+    it instead of local processes (``workers`` is then unused).
     """
     from tqdm.auto import tqdm
 
@@ -377,18 +400,26 @@ def prepare_features(songs: Sequence[SongRecord], cache_dir: str | os.PathLike[s
             else:
                 tasks.append(SongTask(song.song_id, str(song.audio_path), str(shard), cfg))
 
-        n_workers = min(workers if workers > 0 else default_workers(), max(len(tasks), 1))
+        if runner is None:
+            n_workers = min(workers if workers > 0 else default_workers(), max(len(tasks), 1))
+            outcomes = run_tasks(tasks, n_workers)
+            executor = ""
+        else:
+            outcomes, n_workers, executor = runner(tasks), runner.workers, runner.description
         failures: list[Failure] = []
         computed = 0
         with tqdm(total=len(tasks), desc="log-mel features", unit="song", disable=not progress,
                   dynamic_ncols=True) as bar:
-            for outcome in run_tasks(tasks, n_workers):
+            for outcome in outcomes:
                 if outcome.error is None:
                     computed += 1
                 else:
                     failures.append(Failure(outcome.song_id, outcome.audio_path, outcome.error))
                     bar.set_postfix(failed=len(failures), refresh=False)
                 bar.update(1)
+        # Song-list order, not completion order: the report is the same whoever computed it.
+        position = {song.song_id: i for i, song in enumerate(songs)}
+        failures.sort(key=lambda f: position[f.song_id])
         failures_path = cache_dir / FAILURES_FILE
         _write_failures(failures_path, failures)
 
@@ -413,7 +444,7 @@ def prepare_features(songs: Sequence[SongRecord], cache_dir: str | os.PathLike[s
 
     return PrepareReport(computed=computed, skipped=skipped, failures=failures, cache_dir=cache_dir,
                          failures_path=failures_path, cached_songs=cached,
-                         seconds=time.perf_counter() - start, workers=n_workers)
+                         seconds=time.perf_counter() - start, workers=n_workers, executor=executor)
 
 
 def _remove_if_only_tag(shards: Path) -> None:

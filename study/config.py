@@ -68,7 +68,7 @@ class StudyConfig:
     """A whole alpha study."""
 
     name: str = "alpha-study"
-    storage_path: str = "runs/studies"  # local directory or s3:// / gs:// URI
+    storage_path: str = "runs/studies"  # a local directory, or a shared file system on a cluster
     run: RunConfig = field(default_factory=RunConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     confirm: ConfirmConfig = field(default_factory=ConfirmConfig)
@@ -84,9 +84,7 @@ class StudyConfig:
 
 
 def join_storage(base: str, *parts: str) -> str:
-    """Join path parts for a local path or an s3:// / gs:// URI alike."""
-    if "://" in base:
-        return "/".join([base.rstrip("/"), *parts])
+    """An absolute path under the study storage (Ray needs absolute storage paths)."""
     return str(Path(base, *parts).resolve())
 
 
@@ -104,6 +102,12 @@ def validate(config: StudyConfig) -> StudyConfig:
         raise ConfigError("confirm.seeds must list at least one seed")
     if config.resources.use_gpu not in ("auto", "true", "false", "True", "False"):
         raise ConfigError("resources.use_gpu must be auto, true or false")
+    if "://" in config.storage_path:
+        # Tune and Train could write to object storage, but the study's own tables, report
+        # and best-checkpoint pointer (and Serve) need a file system path.
+        raise ConfigError(f"storage_path {config.storage_path!r}: object-store URIs are not supported yet; "
+                          "use a local directory or a shared file system mounted on every node "
+                          "(EFS/NFS, e.g. /mnt/shared/mtlmood/studies), see docs/RUNBOOK.md")
     if config.resources.num_workers < 1:
         raise ConfigError("resources.num_workers must be >= 1")
     return config

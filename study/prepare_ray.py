@@ -38,7 +38,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from mtlmood.errors import CacheError
 from mtlmood.prepare import SongOutcome, SongTask, compute_song
@@ -138,7 +138,9 @@ class RayTaskRunner:
 
         if not tasks:
             return
-        # Remote processes have other working directories: send absolute paths.
+        # Remote processes have other working directories: send absolute paths, and hand
+        # the outcomes back with the paths as given (failures.csv then reads as locally).
+        given = {t.song_id: t.audio_path for t in tasks}
         tasks = [replace(t, audio_path=os.path.abspath(t.audio_path), shard_path=os.path.abspath(t.shard_path))
                  for t in tasks]
         shard_dir = Path(tasks[0].shard_path).parent
@@ -169,14 +171,16 @@ class RayTaskRunner:
                         result: BatchResult = ray.get(ref)
                     except RayError as exc:
                         if isolated:
-                            yield SongOutcome(batch[0].song_id, batch[0].audio_path, error=task_error(exc))
+                            song_id = batch[0].song_id
+                            yield SongOutcome(song_id, given[song_id], error=task_error(exc))
                         else:
                             # Which song took the worker down is unknown: re-run each on its own, first.
                             pending.extendleft(([task], True) for task in reversed(batch))
                         continue
                     if not result.sees_cache:
                         raise not_shared_error(result.node, shard_dir)
-                    yield from result.outcomes
+                    for outcome in result.outcomes:
+                        yield replace(outcome, audio_path=given[outcome.song_id])
         finally:
             # Interrupted (Ctrl-C, an error): stop queued work; finished shards are kept and
             # the next run skips them. A task cancelled mid-song leaves only a temp file.

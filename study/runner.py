@@ -70,7 +70,7 @@ def _tuner(study: StudyConfig, phase: str, trainable: Any, param_space: dict[str
 
 
 def _phase_done(study: StudyConfig, phase: str) -> bool:
-    return Path(join_storage(study.run_dir, phase), DONE_MARKER).exists() if "://" not in study.run_dir else False
+    return Path(join_storage(study.run_dir, phase), DONE_MARKER).exists()
 
 
 def _finish_phase(study: StudyConfig, phase: str, grid: Any, cells: dict[str, Cell],

@@ -43,6 +43,10 @@ FORWARD_BYTES_PER_ACTIVATION = _bytes_per_activation(_FORWARD_PASSES)  # 17.75 (
 TRAIN_BYTES_PER_ACTIVATION = FORWARD_BYTES_PER_ACTIVATION + _bytes_per_activation(_BACKWARD_PASSES)  # 43.5
 
 
+PAPER = ModelConfig()  # the paper's width: 5 blocks of 128 filters on 187 x 96 segments
+FEATURES = FeatureConfig()
+
+
 @dataclass(frozen=True)
 class Gpu:
     """A GPU instance and how much of it a batch-32 conv net gets (assumptions, not measurements)."""
@@ -97,13 +101,13 @@ def flatten_size(cfg: ModelConfig) -> int:
             * pooled_size(cfg.n_mels, cfg.n_blocks, cfg.pool_size))
 
 
-def model_flops(cfg: ModelConfig = ModelConfig(), n_moods: int = 50, n_meta: int = 0) -> int:
+def model_flops(cfg: ModelConfig = PAPER, n_moods: int = 50, n_meta: int = 0) -> int:
     """Forward FLOPs for one segment (2 per multiply-accumulate): convs + mood (+ metadata) head."""
     macs = sum(b.macs for b in conv_blocks(cfg)) + flatten_size(cfg) * (n_moods + n_meta)
     return 2 * macs
 
 
-def train_flops(cfg: ModelConfig = ModelConfig(), n_moods: int = 50, n_meta: int = 0) -> int:
+def train_flops(cfg: ModelConfig = PAPER, n_moods: int = 50, n_meta: int = 0) -> int:
     """Forward + backward FLOPs for one training segment: every layer's forward, its weight
     gradient (same MACs) and its input gradient (same MACs), except the first conv, whose
     input (the spectrogram) needs no gradient. About 3x forward."""
@@ -111,12 +115,12 @@ def train_flops(cfg: ModelConfig = ModelConfig(), n_moods: int = 50, n_meta: int
     return 3 * model_flops(cfg, n_moods, n_meta) - 2 * first
 
 
-def activations(cfg: ModelConfig = ModelConfig()) -> int:
+def activations(cfg: ModelConfig = PAPER) -> int:
     """Conv-output elements per segment (memory traffic scales with them; block 1 is 75%)."""
     return sum(b.activations for b in conv_blocks(cfg))
 
 
-def segments_per_second(gpu: Gpu, cfg: ModelConfig = ModelConfig(), n_moods: int = 50, n_meta: int = 0,
+def segments_per_second(gpu: Gpu, cfg: ModelConfig = PAPER, n_moods: int = 50, n_meta: int = 0,
                         train: bool = True) -> float:
     """Estimated training (or inference) throughput of one GPU: compute time + memory time."""
     flops = train_flops(cfg, n_moods, n_meta) if train else model_flops(cfg, n_moods, n_meta)
@@ -127,7 +131,7 @@ def segments_per_second(gpu: Gpu, cfg: ModelConfig = ModelConfig(), n_moods: int
     return 1.0 / seconds
 
 
-def compute_bound_segments_per_second(gpu: Gpu, cfg: ModelConfig = ModelConfig(), n_moods: int = 50,
+def compute_bound_segments_per_second(gpu: Gpu, cfg: ModelConfig = PAPER, n_moods: int = 50,
                                       n_meta: int = 0) -> float:
     """The FLOPs-only training throughput (ignores memory traffic: an upper bound)."""
     return gpu.peak_tflops * 1e12 * gpu.utilization / train_flops(cfg, n_moods, n_meta)
@@ -151,10 +155,10 @@ class TrialEstimate:
         return self.trial_s / 3600
 
 
-def trial_estimate(n_songs: int, epochs: int, gpu: Gpu = A10G_BF16, cfg: ModelConfig = ModelConfig(),
+def trial_estimate(n_songs: int, epochs: int, gpu: Gpu = A10G_BF16, cfg: ModelConfig = PAPER,
                    n_moods: int = 50, n_meta: int = 50, batch_size: int = 32, epoch_factor: float = 1.25,
                    train_fraction: float = 0.8, val_fraction: float = 0.1, overhead_s: float = 120.0,
-                   features: FeatureConfig = FeatureConfig()) -> TrialEstimate:
+                   features: FeatureConfig = FEATURES) -> TrialEstimate:
     """One trial on one GPU: ``epochs`` paper epochs (1.25 x n_train batches of 32), validation
     after each (every non-overlapping segment of the first 29 s of each song), test at the end.
 
@@ -218,9 +222,9 @@ def report(gpu: Gpu = A10G_BF16) -> str:
     for i, b in enumerate(conv_blocks(cfg), 1):
         lines.append(f"| {i} | {b.c_in} -> {b.c_out} | {b.height} x {b.width} | {b.macs / 1e6:,.1f} |")
     fwd, tr = model_flops(cfg, 50, 50), train_flops(cfg, 50, 50)
-    lines += ["", f"forward: {fwd / 1e9:.3f} GFLOP per segment (50 moods + 50 artists heads); "
-                  f"training step: {tr / 1e9:.3f} GFLOP per segment ({tr / fwd:.2f}x forward); "
-                  f"{activations(cfg) / 1e6:.2f} M conv-output elements per segment", ""]
+    lines += ["", (f"forward: {fwd / 1e9:.3f} GFLOP per segment (50 moods + 50 artists heads); "
+                   f"training step: {tr / 1e9:.3f} GFLOP per segment ({tr / fwd:.2f}x forward); "
+                   f"{activations(cfg) / 1e6:.2f} M conv-output elements per segment"), ""]
     lines += ["| GPU assumption | segments/s (FLOPs only) | segments/s (FLOPs + memory) |", "|---|---|---|"]
     for g in (gpu, A10G_FP32) if gpu is not A10G_FP32 else (gpu,):
         lines.append(f"| {g.name}: {g.peak_tflops:g} TFLOP/s x {g.utilization:.0%}, {g.bandwidth_gbs:g} GB/s x "
@@ -234,8 +238,8 @@ def report(gpu: Gpu = A10G_BF16) -> str:
                      f"{t12.epoch_s / 60:.1f} min | {t12.trial_s / 3600:.2f} h | {t30.trial_s / 3600:.2f} h | "
                      f"{t12.usd:.2f} / {t30.usd:.2f} |")
     study = study_estimate(StudyPlan(), gpu)
-    lines += ["", f"study (study/configs/mtg-jamendo.yaml, ~{study.trials} trials): {study.gpu_hours:.1f} GPU-hours, "
-                  f"{study.wall_hours:.1f} h on {StudyPlan().gpus} GPUs, about {study.usd:.0f} USD"]
+    lines += ["", (f"study (study/configs/mtg-jamendo.yaml, ~{study.trials} trials): {study.gpu_hours:.1f} "
+                   f"GPU-hours, {study.wall_hours:.1f} h on {StudyPlan().gpus} GPUs, about {study.usd:.0f} USD")]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ cluster study configs ask for resources its node types actually have."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -55,4 +56,134 @@ def test_cluster_study_configs_fit_the_node_types(cluster: dict, name: str) -> N
     assert res.cpus_per_worker <= gpu["CPU"] and res.gpus_per_worker <= gpu["GPU"]
     workers_per_node = min(gpu["CPU"] // res.cpus_per_worker, gpu["GPU"] // res.gpus_per_worker)
     assert res.num_workers <= workers_per_node * nodes["gpu_worker"]["max_workers"]
-    assert study.storage_path.startswith(("s3://", "gs://")), "cluster studies need shared storage"
+    assert study.storage_path.startswith("/mnt/shared/"), "cluster studies need storage every node sees"
+    assert study.resources.use_gpu == "true" and study.resources.max_concurrent_trials >= 1
+
+
+SHARED = "/mnt/shared"  # where initialization_commands mount the EFS file system on every host
+
+
+def _shared_container_paths(cluster: dict) -> dict[str, str]:
+    """Container path -> host path of every volume bound from the shared mount (/mnt/shared)."""
+    volumes = {}
+    for option in cluster["docker"]["run_options"]:
+        if option.startswith(("--volume=", "-v ")):
+            host, container = option.split("=", 1)[-1].removeprefix("-v ").split(":")[:2]
+            if host == SHARED or host.startswith(SHARED + "/"):
+                volumes[container] = host
+    return volumes
+
+
+def _on_shared(path: str, volumes: dict[str, str]) -> bool:
+    return any(path == c or path.startswith(c.rstrip("/") + "/") for c in volumes)
+
+
+def test_every_node_mounts_the_shared_filesystem_into_its_container(cluster: dict) -> None:
+    """Distributed `prepare` and the memory-mapped feature cache need one POSIX file system
+    that every node sees at the same path."""
+    init = " ".join(cluster["initialization_commands"])  # run on each host before its container starts
+    assert "mount -t nfs4" in init and f" {SHARED}" in init
+    assert "lookupcache=positive" in init  # shards written by other nodes must never look absent
+    assert "mountpoint -q" in init  # idempotent: `ray up` re-runs it on live nodes
+    volumes = _shared_container_paths(cluster)
+    assert volumes.get(SHARED) == SHARED
+
+
+@pytest.mark.parametrize("name", ["mtg-jamendo", "magnatagatune"])
+def test_cluster_study_data_lives_on_the_shared_filesystem(cluster: dict, name: str) -> None:
+    run = load_study_config(name).run
+    volumes = _shared_container_paths(cluster)
+    for path in (run.dataset.root, run.dataset.audio_root, run.cache_dir):
+        assert path and _on_shared(path, volumes), f"{name}: {path} is not on a volume every node shares"
+
+
+def test_serve_config_reads_the_study_from_the_shared_filesystem(cluster: dict) -> None:
+    serve = yaml.safe_load((REPO / "serve" / "serve_config.yaml").read_text())
+    env = serve["applications"][0]["runtime_env"]["env_vars"]
+    assert _on_shared(env["MTLMOOD_SERVE_STUDY"], _shared_container_paths(cluster))
+
+
+# ---------------------------------------------------------------- KubeRay manifests (k8s/)
+
+K8S = REPO / "k8s"
+
+
+def _manifest(name: str) -> dict:
+    return yaml.safe_load((K8S / name).read_text())
+
+
+def _pod_specs(cluster_spec: dict) -> list[dict]:
+    return [cluster_spec["headGroupSpec"]["template"]["spec"],
+            *(group["template"]["spec"] for group in cluster_spec["workerGroupSpecs"])]
+
+
+def _check_ray_cluster(spec: dict, claim: str) -> dict[str, str]:
+    """Shared checks of a RayCluster spec; returns the container mount path -> PVC subPath map."""
+    import ray
+
+    assert spec["rayVersion"] == ray.__version__ and spec["enableInTreeAutoscaling"] is True
+    head = spec["headGroupSpec"]["rayStartParams"]
+    assert head["num-cpus"] == "0"  # as on the VM cluster: no replica or training worker on the head
+    mounts: dict[str, str] = {}
+    for pod in _pod_specs(spec):
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
+                  if "persistentVolumeClaim" in v}
+        container = pod["containers"][0]
+        assert container["image"] == spec["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
+        pod_mounts = {m["mountPath"]: m.get("subPath", "") for m in container["volumeMounts"]
+                      if claims.get(m["name"]) == claim}
+        assert pod_mounts.get(SHARED) == "", "every Ray pod mounts the shared PVC at /mnt/shared"
+        mounts.update(pod_mounts)
+    for group in spec["workerGroupSpecs"]:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert int(limits["nvidia.com/gpu"]) == 1 and group["minReplicas"] <= group["maxReplicas"]
+    return mounts
+
+
+def test_k8s_manifests_are_kuberay_v1_resources() -> None:
+    kinds = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        kinds[path.name] = (doc["apiVersion"], doc["kind"])
+    assert kinds == {"rayjob-study.yaml": ("ray.io/v1", "RayJob"), "rayservice.yaml": ("ray.io/v1", "RayService"),
+                     "shared-pvc.yaml": ("v1", "PersistentVolumeClaim")}
+    pvc = _manifest("shared-pvc.yaml")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # every pod reads and writes it
+
+
+def test_k8s_rayjob_prepares_and_runs_the_study_like_the_vm_cluster() -> None:
+    job = _manifest("rayjob-study.yaml")
+    claim = _manifest("shared-pvc.yaml")["metadata"]["name"]
+    spec = job["spec"]
+    entry = " ".join(spec["entrypoint"].split())
+    assert "mtlmood prepare --config" in entry and "mtlmood study run mtg-jamendo --address auto" in entry
+    assert entry.count("--address auto") == 2 and spec["shutdownAfterJobFinishes"] is True
+    assert "resources.use_gpu=true" in entry  # never "auto" on a cluster whose GPU nodes start at 0
+    mounts = _check_ray_cluster(spec["rayClusterSpec"], claim)
+    head = spec["rayClusterSpec"]["headGroupSpec"]["rayStartParams"]
+    study = load_study_config("mtg-jamendo")
+    assert study.resources.driver_resource in json.loads(json.loads(head["resources"]))
+    gpu_group = spec["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert gpu_group["minReplicas"] == 0  # GPU pods autoscale from zero
+    # The study's data paths are on the shared PVC in every pod.
+    for path in (study.run.dataset.root, study.run.dataset.audio_root, study.run.cache_dir):
+        assert any(path == m or path.startswith(m + "/") for m in mounts), path
+    storage = entry.split("storage_path=")[1].split()[0]
+    assert storage.startswith(SHARED + "/")
+
+
+def test_k8s_rayservice_serves_the_serve_config_application() -> None:
+    from serve.config import serve_config_from_mapping
+
+    service = _manifest("rayservice.yaml")
+    claim = _manifest("shared-pvc.yaml")["metadata"]["name"]
+    _check_ray_cluster(service["spec"]["rayClusterConfig"], claim)
+    app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+    reference = yaml.safe_load((REPO / "serve" / "serve_config.yaml").read_text())["applications"][0]
+    assert app["import_path"] == reference["import_path"] and app["name"] == reference["name"]
+    # The same settings as serve_config.yaml, except an explicit GPU per model replica.
+    expected = copy.deepcopy(reference["args"])
+    expected["model"]["num_gpus"] = 1
+    assert app["args"] == expected
+    serve_config_from_mapping(app["args"])  # valid for the app builder
+    assert app["runtime_env"]["env_vars"]["MTLMOOD_SERVE_STUDY"].startswith(SHARED + "/mtlmood/studies/")

@@ -141,7 +141,9 @@ def test_killed_training_worker_resumes_from_its_checkpoint(env) -> None:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not killed:
             if list(train_dir.glob("*/checkpoint_*")):
-                for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]):
+                alive = list_actors(address=ray.get_runtime_context().gcs_address,
+                                    filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+                for actor in alive:
                     if actor.pid:
                         os.kill(actor.pid, signal.SIGKILL)
                         killed.append(actor.pid)
