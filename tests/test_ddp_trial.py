@@ -23,11 +23,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from mtlmood.cache import default_cache_dir  # noqa: E402
 from mtlmood.config import RunConfig, from_dict, to_dict  # noqa: E402
-from mtlmood.datasets import load_run_songs  # noqa: E402
-from mtlmood.prepare import prepare_features  # noqa: E402
-from mtlmood.synth import SynthConfig, synthesize  # noqa: E402
+from study_data import make_study_data, prepare_study_features  # noqa: E402
 from study.cells import study_cells  # noqa: E402
 from study.config import StudyConfig, load_study_config, trial_run_config  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402
@@ -52,11 +49,9 @@ def _overrides(data_dir: Path, storage: Path, name: str, workers: int) -> list[s
 def env(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("ddp")
     data_dir = root / "data"
-    synthesize(data_dir, SynthConfig(n_songs=60, n_artists=6, min_seconds=4.0, max_seconds=6.0, seed=5))
+    make_study_data(data_dir, seed=5)
     study = load_study_config("synthetic", _overrides(data_dir, root / "studies", "probe", 1))
-    report = prepare_features(load_run_songs(study.run), default_cache_dir(study.run), study.run.features,
-                              workers=1, progress=False)
-    assert not report.failures
+    prepare_study_features(study)
     init_ray(None, num_cpus=2)
     yield {"root": root, "data": data_dir, "storage": root / "studies"}
     ray.shutdown()
