@@ -16,6 +16,12 @@ Everything shares one machine: the HTTP clients, the proxy, both replicas and th
 direct path compete for the same cores, as they would on a single node. Results go to
 ``benchmarks/results/serve_bench.{json,md}``; the summary gives serve/direct at the
 highest concurrency ("saturation").
+
+Where the time goes: decode (+ resample), log-mel and the forward pass of one request
+are timed in-process on the same clips (interleaved rounds); what the mean latency at
+concurrency 1 adds on top of their sum is the path's overhead (HTTP, proxy, handles,
+object transfer and batch wait for Serve; thread hand-off for direct). The peer's
+files/s comes from benchmarks/results/inference.json when the inference benchmark ran.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/serve_bench.py` from anywhere
     sys.path.insert(0, str(REPO))
+
+from benchmarks.common import cpu_model  # noqa: E402  (after the sys.path fix above)
 
 AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
 CONTENT_TYPES = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav"}
@@ -220,6 +228,38 @@ def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments:
     return results
 
 
+def breakdown(checkpoint: Path, clips: list[tuple[str, bytes, str]], rounds: int = 5) -> dict[str, float]:
+    """Mean ms per request of decode, log-mel and forward, in-process (interleaved rounds over the clips)."""
+    from benchmarks.common import interleaved
+    from mtlmood.audio import load_audio_bytes
+    from mtlmood.features import log_mel
+    from mtlmood.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    cfg = predictor.feature_config
+    waves = [load_audio_bytes(data, cfg, name) for name, data, _ in clips]
+    segments = [predictor.segments(log_mel(w, cfg)) for w in waves]
+    timings = interleaved({
+        "decode + resample": lambda: [load_audio_bytes(data, cfg, name) for name, data, _ in clips],
+        "log-mel": lambda: [log_mel(w, cfg) for w in waves],
+        "forward": lambda: [predictor.predict_segments(s) for s in segments],
+    }, rounds, warmup=1)
+    return {name: 1000 * timings.median(name) / len(clips) for name in timings.seconds}
+
+
+def peer_context() -> Optional[dict[str, float]]:
+    """The peer's files/s (and mtlmood's library path) from the inference benchmark's results, if any."""
+    path = REPO / "benchmarks" / "results" / "inference.json"
+    try:
+        data = json.loads(path.read_text())
+        rows = data["file_level"]
+        peer = next(v for k, v in rows.items() if k.startswith("peer"))
+        return {"peer_files_per_s": peer["files_per_s"], "date": data["machine"]["date"],
+                "mtlmood_default_files_per_s": rows["fused fp32 + fast mel (default)"]["files_per_s"]}
+    except (OSError, KeyError, StopIteration, ValueError):
+        return None
+
+
 def markdown(meta: dict, results: list[LevelResult], ratios: dict[str, float]) -> str:
     lines = [f"# Serve benchmark ({meta['date']})", "",
              f"Model: {meta['model']}; clips: {meta['n_clips']} ({meta['clips_source']}), "
@@ -237,10 +277,27 @@ def markdown(meta: dict, results: list[LevelResult], ratios: dict[str, float]) -
                      f"{r.p95_ms:.0f} | {r.p99_ms:.0f} | {r.errors} |")
     lines += ["", f"At saturation (concurrency {meta['saturation']}), throughput relative to direct in-process "
                   "inference: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()), ""]
+    parts = meta.get("breakdown_ms")
+    if parts:
+        work = sum(parts.values())
+        rows = [[name, f"{ms:.1f}"] for name, ms in parts.items()] + [["sum (the work itself)", f"{work:.1f}"]]
+        for r in results:
+            if r.concurrency == 1:
+                rows.append([f"{r.mode} mean latency at c=1 (overhead = latency − work)",
+                             f"{r.mean_ms:.1f} (overhead {r.mean_ms - work:+.1f})"])
+        lines += ["## Where a request's time goes (ms per request, clips in rotation)", "",
+                  "| part | ms |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
+    peer = meta.get("peer_context")
+    if peer:
+        lines += [f"Context: the peer (musicnn MTT_vgg, one TF session, one file at a time) did "
+                  f"{peer['peer_files_per_s']:.1f} files/s and mtlmood's library path (Predictor.predict_file, "
+                  f"default) {peer['mtlmood_default_files_per_s']:.1f} files/s in the inference benchmark of "
+                  f"{peer['date']} (benchmarks/results/inference.md).", ""]
     return "\n".join(lines)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    """Run the benchmark and write its results; returns 0."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="checkpoint to serve (default: an untrained paper-width model)")
     parser.add_argument("--n-filters", type=int, default=128, help="width of the untrained default model")
@@ -283,6 +340,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         segments = [len(predictor.segments(features_from_bytes(d, predictor.feature_config, n))) for n, d, _ in clips]
         print(f"{len(clips)} clips, segments per clip {segments}; concurrency {levels}", flush=True)
 
+        parts = breakdown(checkpoint, clips)
+        print("  breakdown (ms/request): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
         results: list[LevelResult] = []
         if not args.skip_direct:
             results += bench_direct(checkpoint, clips, segments, levels, args.duration, args.warmup)
@@ -305,13 +364,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             "n_clips": len(clips), "clips": [n for n, _, _ in clips], "segments": segments,
             "clips_source": "real CC clips" if clips[0][0].endswith(AUDIO_SUFFIXES) and not clips[0][0].startswith(
                 "noise_") else "generated", "mean_segments": float(np.mean(segments)),
-            "cpus": cpus, "processor": platform.processor(), "machine": platform.machine(),
+            "cpus": cpus, "processor": cpu_model(), "machine": platform.machine(),
             "torch": torch.__version__, "ray": ray.__version__, "duration_s": args.duration, "warmup_s": args.warmup,
             "ingress_cpus": args.ingress_cpus, "model_cpus": args.model_cpus, "torch_threads": args.torch_threads,
             "decode_threads": args.decode_threads, "direct_torch_threads": torch.get_num_threads(),
             "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "saturation": saturation,
             # Other work on the machine skews every row; the load average says how much there was.
-            "loadavg_before": load_before, "loadavg_after": list(os.getloadavg())}
+            "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
+            "breakdown_ms": parts, "peer_context": peer_context()}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_bench.json").write_text(json.dumps(
         {"meta": meta, "results": [asdict(r) for r in results], "ratio_at_saturation": ratios}, indent=2))

@@ -1,0 +1,179 @@
+"""Shared helpers of the benchmarks: machine facts, interleaved timing, result files.
+
+Timing rule (the machine is small and shared, so absolute numbers drift by 2x
+within minutes): every benchmark measures its baseline and its candidates in the
+same process, interleaved round by round in a rotating order, and reports medians
+and ratios to the baseline. A ratio from one run is meaningful; an absolute number
+is only a snapshot of the load at the time (recorded as the load average).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+CACHE = REPO / "benchmarks" / ".cache"  # git-ignored: synthetic data and feature banks for the benchmarks
+PEER_VENV = REPO / "benchmarks" / ".peer-venv"
+AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
+
+if str(REPO) not in sys.path:  # `python benchmarks/x.py` as well as `python -m benchmarks.x`
+    sys.path.insert(0, str(REPO))
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("MTLMOOD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def audio_files(limit: int = 0) -> list[Path]:
+    """The real CC clips ($MTLMOOD_SHARED_DATA/audio), sorted; [] when absent."""
+    directory = shared_data() / "audio"
+    if not directory.is_dir():
+        return []
+    files = sorted(p for p in directory.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    return files[:limit] if limit else files
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        match = re.search(r"^Model name:\s*(.+)$", out, re.M)
+        if match:
+            return match.group(1).strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        match = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        return set(match.group(1).split()) if match else set()
+    except OSError:
+        return set()
+
+
+def machine() -> dict[str, Any]:
+    """What a result depends on: CPU, cores, library versions, load, date."""
+    import torch
+
+    flags = cpu_flags()
+    info = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu_model(),
+            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "bf16_hw": sorted(flags & {"avx512_bf16", "amx_bf16"}), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    for name in ("librosa", "scipy", "ray", "optuna"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:  # not installed or broken: just not recorded
+            pass
+    return info
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    return (f"{info['date']}; {info['cpu']}, {info['cores']} cores"
+            f"{' (' + ', '.join(info['bf16_hw']) + ')' if info['bf16_hw'] else ''}; torch {info['torch']}; "
+            f"load average at start {info['loadavg'][0]:.1f}")
+
+
+@dataclass
+class Timings:
+    """Seconds per round for each variant (same rounds, interleaved)."""
+
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+
+    def median(self, name: str) -> float:
+        return float(np.median(self.seconds[name]))
+
+    def spread(self, name: str) -> tuple[float, float]:
+        values = np.asarray(self.seconds[name])
+        return float(np.percentile(values, 25)), float(np.percentile(values, 75))
+
+
+def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
+                progress: Optional[str] = None) -> Timings:
+    """Time every variant once per round, in a rotating order, after ``warmup`` untimed rounds."""
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+    timings = Timings({name: [] for name in names})
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            t0 = time.perf_counter()
+            variants[name]()
+            timings.seconds[name].append(time.perf_counter() - t0)
+        if progress:
+            print(f"  [{progress}] round {r + 1}/{rounds}", flush=True)
+    return timings
+
+
+def write_results(name: str, payload: dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> Path:
+    """benchmarks/results/<name>.json and <name>.md."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    (out_dir / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    return out_dir / f"{name}.md"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def fmt(x: float, digits: int = 1) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:,.{digits}f}"
+
+
+def untrained_predictor_parts(n_filters: int = 128, n_moods: int = 9, n_meta: int = 50, seed: int = 0):
+    """(model, card) of an untrained paper-shape model: speed does not depend on the weights.
+
+    BatchNorm gets non-trivial running statistics and gammas of both signs, so the
+    fused path's folding is exercised as it would be on a trained model.
+    """
+    import torch
+    from torch import nn
+
+    from mtlmood.checkpoint import ModelCard
+    from mtlmood.config import FeatureConfig, ModelConfig
+    from mtlmood.model import MoodCNN
+
+    torch.manual_seed(seed)
+    config = ModelConfig(n_filters=n_filters)
+    model = MoodCNN(config, n_moods, n_meta).eval()
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_mean.uniform_(0.0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(-1.5, 1.5)
+            bn.bias.uniform_(-0.2, 0.2)
+    card = ModelCard(mood_names=[f"mood_{i}" for i in range(n_moods)],
+                     meta_names=[f"artist_{i}" for i in range(n_meta)], model=config, features=FeatureConfig(),
+                     alpha=n_moods / n_meta)
+    return model, card

@@ -1,0 +1,206 @@
+"""Run the benchmarks (on demand, not in CI) and write a summary table.
+
+    make bench                                        # all of them (~20-25 min on 2 cores)
+    .venv/bin/python -m benchmarks.run_all --only inference,features
+    .venv/bin/python -m benchmarks.run_all --summary-only   # rebuild the summary from results/
+
+Each benchmark runs in its own process (clean thread pools, no Ray state left over)
+and writes ``benchmarks/results/<name>.{json,md}``; this script then writes
+``benchmarks/results/summary.{json,md}``: one row per target with its ratio, from
+whatever result files exist. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+if __package__ in (None, ""):  # `python benchmarks/run_all.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import REPO, RESULTS, machine, machine_line, table, write_results  # noqa: E402
+
+# name -> (module, arguments of the default run, result file)
+BENCHMARKS: dict[str, tuple[str, list[str], str]] = {
+    "inference": ("benchmarks.inference_bench", ["--rounds", "7"], "inference.json"),
+    "features": ("benchmarks.features_bench", ["--rounds", "5"], "features.json"),
+    "train": ("benchmarks.train_bench", [], "train.json"),
+    # After inference: its summary quotes the peer's files/s from inference.json.
+    "serve": ("benchmarks.serve_bench", ["--duration", "10", "--warmup", "2"], "serve_bench.json"),
+    "study": ("benchmarks.study_bench", ["--trials", "8"], "study.json"),
+}
+
+
+def _load(name: str) -> Optional[dict[str, Any]]:
+    path = RESULTS / name
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _yes(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+def summary_rows() -> list[list[str]]:
+    """One row per target: (area, what, measured, ratio, target, met?, result date)."""
+    rows: list[list[str]] = []
+    inf = _load("inference.json")
+    if inf:
+        f, n = inf["file_level"], inf["network_only"]
+        peer = next((v for k, v in f.items() if k.startswith("peer")), None)
+        date = inf["machine"]["date"][:16]
+        default = f["fused fp32 + fast mel (default)"]
+        best_name = max((k for k in f if not k.startswith("peer")), key=lambda k: f[k]["files_per_s"])
+        best = f[best_name]
+        if peer:
+            rows.append(["inference", "predict_file, default (fused fp32), files/s vs peer MTT_vgg",
+                         f"{default['files_per_s']:.1f} vs {peer['files_per_s']:.1f}", f"{default['vs_peer']:.2f}×",
+                         "≥ 1×", _yes(default["vs_peer"] >= 1), date])
+            rows.append(["inference", f"fastest option ({best_name}), files/s vs peer",
+                         f"{best['files_per_s']:.1f} vs {peer['files_per_s']:.1f}", f"{best['vs_peer']:.2f}×",
+                         "≥ 1×", _yes(best["vs_peer"] >= 1), date])
+        rows.append(["inference", "default vs old plain fp32 path (files/s)", f"{default['files_per_s']:.1f} vs "
+                     f"{f['reference: plain fp32 NCHW, librosa mel']['files_per_s']:.1f}", f"{default['vs_reference']:.2f}×",
+                     "–", "–", date])
+        rows.append(["inference", "network only: fused fp32 / fused bf16 vs plain fp32 (segments/s)",
+                     f"{n['fused fp32 (default)']['segments_per_s']:.0f} / {n['fused bf16']['segments_per_s']:.0f} vs "
+                     f"{n['reference: plain fp32 NCHW']['segments_per_s']:.0f}",
+                     f"{n['fused fp32 (default)']['vs_reference']:.2f}× / {n['fused bf16']['vs_reference']:.2f}×",
+                     "–", "–", date])
+        tol = inf["tolerances"]
+        worst32 = max(v["max_abs_dprob"] for k, v in f.items() if v.get("max_abs_dprob") is not None and "bf16" not in k)
+        worst16 = max(v["max_abs_dprob"] for k, v in f.items() if v.get("max_abs_dprob") is not None and "bf16" in k)
+        rows.append(["inference", "max |Δp| vs fp32 reference: fp32 options / bf16 options",
+                     f"{worst32:.1e} / {worst16:.1e}", "–", f"≤ {tol['fp32']:g} / ≤ {tol['bf16']:g}",
+                     _yes(worst32 <= tol["fp32"] and worst16 <= tol["bf16"]), date])
+    feat = _load("features.json")
+    if feat:
+        r, w = feat["results"], feat["workers"]
+        date = feat["machine"]["date"][:16]
+        lim, unl = r[f"pool x{w}: mtlmood (1 BLAS thread)"], r[f"pool x{w}: mtlmood, BLAS unlimited"]
+        rows.append(["features", f"pool of {w}: parallel efficiency, BLAS 1 thread vs unlimited",
+                     f"{100 * lim['parallel_efficiency']:.0f} % vs {100 * unl['parallel_efficiency']:.0f} %",
+                     f"{lim['files_per_s'] / unl['files_per_s']:.2f}×", "–", "–", date])
+        fast, lib = r["mtlmood, fast mel"], r["mtlmood (librosa mel, 1 BLAS thread)"]
+        s = feat["stage_ms_per_file"]
+        rows.append(["features", "fast mel vs librosa mel (ms/file, stage) / whole file (files/s)",
+                     f"{s['log-mel (fast)']:.1f} vs {s['log-mel (librosa)']:.1f} ms; {fast['files_per_s']:.1f} vs "
+                     f"{lib['files_per_s']:.1f} files/s",
+                     f"{s['log-mel (librosa)'] / s['log-mel (fast)']:.2f}× / {fast['files_per_s'] / lib['files_per_s']:.2f}×",
+                     "–", "–", date])
+    tr = _load("train.json")
+    if tr:
+        date = tr["machine"]["date"][:16]
+        o = tr.get("ray_overhead")
+        if o:
+            rows.append(["training", "Ray Train trial vs plain fit, steady-state segments/s",
+                         f"{o['ray_steady_segments_per_s']:.0f} vs {o['plain_steady_segments_per_s']:.0f}",
+                         f"overhead {100 * o['ray_overhead_fraction']:.1f} %", "≤ 10 %",
+                         _yes(o["ray_overhead_fraction"] <= 0.10), date])
+            rows.append(["training", "Ray trial start-up (wall − epochs) vs plain", f"{o['startup_s']['ray']:.1f} s vs "
+                         f"{o['startup_s']['plain']:.1f} s", f"+{o['ray_extra_startup_s']:.1f} s", "–", "–", date])
+        steps = tr["steps"]["steps"]
+        worst = min(v["sampler_over_step"] for v in steps.values())
+        rows.append(["training", "sampler batches/s ÷ fastest optimizer steps/s", "", f"{worst:.0f}×", "≥ 20×",
+                     _yes(worst >= 20), date])
+        for width in (16, 128):
+            v = steps[f"step width {width}: bf16 autocast + channels-last"]
+            c = steps[f"step width {width}: fp32 channels-last"]
+            rows.append(["training", f"width {width}: bf16+channels-last / fp32 channels-last vs fp32 NCHW step",
+                         f"{v['segments_per_s']:.1f} seg/s", f"{v['vs_fp32_nchw']:.2f}× / {c['vs_fp32_nchw']:.2f}×",
+                         "–", "–", date])
+        acc = tr["accuracy"]
+        a, b = acc["fp32"], acc["bf16 + channels-last"]
+        rows.append(["training", "bf16+CL vs fp32 fit, best val PR-AUC % (synthetic)",
+                     f"{b['best_val_pr_auc']:.2f} vs {a['best_val_pr_auc']:.2f}",
+                     f"{b['best_val_pr_auc'] - a['best_val_pr_auc']:+.2f} pts", "–", "–", date])
+    sv = _load("serve_bench.json")
+    if sv:
+        date = sv["meta"]["date"][:16]
+        sat = sv["meta"]["saturation"]
+        by = {(r["mode"], r["concurrency"]): r for r in sv["results"]}
+        if ("serve_batched", sat) in by and ("direct", sat) in by:
+            rows.append(["serving", f"Serve batched vs direct at c={sat} (req/s)",
+                         f"{by[('serve_batched', sat)]['rps']:.1f} vs {by[('direct', sat)]['rps']:.1f}",
+                         f"{sv['ratio_at_saturation'].get('serve_batched/direct', float('nan')):.2f}×", "–", "–", date])
+        if ("serve_batched", sat) in by and ("serve_unbatched", sat) in by:
+            rows.append(["serving", f"batching on vs off at c={sat} (req/s; p99 ms)",
+                         f"{by[('serve_batched', sat)]['rps']:.1f} vs {by[('serve_unbatched', sat)]['rps']:.1f}; "
+                         f"{by[('serve_batched', sat)]['p99_ms']:.0f} vs {by[('serve_unbatched', sat)]['p99_ms']:.0f}",
+                         f"{by[('serve_batched', sat)]['rps'] / by[('serve_unbatched', sat)]['rps']:.2f}×",
+                         "–", "–", date])
+        parts = sv["meta"].get("breakdown_ms")
+        if parts and ("serve_batched", 1) in by:
+            work = sum(parts.values())
+            lat = by[("serve_batched", 1)]["mean_ms"]
+            rows.append(["serving", "c=1 request: decode / log-mel / forward / Serve overhead (ms)",
+                         " / ".join(f"{v:.0f}" for v in parts.values()) + f" / {lat - work:.0f}",
+                         f"overhead {100 * (lat - work) / lat:.0f} % of latency", "–", "–", date])
+    st = _load("study.json")
+    if st:
+        date = st["machine"]["date"][:16]
+        arms = st["arms"]
+        tpe = arms.get("TPE + ASHA (run_search as shipped)")
+        rnd = arms.get("random + FIFO (BasicVariantGenerator)")
+        if tpe and rnd:
+            rows.append(["study", f"TPE+ASHA vs random+FIFO, {st['trials_per_arm']} trials: compute (s)",
+                         f"{tpe['compute_s']:.0f} vs {rnd['compute_s']:.0f}", f"{tpe['compute_s'] / rnd['compute_s']:.2f}×",
+                         "–", "–", date])
+            rows.append(["study", "best val PR-AUC %: trials / compute (s) to reach it",
+                         f"{tpe['best_val_pr_auc']:.2f} in {tpe['trials_to_best']} / {tpe['compute_to_best_s']:.0f} s vs "
+                         f"{rnd['best_val_pr_auc']:.2f} in {rnd['trials_to_best']} / {rnd['compute_to_best_s']:.0f} s",
+                         f"{tpe['compute_to_best_s'] / rnd['compute_to_best_s']:.2f}×", "–", "–", date])
+            rows.append(["study", "trials stopped by ASHA (estimated compute saved)",
+                         f"{tpe['stopped_by_scheduler']} of {tpe['trials']}",
+                         f"≈{tpe.get('estimated_compute_saved_s', float('nan')):.0f} s", "–", "–", date])
+    return rows
+
+
+def write_summary() -> Path:
+    info = machine()
+    rows = summary_rows()
+    md = ["# Benchmark summary", "", f"Machine: {info['cpu']}, {info['cores']} cores"
+          f"{' (' + ', '.join(info['bf16_hw']) + ')' if info['bf16_hw'] else ''}; torch {info['torch']}. "
+          "Each row comes from the result file of its benchmark (date in the last column); ratios are "
+          "within one run, baseline and candidates interleaved.", "",
+          table(["area", "what", "measured", "ratio", "target", "met", "run"], rows)]
+    return write_results("summary", {"machine": info, "rows": rows}, "\n".join(md))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(BENCHMARKS)}")
+    parser.add_argument("--summary-only", action="store_true", help="only rebuild results/summary.md")
+    args, extra = parser.parse_known_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    failed = []
+    if not args.summary_only:
+        print(f"benchmarks: {', '.join(names)} on {machine_line(machine())}", flush=True)
+        for name in names:
+            module, default_args, _ = BENCHMARKS[name]
+            started = time.perf_counter()
+            print(f"\n=== {name} ({module}) ===", flush=True)
+            done = subprocess.run([sys.executable, "-m", module, *default_args, *(extra if len(names) == 1 else [])],
+                                  cwd=REPO)
+            print(f"=== {name}: exit {done.returncode}, {time.perf_counter() - started:.0f} s ===", flush=True)
+            if done.returncode != 0:
+                failed.append(name)
+    path = write_summary()
+    print(f"\n{path.read_text()}\n-> {path}", flush=True)
+    if failed:
+        print(f"failed: {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
