@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import os
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Optional

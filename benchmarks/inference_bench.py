@@ -9,7 +9,8 @@ depend on them) with each speed option, ``Predictor.predict_files`` (decode-ahea
 cross-file batches), and one pass of the peer (benchmarks/peer_musicnn.py in its own
 venv: one persistent TF session, all of a file's patches in one run; it times itself).
 Then the same for the network alone (each file's segments, one forward per file, as
-the peer's ``forward`` stage), with 1 and 2 torch threads.
+the peer's ``forward`` stage), with 1 and 2 torch threads, and all files' segments in
+one call (batching across files).
 
 Accuracy: every variant's song probabilities against the fp32 reference path
 (``fused=False``, NCHW, librosa features), max |Δp| over clips and moods.
@@ -171,6 +172,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--extras", action="store_true", help="also time the variants that were not kept")
     parser.add_argument("--no-peer", action="store_true", help="skip the peer (and never install it)")
     parser.add_argument("--n-filters", type=int, default=128)
+    parser.add_argument("--name", default="", help="result file name (default: inference, or inference_extras)")
     args = parser.parse_args(argv)
 
     import torch
@@ -244,6 +246,10 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             "fused fp32 (default)": predictors[default_name], "fused bf16": predictors["fused bf16 + fast mel"]}
     for name, p in nets.items():
         net_variants[name] = (lambda p=p: [p.predict_segments(s) for s in segments])
+    stacked = np.concatenate(segments)  # batching across files: one call for all 52 segments
+    for name in ("fused fp32 (default)", "fused bf16"):
+        p = nets[name]
+        net_variants[f"{name}, all files' segments in one call"] = (lambda p=p: p.predict_segments(stacked))
     for threads in (1, 2):
         if threads != torch.get_num_threads():
             for name in ("fused fp32 (default)", "fused bf16"):
@@ -285,21 +291,21 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                "rounds": args.rounds, "peer": peer_note, "peer_ready": peer.ready if peer else None,
                "peer_stage_seconds": peer_stages, "file_level": results, "network_only": net_results,
                "extras_notes": notes, "tolerances": {"fp32": 1e-5, "bf16": 2e-2}}
-    md = [f"# Inference benchmark", "", machine_line(info), "",
+    md = ["# Inference benchmark", "", machine_line(info), "",
           f"{n_files} real clips (first 29 s), {n_segments} segments; untrained paper-width model "
           f"({args.n_filters} filters, 5 blocks); median of {args.rounds} interleaved rounds. "
           f"Peer: musicnn 0.1.0 MTT_vgg, TF {peer.ready['tf'] if peer else '–'}, one persistent session, "
           f"all patches of a file per run (weights restore verified: "
           f"{peer.ready['restore'] if peer else peer_note}).", "",
           "## Files end to end (decode + log-mel + forward)", "",
-          table(["variant", "files/s", "segments/s", "vs reference", "vs peer", "max |Δp| vs fp32 ref"], rows), "",
+          table(["variant", "files/s", "segments/s", "vs reference", "vs peer", "max abs Δp vs fp32 ref"], rows), "",
           "## Network only (per file, one forward of its segments)", "",
           table(["variant", "segments/s", "vs reference", "vs peer forward"], net_rows)]
     if peer_stages:
         md += ["", "Peer stages (s per pass, median): " + ", ".join(f"{k} {v:.3f}" for k, v in peer_stages.items())]
     if notes:
         md += ["", "Extras: " + json.dumps(notes)]
-    path = write_results("inference", payload, "\n".join(md))
+    path = write_results(args.name or ("inference_extras" if args.extras else "inference"), payload, "\n".join(md))
     print("\n".join(md), flush=True)
     print(f"-> {path}", flush=True)
     return payload

@@ -59,7 +59,8 @@ def main(paths: list[str]) -> int:
     tf.compat.v1.train.Saver().restore(sess, ckpt_dir + "/")  # raises if it fails: no bare except here
     # Proof that the weights are the trained ones: every variable equals the checkpoint's
     # tensor and differs from its random initialisation (moving statistics may start at 0/1).
-    reader = tf.compat.v1.train.NewCheckpointReader(ckpt_dir + "/")  # the prefix: the shipped "checkpoint" file points elsewhere
+    # Read the prefix itself: the shipped "checkpoint" index file points to the author's disk.
+    reader = tf.compat.v1.train.NewCheckpointReader(ckpt_dir + "/")
     stored = reader.get_variable_to_shape_map()
     matched = changed = 0
     for v in variables:

@@ -316,6 +316,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument("--openblas-threads", type=int, default=0,
+                        help="set OPENBLAS_NUM_THREADS in the replicas' environment (0 = leave it unset)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     cpus = os.cpu_count() or 1
@@ -345,7 +347,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         results: list[LevelResult] = []
         if not args.skip_direct:
             results += bench_direct(checkpoint, clips, segments, levels, args.duration, args.warmup)
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+        env = {"OPENBLAS_NUM_THREADS": str(args.openblas_threads)} if args.openblas_threads else {}
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": env} if env else None)
         try:
             results += bench_serve(checkpoint, clips, segments, levels, args.duration, args.warmup, args)
         finally:
@@ -371,7 +375,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "saturation": saturation,
             # Other work on the machine skews every row; the load average says how much there was.
             "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
-            "breakdown_ms": parts, "peer_context": peer_context()}
+            "breakdown_ms": parts, "peer_context": peer_context(),
+            "replica_openblas_threads": args.openblas_threads or "unset"}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_bench.json").write_text(json.dumps(
         {"meta": meta, "results": [asdict(r) for r in results], "ratio_at_saturation": ratios}, indent=2))

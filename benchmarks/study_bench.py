@@ -99,7 +99,7 @@ def run_random(study: Any, cells: dict[str, Any]) -> Any:
     return trial_table(tuner.fit(), SEARCH, cells, study)
 
 
-def summarise(trials: Any, wall_s: float) -> dict[str, Any]:
+def summarise(trials: Any, wall_s: float, n_seeded: int = 0) -> dict[str, Any]:
     """Best trial, trials/compute to reach it, totals (compute saved is filled in by ``compute_saved``)."""
     t = trials.sort_values("trial_number").reset_index(drop=True)
     t = t[t["status"] == "TERMINATED"]
@@ -107,12 +107,18 @@ def summarise(trials: Any, wall_s: float) -> dict[str, Any]:
     best = t.loc[best_i]
     upto = t[t["trial_number"] <= best["trial_number"]]
     stopped = t[t["early_stopped"].astype(bool)]
+    # The same (metadata, alpha) trained again (e.g. the baseline, which has no alpha to vary): wasted budget.
+    duplicates = int(t.duplicated(subset=["n_moods", "metadata", "alpha"]).sum())
     return {"trials": int(len(t)), "errored": int((trials["status"] != "TERMINATED").sum()),
             "best_val_pr_auc": float(best["val_pr_auc"]), "best_metadata": str(best["metadata"]),
             "best_alpha": float(best["alpha"]), "best_test_pr_auc": float(best["test_pr_auc"]),
             "trials_to_best": int(best["trial_number"]) + 1, "compute_to_best_s": float(upto["time_s"].sum()),
             "compute_s": float(t["time_s"].sum()), "wall_s": wall_s, "epochs_total": int(t["epochs"].sum()),
             "stopped_by_scheduler": int(len(stopped)), "mean_epochs": float(t["epochs"].mean()),
+            "duplicate_configs": duplicates,
+            # The seeded baseline / heuristic points are what the study compares against: were they cut short?
+            "seeded_stopped": [f"{r['metadata']} (epoch {int(r['epochs'])}, val {r['val_pr_auc']:.1f})"
+                               for _, r in t[t["trial_number"] < n_seeded].iterrows() if r["early_stopped"]],
             "rows": t[["trial_number", "metadata", "alpha", "epochs", "early_stopped", "val_pr_auc", "test_pr_auc",
                        "time_s"]].to_dict(orient="records")}
 
@@ -147,6 +153,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
 
     from study.cells import study_cells
     from study.ray_session import init_ray
+    from study.space import seeded_points
 
     init_ray(None, num_cpus=len(os.sched_getaffinity(0)))
     arms: dict[str, dict[str, Any]] = {}
@@ -163,7 +170,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             print(f"study: {label}, {args.trials} trials", flush=True)
             t0 = time.perf_counter()
             trials = runner(study, cells)
-            arms[label] = summarise(trials, time.perf_counter() - t0)
+            arms[label] = summarise(trials, time.perf_counter() - t0, len(seeded_points(study)))
     finally:
         import ray
 
@@ -174,22 +181,26 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         a["estimated_compute_saved_s"] = compute_saved(a, ref)
     rows = []
     for label, a in arms.items():
-        rows.append([label, a["trials"], f"{a['best_val_pr_auc']:.2f}", f"{a['best_metadata']}, α={a['best_alpha']:.3g}",
+        rows.append([label, a["trials"], f"{a['best_val_pr_auc']:.2f}",
+                     f"{a['best_metadata']}, α={a['best_alpha']:.3g}",
                      f"{a['best_test_pr_auc']:.2f}", a["trials_to_best"], fmt(a["compute_to_best_s"], 0),
                      fmt(a["compute_s"], 0), f"{a['compute_s'] / ref['compute_s']:.2f}×", fmt(a["wall_s"], 0),
-                     a["epochs_total"], f"{a['stopped_by_scheduler']} (≈{a['estimated_compute_saved_s']:.0f} s saved)"])
+                     a["epochs_total"], a["duplicate_configs"],
+                     f"{a['stopped_by_scheduler']} (≈{a['estimated_compute_saved_s']:.0f} s saved)"])
     md = ["# Study efficiency benchmark", "", machine_line(info), "",
           f"Synthetic default (embedded study config, 16 filters, 6 moods, max {base.run.train.max_epochs} epochs, "
           f"patience {base.run.train.patience}); {args.trials} trials per arm, the 3 seeded points (baseline, "
           f"heuristic α per metadata set) included; Ray Train trials, "
           f"{base.resources.cpus_per_worker:g} CPU each. Compute = sum of trial times.", "",
           table(["arm", "trials", "best val PR-AUC %", "best (metadata, α)", "its test PR-AUC %", "trials to best",
-                 "compute to best s", "compute s", "compute vs random", "wall s", "epochs",
+                 "compute to best s", "compute s", "compute vs random", "wall s", "epochs", "repeated configs",
                  "stopped by scheduler (est. compute saved)"], rows),
           "", f"Compute saved is estimated per stopped trial: its missing epochs up to the random arm's mean "
               f"({ref['mean_epochs']:.1f} epochs per trial, each run to its own early stop) x "
               f"{epoch_cost(ref)[1]:.1f} s per epoch (fit of trial time = start-up + epochs x per-epoch over the "
               f"random arm; start-up ≈ {max(0.0, epoch_cost(ref)[0]):.0f} s per trial).",
+          "", "Seeded points (baseline, heuristic α) stopped by the scheduler: " + "; ".join(
+              f"{label}: {', '.join(a['seeded_stopped']) or 'none'}" for label, a in arms.items()) + ".",
           "", "Optuna's TPESampler samples its first 10 trials at random (n_startup_trials=10), so at this budget "
           "the TPE arm differs from random search only by its sampler's random stream and by ASHA."]
     payload = {"machine": info, "trials_per_arm": args.trials, "prepare_s": prep_s, "arms": arms}

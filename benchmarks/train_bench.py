@@ -206,7 +206,8 @@ def steps(study: Any, rounds: int) -> dict[str, Any]:
                 torch.set_num_threads(before)
         return step
 
-    kinds = {"fp32 NCHW": (False, False), "fp32 channels-last": (False, True), "bf16 autocast + channels-last": (True, True)}
+    kinds = {"fp32 NCHW": (False, False), "fp32 channels-last": (False, True),
+             "bf16 autocast + channels-last": (True, True)}
     for width in (16, 128):
         for kind, (bf16, cl) in kinds.items():
             variants[f"step width {width}: {kind}"] = make_step(width, bf16, cl)
@@ -239,7 +240,7 @@ def accuracy_check(study: Any, epochs: int) -> dict[str, Any]:
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=4, help="epochs per fit (no early stopping)")
-    parser.add_argument("--rounds", type=int, default=2, help="plain/Ray alternations")
+    parser.add_argument("--rounds", type=int, default=3, help="plain/Ray alternations")
     parser.add_argument("--step-rounds", type=int, default=3)
     parser.add_argument("--accuracy-epochs", type=int, default=6)
     parser.add_argument("--skip-ray", action="store_true")
@@ -266,7 +267,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                     f"{overhead['ray_steady_segments_per_s'] / overhead['plain_steady_segments_per_s']:.2f}×",
                     fmt(overhead["startup_s"]["ray"])]]), "",
                f"Ray steady-state overhead: {100 * overhead['ray_overhead_fraction']:.1f} % (target ≤ 10 %); "
-               f"extra start-up per trial {overhead['ray_extra_startup_s']:.1f} s; ray.init {overhead['ray_init_s']:.1f} s.",
+               f"extra start-up per trial {overhead['ray_extra_startup_s']:.1f} s; "
+               f"ray.init {overhead['ray_init_s']:.1f} s.",
                ""]
     rows = []
     for name, s in step["steps"].items():

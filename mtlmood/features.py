@@ -135,9 +135,11 @@ def _mel_power_fast(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     # librosa's centring: n_fft // 2 zeros on both sides, hence 1 + n // hop frames (>= 1).
     padded = np.pad(wave, cfg.n_fft // 2)
     frames = sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]  # (t, n_fft), no copy
-    spectrum = scipy.fft.rfft(frames * window, axis=-1)  # complex64
-    power = np.square(spectrum.real) + np.square(spectrum.imag)  # (t, n_freq)
-    return (basis @ power.T).T  # sparse x dense: no BLAS, ~0.3 ms
+    # Transforming along axis 0 of the (n_fft, t) view gives (n_freq, t) spectra, the layout
+    # the sparse product wants (measured: the fastest of the layouts tried).
+    spectrum = scipy.fft.rfft((frames * window).T, axis=0)  # complex64
+    power = np.square(spectrum.real) + np.square(spectrum.imag)  # (n_freq, t)
+    return (basis @ power).T  # sparse x dense: no BLAS
 
 
 def features_from_file(path: Union[str, "os.PathLike[str]"], cfg: FeatureConfig,
