@@ -132,21 +132,22 @@ def summary_rows() -> list[list[str]]:
         date = sv["meta"]["date"][:16]
         sat = sv["meta"]["saturation"]
         by = {(r["mode"], r["concurrency"]): r for r in sv["results"]}
-        if ("serve_batched", sat) in by and ("direct", sat) in by:
-            rows.append(["serving", f"Serve batched vs direct at c={sat} (req/s)",
-                         f"{by[('serve_batched', sat)]['rps']:.1f} vs {by[('direct', sat)]['rps']:.1f}",
-                         f"{sv['ratio_at_saturation'].get('serve_batched/direct', float('nan')):.2f}×",
-                         "–", "–", date])
-        if ("serve_batched", sat) in by and ("serve_unbatched", sat) in by:
+        ratio = sv["ratio_at_saturation"]
+        for mode, label in (("serve_combined", "Serve (combined, default on CPU)"), ("serve_split", "Serve (split)")):
+            if (mode, sat) in by and ("direct", sat) in by:
+                rows.append(["serving", f"{label} vs direct at c={sat} (req/s)",
+                             f"{by[(mode, sat)]['rps']:.1f} vs {by[('direct', sat)]['rps']:.1f}",
+                             f"{ratio.get(f'{mode}/direct', float('nan')):.2f}×", "–", "–", date])
+        on, off = ("serve_combined", sat), ("serve_combined_unbatched", sat)
+        if on in by and off in by:
             rows.append(["serving", f"batching on vs off at c={sat} (req/s; p99 ms)",
-                         f"{by[('serve_batched', sat)]['rps']:.1f} vs {by[('serve_unbatched', sat)]['rps']:.1f}; "
-                         f"{by[('serve_batched', sat)]['p99_ms']:.0f} vs {by[('serve_unbatched', sat)]['p99_ms']:.0f}",
-                         f"{by[('serve_batched', sat)]['rps'] / by[('serve_unbatched', sat)]['rps']:.2f}×",
-                         "–", "–", date])
+                         f"{by[on]['rps']:.1f} vs {by[off]['rps']:.1f}; "
+                         f"{by[on]['p99_ms']:.0f} vs {by[off]['p99_ms']:.0f}",
+                         f"{by[on]['rps'] / by[off]['rps']:.2f}×", "–", "–", date])
         parts = sv["meta"].get("breakdown_ms")
-        if parts and ("serve_batched", 1) in by:
+        if parts and ("serve_combined", 1) in by:
             work = sum(parts.values())
-            lat = by[("serve_batched", 1)]["mean_ms"]
+            lat = by[("serve_combined", 1)]["mean_ms"]
             rows.append(["serving", "c=1 request: decode / log-mel / forward / Serve overhead (ms)",
                          " / ".join(f"{v:.0f}" for v in parts.values()) + f" / {lat - work:.0f}",
                          f"overhead {100 * (lat - work) / lat:.0f} % of latency", "–", "–", date])

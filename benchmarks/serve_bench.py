@@ -8,9 +8,11 @@ bounded time (warm-up discarded) and records requests/s and p50/p95/p99 latency:
 
 - ``direct``: ``Predictor.predict_bytes`` from a thread pool in this process (decode in
   parallel, one forward at a time: the library path a user would write);
-- ``serve_batched`` / ``serve_unbatched``: HTTP POST /predict against the Serve app on
-  loopback, with ``@serve.batch`` on or off, one replica per deployment (so the numbers
-  are about batching, not autoscaling).
+- ``serve_combined`` (the default on CPU nodes: one replica decodes and scores, with
+  ``@serve.batch``), ``serve_split`` (ingress replica -> model replica, batched; the
+  GPU-cluster layout) and ``serve_combined_unbatched``: HTTP POST /predict against the
+  Serve app on loopback, one replica per deployment (so the numbers are about topology
+  and batching, not autoscaling).
 
 Everything shares one machine: the HTTP clients, the proxy, both replicas and the
 direct path compete for the same cores, as they would on a single node. Results go to
@@ -50,6 +52,9 @@ if str(REPO) not in sys.path:  # `python benchmarks/serve_bench.py` from anywher
 from benchmarks.common import cpu_model  # noqa: E402  (after the sys.path fix above)
 
 AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
+# (mode, topology, batching on): the first is what `mtlmood serve` runs on a CPU node.
+SERVE_MODES = (("serve_combined", "combined", True), ("serve_split", "split", True),
+               ("serve_combined_unbatched", "combined", False))
 CONTENT_TYPES = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav"}
 
 
@@ -163,10 +168,10 @@ def free_port() -> int:
 
 
 def bench_direct(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments: list[int],
-                 levels: list[int], duration: float, warmup: float) -> list[LevelResult]:
+                 levels: list[int], duration: float, warmup: float, precision: str = "fp32") -> list[LevelResult]:
     from mtlmood.inference import Predictor
 
-    predictor = Predictor.from_checkpoint(checkpoint)
+    predictor = Predictor.from_checkpoint(checkpoint, precision=precision)
 
     def call(i: int) -> bool:
         name, data, _ = clips[i % len(clips)]
@@ -192,10 +197,12 @@ def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     results = []
-    for batched in (True, False):
-        mode = "serve_batched" if batched else "serve_unbatched"
+    for mode, topology, batched in SERVE_MODES:
+        if args.modes and mode not in args.modes:
+            continue
         config = ServeConfig(
             checkpoint=str(checkpoint), port=port, model_timeout_s=120.0, max_pending_decodes=256,
+            topology=topology, precision=args.precision,
             batching=BatchingConfig(enabled=batched, max_batch_size=args.max_batch_size,
                                     batch_wait_timeout_s=args.batch_wait_ms / 1000),
             # One replica each: the comparison is batching vs not, on the same cores.
@@ -238,10 +245,10 @@ def breakdown(checkpoint: Path, clips: list[tuple[str, bytes, str]], rounds: int
     predictor = Predictor.from_checkpoint(checkpoint)
     cfg = predictor.feature_config
     waves = [load_audio_bytes(data, cfg, name) for name, data, _ in clips]
-    segments = [predictor.segments(log_mel(w, cfg)) for w in waves]
+    segments = [predictor.segments(log_mel(w, cfg, "fast")) for w in waves]
     timings = interleaved({
         "decode + resample": lambda: [load_audio_bytes(data, cfg, name) for name, data, _ in clips],
-        "log-mel": lambda: [log_mel(w, cfg) for w in waves],
+        "log-mel (fast)": lambda: [log_mel(w, cfg, "fast") for w in waves],
         "forward": lambda: [predictor.predict_segments(s) for s in segments],
     }, rounds, warmup=1)
     return {name: 1000 * timings.median(name) / len(clips) for name in timings.seconds}
@@ -266,8 +273,9 @@ def markdown(meta: dict, results: list[LevelResult], ratios: dict[str, float]) -
              f"{meta['mean_segments']:.1f} segments per request on average; machine: {meta['cpus']} CPUs "
              f"({meta['processor'] or meta['machine']}), torch {meta['torch']}, ray {meta['ray']}.",
              f"Closed loop, {meta['duration_s']} s measured per row after {meta['warmup_s']} s warm-up. "
-             f"Serve: one ingress replica ({meta['ingress_cpus']} CPU) + one model replica "
-             f"({meta['model_cpus']} CPU, {meta['torch_threads'] or 'auto'} torch threads), "
+             f"Serve: split = one ingress replica ({meta['ingress_cpus']} CPU) + one model replica "
+             f"({meta['model_cpus']} CPU), combined = one replica with both; {meta['torch_threads'] or 'auto'} "
+             f"torch threads, precision {meta.get('precision', 'fp32')}, "
              f"batch ≤ {meta['max_batch_size']} requests / {meta['batch_wait_ms']} ms. "
              f"Load average before/after: {meta['loadavg_before'][0]:.1f} / {meta['loadavg_after'][0]:.1f}.", "",
              "| mode | concurrency | req/s | segments/s | p50 ms | p95 ms | p99 ms | errors |",
@@ -316,6 +324,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument("--modes", default="", help="comma-separated Serve modes to run (default: all of "
+                        + ", ".join(m for m, _, _ in SERVE_MODES) + ")")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="model precision, the same for the direct path and Serve")
     parser.add_argument("--openblas-threads", type=int, default=0,
                         help="set OPENBLAS_NUM_THREADS in the replicas' environment (0 = leave it unset)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -325,6 +337,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.decode_threads = args.decode_threads or cpus
     args.torch_threads = args.torch_threads or cpus
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(args.modes) - {m for m, _, _ in SERVE_MODES}
+    if unknown:
+        parser.error(f"unknown --modes {sorted(unknown)}")
     load_before = list(os.getloadavg())
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
@@ -346,7 +362,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("  breakdown (ms/request): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
         results: list[LevelResult] = []
         if not args.skip_direct:
-            results += bench_direct(checkpoint, clips, segments, levels, args.duration, args.warmup)
+            results += bench_direct(checkpoint, clips, segments, levels, args.duration, args.warmup, args.precision)
         env = {"OPENBLAS_NUM_THREADS": str(args.openblas_threads)} if args.openblas_threads else {}
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": env} if env else None)
@@ -361,7 +377,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     saturation = max(levels)
     by_mode = {r.mode: r for r in results if r.concurrency == saturation}
     ratios = {f"{mode}/direct": round(by_mode[mode].rps / by_mode["direct"].rps, 3)
-              for mode in ("serve_batched", "serve_unbatched") if mode in by_mode and "direct" in by_mode}
+              for mode, _, _ in SERVE_MODES if mode in by_mode and "direct" in by_mode}
     card = predictor.card
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "model": f"MoodCNN n_filters={card.model.n_filters}, "
             f"{card.n_moods} moods ({'given checkpoint' if args.checkpoint else 'untrained'})",
@@ -372,7 +388,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "torch": torch.__version__, "ray": ray.__version__, "duration_s": args.duration, "warmup_s": args.warmup,
             "ingress_cpus": args.ingress_cpus, "model_cpus": args.model_cpus, "torch_threads": args.torch_threads,
             "decode_threads": args.decode_threads, "direct_torch_threads": torch.get_num_threads(),
-            "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms, "saturation": saturation,
+            "max_batch_size": args.max_batch_size, "precision": args.precision, "batch_wait_ms": args.batch_wait_ms, "saturation": saturation,
             # Other work on the machine skews every row; the load average says how much there was.
             "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
             "breakdown_ms": parts, "peer_context": peer_context(),

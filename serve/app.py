@@ -1,8 +1,12 @@
-"""The Serve application: a FastAPI ingress in front of a batched model deployment.
+"""The Serve application: a FastAPI ingress in front of a batched model.
 
-    HTTP -> MoodIngress (validate, decode, log-mel, segment; CPU work, its own replicas)
-         -> MoodModel   (checkpoint loaded once per replica; @serve.batch joins the
-                         segments of concurrent requests into one forward)
+Two topologies (``ServeConfig.topology``; ``auto`` picks split when the model replicas
+get GPUs, combined otherwise):
+
+    split:    HTTP -> MoodIngress (validate, decode, log-mel, segment; CPU work, its own replicas)
+                   -> MoodModel   (checkpoint loaded once per replica; @serve.batch joins the
+                                   segments of concurrent requests into one forward)
+    combined: HTTP -> MoodIngress (all of the above in one replica: no second hop)
 
 Routes: ``POST /predict`` (raw audio body or multipart field ``file``; ``?top_k=``),
 ``GET /healthz``, ``GET /model`` and the OpenAPI page at ``/docs``.
@@ -139,19 +143,18 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return error_response(exc.status_code, error, exc.detail, getattr(exc, "headers", None))
 
 
-# ------------------------------------------------------------------- model replica
+# ------------------------------------------------------------------- model scoring
 
-@serve.deployment(name="MoodModel", health_check_period_s=10.0, health_check_timeout_s=30.0,
-                  graceful_shutdown_timeout_s=10.0)
-class MoodModel:
-    """Loads the checkpoint once per replica and scores segment stacks, batched across requests."""
+class SegmentScorer:
+    """The checkpoint loaded once, scoring one request's segments; ``@serve.batch`` joins the
+    segments of concurrent requests into one forward. Lives in the MoodModel replica
+    (``split`` topology) or inside the ingress replica itself (``combined``)."""
 
-    def __init__(self, checkpoint: str, config: Mapping[str, Any]) -> None:
+    def __init__(self, checkpoint: str, cfg: ServeConfig) -> None:
         import torch
 
         from mtlmood.inference import Predictor
 
-        cfg = serve_config_from_mapping(config)
         device = cfg.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -159,19 +162,17 @@ class MoodModel:
             # Say it explicitly rather than trust OMP_NUM_THREADS: replicas sharing a node
             # must not each start one thread per core.
             torch.set_num_threads(cfg.model.threads or max(1, int(round(cfg.model.num_cpus))))
-        self.predictor = Predictor.from_checkpoint(checkpoint, device=device)
+        self.predictor = Predictor.from_checkpoint(checkpoint, device=device, precision=cfg.precision)
         self.device = device
         self.batching = cfg.batching
         self.shape = (self.predictor.segment_frames, self.predictor.feature_config.n_mels)
-        self._failure: Optional[str] = None
+        self.failure: Optional[str] = None
         self._batched.set_max_batch_size(cfg.batching.max_batch_size)
         self._batched.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)
         # One forward now, so the first request does not pay for lazy kernel setup.
         self.predictor.predict_segments(np.zeros((1, *self.shape), dtype=np.float32))
-        logger.info("MoodModel loaded %s (%s, %d moods) on %s, batching=%s", checkpoint,
-                    self.predictor.card.checkpoint_id, len(self.predictor.mood_names), device, cfg.batching)
 
-    async def predict(self, segments: np.ndarray) -> np.ndarray:
+    async def score(self, segments: np.ndarray) -> np.ndarray:
         """(N_mood,) song probabilities: the mean of the segments' sigmoid outputs."""
         # Arrays from the object store are read-only; torch wants writable memory (copy if so).
         segments = np.require(segments, dtype=np.float32, requirements=["C", "W"])
@@ -199,25 +200,51 @@ class MoodModel:
             # A CUDA error (illegal access, device-side assert, lost GPU) poisons the context for
             # good: mark the replica so check_health has Serve replace it. (An OOM is not one.)
             if "CUDA error" in str(exc):
-                self._failure = f"{type(exc).__name__}: {exc}"
+                self.failure = f"{type(exc).__name__}: {exc}"
             raise
 
     def check_health(self) -> None:
-        """Called by Serve every health_check_period_s; raising makes Serve replace the replica."""
-        if self._failure is not None:
-            raise RuntimeError(f"model replica unusable after a device error: {self._failure}")
-
-    def card(self) -> dict[str, Any]:
-        """The model card of the loaded checkpoint."""
-        return self.predictor.card.to_dict()
+        """Raise when the replica can no longer score (Serve then replaces it)."""
+        if self.failure is not None:
+            raise RuntimeError(f"model replica unusable after a device error: {self.failure}")
 
     def info(self) -> dict[str, Any]:
         """How this replica runs the model."""
         import torch
 
         return {"device": self.device, "torch_threads": torch.get_num_threads(),
+                "precision": self.predictor.precision,
                 "batching": {"enabled": self.batching.enabled, "max_batch_size": self.batching.max_batch_size,
                              "batch_wait_timeout_s": self.batching.batch_wait_timeout_s}}
+
+
+@serve.deployment(name="MoodModel", health_check_period_s=10.0, health_check_timeout_s=30.0,
+                  graceful_shutdown_timeout_s=10.0)
+class MoodModel:
+    """The model deployment of the ``split`` topology: a SegmentScorer per replica."""
+
+    def __init__(self, checkpoint: str, config: Mapping[str, Any]) -> None:
+        cfg = serve_config_from_mapping(config)
+        self.scorer = SegmentScorer(checkpoint, cfg)
+        logger.info("MoodModel loaded %s (%s, %d moods) on %s, batching=%s", checkpoint,
+                    self.scorer.predictor.card.checkpoint_id, len(self.scorer.predictor.mood_names),
+                    self.scorer.device, cfg.batching)
+
+    async def predict(self, segments: np.ndarray) -> np.ndarray:
+        """(N_mood,) song probabilities: the mean of the segments' sigmoid outputs."""
+        return await self.scorer.score(segments)
+
+    def check_health(self) -> None:
+        """Called by Serve every health_check_period_s; raising makes Serve replace the replica."""
+        self.scorer.check_health()
+
+    def card(self) -> dict[str, Any]:
+        """The model card of the loaded checkpoint."""
+        return self.scorer.predictor.card.to_dict()
+
+    def info(self) -> dict[str, Any]:
+        """How this replica runs the model."""
+        return self.scorer.info()
 
 
 # -------------------------------------------------------------------------- ingress
@@ -301,13 +328,21 @@ async def audio_from_request(request: Request, limit: int) -> tuple[bytes, str]:
                   graceful_shutdown_timeout_s=10.0)
 @serve.ingress(api)
 class MoodIngress:
-    """HTTP front: validates the request, decodes and featurises the audio, asks MoodModel."""
+    """HTTP front: validates the request, decodes and featurises the audio, then scores it.
 
-    def __init__(self, model: DeploymentHandle, checkpoint: str, config: Mapping[str, Any]) -> None:
+    ``model`` is the MoodModel handle (``split`` topology), or None (``combined``): the
+    replica then loads the checkpoint itself and batches its own requests' segments, which
+    saves the hop to a second replica (a copy of every request's features through the
+    object store and two more event-loop passes) — the better trade on CPU-only nodes,
+    where both halves compete for the same cores anyway.
+    """
+
+    def __init__(self, model: Optional[DeploymentHandle], checkpoint: str, config: Mapping[str, Any]) -> None:
         from mtlmood.checkpoint import read_card
 
         self.config: ServeConfig = serve_config_from_mapping(config)
         self.model = model
+        self.scorer: Optional[SegmentScorer] = None if model is not None else SegmentScorer(checkpoint, self.config)
         self.card = read_card(checkpoint)
         # Decoding releases the GIL for most of its time, so threads use the replica's CPUs.
         threads = self.config.ingress.threads or max(1, int(math.ceil(self.config.ingress.num_cpus)))
@@ -323,11 +358,19 @@ class MoodIngress:
             "n_meta": self.card.n_meta, "alpha": float(self.card.alpha), "code_version": self.card.code_version}
         # Decode once now: imports librosa and sets up the resampler before the first request.
         self._features(_silence_wav(), "<warm-up>")
+        logger.info("MoodIngress for %s (%s topology, %d decode threads)", checkpoint,
+                    "split" if model is not None else "combined", threads)
 
     def _features(self, data: bytes, name: str) -> np.ndarray:
         from mtlmood.features import features_from_bytes
 
-        return features_from_bytes(data, self.card.features, name)
+        # The fast log-mel, as Predictor uses by default: same features within 1e-5 of librosa's.
+        return features_from_bytes(data, self.card.features, name, method="fast")
+
+    def check_health(self) -> None:
+        """Called by Serve every health_check_period_s; raising makes Serve replace the replica."""
+        if self.scorer is not None:
+            self.scorer.check_health()
 
     async def _decode(self, data: bytes, name: str) -> np.ndarray:
         """Log-mel features in the decode thread pool; ApiError for undecodable or non-finite audio."""
@@ -357,6 +400,9 @@ class MoodIngress:
         from ray.exceptions import RayActorError, RayTaskError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
+        if self.scorer is not None:
+            return await self._score_here(segments)
+        assert self.model is not None
         response = self.model.predict.remote(segments)
 
         async def wait() -> np.ndarray:
@@ -378,6 +424,25 @@ class MoodIngress:
         except RayTaskError as exc:
             logger.error("model call failed: %s", exc)
             raise ApiError(500, "model_error", "the model failed on this request") from None
+        return self._checked(probs)
+
+    async def _score_here(self, segments: np.ndarray) -> np.ndarray:
+        """The combined topology: this replica's own (batched) forward, with the same 504/503/500."""
+        assert self.scorer is not None
+        try:
+            probs = await asyncio.wait_for(self.scorer.score(segments), timeout=self.config.model_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(504, "model_timeout", f"the model did not answer within {self.config.model_timeout_s} s") \
+                from None
+        except Exception as exc:
+            if self.scorer.failure is not None:  # the device is gone: Serve replaces this replica
+                raise ApiError(503, "model_unavailable", "the model replica failed; retry", RETRY_AFTER) from None
+            logger.error("model call failed: %s: %s", type(exc).__name__, exc)
+            raise ApiError(500, "model_error", "the model failed on this request") from None
+        return self._checked(probs)
+
+    @staticmethod
+    def _checked(probs: Any) -> np.ndarray:
         probs = np.asarray(probs)
         if not np.isfinite(probs).all():
             raise ApiError(422, "non_finite_prediction", "the audio gives non-finite model outputs")
@@ -430,6 +495,10 @@ class MoodIngress:
         return {"status": "ok", "checkpoint_id": self.card.checkpoint_id}
 
     async def _info(self) -> dict[str, Any]:
+        if self.scorer is not None:
+            self.scorer.check_health()
+            return self.scorer.info()
+        assert self.model is not None
         return await self.model.info.remote()
 
     @api.get("/model", summary="The model card of the served checkpoint")
@@ -437,6 +506,8 @@ class MoodIngress:
         """Labels, configs, alpha, dataset, metrics and provenance of the checkpoint, plus serving settings."""
         card = self.card.to_dict()
         card["serving"] = {"max_body_bytes": self.config.max_body_bytes, "top_k": self.config.top_k,
+                           "topology": "split" if self.model is not None else "combined",
+                           "precision": self.config.precision,
                            "batching": serve_config_to_dict(self.config)["batching"]}
         return card
 
@@ -453,18 +524,41 @@ def _resolved_gpus(config: ServeConfig) -> float:
     return 1.0 if has_gpu and config.device != "cpu" else 0.0
 
 
+def resolved_topology(config: ServeConfig, num_gpus: float) -> str:
+    """``auto`` -> ``split`` when the model replicas get GPUs (the CPU-heavy decoding then
+    scales on its own, on CPU nodes), else ``combined`` (one replica does everything)."""
+    if config.topology != "auto":
+        return config.topology
+    return "split" if num_gpus > 0 else "combined"
+
+
 def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve.Application:
     """The bound application for ``serve.run`` or a Serve config's ``import_path``.
 
     ``args`` is a ServeConfig, or a mapping of its fields (the ``args:`` of a Serve
     config file). The checkpoint comes from ``checkpoint``, ``study`` (its best
     checkpoint) or the env vars MTLMOOD_SERVE_CHECKPOINT / MTLMOOD_SERVE_STUDY.
+
+    ``split``: MoodIngress replicas (``ingress`` settings) call MoodModel replicas
+    (``model`` settings). ``combined``: MoodIngress replicas score requests themselves;
+    each gets the CPUs of both sections, the GPUs, replica counts and autoscaling of
+    ``model``, and the request limits of ``ingress`` (it is the HTTP-facing one).
     """
     config = args if isinstance(args, ServeConfig) else serve_config_from_mapping(dict(args or {}))
     config = config.validate()
     checkpoint = str(resolve_checkpoint(config))
     as_dict = serve_config_to_dict(config)
     num_gpus = _resolved_gpus(config)
+    if resolved_topology(config, num_gpus) == "combined":
+        actor: dict[str, Any] = {"num_cpus": config.ingress.num_cpus + config.model.num_cpus}
+        if num_gpus > 0 or config.ingress.num_gpus > 0:
+            actor["num_gpus"] = max(num_gpus, config.ingress.num_gpus)
+        return MoodIngress.options(
+            autoscaling_config=config.model.autoscaling(),
+            max_ongoing_requests=config.ingress.max_ongoing_requests,
+            max_queued_requests=config.ingress.max_queued_requests,
+            ray_actor_options=actor,
+        ).bind(None, checkpoint, as_dict)
     model_actor: dict[str, Any] = {"num_cpus": config.model.num_cpus}
     if num_gpus > 0:
         model_actor["num_gpus"] = num_gpus

@@ -1,8 +1,10 @@
 """The Ray Serve endpoint end to end: real Ray, real Serve, real (small) checkpoints.
 
 One Ray + Serve per module (ray.init takes seconds on 2 cores). Two applications:
-``main`` (normal limits) and ``tight`` (a paper-width model behind a queue of one,
-to force 503s). The replica-kill test runs last, on ``main``. Every HTTP call has a
+``main`` (normal limits, split topology: ingress -> model replicas), ``one`` (the
+CPU default, combined topology: one replica decodes and scores) and ``tight`` (a
+paper-width model behind a queue of one, to force 503s). The replica-kill tests run
+last. Every HTTP call has a
 timeout and every loop a bound, so a broken server fails the test instead of hanging it.
 """
 
@@ -110,7 +112,7 @@ def predictor(checkpoints: dict[str, Path]):
 
 @pytest.fixture(scope="module")
 def server(checkpoints: dict[str, Path]) -> Iterator[dict[str, str]]:
-    """Ray (2 CPUs) + Serve on a free loopback port with the `main` and `tight` apps."""
+    """Ray (2 CPUs) + Serve on a free loopback port with the `main`, `one` and `tight` apps."""
     ray = pytest.importorskip("ray")
     from ray import serve
 
@@ -123,21 +125,30 @@ def server(checkpoints: dict[str, Path]) -> Iterator[dict[str, str]]:
              log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        # Fractional CPUs: both apps (4 replicas) plus one replacement replica fit in 2 CPUs.
+        # Fractional CPUs: the three apps (5 replicas) plus one replacement replica fit in 2 CPUs.
         main = ServeConfig(
             checkpoint=str(checkpoints["small"]), max_body_bytes=MAIN_BODY_LIMIT, top_k=3, model_timeout_s=20.0,
+            topology="split", batching=BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
+            ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=0.4),
+            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.4, num_gpus=0))
+        # topology left at auto: no GPUs here, so one combined deployment (0.2 + 0.2 CPU).
+        one = ServeConfig(
+            checkpoint=str(checkpoints["small"]), max_body_bytes=MAIN_BODY_LIMIT, top_k=3, model_timeout_s=20.0,
             batching=BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
-            ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=0.5),
-            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.5, num_gpus=0))
+            ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=0.2),
+            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.2, num_gpus=0))
         tight = ServeConfig(
             checkpoint=str(checkpoints["wide"]), max_body_bytes=TIGHT_BODY_LIMIT, model_timeout_s=20.0,
+            topology="split",
             batching=BatchingConfig(max_batch_size=1, batch_wait_timeout_s=0.0),
             ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=0.25, max_ongoing_requests=100),
             model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.25, num_gpus=0,
                                 max_ongoing_requests=1, max_queued_requests=1))
         serve.run(build_app(main), name="main", route_prefix="/")
         serve.run(build_app(tight), name="tight", route_prefix="/tight")
-        yield {"main": f"http://127.0.0.1:{port}", "tight": f"http://127.0.0.1:{port}/tight"}
+        serve.run(build_app(one), name="one", route_prefix="/one")
+        yield {"main": f"http://127.0.0.1:{port}", "tight": f"http://127.0.0.1:{port}/tight",
+               "one": f"http://127.0.0.1:{port}/one"}
     finally:
         try:
             serve.shutdown()
@@ -183,6 +194,10 @@ def test_config_validation_and_sources(tmp_path: Path, checkpoints: dict[str, Pa
     assert resolve_checkpoint(ServeConfig()) == checkpoints["small"].resolve()
     with pytest.raises(ConfigError, match="cuda"):
         load_serve_config(device="cuda", overrides=["model.num_gpus=0"])
+    with pytest.raises(ConfigError, match="topology must be one of auto, split, combined"):
+        load_serve_config(overrides=["topology=single"])
+    with pytest.raises(ConfigError, match="precision must be fp32 or bf16"):
+        load_serve_config(overrides=["precision=int8"])
 
 
 def test_cli_fails_in_one_line_without_a_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -213,12 +228,13 @@ def test_serve_config_yaml_builds(checkpoints: dict[str, Path]) -> None:
 
 # ---------------------------------------------------------------------- happy path
 
-def test_generated_wav_equals_library(server: dict[str, str], predictor) -> None:
-    """Works on a fresh clone: a generated 7 s stereo 22.05 kHz WAV, raw and multipart."""
+@pytest.mark.parametrize("app", ["main", "one"])
+def test_generated_wav_equals_library(server: dict[str, str], predictor, app: str) -> None:
+    """Works on a fresh clone: a generated 7 s stereo 22.05 kHz WAV, raw and multipart (both topologies)."""
+    base = server[app]
     data = tone(7.0)
     expected = predictor.predict_bytes(data, top_k=3)
-    raw = requests.post(f"{server['main']}/predict", data=data, headers={"Content-Type": "audio/wav"},
-                        timeout=TIMEOUT)
+    raw = requests.post(f"{base}/predict", data=data, headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
     assert raw.status_code == 200, raw.text
     body = raw.json()
     assert_matches(body, expected.probabilities)
@@ -228,31 +244,31 @@ def test_generated_wav_equals_library(server: dict[str, str], predictor) -> None
     assert body["model"]["labels"] == MOODS and body["model"]["alpha"] == pytest.approx(5 / 3)
     assert body["model"]["checkpoint_id"] == predictor.card.checkpoint_id
 
-    multipart = requests.post(f"{server['main']}/predict", files={"file": ("tone.wav", data, "audio/wav")},
-                              timeout=TIMEOUT)
+    multipart = requests.post(f"{base}/predict", files={"file": ("tone.wav", data, "audio/wav")}, timeout=TIMEOUT)
     assert multipart.status_code == 200, multipart.text
     assert_matches(multipart.json(), expected.probabilities)
 
     # No Content-Type at all is taken as raw audio.
-    bare = requests.post(f"{server['main']}/predict", data=data, timeout=TIMEOUT)
+    bare = requests.post(f"{base}/predict", data=data, timeout=TIMEOUT)
     assert bare.status_code == 200, bare.text
 
 
-def test_real_clips_equal_library(server: dict[str, str], predictor, real_audio_dir: Path) -> None:
-    """Real CC clips of every codec: the endpoint's probabilities equal Predictor.predict_file."""
+@pytest.mark.parametrize("app", ["main", "one"])
+def test_real_clips_equal_library(server: dict[str, str], predictor, real_audio_dir: Path, app: str) -> None:
+    """Real CC clips of every codec: the endpoint's probabilities equal Predictor.predict_file (both topologies)."""
     clips = sorted(p for p in real_audio_dir.iterdir() if p.suffix in (".ogg", ".mp3", ".flac", ".wav"))
     assert clips
     types = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav"}
     for clip in clips:
         expected = predictor.predict_file(clip)
-        response = requests.post(f"{server['main']}/predict", data=clip.read_bytes(),
+        response = requests.post(f"{server[app]}/predict", data=clip.read_bytes(),
                                  headers={"Content-Type": types[clip.suffix]}, timeout=TIMEOUT)
         assert response.status_code == 200, (clip.name, response.text)
         assert_matches(response.json(), expected.probabilities)
         assert response.json()["n_segments"] == expected.n_segments
     clip = clips[0]
     with clip.open("rb") as handle:
-        multipart = requests.post(f"{server['main']}/predict", files={"file": (clip.name, handle)}, timeout=TIMEOUT)
+        multipart = requests.post(f"{server[app]}/predict", files={"file": (clip.name, handle)}, timeout=TIMEOUT)
     assert multipart.status_code == 200, multipart.text
     assert_matches(multipart.json(), predictor.predict_file(clip).probabilities)
 
@@ -288,7 +304,10 @@ def test_health_model_card_and_docs(server: dict[str, str], predictor) -> None:
     assert health.status_code == 200 and health.json()["status"] == "ok"
     card = requests.get(f"{server['main']}/model", timeout=TIMEOUT).json()
     assert card["mood_names"] == MOODS and card["checkpoint_id"] == predictor.card.checkpoint_id
-    assert card["serving"]["max_body_bytes"] == MAIN_BODY_LIMIT
+    assert card["serving"]["max_body_bytes"] == MAIN_BODY_LIMIT and card["serving"]["topology"] == "split"
+    one = requests.get(f"{server['one']}/model", timeout=TIMEOUT).json()
+    assert one["serving"]["topology"] == "combined" and one["serving"]["precision"] == "fp32"
+    assert requests.get(f"{server['one']}/healthz?deep=true", timeout=TIMEOUT).status_code == 200
     spec = requests.get(f"{server['main']}/openapi.json", timeout=TIMEOUT).json()
     content = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"audio/*", "application/octet-stream", "multipart/form-data"} <= set(content)
@@ -355,11 +374,12 @@ def test_body_limit_counts_actual_bytes(server: dict[str, str]) -> None:
 
 # -------------------------------------------------------------------- concurrency
 
-def test_200_requests_from_16_clients(server: dict[str, str], predictor) -> None:
-    """All succeed, and batching never mixes up whose segments are whose (two different clips)."""
+@pytest.mark.parametrize("app", ["main", "one"])
+def test_200_requests_from_16_clients(server: dict[str, str], predictor, app: str) -> None:
+    """All succeed, and batching never mixes up whose segments are whose (three different clips)."""
     clips = [tone(2.0, seed=1), tone(7.0, seed=2), tone(4.0, rate=16000, stereo=False, seed=3)]
     expected = [predictor.predict_bytes(c).probabilities for c in clips]
-    session_url = f"{server['main']}/predict"
+    session_url = f"{server[app]}/predict"
 
     def call(i: int) -> tuple[int, int, dict[str, Any]]:
         response = requests.post(session_url, data=clips[i % 3], headers={"Content-Type": "audio/wav"},
@@ -432,10 +452,10 @@ def test_cli_serves_until_interrupted(server: dict[str, str], checkpoints: dict[
 
 # ----------------------------------------------------------------------- failures
 
-def _model_replica_names(app: str) -> list[str]:
+def _model_replica_names(app: str, deployment: str = "MoodModel") -> list[str]:
     import ray
 
-    prefix = f"SERVE_REPLICA::{app}#MoodModel#"
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
     return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
 
 
@@ -495,3 +515,53 @@ def test_killed_model_replica_is_replaced(server: dict[str, str], predictor) -> 
     assert after.status_code == 200, after.text
     assert_matches(after.json(), expected)
     assert requests.get(f"{server['main']}/healthz?deep=true", timeout=TIMEOUT).status_code == 200
+
+
+def test_killed_combined_replica_is_replaced(server: dict[str, str], predictor) -> None:
+    """Combined topology: the one replica that decodes *and* scores dies under load; in-flight
+    requests fail with a 5xx (from Serve's proxy: the replica that would answer is gone),
+    none hangs, Serve starts a new replica and answers correctly again."""
+    import ray
+    from ray import serve
+
+    names = _model_replica_names("one", "MoodIngress")
+    assert len(names) == 1, names
+    clip = tone(4.0, seed=5)
+    expected = predictor.predict_bytes(clip).probabilities
+    url = f"{server['one']}/predict"
+    deadline = time.monotonic() + 30  # the load runs at most this long
+    killed_at = [0.0]
+
+    def client(_: int) -> list[int]:
+        seen: list[int] = []
+        for _ in range(30):  # bounded per client
+            if time.monotonic() > deadline or (killed_at[0] and time.monotonic() - killed_at[0] > 2):
+                break
+            seen.append(requests.post(url, data=clip, headers={"Content-Type": "audio/wav"},
+                                      timeout=TIMEOUT).status_code)
+        return seen
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(client, i) for i in range(4)]
+        time.sleep(1.0)
+        ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
+        killed_at[0] = time.monotonic()
+        statuses = [status for f in futures for status in f.result(timeout=120)]
+    print("statuses around the kill:", {s: statuses.count(s) for s in set(statuses)})  # shown with -s
+    assert statuses.count(200) >= 2 and set(statuses) <= {200, 500, 502, 503}, statuses
+
+    for _ in range(60):
+        new = _model_replica_names("one", "MoodIngress")
+        status = serve.status().applications["one"].deployments["MoodIngress"].status
+        if new and new != names and str(status).endswith("HEALTHY"):
+            break
+        time.sleep(1)
+    assert new and new != names, (new, names)
+    after = None
+    for _ in range(20):  # the proxy may need a moment to route to the new replica
+        after = requests.post(url, data=clip, headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
+        if after.status_code == 200:
+            break
+        time.sleep(0.5)
+    assert after is not None and after.status_code == 200, after.text if after is not None else None
+    assert_matches(after.json(), expected)
