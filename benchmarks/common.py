@@ -123,11 +123,21 @@ def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int
 
 
 def write_results(name: str, payload: dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> Path:
-    """benchmarks/results/<name>.json and <name>.md."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{name}.json").write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
-    (out_dir / f"{name}.md").write_text(markdown.rstrip() + "\n")
+    """benchmarks/results/<name>.json and <name>.md, each written atomically."""
+    from mtlmood.fileio import atomic_write_text
+
+    atomic_write_text(out_dir / f"{name}.json", json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    atomic_write_text(out_dir / f"{name}.md", markdown.rstrip() + "\n")
     return out_dir / f"{name}.md"
+
+
+def publish(name: str, payload: dict[str, Any], markdown: list[str], out_dir: Path = RESULTS) -> dict[str, Any]:
+    """Write a benchmark's results (JSON + Markdown), show the table, say where it went; returns ``payload``."""
+    text = "\n".join(markdown)
+    path = write_results(name, payload, text, out_dir)
+    print(text, flush=True)
+    print(f"-> {path}", flush=True)
+    return payload
 
 
 def _jsonable(value: Any) -> Any:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from benchmarks.common import audio_files, fmt, interleaved, machine, machine_line, table, write_results
+from benchmarks.common import audio_files, fmt, interleaved, machine, machine_line, publish, table
 
 _MODE = "default"
 
@@ -159,10 +159,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
           table(["variant", "files/s", "vs by hand (1 process)", "parallel efficiency"], rows), "",
           "Stages (ms per file, one process, median): "
           + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())]
-    path = write_results("features", payload, "\n".join(md))
-    print("\n".join(md), flush=True)
-    print(f"-> {path}", flush=True)
-    return payload
+    return publish("features", payload, md)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from benchmarks.common import (PEER_VENV, REPO, audio_files, fmt, interleaved, machine, machine_line, table,
-                               untrained_predictor_parts, write_results)
+from benchmarks.common import (PEER_VENV, REPO, audio_files, fmt, interleaved, machine, machine_line, publish, table,
+                               untrained_predictor_parts)
 
 
 class Peer:
@@ -305,10 +305,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         md += ["", "Peer stages (s per pass, median): " + ", ".join(f"{k} {v:.3f}" for k, v in peer_stages.items())]
     if notes:
         md += ["", "Extras: " + json.dumps(notes)]
-    path = write_results(args.name or ("inference_extras" if args.extras else "inference"), payload, "\n".join(md))
-    print("\n".join(md), flush=True)
-    print(f"-> {path}", flush=True)
-    return payload
+    return publish(args.name or ("inference_extras" if args.extras else "inference"), payload, md)
 
 
 if __name__ == "__main__":

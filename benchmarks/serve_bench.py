@@ -49,7 +49,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/serve_bench.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import cpu_model  # noqa: E402  (after the sys.path fix above)
+from benchmarks.common import cpu_model, publish  # noqa: E402  (after the sys.path fix above)
 
 AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
 # (mode, topology, batching on): the first is what `mtlmood serve` runs on a CPU node.
@@ -393,12 +393,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
             "breakdown_ms": parts, "peer_context": peer_context(),
             "replica_openblas_threads": args.openblas_threads or "unset"}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_bench.json").write_text(json.dumps(
-        {"meta": meta, "results": [asdict(r) for r in results], "ratio_at_saturation": ratios}, indent=2))
-    table = markdown(meta, results, ratios)
-    (args.out / "serve_bench.md").write_text(table)
-    print(table)
+    publish("serve_bench", {"meta": meta, "results": [asdict(r) for r in results], "ratio_at_saturation": ratios},
+            [markdown(meta, results, ratios)], args.out)
     return 0
 
 

@@ -36,7 +36,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from benchmarks.common import CACHE, fmt, machine, machine_line, table, write_results
+from benchmarks.common import CACHE, fmt, machine, machine_line, publish, table
 from benchmarks.synthdata import ensure_synthetic
 
 
@@ -204,10 +204,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
           "", "Optuna's TPESampler samples its first 10 trials at random (n_startup_trials=10), so at this budget "
           "the TPE arm differs from random search only by its sampler's random stream and by ASHA."]
     payload = {"machine": info, "trials_per_arm": args.trials, "prepare_s": prep_s, "arms": arms}
-    path = write_results("study", payload, "\n".join(md))
-    print("\n".join(md), flush=True)
-    print(f"-> {path}", flush=True)
-    return payload
+    return publish("study", payload, md)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from benchmarks.common import fmt, interleaved, machine, machine_line, table, write_results
+from benchmarks.common import fmt, interleaved, machine, machine_line, publish, table
 from benchmarks.synthdata import ensure_synthetic
 
 
@@ -282,10 +282,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
                  [[k, fmt(v["best_val_pr_auc"], 2), fmt(v["best_val_roc_auc"], 2), fmt(v["test_pr_auc"], 2),
                    fmt(v["steady_segments_per_s"])] for k, v in accuracy.items()])]
     payload = {"machine": info, "prepare_s": prep_s, "ray_overhead": overhead, "steps": step, "accuracy": accuracy}
-    path = write_results("train", payload, "\n".join(md))
-    print("\n".join(md), flush=True)
-    print(f"-> {path}", flush=True)
-    return payload
+    return publish("train", payload, md)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,7 +28,7 @@ import mtlmood
 from mtlmood.config import (DatasetConfig, FeatureConfig, LabelConfig, ModelConfig, RunConfig, SplitConfig,
                             from_dict, to_dict)
 from mtlmood.errors import CheckpointError, ConfigError
-from mtlmood.fileio import atomic_write_bytes, atomic_write_json
+from mtlmood.fileio import atomic_write_bytes, atomic_write_json, read_json_object
 from mtlmood.model import MoodCNN
 
 WEIGHTS_FILE = "weights.pt"
@@ -166,13 +165,7 @@ def read_card(directory: PathLike) -> ModelCard:
     if not path.exists():
         raise CheckpointError(f"{directory} is not a checkpoint (missing {CARD_FILE}; "
                               "an interrupted save also leaves it missing)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"corrupt model card {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"corrupt model card {path}: not a JSON object")
-    return ModelCard.from_dict(data)
+    return ModelCard.from_dict(read_json_object(path, CheckpointError, "model card"))
 
 
 def load_checkpoint(directory: PathLike, device: Union[str, torch.device] = "cpu") -> tuple[MoodCNN, ModelCard]:

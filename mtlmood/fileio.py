@@ -6,7 +6,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Type
 
 import numpy as np
 
@@ -63,3 +63,16 @@ def atomic_save_npy(path: Path, array: np.ndarray) -> None:
             os.fsync(fh.fileno())
 
     _atomic(path, write)
+
+
+def read_json_object(path: Path, error: Type[Exception], what: str = "") -> dict[str, Any]:
+    """A JSON object from ``path``; ``error`` (naming the file) when it is unreadable,
+    not JSON, or not an object — so callers turn corrupt files into one clear line."""
+    label = f"{what} {path}" if what else str(path)
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"corrupt {label}: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"corrupt {label}: not a JSON object")
+    return data

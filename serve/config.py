@@ -10,7 +10,6 @@ Where the model comes from: ``checkpoint`` (an mtlmood checkpoint directory) or
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Mapping, Optional
 
 from mtlmood.config import from_dict, load_config, to_dict
 from mtlmood.errors import CheckpointError, ConfigError
+from mtlmood.fileio import read_json_object
 
 BEST_FILE = "best_checkpoint.json"  # written by study.report_writer.write_best_pointer
 CHECKPOINT_ENV = "MTLMOOD_SERVE_CHECKPOINT"  # fallback for `serve deploy` configs without args
@@ -211,11 +211,7 @@ def best_checkpoint_of_study(run_dir: Path) -> Path:
     if not pointer.exists():
         raise ConfigError(f"{run_dir} has no {BEST_FILE}: the study has not finished a phase yet "
                           "(run `mtlmood study report RUN` after it has)")
-    try:
-        data = json.loads(pointer.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"corrupt {pointer}: {exc}") from None
-    target = data.get("checkpoint") if isinstance(data, dict) else None
+    target = read_json_object(pointer, CheckpointError).get("checkpoint")
     if not isinstance(target, str) or not target:
         raise CheckpointError(f"{pointer} names no checkpoint")
     target_path = Path(target)
