@@ -108,6 +108,11 @@ class TrainConfig:
     eps: float = 1e-7
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
+    # Where training batches are gathered: "host" = WindowSampler (numpy, memory map),
+    # "device" = DeviceWindowSampler (training songs' frames held on train.device),
+    # "auto" = device on CUDA when they fit the budget in mtlmood.train, else host.
+    # Both give the same batches, so this changes speed, never results.
+    sampler: Literal["auto", "host", "device"] = "auto"
     bf16: bool = False  # bf16 autocast (GPU, or CPU with AVX-512 BF16)
     channels_last: bool = False
     eval_batch_size: int = 256  # segments per forward at evaluation

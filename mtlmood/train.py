@@ -4,8 +4,9 @@
 
 ``fit(data, config)`` trains one model the paper's way: paper batches from
 ``WindowSampler`` (32 random 187-frame windows of random songs; an epoch is
-1.25 x the number of training songs), Adam (lr 1e-3, betas 0.9/0.999, eps 1e-7),
-L = BCE_mood + alpha * BCE_meta, at most 30 epochs. After every epoch the
+1.25 x the number of training songs; ``train.sampler`` may swap in the
+``DeviceWindowSampler``, same batches gathered on the GPU, see ``choose_sampler``),
+Adam (lr 1e-3, betas 0.9/0.999, eps 1e-7), L = BCE_mood + alpha * BCE_meta, at most 30 epochs. After every epoch the
 validation songs are scored song-level (mean of segment sigmoids, see metrics.py)
 and **early stopping watches the validation macro PR-AUC** (``train.monitor``)
 with patience 3: training stops after 3 epochs without a new best, and the best
@@ -47,12 +48,21 @@ from mtlmood.loss import multitask_loss, resolve_alpha
 from mtlmood.metrics import Scores, json_safe, macro_scores, song_probabilities
 from mtlmood.model import MoodCNN
 from mtlmood.rundata import RunData, load_run_data
-from mtlmood.sampler import WindowSampler, default_batches_per_epoch
+from mtlmood.sampler import (Batch, DeviceWindowSampler, TensorBatch, WindowSampler, default_batches_per_epoch,
+                             device_bank_bytes)
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = 1
 MONITORS = ("pr_auc", "roc_auc")
+SAMPLERS = ("auto", "host", "device")
+# train.sampler=auto keeps the training frames on the GPU only while they take at most
+# this share of its free memory. The rest is headroom for what training itself needs
+# there: weights, Adam state, activations, cuDNN's benchmark workspaces (it tries
+# memory-hungry algorithms), evaluation batches and the caching allocator's fragmentation,
+# and, with a fractional resources.gpus_per_worker, other trials on the same GPU (each
+# sees the memory left when it starts). Falling back to the host sampler only costs speed.
+DEVICE_BANK_BUDGET = 0.5
 # Validation scores kept per epoch (per-label scores only go to the final test metrics).
 _VAL_KEYS = ("roc_auc", "pr_auc", "prevalence", "n_songs", "n_labels", "excluded_labels")
 
@@ -269,6 +279,30 @@ def _prefetch(iterator: Iterator[T], depth: int = 2) -> Iterator[T]:
         yield item
 
 
+def choose_sampler(mode: str, device: torch.device, bank_bytes: int) -> str:
+    """"host" or "device": where ``train.sampler=mode`` gathers batches when training on
+    ``device`` with ``bank_bytes`` of training frames (``device_bank_bytes``). "auto" is
+    "device" on CUDA when they fit ``DEVICE_BANK_BUDGET`` of its free memory, else "host"."""
+    if mode not in SAMPLERS:
+        raise ConfigError(f"train.sampler must be one of {SAMPLERS}, got {mode!r}")
+    if mode != "auto":
+        return mode
+    if device.type != "cuda":
+        return "host"  # on a CPU the memory map already is the fastest "device" bank
+    free, _ = torch.cuda.mem_get_info(device)
+    return "device" if bank_bytes <= DEVICE_BANK_BUDGET * free else "host"
+
+
+def _to_device(batches: Iterator[Batch], device: torch.device) -> Iterator[TensorBatch]:
+    """Host batches as tensors on ``device``; on CUDA the next ones are gathered on a thread
+    while the GPU works."""
+    if device.type == "cuda":
+        batches = _prefetch(batches)
+    for x, mood, meta in batches:
+        yield (torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(mood).to(device, non_blocking=True),
+               torch.from_numpy(meta).to(device, non_blocking=True))
+
+
 def _max_frames(config: RunConfig) -> int:
     """Frames of the first ``max_seconds`` (29 s -> int(29 * 62.5) = 1812)."""
     return int(config.features.max_seconds * config.features.frames_per_second)
@@ -316,6 +350,8 @@ def fit(data: RunData, config: RunConfig, callback: Optional[Callback] = None,
         raise ConfigError(f"train.monitor must be one of {MONITORS}, got {tc.monitor!r}")
     if tc.max_epochs < 1 or tc.patience < 1 or tc.batch_size < 1:
         raise ConfigError("train.max_epochs, train.patience and train.batch_size must be >= 1")
+    if tc.sampler not in SAMPLERS:  # a config built in code skips the YAML/CLI check
+        raise ConfigError(f"train.sampler must be one of {SAMPLERS}, got {tc.sampler!r}")
     threads = torch.get_num_threads()
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
@@ -355,16 +391,24 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
         state.bad_epochs = int(resume["bad_epochs"])
         state.history = [EpochResult(**h) for h in resume["history"]]
 
+    if data.cache.bank.shape[1] != config.model.n_mels:  # before a device upload, not after
+        raise ConfigError(f"the feature cache has {data.cache.bank.shape[1]} mel bands, "
+                          f"model.n_mels={config.model.n_mels}")
     train_ids = data.song_ids("train")
     mood_t, meta_t = data.targets("train")
-    sampler = WindowSampler(
-        data.cache, train_ids, mood_t, meta_t if n_meta else np.zeros((len(train_ids), 0), np.float32),
+    bank_bytes = device_bank_bytes(data.cache, train_ids)
+    # Each rank decides for itself; that is safe because both samplers yield the same batches.
+    sampler_kind = choose_sampler(tc.sampler, device, bank_bytes)
+    meta_train = meta_t if n_meta else np.zeros((len(train_ids), 0), np.float32)
+    common: dict[str, Any] = dict(
         batch_size=tc.batch_size, segment_frames=config.model.segment_frames,
         batches_per_epoch=default_batches_per_epoch(len(train_ids), tc.epoch_factor, tc.max_batches_per_epoch),
         seed=tc.seed, rank=rank, world_size=world)
-    if data.cache.bank.shape[1] != config.model.n_mels:
-        raise ConfigError(f"the feature cache has {data.cache.bank.shape[1]} mel bands, "
-                          f"model.n_mels={config.model.n_mels}")
+    sampler: Union[WindowSampler, DeviceWindowSampler]
+    if sampler_kind == "device":
+        sampler = DeviceWindowSampler(data.cache, train_ids, mood_t, meta_train, device=device, **common)
+    else:
+        sampler = WindowSampler(data.cache, train_ids, mood_t, meta_train, **common)
 
     net: nn.Module = model
     if distributed:
@@ -376,23 +420,22 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
     autocast_dtype = torch.bfloat16 if tc.bf16 else None
 
     stop = state.bad_epochs >= tc.patience
-    log.info("training %d moods, %d metadata labels, alpha=%.4g, %d train songs, %d batches/epoch on %s%s",
-             data.n_moods, n_meta, alpha, len(train_ids), sampler.batches_per_epoch, device,
-             f" (rank {rank}/{world})" if distributed else "")
+    log.info("training %d moods, %d metadata labels, alpha=%.4g, %d train songs, %d batches/epoch on %s%s, "
+             "%s sampler%s", data.n_moods, n_meta, alpha, len(train_ids), sampler.batches_per_epoch, device,
+             f" (rank {rank}/{world})" if distributed else "", sampler_kind,
+             f" ({bank_bytes / 2**20:.0f} MiB of frames on {device})" if sampler_kind == "device" else "")
     for epoch in range(state.epoch + 1, tc.max_epochs + 1):
         if stop:
             break
         t0 = time.perf_counter()
         net.train()
         torch.manual_seed(_epoch_seed(tc.seed, epoch, rank))  # dropout stream of this epoch
-        batches: Iterator = sampler.epoch(epoch)
-        if device.type == "cuda":
-            batches = _prefetch(batches)
+        # A device sampler's batches are already on the device: no copy, no prefetch thread.
+        batches: Iterator[TensorBatch] = sampler.epoch(epoch) if isinstance(sampler, DeviceWindowSampler) \
+            else _to_device(sampler.epoch(epoch), device)
         sums = torch.zeros(3, dtype=torch.float64, device=device)
-        for x_np, mood_np, meta_np in batches:
-            x = torch.from_numpy(x_np).to(device, non_blocking=True)
-            mood_y = torch.from_numpy(mood_np).to(device, non_blocking=True)
-            meta_y = torch.from_numpy(meta_np).to(device, non_blocking=True) if n_meta else None
+        for x, mood_y, meta_all in batches:
+            meta_y = meta_all if n_meta else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_dtype is not None):
                 mood_logits, meta_logits = net(x)
             total, mood_loss, meta_loss = multitask_loss(mood_logits, meta_logits, mood_y, meta_y, alpha)
@@ -487,4 +530,4 @@ def train_run(config: RunConfig, output_dir: Union[str, Path, None] = None,
 
 
 __all__ = ["EpochResult", "TrainState", "FitResult", "SplitEvaluation", "fit", "evaluate_split", "train_run",
-           "build_card", "format_epoch", "resolve_device"]
+           "build_card", "format_epoch", "resolve_device", "choose_sampler"]
