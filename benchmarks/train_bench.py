@@ -18,6 +18,10 @@ artist metadata).
 3. **bf16 / channels-last.** Step time of fp32 NCHW, fp32 channels-last and bf16
    autocast + channels-last (TrainConfig.bf16 / channels_last) at both widths, and a
    quick accuracy check: the same seeded fit in fp32 and in bf16 + channels-last.
+4. **Accelerator** (only when CUDA is available, or ``--accelerator cpu`` to check the
+   code path): whole training steps at paper width — batch fetch included — with the
+   host sampler + copy (the baseline) vs the device-resident sampler, then bf16 autocast,
+   channels-last and ``torch.compile`` on top, as ratios to the baseline.
 """
 
 from __future__ import annotations
@@ -225,6 +229,81 @@ def steps(study: Any, rounds: int) -> dict[str, Any]:
     return out
 
 
+def accelerator_steps(study: Any, device_name: str, n_steps: int, rounds: int,
+                      compile_model: bool = True) -> dict[str, Any]:
+    """Paper-width training steps/s on ``device_name`` with each data path and precision option."""
+    import torch
+
+    from mtlmood.loss import multitask_loss, resolve_alpha
+    from mtlmood.model import MoodCNN
+    from mtlmood.rundata import load_run_data
+    from mtlmood.sampler import DeviceWindowSampler, WindowSampler
+
+    device = torch.device(device_name)
+    config = base_config(study, 1)
+    data = load_run_data(config)
+    ids = data.song_ids("train")
+    mood, meta = data.targets("train")
+    kwargs = dict(batch_size=32, segment_frames=187, batches_per_epoch=100_000, seed=0)
+    host = WindowSampler(data.cache, ids, mood, meta, **kwargs)
+    on_device = DeviceWindowSampler(data.cache, ids, mood, meta, device=device, **kwargs)
+    alpha = resolve_alpha("auto", data.n_moods, data.n_meta)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    def make(sampler_kind: str, bf16: bool, cl: bool, compiled: bool) -> Callable[[], Any]:
+        torch.manual_seed(0)
+        model = MoodCNN(replace(config.model, n_filters=128), data.n_moods, data.n_meta).to(device).train()
+        if cl:
+            model.use_channels_last()
+        net = torch.compile(model) if compiled else model
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+        cursor = [0]
+
+        def batches() -> Any:
+            start = cursor[0]
+            cursor[0] += n_steps
+            for i in range(start, start + n_steps):
+                if sampler_kind == "device":
+                    yield on_device.batch(1, i)
+                else:
+                    x, m, a = host.batch(1, i)
+                    yield (torch.from_numpy(x).to(device, non_blocking=True),
+                           torch.from_numpy(m).to(device, non_blocking=True),
+                           torch.from_numpy(a).to(device, non_blocking=True))
+
+        def run() -> None:
+            for x, m, a in batches():
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    mood_logits, meta_logits = net(x)
+                total, _, _ = multitask_loss(mood_logits, meta_logits, m, a, alpha)
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                opt.step()
+            sync()
+        return run
+
+    variants = {"host sampler + copy, fp32 (baseline)": ("host", False, False, False),
+                "device sampler, fp32": ("device", False, False, False),
+                "device sampler, bf16 autocast": ("device", True, False, False),
+                "device sampler, bf16 + channels-last": ("device", True, True, False)}
+    if compile_model:
+        variants["device sampler, bf16 + channels-last + torch.compile"] = ("device", True, True, True)
+    runs = {name: make(*spec) for name, spec in variants.items()}
+    t = interleaved(runs, rounds, warmup=1, progress="accelerator")  # the warm-up pays for compilation
+    base = None
+    out: dict[str, Any] = {"device": str(device), "n_steps": n_steps, "steps": {}}
+    if device.type == "cuda":
+        out["device_name"] = torch.cuda.get_device_name(device)
+    for name in variants:
+        rate = n_steps * 32 / t.median(name)
+        base = base or rate
+        out["steps"][name] = {"segments_per_s": rate, "vs_baseline": rate / base}
+    return out
+
+
 def accuracy_check(study: Any, epochs: int) -> dict[str, Any]:
     """The same seeded fit in fp32 and in bf16 + channels-last (study width)."""
     out = {}
@@ -244,6 +323,11 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--step-rounds", type=int, default=3)
     parser.add_argument("--accuracy-epochs", type=int, default=6)
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--accelerator", default="auto",
+                        help="device of the accelerator section: auto (cuda when available, else skipped), "
+                             "cuda[:N], cpu (checks the code path), none")
+    parser.add_argument("--accelerator-steps", type=int, default=50, help="training steps per timed round")
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     info = machine()
@@ -252,6 +336,13 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     overhead = None if args.skip_ray else ray_overhead(study, args.epochs, args.rounds)
     step = steps(study, args.step_rounds)
     accuracy = accuracy_check(study, args.accuracy_epochs)
+    import torch
+
+    accel_device = args.accelerator
+    if accel_device == "auto":
+        accel_device = "cuda" if torch.cuda.is_available() else "none"
+    accel = None if accel_device == "none" else accelerator_steps(
+        study, accel_device, args.accelerator_steps, args.step_rounds, compile_model=not args.no_compile)
 
     md = ["# Training benchmark", "", machine_line(info), ""]
     if overhead:
@@ -281,7 +372,15 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
            table(["precision", "best val PR-AUC %", "best val ROC-AUC %", "test PR-AUC %", "segments/s"],
                  [[k, fmt(v["best_val_pr_auc"], 2), fmt(v["best_val_roc_auc"], 2), fmt(v["test_pr_auc"], 2),
                    fmt(v["steady_segments_per_s"])] for k, v in accuracy.items()])]
-    payload = {"machine": info, "prepare_s": prep_s, "ray_overhead": overhead, "steps": step, "accuracy": accuracy}
+    if accel:
+        md += ["", f"## Accelerator: paper-width training steps on {accel.get('device_name', accel['device'])} "
+                   f"(batch 32, {accel['n_steps']} steps per round, batch fetch included)", "",
+               table(["data path / precision", "segments/s", "vs baseline"],
+                     [[k, fmt(v["segments_per_s"]), f"{v['vs_baseline']:.2f}×"] for k, v in accel["steps"].items()])]
+    else:
+        md += ["", "Accelerator section skipped: no CUDA device (run with --accelerator cuda on a GPU machine)."]
+    payload = {"machine": info, "prepare_s": prep_s, "ray_overhead": overhead, "steps": step, "accuracy": accuracy,
+               "accelerator": accel}
     return publish("train", payload, md)
 
 
