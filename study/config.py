@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from mtlmood.config import METADATA_SETS, RunConfig, load_config
 from mtlmood.errors import ConfigError
@@ -20,9 +20,18 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Phase 1: Optuna TPE over (n_moods, metadata set, alpha), with early stopping."""
+    """Phase 1: Optuna TPE over (n_moods, metadata set, alpha), with early stopping.
+
+    The baseline of each n_moods is evaluated once, as a seeded point: sampled trials
+    choose a metadata set (the baseline has no alpha to vary, so sampling it again would
+    only repeat that run).
+    """
 
     num_samples: int = 24  # trials in phase 1, the seeded baseline/heuristic points included
+    # TPE's random start-up, in finished trials: "auto" = the seeded points (at most 10),
+    # so TPE starts once every cell's baseline and heuristic alpha are in; Optuna's own
+    # default of 10 would make budgets of ~10 trials pure random search (study/space.py).
+    n_startup_trials: Union[int, str] = "auto"
     time_budget_s: float = 0.0  # stop the search after this long (0 = no limit)
     n_moods: list[int] = field(default_factory=lambda: [3, 9, 50])
     metadata: list[str] = field(default_factory=lambda: ["artist"])  # sets other than "none"
@@ -43,11 +52,20 @@ class ConfirmConfig:
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """ASHA early stopping of poor search trials on validation PR-AUC (epochs as time)."""
+    """ASHA early stopping of poor search trials on validation PR-AUC (epochs as time).
+
+    ASHA compares trials across cells (n_moods x metadata set), so a strong cell can stop
+    another cell's trials at the grace period. The seeded trials (baseline and heuristic
+    alpha of every cell) are the study's reference arms: with ``protect_seeded`` ASHA
+    still ranks them in its rungs (they set the bar for the others) but never stops them,
+    so each runs to its own early stop, like a confirm-phase run. That costs their
+    remaining epochs (a few trials per study); set it false to let ASHA stop them too.
+    """
 
     enabled: bool = True
     grace_period: int = 3  # epochs every trial gets before it can be stopped
     reduction_factor: int = 3
+    protect_seeded: bool = True  # never stop the seeded baseline / heuristic-alpha trials
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,9 @@ def validate(config: StudyConfig) -> StudyConfig:
                               "(the baseline, metadata none, is always included)")
     if not config.search.n_moods or any(int(n) < 1 for n in config.search.n_moods):
         raise ConfigError("search.n_moods must list positive numbers of moods")
+    startup = config.search.n_startup_trials
+    if (isinstance(startup, str) and startup != "auto") or (isinstance(startup, int) and startup < 0):
+        raise ConfigError(f"search.n_startup_trials: {startup!r} must be \"auto\" or a whole number >= 0")
     if not 0 < config.search.alpha_factor_low < config.search.alpha_factor_high:
         raise ConfigError("search.alpha_factor_low must be > 0 and below search.alpha_factor_high")
     if config.confirm.enabled and len(config.confirm.seeds) < 1:

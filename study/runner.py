@@ -21,7 +21,7 @@ from mtlmood.fileio import atomic_write_json, atomic_write_text
 from study.cells import Cell, study_cells
 from study.config import StudyConfig, join_storage
 from study.results import best_alpha_per_cell, trial_table
-from study.space import make_space, seeded_points
+from study.space import SEEDED, make_sampler, make_space, n_startup_trials, sampled_trials, seeded_points
 from study.trial import driver_resources, make_trial_driver
 
 SEARCH, CONFIRM = "search", "confirm"
@@ -84,10 +84,34 @@ def _finish_phase(study: StudyConfig, phase: str, grid: Any, cells: dict[str, Ce
     return table
 
 
+def search_scheduler(study: StudyConfig) -> Any:
+    """ASHA on validation PR-AUC (epochs as time), or FIFO when the scheduler is off.
+
+    With ``scheduler.protect_seeded`` the seeded trials (config key ``seeded``) still enter
+    ASHA's rungs but are never stopped: they are the reference arms of the study. The
+    subclass is local to keep Ray out of this module's imports; Tune stores the scheduler
+    with cloudpickle, which keeps such a class by value, so ``Tuner.restore`` rebuilds it.
+    """
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+    if not study.scheduler.enabled:
+        return FIFOScheduler()
+
+    class SeededArmsASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
+            action = super().on_trial_result(tune_controller, trial, result)
+            if action == TrialScheduler.STOP and (trial.config or {}).get(SEEDED):
+                return TrialScheduler.CONTINUE  # its result is in the rung; it just goes on
+            return action
+
+    cls = SeededArmsASHA if study.scheduler.protect_seeded else ASHAScheduler
+    return cls(time_attr="training_iteration", max_t=study.run.train.max_epochs + 1,
+               grace_period=study.scheduler.grace_period, reduction_factor=study.scheduler.reduction_factor)
+
+
 def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     """Phase 1: Optuna TPE (seeded) over n_moods x metadata x alpha, ASHA on val PR-AUC."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
@@ -97,20 +121,20 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     heuristics = {key: cell.heuristic_alpha for key, cell in cells.items()}
     points = seeded_points(study)
     concurrency = max_concurrent_trials(study)
+    # The seed goes to the sampler: OptunaSearch ignores its own seed= when given a sampler.
     searcher = OptunaSearch(make_space(study), metric="val_pr_auc", mode="max",
-                            points_to_evaluate=points, seed=study.search.optuna_seed)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=study.run.train.max_epochs + 1,
-                               grace_period=study.scheduler.grace_period,
-                               reduction_factor=study.scheduler.reduction_factor)
-                 if study.scheduler.enabled else FIFOScheduler())
-    num_samples = max(study.search.num_samples, len(points))
+                            points_to_evaluate=points, sampler=make_sampler(study))
+    # Every sampled trial picks a metadata set: the baselines run once, as seeded points.
+    sampled = sampled_trials(study)
+    num_samples = len(points) + sampled
     trainable = tune.with_resources(make_trial_driver(to_dict(study), heuristics, SEARCH), driver_resources(study))
     tune_config = tune.TuneConfig(metric="val_pr_auc", mode="max",
                                   search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-                                  scheduler=scheduler, num_samples=num_samples,
+                                  scheduler=search_scheduler(study), num_samples=num_samples,
                                   time_budget_s=study.search.time_budget_s or None)
-    print(f"[search] {num_samples} trials ({len(points)} seeded: baseline + heuristic alpha per cell), "
-          f"{concurrency} at a time", flush=True)
+    tpe = f", TPE once {n_startup_trials(study)} have finished" if sampled else ""
+    print(f"[search] {num_samples} trials ({len(points)} seeded: baseline + heuristic alpha per cell; "
+          f"{sampled} sampled{tpe}), {concurrency} at a time", flush=True)
     from study.progress import ProgressTable
 
     tuner = _tuner(study, SEARCH, trainable, {}, tune_config, [ProgressTable(SEARCH, num_samples)])
