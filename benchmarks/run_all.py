@@ -127,17 +127,28 @@ def summary_rows() -> list[list[str]]:
         rows.append(["training", "bf16+CL vs fp32 fit, best val PR-AUC % (synthetic)",
                      f"{b['best_val_pr_auc']:.2f} vs {a['best_val_pr_auc']:.2f}",
                      f"{b['best_val_pr_auc'] - a['best_val_pr_auc']:+.2f} pts", "–", "–", date])
+        accel = tr.get("accelerator")
+        if accel:
+            name = accel.get("device_name", accel["device"])
+            for kind, v in accel["steps"].items():
+                if kind.startswith("host"):
+                    continue
+                rows.append(["training", f"{name}, paper width: {kind} vs host sampler + copy fp32",
+                             f"{v['segments_per_s']:.0f} seg/s", f"{v['vs_baseline']:.2f}×", "–", "–", date])
     sv = _load("serve_bench.json")
     if sv:
         date = sv["meta"]["date"][:16]
         sat = sv["meta"]["saturation"]
         by = {(r["mode"], r["concurrency"]): r for r in sv["results"]}
         ratio = sv["ratio_at_saturation"]
-        for mode, label in (("serve_combined", "Serve (combined, default on CPU)"), ("serve_split", "Serve (split)")):
+        # The target is for what `mtlmood serve` runs here (combined on a CPU node); split is context.
+        for mode, label, target in (("serve_combined", "Serve (combined, default on CPU)", 0.8),
+                                    ("serve_split", "Serve (split: ingress -> model replica)", None)):
             if (mode, sat) in by and ("direct", sat) in by:
+                value = ratio.get(f"{mode}/direct", float("nan"))
                 rows.append(["serving", f"{label} vs direct at c={sat} (req/s)",
-                             f"{by[(mode, sat)]['rps']:.1f} vs {by[('direct', sat)]['rps']:.1f}",
-                             f"{ratio.get(f'{mode}/direct', float('nan')):.2f}×", "–", "–", date])
+                             f"{by[(mode, sat)]['rps']:.1f} vs {by[('direct', sat)]['rps']:.1f}", f"{value:.2f}×",
+                             f"≥ {target:g}×" if target else "–", _yes(value >= target) if target else "–", date])
         on, off = ("serve_combined", sat), ("serve_combined_unbatched", sat)
         if on in by and off in by:
             rows.append(["serving", f"batching on vs off at c={sat} (req/s; p99 ms)",

@@ -184,7 +184,10 @@ class StudyPlan:
 
     songs_per_n_moods: dict[int, int] = field(default_factory=lambda: {3: 4346, 9: 10041, 50: 17946})
     search_trials: int = 48  # spread evenly over the n_moods values (an assumption: TPE chooses)
-    search_epochs: float = 6.0  # mean with ASHA (grace 3, factor 3): most stop at 3, few run to ~12
+    # Mean epochs per search trial with ASHA (grace 3, factor 3): the 6 seeded trials (never
+    # stopped) run to early stopping (~12), the 42 others mostly stop at 3, a few reach ~12:
+    # (6 x 12 + 42 x ~5) / 48 ~ 6.
+    search_epochs: float = 6.0
     confirm_trials_per_cell: int = 15  # baseline, heuristic and best alpha x 5 seeds
     confirm_epochs: int = 12  # early stopping (patience 3) typically ends a run at 10-15
     gpus: int = 8  # gpu_worker max_workers: trials at once
