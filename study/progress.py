@@ -10,13 +10,17 @@ from ray.tune import Callback
 
 
 class ProgressTable(Callback):
-    """Prints one line per finished trial and a status summary every ``every_s`` seconds."""
+    """Prints one line per finished trial, and a status summary at most every ``every_s``
+    seconds when it changed (or every ``heartbeat_s`` seconds when nothing did)."""
 
-    def __init__(self, phase: str, total: int, every_s: float = 15.0) -> None:
+    def __init__(self, phase: str, total: int, every_s: float = 15.0, heartbeat_s: float = 60.0) -> None:
         self.phase = phase
         self.total = total
         self.every_s = every_s
+        self.heartbeat_s = heartbeat_s
+        self.started = time.monotonic()
         self.last_print = 0.0
+        self.last_summary = ""
         self.latest: dict[str, dict[str, Any]] = {}
         self.finished = 0
         self.best = float("nan")
@@ -43,14 +47,20 @@ class ProgressTable(Callback):
         if value is not None and not (value <= self.best):  # also replaces the initial NaN
             self.best = float(value)
         now = time.monotonic()
-        if now - self.last_print >= self.every_s:
-            self.last_print = now
-            states: dict[str, int] = {}
-            for t in trials:
-                states[t.status] = states.get(t.status, 0) + 1
-            summary = ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items()))
-            self._print(f"[{self.phase}] {self.finished}/{self.total} trials finished ({summary}); "
-                        f"best val PR-AUC so far {self.best:.2f}%")
+        if now - self.last_print < self.every_s:
+            return
+        states: dict[str, int] = {}
+        for t in trials:
+            states[t.status] = states.get(t.status, 0) + 1
+        counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items()))
+        summary = (f"[{self.phase}] {self.finished}/{self.total} trials finished ({counts}); "
+                   f"best val PR-AUC so far {self.best:.2f}%")
+        # A repeat of the last line says nothing new: print it only as a heartbeat.
+        if summary == self.last_summary and now - self.last_print < self.heartbeat_s:
+            return
+        self.last_print, self.last_summary = now, summary
+        minutes, seconds = divmod(int(now - self.started), 60)
+        self._print(f"{summary}; {minutes} min {seconds:02d} s elapsed")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.finished += 1
