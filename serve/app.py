@@ -47,7 +47,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import mtlmood
-from serve.config import ServeConfig, resolve_checkpoint, serve_config_from_mapping, serve_config_to_dict
+from serve.config import (DeploymentSettings, ServeConfig, resolve_checkpoint, serve_config_from_mapping,
+                          serve_config_to_dict)
 
 logger = logging.getLogger("ray.serve")
 
@@ -550,30 +551,21 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
     as_dict = serve_config_to_dict(config)
     num_gpus = _resolved_gpus(config)
     if resolved_topology(config, num_gpus) == "combined":
-        actor: dict[str, Any] = {"num_cpus": config.ingress.num_cpus + config.model.num_cpus}
-        if num_gpus > 0 or config.ingress.num_gpus > 0:
-            actor["num_gpus"] = max(num_gpus, config.ingress.num_gpus)
-        return MoodIngress.options(
-            autoscaling_config=config.model.autoscaling(),
-            max_ongoing_requests=config.ingress.max_ongoing_requests,
-            max_queued_requests=config.ingress.max_queued_requests,
-            ray_actor_options=actor,
-        ).bind(None, checkpoint, as_dict)
-    model_actor: dict[str, Any] = {"num_cpus": config.model.num_cpus}
+        options = _deployment_options(config.model, config.ingress, config.ingress.num_cpus + config.model.num_cpus,
+                                      max(num_gpus, config.ingress.num_gpus))
+        return MoodIngress.options(**options).bind(None, checkpoint, as_dict)
+    model = MoodModel.options(**_deployment_options(config.model, config.model, config.model.num_cpus, num_gpus)
+                              ).bind(checkpoint, as_dict)
+    options = _deployment_options(config.ingress, config.ingress, config.ingress.num_cpus, config.ingress.num_gpus)
+    return MoodIngress.options(**options).bind(model, checkpoint, as_dict)
+
+
+def _deployment_options(scaling: DeploymentSettings, limits: DeploymentSettings, num_cpus: float,
+                        num_gpus: float) -> dict[str, Any]:
+    """``Deployment.options``: replica counts and autoscaling of ``scaling``, request limits
+    of ``limits``, and one replica's CPUs and GPUs (the GPU key only when there are any)."""
+    actor: dict[str, Any] = {"num_cpus": num_cpus}
     if num_gpus > 0:
-        model_actor["num_gpus"] = num_gpus
-    model = MoodModel.options(
-        autoscaling_config=config.model.autoscaling(),
-        max_ongoing_requests=config.model.max_ongoing_requests,
-        max_queued_requests=config.model.max_queued_requests,
-        ray_actor_options=model_actor,
-    ).bind(checkpoint, as_dict)
-    ingress_actor: dict[str, Any] = {"num_cpus": config.ingress.num_cpus}
-    if config.ingress.num_gpus > 0:
-        ingress_actor["num_gpus"] = config.ingress.num_gpus
-    return MoodIngress.options(
-        autoscaling_config=config.ingress.autoscaling(),
-        max_ongoing_requests=config.ingress.max_ongoing_requests,
-        max_queued_requests=config.ingress.max_queued_requests,
-        ray_actor_options=ingress_actor,
-    ).bind(model, checkpoint, as_dict)
+        actor["num_gpus"] = num_gpus
+    return {"autoscaling_config": scaling.autoscaling(), "max_ongoing_requests": limits.max_ongoing_requests,
+            "max_queued_requests": limits.max_queued_requests, "ray_actor_options": actor}
