@@ -168,6 +168,10 @@ class SegmentScorer:
         self.batching = cfg.batching
         self.shape = (self.predictor.segment_frames, self.predictor.feature_config.n_mels)
         self.failure: Optional[str] = None
+        self.scoring = 0  # requests inside score() now: waiting in a batch or in a forward
+        # What this replica has done (in /healthz?deep=true): requests scored at once because
+        # the replica was idle, forwards of batches, the requests in them, the largest batch.
+        self.counts = {"immediate": 0, "batches": 0, "batched_requests": 0, "largest_batch": 0}
         self._batched.set_max_batch_size(cfg.batching.max_batch_size)
         self._batched.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)
         # One forward now, so the first request does not pay for lazy kernel setup.
@@ -181,14 +185,26 @@ class SegmentScorer:
         if segments.ndim != 3 or segments.shape[1:] != self.shape or len(segments) == 0:
             raise ValueError(f"expected segments of shape (n>=1, {self.shape[0]}, {self.shape[1]}), "
                              f"got {segments.shape}")
-        if self.batching.enabled:
-            return await self._batched(segments)
-        probs = await asyncio.to_thread(self._forward, segments)
-        return probs.mean(axis=0)
+        # A request that finds the replica idle is scored at once: waiting batch_wait_timeout_s
+        # for company that is not coming only adds latency. Under load there is always a
+        # request in flight, so arrivals are batched.
+        idle = self.scoring == 0
+        self.scoring += 1
+        try:
+            if self.batching.enabled and not idle:
+                return await self._batched(segments)
+            self.counts["immediate"] += 1
+            probs = await asyncio.to_thread(self._forward, segments)
+            return probs.mean(axis=0)
+        finally:
+            self.scoring -= 1
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)  # reset from the config in __init__
     async def _batched(self, items: list[np.ndarray]) -> list[np.ndarray]:
         """One forward for the segments of many requests, split back per request."""
+        self.counts["batches"] += 1
+        self.counts["batched_requests"] += len(items)
+        self.counts["largest_batch"] = max(self.counts["largest_batch"], len(items))
         counts = [len(item) for item in items]
         # In a thread: the event loop stays free for health checks and new arrivals.
         probs = await asyncio.to_thread(self._forward, np.concatenate(items) if len(items) > 1 else items[0])
@@ -214,7 +230,7 @@ class SegmentScorer:
         import torch
 
         return {"device": self.device, "torch_threads": torch.get_num_threads(),
-                "precision": self.predictor.precision,
+                "precision": self.predictor.precision, "scored": dict(self.counts),
                 "batching": {"enabled": self.batching.enabled, "max_batch_size": self.batching.max_batch_size,
                              "batch_wait_timeout_s": self.batching.batch_wait_timeout_s}}
 
@@ -486,14 +502,16 @@ class MoodIngress:
              summary="Liveness (deep=true: model too)")
     async def healthz(self, deep: bool = Query(False, description="also ask a model replica (2 s timeout)")
                       ) -> Union[JSONResponse, dict[str, Any]]:
-        """200 when the ingress is up; with ``deep=true`` only when a model replica answers too."""
+        """200 when the ingress is up; with ``deep=true`` only when a model replica answers too,
+        and then with how that replica runs the model and what it has scored (``model``)."""
+        answer: dict[str, Any] = {"status": "ok", "checkpoint_id": self.card.checkpoint_id}
         if deep:
             try:
-                await asyncio.wait_for(self._info(), timeout=2.0)
+                answer["model"] = await asyncio.wait_for(self._info(), timeout=2.0)
             except Exception as exc:
                 return error_response(503, "model_unavailable", f"no model replica answered ({type(exc).__name__})",
                                       RETRY_AFTER)
-        return {"status": "ok", "checkpoint_id": self.card.checkpoint_id}
+        return answer
 
     async def _info(self) -> dict[str, Any]:
         if self.scorer is not None:

@@ -35,7 +35,8 @@ class BatchingConfig:
 
     enabled: bool = True
     max_batch_size: int = 16  # requests per forward
-    # Waiting costs latency at low load; 10 ms is small next to a ~100 ms forward.
+    # How long a batch waits for more requests. A request that finds the replica idle does
+    # not wait at all (it is scored at once); 10 ms is small next to a ~50-100 ms forward.
     batch_wait_timeout_s: float = 0.01
 
 

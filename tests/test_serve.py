@@ -275,12 +275,16 @@ def test_real_clips_equal_library(server: dict[str, str], predictor, real_audio_
 
 def test_short_audio_silence_and_top_k(server: dict[str, str], predictor) -> None:
     short = tone(1.0)  # shorter than one 187-frame segment: zero-padded to one
+    before = requests.get(f"{server['main']}/healthz?deep=true", timeout=TIMEOUT).json()["model"]["scored"]
     response = requests.post(f"{server['main']}/predict", data=short, headers={"Content-Type": "audio/wav"},
                              timeout=TIMEOUT)
     assert response.status_code == 200, response.text
     assert response.json()["n_segments"] == 1 and response.json()["duration_s"] == pytest.approx(1.0, abs=0.02)
     assert_matches(response.json(), predictor.predict_bytes(short).probabilities)
 
+    # One request at a time finds the replica idle: scored at once, no batch wait.
+    after = requests.get(f"{server['main']}/healthz?deep=true", timeout=TIMEOUT).json()["model"]["scored"]
+    assert after["immediate"] == before["immediate"] + 1 and after["batches"] == before["batches"], (before, after)
     silence = wav_bytes(np.zeros(16000 * 5, dtype=np.float32), 16000)
     response = requests.post(f"{server['main']}/predict", data=silence, headers={"Content-Type": "audio/wav"},
                              timeout=TIMEOUT)
@@ -395,6 +399,9 @@ def test_200_requests_from_16_clients(server: dict[str, str], predictor, app: st
     for i, _, body in results:
         assert_matches(body, expected[i % 3])
     assert elapsed < 120, elapsed
+    # 16 clients on one replica: arrivals found it busy and were batched together.
+    scored = requests.get(f"{server[app]}/healthz?deep=true", timeout=TIMEOUT).json()["model"]["scored"]
+    assert scored["largest_batch"] > 1 and scored["batches"] >= 1, scored
 
 
 def test_overload_beyond_queue_gets_503_json(server: dict[str, str]) -> None:
