@@ -54,7 +54,9 @@ from benchmarks.common import cpu_model, publish  # noqa: E402  (after the sys.p
 AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
 # (mode, topology, batching on): the first is what `mtlmood serve` runs on a CPU node.
 SERVE_MODES = (("serve_combined", "combined", True), ("serve_split", "split", True),
-               ("serve_combined_unbatched", "combined", False))
+               ("serve_combined_unbatched", "combined", False),
+               # Batching without the idle shortcut: every request waits for its batch.
+               ("serve_combined_always_batched", "combined", "always"))
 CONTENT_TYPES = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav"}
 
 
@@ -113,6 +115,52 @@ def closed_loop(call: Callable[[int], bool], concurrency: int, duration_s: float
     return latencies, indices, errors[0], last_end[0] - window[0]
 
 
+def process_cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system, all threads) used so far, summed by role: this process
+    (HTTP clients or the direct path), Serve's proxy, its replicas, its controller, and
+    Ray's own daemons. Read from /proc (Linux); processes that ended are not counted."""
+    tick = os.sysconf("SC_CLK_TCK")
+    me = os.getpid()
+    roles: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == me:
+            role = "benchmark process (clients / direct path)"
+        elif "ProxyActor" in cmd:
+            role = "Serve proxy"
+        elif "ServeReplica" in cmd:
+            role = "Serve replica(s)"
+        elif "ServeController" in cmd:
+            role = "Serve controller"
+        elif any(name in cmd for name in ("raylet", "gcs_server", "ray/", "ray::", "dashboard")):
+            role = "Ray daemons and idle workers"
+        else:
+            continue
+        # utime and stime are fields 14 and 15 of /proc/PID/stat (11, 12 after the command name).
+        roles[role] = roles.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return roles
+
+
+def cpu_per_request(call: Callable[[int], bool], concurrency: int, seconds: float) -> dict[str, float]:
+    """ms of CPU per completed request, by role, over a closed loop at ``concurrency``."""
+    before = process_cpu_seconds()
+    latencies, _, _, _ = closed_loop(call, concurrency, seconds, 0.0)
+    after = process_cpu_seconds()
+    n = max(1, len(latencies))
+    out = {role: round(1000 * (after[role] - before.get(role, 0.0)) / n, 1) for role in after}
+    out = {role: ms for role, ms in out.items() if ms > 0.05}
+    out["total"] = round(sum(out.values()), 1)
+    return out
+
+
 def summarise(mode: str, concurrency: int, latencies: list[float], indices: list[int], errors: int,
               seconds: float, segments: list[int]) -> LevelResult:
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
@@ -168,7 +216,8 @@ def free_port() -> int:
 
 
 def bench_direct(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments: list[int],
-                 levels: list[int], duration: float, warmup: float, precision: str = "fp32") -> list[LevelResult]:
+                 levels: list[int], duration: float, warmup: float, precision: str = "fp32",
+                 cpu: Optional[dict[str, dict[str, float]]] = None, cpu_seconds: float = 0.0) -> list[LevelResult]:
     from mtlmood.inference import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, precision=precision)
@@ -183,11 +232,14 @@ def bench_direct(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments
         lat, idx, err, secs = closed_loop(call, c, duration, warmup)
         results.append(summarise("direct", c, lat, idx, err, secs, segments))
         print(f"  direct          c={c:<3} {results[-1].rps:7.2f} req/s  p50 {results[-1].p50_ms:7.1f} ms", flush=True)
+    if cpu_seconds:
+        cpu["direct"] = cpu_per_request(call, max(levels), cpu_seconds)
     return results
 
 
 def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments: list[int], levels: list[int],
-                duration: float, warmup: float, args: argparse.Namespace) -> list[LevelResult]:
+                duration: float, warmup: float, args: argparse.Namespace,
+                cpu: dict[str, dict[str, float]]) -> list[LevelResult]:
     import requests
     from ray import serve
 
@@ -203,15 +255,17 @@ def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments:
         config = ServeConfig(
             checkpoint=str(checkpoint), port=port, model_timeout_s=120.0, max_pending_decodes=256,
             topology=topology, precision=args.precision,
-            batching=BatchingConfig(enabled=batched, max_batch_size=args.max_batch_size,
-                                    batch_wait_timeout_s=args.batch_wait_ms / 1000),
+            batching=BatchingConfig(enabled=bool(batched), max_batch_size=args.max_batch_size,
+                                    batch_wait_timeout_s=args.batch_wait_ms / 1000,
+                                    immediate_when_idle=batched != "always"),
             # One replica each: the comparison is batching vs not, on the same cores.
             ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=args.ingress_cpus,
                                     threads=args.decode_threads, max_ongoing_requests=256, max_queued_requests=256),
             model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=args.model_cpus, threads=args.torch_threads,
                                 num_gpus=0, max_ongoing_requests=max(64, args.max_batch_size),
                                 max_queued_requests=256))
-        serve.run(build_app(config), name="bench", route_prefix="/")
+        serve.run(build_app(config), name="bench", route_prefix="/",
+                  logging_config=None if args.access_log else {"enable_access_log": False})
         local = threading.local()
         url = f"http://127.0.0.1:{port}/predict"
 
@@ -231,6 +285,8 @@ def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments:
             results.append(summarise(mode, c, lat, idx, err, secs, segments))
             print(f"  {mode:<15} c={c:<3} {results[-1].rps:7.2f} req/s  p50 {results[-1].p50_ms:7.1f} ms"
                   f"  errors {err}", flush=True)
+        if args.cpu_seconds and mode in ("serve_combined", "serve_split"):
+            cpu[mode] = cpu_per_request(call, max(levels), args.cpu_seconds)
         serve.delete("bench")
     return results
 
@@ -295,6 +351,16 @@ def markdown(meta: dict, results: list[LevelResult], ratios: dict[str, float]) -
                              f"{r.mean_ms:.1f} (overhead {r.mean_ms - work:+.1f})"])
         lines += ["## Where a request's time goes (ms per request, clips in rotation)", "",
                   "| part | ms |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
+    cpu = meta.get("cpu_ms_per_request")
+    if cpu:
+        modes = list(cpu)
+        roles = sorted({role for per in cpu.values() for role in per if role != "total"})
+        lines += [f"## CPU per request at saturation (concurrency {meta['saturation']}; ms of CPU, all threads, "
+                  "from /proc)", "", "| process | " + " | ".join(modes) + " |", "|---" * (len(modes) + 1) + "|"]
+        for role in roles + ["total"]:
+            lines.append(f"| {role} | " + " | ".join(f"{cpu[m].get(role, 0.0):.1f}" for m in modes) + " |")
+        lines += ["", "On 2 cores a path's throughput is bounded by about 2000 / total req/s: CPU Serve spends beyond "
+                      "the direct path is what its ratio loses.", ""]
     peer = meta.get("peer_context")
     if peer:
         lines += [f"Context: the peer (musicnn MTT_vgg, one TF session, one file at a time) did "
@@ -324,6 +390,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--skip-direct", action="store_true")
+    parser.add_argument("--cpu-seconds", type=float, default=10.0,
+                        help="length of the CPU-accounting run at saturation per path (0 = skip it)")
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
+                        help="turn Serve's per-request access log off in the app's replicas")
     parser.add_argument("--modes", default="", help="comma-separated Serve modes to run (default: all of "
                         + ", ".join(m for m, _, _ in SERVE_MODES) + ")")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -361,13 +431,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         parts = breakdown(checkpoint, clips)
         print("  breakdown (ms/request): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()), flush=True)
         results: list[LevelResult] = []
+        cpu: dict[str, dict[str, float]] = {}  # mode -> role -> ms CPU per request at saturation
         if not args.skip_direct:
-            results += bench_direct(checkpoint, clips, segments, levels, args.duration, args.warmup, args.precision)
+            results += bench_direct(checkpoint, clips, segments, levels, args.duration, args.warmup, args.precision,
+                                    cpu, args.cpu_seconds)
         env = {"OPENBLAS_NUM_THREADS": str(args.openblas_threads)} if args.openblas_threads else {}
         ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": env} if env else None)
         try:
-            results += bench_serve(checkpoint, clips, segments, levels, args.duration, args.warmup, args)
+            results += bench_serve(checkpoint, clips, segments, levels, args.duration, args.warmup, args, cpu)
         finally:
             from ray import serve
 
@@ -391,7 +463,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             "max_batch_size": args.max_batch_size, "precision": args.precision, "batch_wait_ms": args.batch_wait_ms, "saturation": saturation,
             # Other work on the machine skews every row; the load average says how much there was.
             "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
-            "breakdown_ms": parts, "peer_context": peer_context(),
+            "breakdown_ms": parts, "peer_context": peer_context(), "cpu_ms_per_request": cpu,
             "replica_openblas_threads": args.openblas_threads or "unset"}
     publish("serve_bench", {"meta": meta, "results": [asdict(r) for r in results], "ratio_at_saturation": ratios},
             [markdown(meta, results, ratios)], args.out)

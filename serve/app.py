@@ -191,7 +191,7 @@ class SegmentScorer:
         idle = self.scoring == 0
         self.scoring += 1
         try:
-            if self.batching.enabled and not idle:
+            if self.batching.enabled and not (idle and self.batching.immediate_when_idle):
                 return await self._batched(segments)
             self.counts["immediate"] += 1
             probs = await asyncio.to_thread(self._forward, segments)
@@ -232,7 +232,8 @@ class SegmentScorer:
         return {"device": self.device, "torch_threads": torch.get_num_threads(),
                 "precision": self.predictor.precision, "scored": dict(self.counts),
                 "batching": {"enabled": self.batching.enabled, "max_batch_size": self.batching.max_batch_size,
-                             "batch_wait_timeout_s": self.batching.batch_wait_timeout_s}}
+                             "batch_wait_timeout_s": self.batching.batch_wait_timeout_s,
+                             "immediate_when_idle": self.batching.immediate_when_idle}}
 
 
 @serve.deployment(name="MoodModel", health_check_period_s=10.0, health_check_timeout_s=30.0,
