@@ -177,8 +177,11 @@ class SegmentScorer:
         # One forward now, so the first request does not pay for lazy kernel setup.
         self.predictor.predict_segments(np.zeros((1, *self.shape), dtype=np.float32))
 
-    async def score(self, segments: np.ndarray) -> np.ndarray:
-        """(N_mood,) song probabilities: the mean of the segments' sigmoid outputs."""
+    async def score(self, segments: np.ndarray, caller_busy: bool = False) -> np.ndarray:
+        """(N_mood,) song probabilities: the mean of the segments' sigmoid outputs.
+
+        ``caller_busy``: the ingress that sends this request has others in flight (still
+        decoding, say), so a batch partner is likely on its way."""
         # Arrays from the object store are read-only; torch wants writable memory (copy if so).
         segments = np.require(segments, dtype=np.float32, requirements=["C", "W"])
         # Checked here, per request: inside a batch one bad item would fail its neighbours.
@@ -186,9 +189,11 @@ class SegmentScorer:
             raise ValueError(f"expected segments of shape (n>=1, {self.shape[0]}, {self.shape[1]}), "
                              f"got {segments.shape}")
         # A request that finds the replica idle is scored at once: waiting batch_wait_timeout_s
-        # for company that is not coming only adds latency. Under load there is always a
-        # request in flight, so arrivals are batched.
-        idle = self.scoring == 0
+        # for company that is not coming only adds latency. "Idle" needs the caller's view
+        # too: under load the scoring stage can be empty for a moment while the next requests
+        # are still being decoded, and scoring those one by one would forgo batching
+        # (measured: saturation throughput fell to the unbatched level).
+        idle = self.scoring == 0 and not caller_busy
         self.scoring += 1
         try:
             if self.batching.enabled and not (idle and self.batching.immediate_when_idle):
@@ -248,9 +253,9 @@ class MoodModel:
                     self.scorer.predictor.card.checkpoint_id, len(self.scorer.predictor.mood_names),
                     self.scorer.device, cfg.batching)
 
-    async def predict(self, segments: np.ndarray) -> np.ndarray:
+    async def predict(self, segments: np.ndarray, caller_busy: bool = False) -> np.ndarray:
         """(N_mood,) song probabilities: the mean of the segments' sigmoid outputs."""
-        return await self.scorer.score(segments)
+        return await self.scorer.score(segments, caller_busy)
 
     def check_health(self) -> None:
         """Called by Serve every health_check_period_s; raising makes Serve replace the replica."""
@@ -366,6 +371,7 @@ class MoodIngress:
         threads = self.config.ingress.threads or max(1, int(math.ceil(self.config.ingress.num_cpus)))
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mtlmood-decode")
         self.pending_decodes = 0
+        self.in_flight = 0  # /predict requests in this replica now (any stage)
         features = self.card.features
         self.segment_frames = self.card.model.segment_frames
         # The same window as Predictor.max_frames: the first max_seconds of the song.
@@ -421,7 +427,7 @@ class MoodIngress:
         if self.scorer is not None:
             return await self._score_here(segments)
         assert self.model is not None
-        response = self.model.predict.remote(segments)
+        response = self.model.predict.remote(segments, self.in_flight > 1)
 
         async def wait() -> np.ndarray:
             return await response
@@ -448,7 +454,8 @@ class MoodIngress:
         """The combined topology: this replica's own (batched) forward, with the same 504/503/500."""
         assert self.scorer is not None
         try:
-            probs = await asyncio.wait_for(self.scorer.score(segments), timeout=self.config.model_timeout_s)
+            probs = await asyncio.wait_for(self.scorer.score(segments, self.in_flight > 1),
+                                           timeout=self.config.model_timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(504, "model_timeout", f"the model did not answer within {self.config.model_timeout_s} s") \
                 from None
@@ -478,6 +485,7 @@ class MoodIngress:
         from mtlmood.metrics import segment_song
 
         started = time.perf_counter()
+        self.in_flight += 1
         try:
             data, name = await audio_from_request(request, self.config.max_body_bytes)
             features = await self._decode(data, name)
@@ -488,6 +496,8 @@ class MoodIngress:
         except Exception:  # a bug, not bad input: log it here, answer without the traceback
             logger.exception("unexpected error in /predict")
             return error_response(500, "internal_error", "unexpected server error; see the replica log")
+        finally:
+            self.in_flight -= 1
         k = self.config.top_k if top_k is None else top_k
         names = self.summary["labels"]
         order = np.argsort(-probs, kind="stable")[: min(k, len(names))]  # same order as Predictor
