@@ -155,6 +155,14 @@ def summary_rows() -> list[list[str]]:
                          f"{by[on]['rps']:.1f} vs {by[off]['rps']:.1f}; "
                          f"{by[on]['p99_ms']:.0f} vs {by[off]['p99_ms']:.0f}",
                          f"{by[on]['rps'] / by[off]['rps']:.2f}×", "–", "–", date])
+        cpu = sv["meta"].get("cpu_ms_per_request") or {}
+        if "direct" in cpu and "serve_combined" in cpu:
+            d, c = cpu["direct"], cpu["serve_combined"]
+            rest = c["total"] - c.get("Serve replica(s)", 0.0)
+            rows.append(["serving", f"CPU per request at c={sat}: direct vs Serve combined (ms; Serve's = replica + "
+                         "proxy, controller, Ray daemons, clients)",
+                         f"{d['total']:.0f} vs {c['total']:.0f} ({c.get('Serve replica(s)', 0.0):.0f} + {rest:.0f})",
+                         f"{c['total'] / d['total']:.2f}×", "–", "–", date])
         parts = sv["meta"].get("breakdown_ms")
         if parts and ("serve_combined", 1) in by:
             work = sum(parts.values())
