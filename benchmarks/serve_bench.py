@@ -52,11 +52,11 @@ if str(REPO) not in sys.path:  # `python benchmarks/serve_bench.py` from anywher
 from benchmarks.common import cpu_model, publish  # noqa: E402  (after the sys.path fix above)
 
 AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
-# (mode, topology, batching on): the first is what `mtlmood serve` runs on a CPU node.
-SERVE_MODES = (("serve_combined", "combined", True), ("serve_split", "split", True),
-               ("serve_combined_unbatched", "combined", False),
+# (mode, topology, batching on, immediate_when_idle): the first is what `mtlmood serve` runs on a CPU node.
+SERVE_MODES = (("serve_combined", "combined", True, True), ("serve_split", "split", True, True),
+               ("serve_combined_unbatched", "combined", False, True),
                # Batching without the idle shortcut: every request waits for its batch.
-               ("serve_combined_always_batched", "combined", "always"))
+               ("serve_combined_always_batched", "combined", True, False))
 CONTENT_TYPES = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav"}
 
 
@@ -249,15 +249,15 @@ def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments:
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     results = []
-    for mode, topology, batched in SERVE_MODES:
+    for mode, topology, batched, immediate_when_idle in SERVE_MODES:
         if args.modes and mode not in args.modes:
             continue
         config = ServeConfig(
             checkpoint=str(checkpoint), port=port, model_timeout_s=120.0, max_pending_decodes=256,
             topology=topology, precision=args.precision,
-            batching=BatchingConfig(enabled=bool(batched), max_batch_size=args.max_batch_size,
+            batching=BatchingConfig(enabled=batched, max_batch_size=args.max_batch_size,
                                     batch_wait_timeout_s=args.batch_wait_ms / 1000,
-                                    immediate_when_idle=batched != "always"),
+                                    immediate_when_idle=immediate_when_idle),
             # One replica each: the comparison is batching vs not, on the same cores.
             ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=args.ingress_cpus,
                                     threads=args.decode_threads, max_ongoing_requests=256, max_queued_requests=256),
@@ -395,7 +395,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-access-log", dest="access_log", action="store_false",
                         help="turn Serve's per-request access log off in the app's replicas")
     parser.add_argument("--modes", default="", help="comma-separated Serve modes to run (default: all of "
-                        + ", ".join(m for m, _, _ in SERVE_MODES) + ")")
+                        + ", ".join(m for m, *_ in SERVE_MODES) + ")")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                         help="model precision, the same for the direct path and Serve")
     parser.add_argument("--openblas-threads", type=int, default=0,
@@ -408,7 +408,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args.torch_threads = args.torch_threads or cpus
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = set(args.modes) - {m for m, _, _ in SERVE_MODES}
+    unknown = set(args.modes) - {m for m, *_ in SERVE_MODES}
     if unknown:
         parser.error(f"unknown --modes {sorted(unknown)}")
     load_before = list(os.getloadavg())
@@ -449,7 +449,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     saturation = max(levels)
     by_mode = {r.mode: r for r in results if r.concurrency == saturation}
     ratios = {f"{mode}/direct": round(by_mode[mode].rps / by_mode["direct"].rps, 3)
-              for mode, _, _ in SERVE_MODES if mode in by_mode and "direct" in by_mode}
+              for mode, *_ in SERVE_MODES if mode in by_mode and "direct" in by_mode}
     card = predictor.card
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "model": f"MoodCNN n_filters={card.model.n_filters}, "
             f"{card.n_moods} moods ({'given checkpoint' if args.checkpoint else 'untrained'})",

@@ -366,6 +366,7 @@ class MoodIngress:
         self.config: ServeConfig = serve_config_from_mapping(config)
         self.model = model
         self.scorer: Optional[SegmentScorer] = None if model is not None else SegmentScorer(checkpoint, self.config)
+        self.topology = "split" if model is not None else "combined"
         self.card = read_card(checkpoint)
         # Decoding releases the GIL for most of its time, so threads use the replica's CPUs.
         threads = self.config.ingress.threads or max(1, int(math.ceil(self.config.ingress.num_cpus)))
@@ -382,8 +383,7 @@ class MoodIngress:
             "n_meta": self.card.n_meta, "alpha": float(self.card.alpha), "code_version": self.card.code_version}
         # Decode once now: imports librosa and sets up the resampler before the first request.
         self._features(_silence_wav(), "<warm-up>")
-        logger.info("MoodIngress for %s (%s topology, %d decode threads)", checkpoint,
-                    "split" if model is not None else "combined", threads)
+        logger.info("MoodIngress for %s (%s topology, %d decode threads)", checkpoint, self.topology, threads)
 
     def _features(self, data: bytes, name: str) -> np.ndarray:
         from mtlmood.features import features_from_bytes
@@ -421,11 +421,11 @@ class MoodIngress:
 
     async def _score(self, segments: np.ndarray) -> np.ndarray:
         """The model deployment's (N_mood,) probabilities; ApiError 503/504 when it cannot answer."""
+        if self.scorer is not None:
+            return await self._score_here(segments)
         from ray.exceptions import RayActorError, RayTaskError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-        if self.scorer is not None:
-            return await self._score_here(segments)
         assert self.model is not None
         response = self.model.predict.remote(segments, self.in_flight > 1)
 
@@ -536,7 +536,7 @@ class MoodIngress:
         """Labels, configs, alpha, dataset, metrics and provenance of the checkpoint, plus serving settings."""
         card = self.card.to_dict()
         card["serving"] = {"max_body_bytes": self.config.max_body_bytes, "top_k": self.config.top_k,
-                           "topology": "split" if self.model is not None else "combined",
+                           "topology": self.topology,
                            "precision": self.config.precision,
                            "batching": serve_config_to_dict(self.config)["batching"]}
         return card
