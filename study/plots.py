@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from study.report import ARMS, Cell, cell_heuristic_alpha, cell_n_meta, normalize_trials, report_cells, summarize_arm  # noqa: E402
+from study.report_legacy import ARMS, Cell, cell_heuristic_alpha, cell_n_meta, normalize_trials, report_cells, summarize_arm  # noqa: E402
 
 COLORS = {"baseline": "#555555", "heuristic": "#d95f02", "best": "#1b9e77", "search": "#7570b3"}
 ALPHA_AXIS = "α (weight of the metadata loss, log scale)"

@@ -33,7 +33,7 @@ def write_best_pointer(run_dir: Path, trials: pd.DataFrame) -> str:
 
 def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Optional[Path] = None) -> str:
     """Trial table (CSV + Parquet), Table-1 summary with CIs and verdicts, plots; returns the best checkpoint."""
-    from study.report import write_report
+    from study.report_legacy import write_report
 
     run_dir = Path(study.run_dir)
     write_report(trials, out_dir or run_dir / REPORT_DIR, title=f"alpha study {study.name!r} on {study.run.dataset.name}",

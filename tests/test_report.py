@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script for the demo report
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtlmood.significance import macro_average_precision, macro_roc_auc  # noqa: E402
-from study.report import (  # noqa: E402
+from study.report_legacy import (  # noqa: E402
     TABLE1_COLUMNS,
     VERDICT_COLUMNS,
     build_table1,
