@@ -95,7 +95,9 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation, sampling and early stopping."""
 
-    alpha: Union[float, str] = "auto"  # weight of the metadata loss; "auto" = N_mood / N_meta
+    # Weight of the metadata loss: a number, "auto" = N_mood / N_meta, or "learned" =
+    # uncertainty weighting (Kendall et al. 2018, mtlmood.loss.UncertaintyWeights).
+    alpha: Union[float, str] = "auto"
     batch_size: int = 32
     epoch_factor: float = 1.25  # batches per epoch = epoch_factor * num_train_songs
     max_batches_per_epoch: int = 0  # cap for small CPU runs (0 = no cap)
@@ -154,6 +156,18 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: {value!r} does not fit {annotation}")
+    if origin is list:
+        (item,) = get_args(annotation) or (Any,)
+        # A scalar where a list belongs means a list of one (`--set search.n_moods=3`).
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if any(isinstance(v, (dict, list)) for v in values):
+            raise ConfigError(f"{where}: expected a list of {getattr(item, '__name__', item)}, got {value!r}")
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(values)]
+    if origin is dict:
+        key_type, value_type = get_args(annotation) or (Any, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {_coerce(k, key_type, f"{where} key"): _coerce(v, value_type, f"{where}.{k}") for k, v in value.items()}
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -164,8 +178,12 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         try:
-            number = annotation(value)
-        except (TypeError, ValueError):
+            if annotation is float and isinstance(value, str) and "/" in value:
+                numerator, denominator = value.split("/", 1)  # grids read better as 1/9 than 0.111
+                number = float(numerator) / float(denominator)
+            else:
+                number = annotation(value)
+        except (TypeError, ValueError, ZeroDivisionError):
             raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}") from None
         if annotation is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
@@ -230,6 +248,29 @@ def load_config(cls: type[C], path: str | os.PathLike[str] | None = None,
         data = loaded or {}
     config = from_dict(cls, data)
     return apply_overrides(config, overrides or [])
+
+
+def _absolute(path: str, base: Path) -> str:
+    """``path`` made absolute against ``base`` ("" and URIs stay as they are)."""
+    if not path or "://" in path:
+        return path
+    return str((base / Path(path).expanduser()).resolve())
+
+
+def resolve_run_paths(config: RunConfig, base: str | os.PathLike[str] | None = None) -> RunConfig:
+    """The config with every relative path (dataset root, audio root, cache, output) made absolute.
+
+    Relative paths mean "from where the command was typed". Ray workers run in other
+    working directories, so paths are resolved once, here, before anything reaches Ray,
+    and the run's saved config records them resolved.
+    """
+    where = Path(base) if base is not None else Path.cwd()
+    return dataclasses.replace(
+        config,
+        dataset=dataclasses.replace(config.dataset, root=_absolute(config.dataset.root, where),
+                                    audio_root=_absolute(config.dataset.audio_root, where)),
+        cache_dir=_absolute(config.cache_dir, where),
+        output_dir=_absolute(config.output_dir, where))
 
 
 def save_config(config: Any, path: str | os.PathLike[str]) -> None:

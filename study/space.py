@@ -1,120 +1,168 @@
-"""The phase-1 search space (define-by-run, for Optuna), its sampler and the points every study evaluates first."""
+"""Phase 1's search, kept inside each cell: one Optuna TPE study per cell and ASHA rungs per cell.
+
+Cells are the factors the study varies (mood count x metadata set); alpha is what it
+searches. PR-AUC of 3 and 50 moods lives on different scales, so a searcher or scheduler
+that compared trials across cells would spend the budget on the cell that scores higher
+and stop the other cells' trials at their first rung. Here one Tune experiment keeps
+cluster-wide parallelism, but
+
+* :class:`CellSearcher` holds one ``OptunaSearch`` per cell, hands out each cell's own
+  budget (round robin, so every cell progresses at once) and routes every result back to
+  the study of the cell it came from;
+* :class:`CellASHA` holds one ASHA scheduler per cell: a trial's rung cutoffs are set by
+  trials of its own cell only.
+
+Both classes live at module level: Tune pickles them with the experiment, and
+``Tuner.restore`` brings back their state (each cell's Optuna study and rungs).
+"""
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher
+from ray.tune.search.optuna import OptunaSearch
+
 from study.config import StudyConfig
 
-SEEDED = "seeded"  # config key that marks a seeded (reference) trial; the scheduler never stops those
+CELL = "cell"  # trial config key naming the trial's cell ("n_moods|metadata")
 OPTUNA_DEFAULT_STARTUP = 10  # optuna.samplers.TPESampler's own n_startup_trials
+METRIC, MODE = "val_pr_auc", "max"
 
 
 @dataclass(frozen=True)
-class SearchSpace:
-    """Define-by-run space for OptunaSearch: (n_moods, metadata set != none, alpha_factor).
+class AlphaSpace:
+    """Define-by-run space of one cell: alpha as a log-uniform multiple of its heuristic."""
 
-    alpha is searched as ``alpha_factor`` x the cell's heuristic N_mood/N_meta (log-uniform),
-    so one range fits every cell whatever its number of labels. A module-level class (not
-    a closure) because Tune pickles the searcher into its experiment checkpoint.
-
-    The baseline (metadata none) has no alpha, so sampling it again would only repeat its
-    seeded run (same config, same seed, same result): sampled trials never choose it. The
-    seeded points come first (``seeded``: their (n_moods, metadata) in ``seeded_points``
-    order); Optuna hands out the points it was given (``enqueue_trial``) as its trials 0..k-1,
-    so trial ``number`` says which seeded point a trial is. A seeded baseline suggests only
-    n_moods and returns ``metadata: none`` as a constant: "none" is not one of the
-    ``metadata`` choices, and Optuna keeps a parameter's choices fixed for the whole study.
-    """
-
-    n_moods: tuple[int, ...]
-    metadata: tuple[str, ...]
     low: float
     high: float
-    seeded: tuple[tuple[int, str], ...]
 
-    def __call__(self, trial: Any) -> Optional[dict[str, Any]]:
-        point = self.seeded[trial.number] if trial.number < len(self.seeded) else None
-        n_moods = trial.suggest_categorical("n_moods", list(self.n_moods))
-        if point is not None and point[1] == "none":
-            _check_seeded(point, n_moods, "none")
-            return {"metadata": "none", SEEDED: True}
-        if not self.metadata:
-            raise ValueError("search space: no metadata set to sample (only the seeded baselines exist); "
-                             "the runner caps num_samples at the seeded points in that case")
-        chosen = trial.suggest_categorical("metadata", list(self.metadata))
+    def __call__(self, trial: Any) -> None:
         trial.suggest_float("alpha_factor", self.low, self.high, log=True)
-        if point is not None:
-            _check_seeded(point, n_moods, chosen)
-            return {SEEDED: True}
-        return None
-
-
-def _check_seeded(point: tuple[int, str], n_moods: int, metadata: str) -> None:
-    """Guard the trial-number <-> seeded-point mapping (Optuna's enqueue order) instead of trusting it."""
-    if (int(n_moods), metadata) != (int(point[0]), point[1]):
-        raise RuntimeError(f"seeded trial got (n_moods={n_moods}, metadata={metadata}), expected {point}: "
-                           "the Optuna study was not fresh when the seeded points were enqueued")
-
-
-def make_space(study: StudyConfig) -> SearchSpace:
-    """The phase-1 space of a study."""
-    seeded = tuple((int(p["n_moods"]), str(p["metadata"])) for p in seeded_points(study))
-    return SearchSpace(tuple(int(n) for n in study.search.n_moods), tuple(study.search.metadata),
-                       study.search.alpha_factor_low, study.search.alpha_factor_high, seeded)
-
-
-def seeded_points(study: StudyConfig) -> list[dict[str, Any]]:
-    """The baseline and the heuristic alpha of every cell, evaluated before TPE explores.
-
-    The baseline points are the only baseline trials of the search (see ``SearchSpace``).
-    """
-    points: list[dict[str, Any]] = []
-    for n in study.search.n_moods:
-        points.append({"n_moods": int(n), "metadata": "none"})
-        for meta in study.search.metadata:
-            points.append({"n_moods": int(n), "metadata": meta, "alpha_factor": 1.0})
-    return points
-
-
-def sampled_trials(study: StudyConfig) -> int:
-    """Search trials left for the sampler after the seeded points (0 when there is nothing to sample)."""
-    if not study.search.metadata:  # only baseline cells: all of them are seeded
-        return 0
-    return max(0, study.search.num_samples - len(seeded_points(study)))
 
 
 def n_startup_trials(study: StudyConfig) -> int:
-    """TPE's random start-up: finished trials before TPE models the results.
-
-    "auto" = the number of seeded points, at most Optuna's default of 10. The seeded points
-    already cover every cell (baseline + heuristic alpha) and count as finished trials in
-    Optuna's study, so TPE starts as soon as they are in instead of after 10 random trials,
-    which would leave a budget of 8-10 trials (the demo) pure random search. The cap keeps a
-    study with many cells from waiting longer than Optuna itself would.
-    """
+    """TPE's random start-up per cell: "auto" = a third of the cell's budget, 2..10."""
     setting = study.search.n_startup_trials
     if setting == "auto":
-        return min(len(seeded_points(study)), OPTUNA_DEFAULT_STARTUP)
+        return max(2, min(OPTUNA_DEFAULT_STARTUP, study.search.trials_per_cell // 3))
     return int(setting)
 
 
-def make_sampler(study: StudyConfig) -> Any:
-    """The TPE sampler of phase 1.
-
-    multivariate + group: the space is conditional (seeded baselines have no metadata or
-    alpha_factor), so plain multivariate TPE (Optuna's default) would model only n_moods
-    jointly and sample metadata and alpha_factor independently; group decomposes the space
-    into {n_moods} and {metadata, alpha_factor} and models the best alpha per metadata set.
-    constant_liar (Optuna's default, explicit here): concurrent trials are not suggested
-    next to each other.
-    """
-    import warnings
-
+def make_sampler(study: StudyConfig, cell_index: int) -> Any:
+    """A seeded TPE sampler for one cell (constant liar: concurrent trials spread out)."""
     import optuna
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # "group" is experimental
-        return optuna.samplers.TPESampler(seed=study.search.optuna_seed, n_startup_trials=n_startup_trials(study),
-                                          multivariate=True, group=True, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=study.search.optuna_seed + cell_index,
+                                      n_startup_trials=n_startup_trials(study), constant_liar=True)
+
+
+def make_cell_searcher(study: StudyConfig, cell_keys: list[str]) -> "CellSearcher":
+    """The phase-1 searcher: one OptunaSearch per cell, the heuristic (x1) first in each."""
+    space = AlphaSpace(study.search.alpha_factor_low, study.search.alpha_factor_high)
+    searchers = {key: OptunaSearch(space, metric=METRIC, mode=MODE, points_to_evaluate=[{"alpha_factor": 1.0}],
+                                   sampler=make_sampler(study, i)) for i, key in enumerate(cell_keys)}
+    return CellSearcher(searchers, study.search.trials_per_cell)
+
+
+def make_cell_scheduler(study: StudyConfig) -> Any:
+    """ASHA with rungs per cell (epochs as time), or FIFO when the scheduler is off."""
+    if not study.scheduler.enabled:
+        return FIFOScheduler()
+    return CellASHA(max_t=study.run.train.max_epochs + 1, grace_period=study.scheduler.grace_period,
+                    reduction_factor=study.scheduler.reduction_factor)
+
+
+class CellSearcher(Searcher):
+    """One Optuna study per cell; each cell gets ``budget`` trials (see the module docstring)."""
+
+    def __init__(self, searchers: dict[str, Any], budget: int) -> None:
+        super().__init__(metric=METRIC, mode=MODE)
+        self.searchers = searchers
+        self.budget = budget
+        self.issued = {key: 0 for key in searchers}
+        self.owner: dict[str, str] = {}
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict,
+                              **spec: Any) -> bool:
+        return True  # each cell's OptunaSearch already knows its metric, mode and space
+
+    def _next_cell(self) -> Optional[str]:
+        open_cells = [key for key, n in self.issued.items() if n < self.budget]
+        return min(open_cells, key=lambda key: self.issued[key]) if open_cells else None
+
+    def suggest(self, trial_id: str) -> Optional[dict]:
+        key = self._next_cell()
+        if key is None:
+            return Searcher.FINISHED
+        config = self.searchers[key].suggest(trial_id)
+        if config is None or config == Searcher.FINISHED:
+            return config
+        self.issued[key] += 1
+        self.owner[trial_id] = key
+        return {**config, CELL: key}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self.owner and METRIC in result:
+            self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        if trial_id in self.owner:
+            usable = result if result and METRIC in result else None
+            self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, usable, error or usable is None)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__.copy(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+
+class CellASHA(FIFOScheduler):
+    """One ASHAScheduler per cell: rung cutoffs come from the trial's own cell only."""
+
+    def __init__(self, max_t: int, grace_period: int, reduction_factor: int) -> None:
+        super().__init__()
+        self.settings = {"max_t": max_t, "grace_period": grace_period, "reduction_factor": reduction_factor}
+        self.cells: dict[str, Any] = {}
+        self._metric, self._mode = METRIC, MODE
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec: Any) -> bool:
+        return True
+
+    def asha_of(self, trial: Any) -> Any:
+        key = str((trial.config or {}).get(CELL, ""))
+        if key not in self.cells:
+            self.cells[key] = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE,
+                                            **self.settings)
+        return self.cells[key]
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        self.asha_of(trial).on_trial_add(tune_controller, trial)
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        return self.asha_of(trial).on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
+        asha = self.asha_of(trial)
+        if trial.trial_id in asha._trial_info:
+            asha.on_trial_complete(tune_controller, trial, result)
+
+    def on_trial_remove(self, tune_controller: Any, trial: Any) -> None:
+        asha = self.asha_of(trial)
+        if trial.trial_id in asha._trial_info:
+            asha.on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller: Any, trial: Any) -> None:
+        self.on_trial_remove(tune_controller, trial)
+
+    def debug_string(self) -> str:
+        return "ASHA per cell: " + "; ".join(f"{key}: {asha._num_stopped} stopped"
+                                             for key, asha in sorted(self.cells.items()))
+

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mtlmood.config import RunConfig, load_config
+from mtlmood.config import RunConfig, load_config, resolve_run_paths
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,5 +15,5 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Defaults <- YAML file <- --set overrides."""
-    return load_config(RunConfig, args.config, args.overrides)
+    """Defaults <- YAML file <- --set overrides, relative paths resolved against the working directory."""
+    return resolve_run_paths(load_config(RunConfig, args.config, args.overrides))

@@ -1,0 +1,100 @@
+"""Phase 1 keeps every cell to itself: the real CellSearcher (one Optuna study per cell) and
+CellASHA (rungs per cell), driven with synthetic results on very different scales, as
+PR-AUC of 3 moods (~70 %) and 50 moods (~17 %) are. No Ray cluster is needed: these
+are the objects Tune calls."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray")
+
+from ray.tune.experiment import Trial  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
+
+from study.config import load_study_config  # noqa: E402
+from study.space import CELL, make_cell_scheduler, make_cell_searcher  # noqa: E402
+
+CELLS = ["3|artist", "9|artist", "50|artist"]
+SCALE = {"3|artist": 70.0, "9|artist": 35.0, "50|artist": 17.0}
+
+
+def _study(**overrides: object):
+    sets = [f"{k}={v}" for k, v in overrides.items()]
+    return load_study_config("mtg-jamendo", ["search.trials_per_cell=6", "scheduler.grace_period=1",
+                                             "scheduler.reduction_factor=2", "run.train.max_epochs=8", *sets])
+
+
+def _trial(config: dict) -> Trial:
+    return Trial("__fake", config=config, stub=True)
+
+
+def test_each_cell_gets_its_own_budget_and_starts_at_the_heuristic() -> None:
+    searcher = make_cell_searcher(_study(), CELLS)
+    configs = []
+    for i in range(100):
+        config = searcher.suggest(f"t{i}")
+        if config == Searcher.FINISHED:
+            break
+        configs.append(config)
+    assert len(configs) == 18
+    per_cell = {key: [c for c in configs if c[CELL] == key] for key in CELLS}
+    assert all(len(v) == 6 for v in per_cell.values())
+    # Round robin: the first three trials open the three cells, each at the heuristic (x1).
+    assert [c[CELL] for c in configs[:3]] == CELLS
+    assert all(per_cell[key][0]["alpha_factor"] == 1.0 for key in CELLS)
+
+
+def test_results_reach_only_their_own_cells_study() -> None:
+    searcher = make_cell_searcher(_study(), CELLS)
+    for i in range(18):
+        config = searcher.suggest(f"t{i}")
+        scale = SCALE[config[CELL]]
+        searcher.on_trial_complete(f"t{i}", {"val_pr_auc": scale + config["alpha_factor"],
+                                             "training_iteration": 3})
+    for key in CELLS:
+        study = searcher.searchers[key]._ot_study
+        values = [t.value for t in study.trials if t.value is not None]
+        assert len(values) == 6
+        # Every value of this cell's study sits on this cell's scale: nothing leaked in.
+        assert all(SCALE[key] < v < SCALE[key] + 25 for v in values)
+
+
+def test_asha_rungs_are_per_cell() -> None:
+    """A 50-mood trial that leads its own cell is never stopped by 3-mood results."""
+    scheduler = make_cell_scheduler(_study())
+    global_asha = ASHAScheduler(time_attr="training_iteration", metric="val_pr_auc", mode="max", max_t=9,
+                                grace_period=1, reduction_factor=2)
+    strong = [_trial({CELL: "3|artist"}) for _ in range(4)]
+    weak = [_trial({CELL: "50|artist"}) for _ in range(4)]
+    for trial in strong + weak:
+        scheduler.on_trial_add(None, trial)
+        global_asha.on_trial_add(None, trial)
+    decisions_cell, decisions_global = {}, {}
+    for rank, trial in enumerate(strong):
+        result = {"training_iteration": 1, "val_pr_auc": 70.0 + rank}
+        scheduler.on_trial_result(None, trial, result)
+        global_asha.on_trial_result(None, trial, result)
+    for rank in (1, 2, 0, 3):  # the cell's leader reports last, its worst trial after two better ones
+        trial = weak[rank]
+        result = {"training_iteration": 1, "val_pr_auc": 17.0 + rank}
+        decisions_cell[rank] = scheduler.on_trial_result(None, trial, result)
+        decisions_global[rank] = global_asha.on_trial_result(None, trial, result)
+    # The best 50-mood trial (rank 3) leads its cell: it goes on. A single ASHA over all
+    # cells would stop every 50-mood trial at its first rung.
+    assert decisions_cell[3] == TrialScheduler.CONTINUE
+    assert all(d == TrialScheduler.STOP for d in decisions_global.values())
+    # Within its own cell ASHA still stops: the worst 50-mood trial, below the cell's median.
+    assert decisions_cell[0] == TrialScheduler.STOP
+    assert set(scheduler.cells) == {"3|artist", "50|artist"}
+
+
+def test_searcher_survives_a_pickle_round_trip(tmp_path) -> None:
+    searcher = make_cell_searcher(_study(), CELLS)
+    first = [searcher.suggest(f"t{i}") for i in range(4)]
+    searcher.save(str(tmp_path / "s.pkl"))
+    restored = make_cell_searcher(_study(), CELLS)
+    restored.restore(str(tmp_path / "s.pkl"))
+    assert restored.issued == searcher.issued and first[3][CELL] == CELLS[0]
+    assert searcher.suggest("t4") == restored.suggest("t4")
