@@ -1,4 +1,5 @@
-"""Label selection: the paper's MTG-Jamendo counts, artist top-K, year buckets, ties, errors."""
+"""Label selection: the paper's MTG-Jamendo counts, artist top-K, year buckets, ties, errors;
+metadata classes from training songs only (label_and_split) and the split facts."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtlmood.config import DatasetConfig, LabelConfig
+from mtlmood.config import DatasetConfig, LabelConfig, RunConfig, SplitConfig
 from mtlmood.datasets import SongRecord, load_songs
 from mtlmood.errors import ConfigError, DatasetError
 from mtlmood.labels import build_labels, year_buckets
+from mtlmood.rundata import label_and_split, split_facts
 
 
 def song(song_id: str, tags: tuple[str, ...], artist: str | None = None, year: int | None = None,
@@ -95,10 +97,11 @@ def test_year_buckets_end_at_latest_year() -> None:
                                          "year:1992-1996", "year:1997-2001", "year:2002-2006",
                                          "year:2007-2011", "year:2012-2016", "year:2017-2021"]
     labelled = build_labels(records, LabelConfig(n_moods=1, metadata="year"))
-    assert labelled.meta_names == [b.name for b in buckets]
+    # The grid is 9 buckets; the 6 that hold no song are not classes.
+    assert labelled.meta_names == ["year:1977-1981", "year:1982-1986", "year:2017-2021"]
     hot = {song_id: (row.argmax() if row.any() else None)
            for song_id, row in zip(labelled.song_ids, labelled.meta_targets)}
-    assert hot == {"1970": None, "1976": None, "1977": 0, "1981": 0, "1982": 1, "2019": 8, "2021": 8,
+    assert hot == {"1970": None, "1976": None, "1977": 0, "1981": 0, "1982": 1, "2019": 2, "2021": 2,
                    "none": None}
 
 
@@ -124,3 +127,93 @@ def test_metadata_errors_are_clear(mtg_records: list[SongRecord]) -> None:
         build_labels([song("a", ("m",)), song("a", ("m",))], LabelConfig(metadata="none"))
     with pytest.raises(DatasetError, match="no song carries a mood tag"):
         build_labels([song("a", ())], LabelConfig(metadata="none"))
+
+
+# ------------------------------------------------ metadata classes from the training songs only
+
+def test_top_k_artists_are_counted_on_training_songs_only() -> None:
+    # "tess" has the most songs overall, all of them outside training: not a class.
+    records = [song("1", ("m",), "bob"), song("2", ("m",), "bob"), song("3", ("m",), "ann"),
+               song("4", ("m",), "tess"), song("5", ("m",), "tess"), song("6", ("m",), "tess"),
+               song("7", ("m",), "cat")]
+    cfg = LabelConfig(n_moods=1, metadata="artist", n_artists=2)
+    everyone = build_labels(records, cfg)
+    assert everyone.meta_names == ["artist:tess", "artist:bob"]  # without a split: all kept songs
+    labelled = build_labels(records, cfg, metadata_from=["1", "2", "3", "7"])
+    assert labelled.meta_names == ["artist:bob", "artist:ann"]  # ann and cat tie at 1: by name
+    assert labelled.n_meta == 2 and len(labelled) == 7  # every kept song still gets targets
+    assert labelled.meta_targets.tolist() == [[1, 0], [1, 0], [0, 1], [0, 0], [0, 0], [0, 0], [0, 0]]
+    assert labelled.artists == ["bob", "bob", "ann", "tess", "tess", "tess", "cat"]
+    with pytest.raises(DatasetError, match="no artist metadata among the training songs"):
+        build_labels([song("a", ("m",)), song("b", ("m",), "bob")], cfg, metadata_from=["a"])
+
+
+def test_year_buckets_come_from_training_songs_and_empty_ones_are_dropped() -> None:
+    years = {"a": 2000, "b": 2001, "c": 2012, "d": 2014, "e": 2006, "f": 2020, "g": 1990}
+    records = [song(s, ("m",), "x", y) for s, y in years.items()]
+    train = ["a", "b", "c", "d"]  # 2000-2014: the grid ends at 2014 (2010-2014, 2005-2009, 2000-2004, ...)
+    labelled = build_labels(records, LabelConfig(n_moods=1, metadata="year", n_year_buckets=4),
+                            metadata_from=train)
+    # 2005-2009 holds only "e", a non-training song: no class. N_meta counts training classes only.
+    assert labelled.meta_names == ["year:2000-2004", "year:2010-2014"] and labelled.n_meta == 2
+    hot = {s: (row.argmax() if row.any() else None) for s, row in zip(labelled.song_ids, labelled.meta_targets)}
+    # "e" is in the dropped bucket, "f" newer than every training song, "g" older than the grid.
+    assert hot == {"a": 0, "b": 0, "c": 1, "d": 1, "e": None, "f": None, "g": None}
+
+
+def _run_config(method: str = "random", metadata: str = "artist", seed: int = 0, **labels: int) -> RunConfig:
+    return RunConfig(labels=LabelConfig(n_moods=labels.pop("n_moods", 3), metadata=metadata, **labels),
+                     split=SplitConfig(method=method, seed=seed))  # type: ignore[arg-type]
+
+
+def test_label_and_split_chooses_metadata_from_the_training_split() -> None:
+    records = [song(f"s{i:02d}", ("m", "n") if i % 3 else ("m",), f"art{i % 7}", 2000 + i % 11)
+               for i in range(40)] + [song("untagged", ("zzz",), "art0")]
+    config = _run_config(metadata="artist+year", n_moods=2, n_artists=3)
+    labelled, splits = label_and_split(records, config)
+    assert "untagged" not in labelled.song_ids and labelled.mood_names == ["m", "n"]
+    train = [labelled.song_ids[i] for i in splits["train"]]
+    assert labelled.meta_names == build_labels(records, config.labels, metadata_from=train).meta_names
+    # The split is the one the moods alone give: metadata never moves a song.
+    from mtlmood.splits import split_songs
+    alone = split_songs(build_labels(records, LabelConfig(n_moods=2, metadata="none")), config.split)
+    assert all(np.array_equal(splits[k], alone[k]) for k in splits)
+    # Every metadata class has a positive among the training songs.
+    assert labelled.meta_targets[splits["train"]].sum(axis=0).min() >= 1
+
+
+def test_split_facts_count_songs_labels_and_artist_overlap() -> None:
+    records = [song("1", ("m",), "ann", 2001), song("2", ("m",), "ann", 2002), song("3", ("m",), "bob", 2003),
+               song("4", ("m",), "ann", 2004), song("5", ("m",), "cat", 2005), song("6", ("m",), None, 2006),
+               song("7", ("m",), "dan", 2007)]
+    labelled = build_labels(records, LabelConfig(n_moods=1, metadata="artist+year", n_artists=5),
+                            metadata_from=["1", "2", "3"])
+    splits = {"train": np.array([0, 1, 2]), "validation": np.array([6]), "test": np.array([3, 4, 5])}
+    facts = split_facts(labelled, splits)
+    assert facts == {"songs": {"train": 3, "validation": 1, "test": 3}, "n_mood_labels": 1, "n_meta": 3,
+                     "n_artist_classes": 2, "n_year_classes": 1, "artists_train": 2, "artists_test": 2,
+                     "artists_shared_train_test": 1, "test_songs_artist_in_train": 1,
+                     "test_songs_artist_in_train_percent": pytest.approx(100 / 3)}
+
+
+def test_mtg_jamendo_official_split_is_artist_disjoint(mtg_records: list[SongRecord]) -> None:
+    config = _run_config(method="official", metadata="artist", n_moods=3)
+    labelled, splits = label_and_split(mtg_records, config)
+    assert len(labelled) == 4346  # moods are still ranked over every song
+    facts = split_facts(labelled, splits)
+    assert facts["n_meta"] == facts["n_artist_classes"] == 50 and facts["n_year_classes"] == 0
+    assert facts["artists_train"] > 0 and facts["artists_test"] > 0
+    # MTG-Jamendo's official splits keep every artist in one part: no test song's artist is a class.
+    assert facts["artists_shared_train_test"] == 0 and facts["test_songs_artist_in_train"] == 0
+    assert labelled.meta_targets[splits["test"]].sum() == 0
+    assert labelled.meta_targets[splits["train"]].sum(axis=0).min() >= 1
+    # All-songs counting (the old rule) would have made some test-only artists classes.
+    everyone = build_labels(mtg_records, config.labels)
+    assert set(everyone.meta_names) != set(labelled.meta_names)
+
+
+def test_mtg_jamendo_random_split_shares_artists(mtg_records: list[SongRecord]) -> None:
+    labelled, splits = label_and_split(mtg_records, _run_config(method="random", n_moods=3))
+    facts = split_facts(labelled, splits)
+    assert sum(facts["songs"].values()) == 4346
+    assert facts["artists_shared_train_test"] > 0 and facts["test_songs_artist_in_train_percent"] > 50
