@@ -44,6 +44,9 @@ class ModelCard:
 
     ``meta_names`` are the metadata head's outputs (empty for a baseline, which has
     no metadata head). ``run_config`` is the full resolved RunConfig as a dict.
+    ``alpha`` is the metadata-loss weight the model was trained with; with
+    ``alpha_mode`` "learned" (uncertainty weighting) it is the effective alpha,
+    exp(-s_meta) / exp(-s_mood), of the saved (best) epoch.
     """
 
     mood_names: list[str]
@@ -61,17 +64,19 @@ class ModelCard:
     created_at: str = ""
     checkpoint_id: str = ""
     format: int = CARD_FORMAT
+    alpha_mode: str = "fixed"  # "fixed" | "learned"; cards written before it existed are "fixed"
 
     @classmethod
     def for_run(cls, config: RunConfig, mood_names: list[str], meta_names: list[str], alpha: float,
-                metrics: Optional[dict[str, Any]] = None) -> "ModelCard":
-        """The card of a model trained with ``config`` (``meta_names`` = its metadata head's outputs)."""
+                metrics: Optional[dict[str, Any]] = None, alpha_mode: str = "fixed") -> "ModelCard":
+        """The card of a model trained with ``config`` (``meta_names`` = its metadata head's outputs;
+        ``alpha`` the effective alpha when ``alpha_mode`` is "learned")."""
         from mtlmood.metrics import json_safe  # lazy: keeps sklearn out of card-only readers
 
         return cls(mood_names=list(mood_names), meta_names=list(meta_names), model=config.model,
                    features=config.features, alpha=float(alpha), dataset=config.dataset, labels=config.labels,
                    split=config.split, metrics=json_safe(metrics or {}), seed=config.train.seed,
-                   run_config=to_dict(config))
+                   run_config=to_dict(config), alpha_mode=alpha_mode)
 
     @classmethod
     def from_fit(cls, result: Any, config: Optional[RunConfig] = None,
@@ -81,7 +86,8 @@ class ModelCard:
         metrics = result.metrics_summary()
         if test_metrics is not None:
             metrics["test"] = test_metrics
-        return cls.for_run(config or result.config, result.mood_names, result.meta_names, result.alpha, metrics)
+        return cls.for_run(config or result.config, result.mood_names, result.meta_names, result.alpha, metrics,
+                           alpha_mode=getattr(result, "alpha_mode", "fixed"))
 
     @property
     def n_moods(self) -> int:

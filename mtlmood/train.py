@@ -18,10 +18,18 @@ called after every epoch on every rank: it can report metrics, save
 ``torch.load(weights_only=True)``) and return True to stop. ``fit(...,
 resume=state_dict)`` continues exactly where that state left off.
 
+``train.alpha: learned`` trains the loss weights too (uncertainty weighting,
+``mtlmood.loss.UncertaintyWeights``): its two log-variances are optimised by the
+same Adam, saved and restored with the rest of the state, and every epoch reports
+the effective alpha they amount to (``EpochResult.alpha``).
+
 Under torch.distributed (Ray Train's TorchTrainer initialises the process group)
 the model is wrapped in DistributedDataParallel, each rank draws disjoint batches,
 rank 0 alone scores the validation set and broadcasts the scores, so every rank
-takes the same early-stopping decision.
+takes the same early-stopping decision. Learned loss weights stay outside the
+DDP-wrapped model (its checkpoints stay plain MoodCNN state_dicts); their
+gradients are averaged over the ranks after each backward, as DDP does for the
+model's, so every rank holds the same weights.
 """
 
 from __future__ import annotations
@@ -44,7 +52,7 @@ from mtlmood.checkpoint import ModelCard, cpu_copy, save_checkpoint
 from mtlmood.config import RunConfig, save_config, to_dict
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.fileio import atomic_write_json
-from mtlmood.loss import multitask_loss, resolve_alpha
+from mtlmood.loss import AlphaMode, UncertaintyWeights, alpha_mode, multitask_loss, resolve_alpha
 from mtlmood.metrics import Scores, json_safe, macro_scores, song_probabilities
 from mtlmood.model import MoodCNN
 from mtlmood.rundata import RunData, load_run_data
@@ -70,7 +78,9 @@ _VAL_KEYS = ("roc_auc", "pr_auc", "prevalence", "n_songs", "n_labels", "excluded
 @dataclass
 class EpochResult:
     """One finished epoch. Losses are means over the epoch's batches (all ranks);
-    ``val`` holds the validation song-level scores in percent."""
+    ``val`` holds the validation song-level scores in percent; ``alpha`` is the
+    metadata-loss weight (with ``train.alpha: learned``, the effective alpha at the
+    end of the epoch)."""
 
     epoch: int  # 1-based
     train_loss: float
@@ -81,6 +91,7 @@ class EpochResult:
     bad_epochs: int  # epochs since the last new best
     seconds: float  # training + validation time of this epoch
     segments_per_second: float  # training windows per second, all ranks together
+    alpha: float = math.nan  # NaN only in histories saved before this field existed
 
     def metrics(self) -> dict[str, Any]:
         """A flat dict of scalars, e.g. for ``ray.train.report``."""
@@ -88,7 +99,7 @@ class EpochResult:
                 "train_meta_loss": self.train_meta_loss, "val_roc_auc": self.val.get("roc_auc", math.nan),
                 "val_pr_auc": self.val.get("pr_auc", math.nan), "val_prevalence": self.val.get("prevalence", math.nan),
                 "is_best": self.is_best, "bad_epochs": self.bad_epochs, "seconds": self.seconds,
-                "segments_per_second": self.segments_per_second}
+                "segments_per_second": self.segments_per_second, "alpha": self.alpha}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -102,6 +113,8 @@ class TrainState:
     call ``to_dict()`` inside the callback to snapshot them. Dropout randomness is
     reseeded from (seed, epoch, rank) at each epoch start and batches are drawn from
     (seed, epoch, batch), so no RNG state needs saving for an exact resume.
+    ``alpha`` is the configured weight (1.0, the starting point, for "learned");
+    ``weighting`` holds the learned loss weights when ``alpha_mode`` is "learned".
     """
 
     epoch: int
@@ -117,6 +130,19 @@ class TrainState:
     config: Optional[RunConfig] = None
     mood_names: list[str] = field(default_factory=list)
     meta_names: list[str] = field(default_factory=list)  # the metadata head's outputs ([] for a baseline)
+    alpha_mode: AlphaMode = "fixed"
+    weighting: Optional[UncertaintyWeights] = None  # the live learned loss weights ("learned" only)
+
+    def effective_alpha(self) -> float:
+        """The metadata-loss weight now: the fixed alpha, or the learned weights' effective alpha."""
+        return self.weighting.effective_alpha if self.weighting is not None else self.alpha
+
+    def best_alpha(self) -> float:
+        """The effective alpha at the end of the best epoch (the current one before any best)."""
+        if self.weighting is None:
+            return self.alpha
+        best = next((h for h in self.history if h.epoch == self.best_epoch), None)
+        return best.alpha if best is not None else self.effective_alpha()
 
     def best_model(self) -> MoodCNN:
         """A CPU copy of the model with the best weights so far (the current ones before any
@@ -130,14 +156,17 @@ class TrainState:
         if self.config is None:
             raise ValueError("this TrainState has no config; it was not created by fit()")
         best_val = next((h.val for h in self.history if h.epoch == self.best_epoch), {})
-        card = build_card(self.config, self.mood_names, self.meta_names, self.alpha,
-                          {"best_epoch": self.best_epoch, "validation": best_val})
+        card = build_card(self.config, self.mood_names, self.meta_names, self.best_alpha(),
+                          {"best_epoch": self.best_epoch, "validation": best_val}, alpha_mode=self.alpha_mode)
         return save_checkpoint(directory, self.best_model(), card)
 
     def to_dict(self) -> dict[str, Any]:
         """A snapshot of plain tensors/ints/floats/strings/lists/dicts: ``torch.save`` it,
-        ``torch.load(..., weights_only=True)`` it, pass it to ``fit(resume=...)``."""
-        return {"format": STATE_FORMAT, "epoch": self.epoch, "alpha": self.alpha, "seed": self.seed,
+        ``torch.load(..., weights_only=True)`` it, pass it to ``fit(resume=...)``.
+        ``alpha`` is the effective alpha now; ``weighting`` the learned weights (None when fixed)."""
+        return {"format": STATE_FORMAT, "epoch": self.epoch, "alpha": self.effective_alpha(),
+                "alpha_mode": self.alpha_mode, "seed": self.seed,
+                "weighting": cpu_copy(self.weighting.state_dict()) if self.weighting is not None else None,
                 "n_moods": self.model.n_moods, "n_meta": self.model.n_meta,
                 "model": cpu_copy(self.model.state_dict()), "optimizer": cpu_copy(self.optimizer.state_dict()),
                 "best_score": self.best_score, "best_epoch": self.best_epoch,
@@ -167,7 +196,9 @@ class FitResult:
 
     ``n_meta``/``meta_names`` describe the model's metadata head: empty for a
     baseline (alpha = 0 builds no metadata head). ``test`` is the test split's
-    song-level scores (with per-label scores), in percent.
+    song-level scores (with per-label scores), in percent. ``alpha`` is the
+    metadata-loss weight; with ``alpha_mode`` "learned" it is the effective alpha
+    at the end of the best epoch (``history[i].alpha`` follows it epoch by epoch).
     """
 
     model: MoodCNN
@@ -185,6 +216,7 @@ class FitResult:
     seconds: float
     config: RunConfig
     data_summary: dict[str, Any] = field(default_factory=dict)
+    alpha_mode: AlphaMode = "fixed"  # "learned": alpha was trained (uncertainty weighting)
 
     def model_card(self) -> ModelCard:
         """The card ``save_checkpoint`` stores beside this model's weights."""
@@ -196,7 +228,7 @@ class FitResult:
     def to_dict(self) -> dict[str, Any]:
         """Everything but the model, JSON-ready (NaN -> null): the content of metrics.json."""
         return json_safe({
-            "alpha": self.alpha, "n_moods": self.n_moods, "n_meta": self.n_meta,
+            "alpha": self.alpha, "alpha_mode": self.alpha_mode, "n_moods": self.n_moods, "n_meta": self.n_meta,
             "mood_names": self.mood_names, "meta_names": self.meta_names,
             "best_epoch": self.best_epoch, "stopped_early": self.stopped_early, "seconds": self.seconds,
             "monitor": f"validation {self.config.train.monitor} (song-level macro, %)",
@@ -205,9 +237,9 @@ class FitResult:
 
 
 def build_card(config: RunConfig, mood_names: list[str], meta_names: list[str], alpha: float,
-               metrics: dict[str, Any]) -> ModelCard:
+               metrics: dict[str, Any], alpha_mode: AlphaMode = "fixed") -> ModelCard:
     """A ModelCard for a model trained with ``config`` (= ``ModelCard.for_run``)."""
-    return ModelCard.for_run(config, mood_names, meta_names, alpha, metrics)
+    return ModelCard.for_run(config, mood_names, meta_names, alpha, metrics, alpha_mode=alpha_mode)
 
 
 # ---------------------------------------------------------------- helpers
@@ -247,6 +279,19 @@ def _sync_buffers(model: nn.Module, cdev: torch.device) -> None:
         moved = buffer.data.to(cdev)
         torch.distributed.broadcast(moved, src=0)
         buffer.data.copy_(moved)
+
+
+def _average_gradients(module: nn.Module, world: int, cdev: torch.device) -> None:
+    """Average ``module``'s gradients over the ranks (what DDP does for the model's): one
+    small all-reduce, so every rank's optimizer step on it is the same."""
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads]).to(cdev)
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -324,14 +369,37 @@ def evaluate_split(model: MoodCNN, data: RunData, split: str = "test", config: O
     return SplitEvaluation(split=split, song_ids=ids, y_true=moods, y_prob=probs, scores=scores)
 
 
-def _check_resume(resume: dict[str, Any], model: MoodCNN, alpha: float) -> None:
+def _check_resume(resume: dict[str, Any], model: MoodCNN, alpha: float, mode: AlphaMode) -> None:
     if resume.get("format") != STATE_FORMAT or "model" not in resume:
         raise CheckpointError("resume state is not a TrainState.to_dict() snapshot")
     if (resume["n_moods"], resume["n_meta"]) != (model.n_moods, model.n_meta):
         raise CheckpointError(f"resume state has {resume['n_moods']} mood / {resume['n_meta']} meta outputs, "
                               f"this run {model.n_moods} / {model.n_meta}")
-    if not math.isclose(float(resume["alpha"]), alpha):
+    resumed_mode = resume.get("alpha_mode", "fixed")  # states saved before learned weights were fixed
+    if resumed_mode != mode:
+        raise CheckpointError(f"resume state was trained with a {resumed_mode} alpha "
+                              f"(alpha={resume['alpha']}), this run's alpha is {mode}")
+    if mode == "learned" and not resume.get("weighting"):
+        raise CheckpointError("resume state was trained with alpha=learned but holds no learned loss weights")
+    # A learned alpha moves during training; only a fixed one must match.
+    if mode == "fixed" and not math.isclose(float(resume["alpha"]), alpha):
         raise CheckpointError(f"resume state was trained with alpha={resume['alpha']}, this run has {alpha}")
+
+
+def _restore(state: TrainState, resume: dict[str, Any]) -> None:
+    """Load a ``TrainState.to_dict()`` snapshot into the fresh ``state`` (after checking it fits)."""
+    _check_resume(resume, state.model, state.alpha, state.alpha_mode)
+    state.model.load_state_dict(resume["model"])
+    if state.weighting is not None:
+        state.weighting.load_state_dict(resume["weighting"])
+    state.optimizer.load_state_dict(resume["optimizer"])
+    state.epoch = int(resume["epoch"])
+    state.best_score = float(resume["best_score"])
+    state.best_epoch = int(resume["best_epoch"])
+    state.best_state = resume["best_model"]
+    state.bad_epochs = int(resume["bad_epochs"])
+    # Histories saved before EpochResult.alpha existed were all trained with a fixed alpha.
+    state.history = [EpochResult(**{"alpha": float(resume["alpha"]), **h}) for h in resume["history"]]
 
 
 # ---------------------------------------------------------------- the loop
@@ -367,7 +435,8 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
     tc = config.train
     device = resolve_device(device if device is not None else tc.device)
     distributed, rank, world = _distributed()
-    alpha = resolve_alpha(tc.alpha, data.n_moods, data.n_meta)
+    mode = alpha_mode(tc.alpha)
+    alpha = resolve_alpha(tc.alpha, data.n_moods, data.n_meta)  # "learned" without metadata: ConfigError
     # The baseline (alpha = 0) gets no metadata head: it would only receive zero
     # gradients, and without it a baseline is the same model whatever the metadata set.
     n_meta = data.n_meta if alpha > 0 else 0
@@ -377,19 +446,13 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
     model = MoodCNN(config.model, data.n_moods, n_meta).to(device)
     if tc.channels_last:
         model.use_channels_last()
-    optimizer = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=(tc.beta1, tc.beta2), eps=tc.eps)
+    weighting = UncertaintyWeights().to(device) if mode == "learned" else None
+    parameters = list(model.parameters()) + (list(weighting.parameters()) if weighting is not None else [])
+    optimizer = torch.optim.Adam(parameters, lr=tc.lr, betas=(tc.beta1, tc.beta2), eps=tc.eps)
     state = TrainState(epoch=0, model=model, optimizer=optimizer, alpha=alpha, seed=tc.seed, config=config,
-                       mood_names=data.mood_names, meta_names=meta_names)
+                       mood_names=data.mood_names, meta_names=meta_names, alpha_mode=mode, weighting=weighting)
     if resume is not None:
-        _check_resume(resume, model, alpha)
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        state.epoch = int(resume["epoch"])
-        state.best_score = float(resume["best_score"])
-        state.best_epoch = int(resume["best_epoch"])
-        state.best_state = resume["best_model"]
-        state.bad_epochs = int(resume["bad_epochs"])
-        state.history = [EpochResult(**h) for h in resume["history"]]
+        _restore(state, resume)
 
     if data.cache.bank.shape[1] != config.model.n_mels:  # before a device upload, not after
         raise ConfigError(f"the feature cache has {data.cache.bank.shape[1]} mel bands, "
@@ -420,8 +483,9 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
     autocast_dtype = torch.bfloat16 if tc.bf16 else None
 
     stop = state.bad_epochs >= tc.patience
-    log.info("training %d moods, %d metadata labels, alpha=%.4g, %d train songs, %d batches/epoch on %s%s, "
-             "%s sampler%s", data.n_moods, n_meta, alpha, len(train_ids), sampler.batches_per_epoch, device,
+    log.info("training %d moods, %d metadata labels, alpha=%s, %d train songs, %d batches/epoch on %s%s, "
+             "%s sampler%s", data.n_moods, n_meta, "learned" if weighting is not None else f"{alpha:.4g}",
+             len(train_ids), sampler.batches_per_epoch, device,
              f" (rank {rank}/{world})" if distributed else "", sampler_kind,
              f" ({bank_bytes / 2**20:.0f} MiB of frames on {device})" if sampler_kind == "device" else "")
     for epoch in range(state.epoch + 1, tc.max_epochs + 1):
@@ -438,9 +502,12 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
             meta_y = meta_all if n_meta else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_dtype is not None):
                 mood_logits, meta_logits = net(x)
-            total, mood_loss, meta_loss = multitask_loss(mood_logits, meta_logits, mood_y, meta_y, alpha)
+            total, mood_loss, meta_loss = multitask_loss(mood_logits, meta_logits, mood_y, meta_y,
+                                                         weighting if weighting is not None else alpha)
             optimizer.zero_grad(set_to_none=True)
             total.backward()
+            if distributed and weighting is not None:
+                _average_gradients(weighting, world, _collective_device(device))
             optimizer.step()
             # Accumulate on the device: no host sync per step.
             sums += torch.stack([total.detach(), mood_loss.detach(), meta_loss.detach()]).double()
@@ -473,7 +540,8 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
         result = EpochResult(epoch=epoch, train_loss=losses[0], train_mood_loss=losses[1],
                              train_meta_loss=losses[2], val=val, is_best=is_best, bad_epochs=state.bad_epochs,
                              seconds=time.perf_counter() - t0,
-                             segments_per_second=tc.batch_size * sampler.local_batches * world / train_seconds)
+                             segments_per_second=tc.batch_size * sampler.local_batches * world / train_seconds,
+                             alpha=state.effective_alpha())
         state.history.append(result)
         stop = state.bad_epochs >= tc.patience
         if callback is not None:
@@ -499,9 +567,10 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
         evaluation = holder[0]
     assert evaluation is not None
     return FitResult(model=model, history=list(state.history), best_epoch=state.best_epoch, best_val=best_val,
-                     test=evaluation.scores, test_evaluation=evaluation, alpha=alpha, n_moods=data.n_moods, n_meta=n_meta, mood_names=data.mood_names,
-                     meta_names=meta_names, stopped_early=stopped_early, seconds=time.perf_counter() - started,
-                     config=config, data_summary=data.summary())
+                     test=evaluation.scores, test_evaluation=evaluation, alpha=state.best_alpha(),
+                     n_moods=data.n_moods, n_meta=n_meta, mood_names=data.mood_names, meta_names=meta_names,
+                     stopped_early=stopped_early, seconds=time.perf_counter() - started, config=config,
+                     data_summary=data.summary(), alpha_mode=mode)
 
 
 def format_epoch(result: EpochResult, max_epochs: int, monitor: str = "pr_auc") -> str:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mtlmood.config import ModelConfig
 from mtlmood.errors import ConfigError
-from mtlmood.loss import multitask_loss, resolve_alpha
+from mtlmood.loss import UncertaintyWeights, multitask_loss, resolve_alpha
 from mtlmood.model import MoodCNN
 
 
@@ -18,6 +18,12 @@ def test_resolve_alpha_auto_is_the_paper_heuristic() -> None:
     assert resolve_alpha("auto", 3, 50) == pytest.approx(0.06)
     assert resolve_alpha("auto", 3, 59) == pytest.approx(3 / 59)
     assert resolve_alpha(" AUTO ", 50, 50) == 1.0
+
+
+def test_resolve_alpha_learned_starts_at_one_and_needs_metadata() -> None:
+    assert resolve_alpha("learned", 3, 50) == 1.0
+    with pytest.raises(ConfigError, match="labels.metadata"):
+        resolve_alpha("LEARNED", 3, 0)
 
 
 def test_resolve_alpha_numbers_and_no_metadata() -> None:
@@ -80,3 +86,11 @@ def test_alpha_scales_the_metadata_gradient_only() -> None:
     assert torch.count_nonzero(grads[0.0][0]) == 0  # baseline: the metadata head learns nothing
     assert torch.count_nonzero(grads[1.0][0]) > 0
     assert torch.allclose(grads[0.0][1], grads[1.0][1])  # the mood head's gradient is alpha-free
+
+
+def test_uncertainty_weights_start_as_alpha_one() -> None:
+    mood, meta, mood_t, meta_t = _batch(2)
+    total, mood_loss, meta_loss = multitask_loss(mood, meta, mood_t, meta_t, UncertaintyWeights())
+    assert torch.allclose(total, mood_loss + meta_loss)  # exp(0) = 1 each, log-variance term 0
+    fixed = multitask_loss(mood, meta, mood_t, meta_t, 1.0)[0]
+    assert torch.allclose(total, fixed)

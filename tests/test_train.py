@@ -68,6 +68,11 @@ def test_baseline_and_multitask_beat_chance_on_test(baseline: FitResult, multita
     assert mt.alpha == pytest.approx(3 / 6) and mt.n_meta == 6 and mt.model.meta_head is not None
     assert all(h.train_loss == pytest.approx(h.train_mood_loss + mt.alpha * h.train_meta_loss)
                for h in mt.history)
+    # A fixed alpha is reported every epoch, unchanged; the card says it was fixed.
+    assert baseline.alpha_mode == mt.alpha_mode == "fixed" and mt.model_card().alpha_mode == "fixed"
+    assert all(h.alpha == mt.alpha and h.metrics()["alpha"] == mt.alpha for h in mt.history)
+    assert all(h.alpha == 0.0 for h in baseline.history)
+    assert mt.data_summary["split_facts"]["songs"] == mt.data_summary["songs"]
 
 
 def test_best_weights_are_restored(multitask: dict[str, Any]) -> None:
