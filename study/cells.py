@@ -1,44 +1,105 @@
-"""Study cells: one per (dataset, n_moods, metadata set), with the paper's heuristic alpha.
+"""Study cells: one per (dataset, mood count, metadata set), with the paper's heuristic alpha.
 
-The heuristic alpha = N_mood / N_meta depends on how many labels the data really
-yields (a small dataset may have fewer than 50 artists), so it is computed from
-the labelled songs before the search starts, not assumed.
+The heuristic alpha = N_mood / N_meta depends on how many labels the data really yields
+(a small dataset may have fewer than 50 artists; metadata classes come from training
+songs only), so it is computed from the labelled, split songs before the search starts,
+not assumed. Each cell also keeps the facts a reviewer needs next to its results: label
+counts, songs per split, and how many test songs have an artist seen in training.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from mtlmood.datasets import load_run_songs
-from mtlmood.labels import build_labels
-from study.config import StudyConfig
+from mtlmood.fileio import atomic_write_text
+from mtlmood.rundata import label_and_split, split_facts
+from study.config import StudyConfig, trial_run_config
+
+TEST_SONGS_FILE = "test_songs.csv"
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One (dataset, n_moods, metadata) combination of the study."""
+    """One (dataset, n_moods, metadata) combination of the study; metadata "none" = the baseline."""
 
     dataset: str
-    n_moods: int
+    n_moods: int  # the mood count asked for (the cell's factor)
     metadata: str
-    n_meta: int
-    heuristic_alpha: float  # N_mood / N_meta; 0 for the baseline cell (metadata none)
+    n_mood_labels: int  # mood labels the data really has (fewer when it has fewer tags)
+    n_meta: int  # metadata classes present in the training songs
+    heuristic_alpha: float  # N_mood / N_meta; 0 for the baseline
+    tag_set: str = "moods"
+    facts: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def key(self) -> str:
-        return f"{self.n_moods}|{self.metadata}"
+        return cell_key(self.n_moods, self.metadata)
+
+    @property
+    def label(self) -> str:
+        unit = "tags" if self.tag_set == "all" else "moods"
+        return f"{self.dataset} · {self.n_moods} {unit} · {self.metadata}"
+
+    @property
+    def slug(self) -> str:
+        return cell_slug(self.n_moods, self.metadata)
 
 
-def study_cells(study: StudyConfig) -> dict[str, Cell]:
-    """Every cell of the study, baselines (metadata "none") included, keyed by ``n_moods|metadata``."""
+def cell_key(n_moods: int, metadata: str) -> str:
+    """The cell's key in configs and tables: ``"n_moods|metadata"``."""
+    return f"{int(n_moods)}|{metadata}"
+
+
+def cell_slug(n_moods: int, metadata: str) -> str:
+    """A file-name-safe cell name, e.g. ``3-artist+year``."""
+    return re.sub(r"[^A-Za-z0-9+_.-]", "_", f"{int(n_moods)}-{metadata}")
+
+
+def parse_cell_key(key: str) -> tuple[int, str]:
+    """``"3|artist"`` -> (3, "artist")."""
+    n_moods, _, metadata = key.partition("|")
+    return int(n_moods), metadata
+
+
+def study_cells(study: StudyConfig, write_to: Path | None = None) -> dict[str, Cell]:
+    """Every cell of the study, baselines (metadata "none") included, keyed by ``n_moods|metadata``.
+
+    With ``write_to`` each cell's test songs (id, split group, artist) go to
+    ``<write_to>/<slug>/test_songs.csv``: the report's bootstrap resamples them by song,
+    track or artist.
+    """
     records = load_run_songs(study.run)
     cells: dict[str, Cell] = {}
     for n_moods in study.search.n_moods:
         for metadata in ["none", *study.search.metadata]:
-            labels = build_labels(records, replace(study.run.labels, n_moods=int(n_moods), metadata=metadata),
-                                  dataset=study.run.dataset.name)
-            n_mood_labels = labels.n_moods  # may be < n_moods when the data has fewer tags
-            heuristic = n_mood_labels / labels.n_meta if labels.n_meta else 0.0
-            cell = Cell(study.run.dataset.name, int(n_moods), metadata, labels.n_meta, heuristic)
+            run = trial_run_config(study, int(n_moods), metadata, 0.0, 0)
+            labelled, splits = label_and_split(records, run)
+            heuristic = labelled.n_moods / labelled.n_meta if labelled.n_meta else 0.0
+            cell = Cell(study.run.dataset.name, int(n_moods), metadata, labelled.n_moods, labelled.n_meta,
+                        heuristic, run.dataset.tag_set, split_facts(labelled, splits))
             cells[cell.key] = cell
+            if write_to is not None:
+                _write_test_songs(Path(write_to) / cell.slug / TEST_SONGS_FILE, labelled, splits["test"])
     return cells
+
+
+def _write_test_songs(path: Path, labelled: Any, rows: Any) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["song_id", "group", "artist"])
+    artists = getattr(labelled, "artists", None) or [""] * len(labelled)
+    for row in rows:
+        writer.writerow([labelled.song_ids[row], labelled.groups[row], artists[row]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def metadata_cells(cells: dict[str, Cell]) -> list[Cell]:
+    """The cells alpha is searched in (metadata != none), in config order."""
+    return [cell for cell in cells.values() if cell.metadata != "none"]

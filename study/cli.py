@@ -20,11 +20,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = actions.add_parser("run", help="run (or resume) a study from a YAML config")
     run.add_argument("config", help="study YAML, or a name from study/configs (e.g. synthetic)")
     run.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set search.num_samples=8 (repeatable)")
+                     help="override a setting, e.g. --set search.trials_per_cell=8 (repeatable)")
     run.add_argument("--address", default=None,
                      help="Ray cluster to join: 'auto' inside a cluster / Ray job; default starts local Ray")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     run.set_defaults(func=cmd_run)
+
+    plan = actions.add_parser("plan", help="dry run: print the cells (labels, N_meta, heuristic, splits) and the "
+                                           "planned trials without training")
+    plan.add_argument("config", help="study YAML, or a name from study/configs (e.g. mtg-jamendo)")
+    plan.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a setting (repeatable)")
+    plan.set_defaults(func=cmd_plan)
 
     report = actions.add_parser("report", help="write the trial table, Table 1 with CIs, verdicts and plots")
     report.add_argument("run_dir", help="the study's directory (<storage_path>/<name>)")
@@ -40,7 +47,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
-def _print_outcome(run_dir: Path, best: str) -> None:
+def print_outcome(run_dir: Path, best: str) -> None:
+    """Where the report, tables and checkpoint are, and the verdict lines."""
+    from study.report.writer import verdict_summary
+
+    summary = verdict_summary(run_dir)
+    if summary:
+        print("\nverdict (test PR-AUC, Holm-adjusted; see the report for ROC-AUC and the method):")
+        print("  " + summary.replace("\n", "\n  "))
     print(f"\nreport:          {run_dir / 'report' / 'report.md'}  (HTML: report.html, plots in report/plots)")
     print(f"trial table:     {run_dir / 'report' / 'trials.csv'}")
     if best:
@@ -56,16 +70,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = load_study_config(args.config, args.overrides)
     init_ray(args.address, args.num_cpus)
     outcome = run_study(study)
-    _print_outcome(Path(outcome.run_dir), outcome.best_checkpoint)
+    print_outcome(Path(outcome.run_dir), outcome.best_checkpoint)
     return 0
 
 
 def load_trials(run_dir: Path) -> pd.DataFrame:
     """The trial tables of a study's finished phases."""
-    from study.runner import CONFIRM, SEARCH, TRIALS_FILE
+    from study.runner import CURVE, SEARCH, TRIALS_FILE
 
     tables = [pd.read_parquet(run_dir / phase / TRIALS_FILE)
-              for phase in (SEARCH, CONFIRM) if (run_dir / phase / TRIALS_FILE).exists()]
+              for phase in (SEARCH, CURVE) if (run_dir / phase / TRIALS_FILE).exists()]
     if not tables:
         raise ConfigError(f"{run_dir} holds no finished study phase; run `mtlmood study run` to start or resume it")
     return pd.concat(tables, ignore_index=True)
@@ -73,7 +87,7 @@ def load_trials(run_dir: Path) -> pd.DataFrame:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from study.config import load_study_config
-    from study.report_writer import write_study_report
+    from study.report.writer import write_study_report
 
     run_dir = Path(args.run_dir)
     config_file = run_dir / "study_config.yaml"
@@ -82,7 +96,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     study = load_study_config(config_file, [f"storage_path={run_dir.resolve().parent}",
                                             f"name={run_dir.resolve().name}"])
     best = write_study_report(study, load_trials(run_dir))
-    _print_outcome(run_dir, best)
+    print_outcome(run_dir, best)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from study.plan import print_plan
+    from study.config import load_study_config
+
+    print_plan(load_study_config(args.config, args.overrides))
     return 0
 
 

@@ -16,8 +16,8 @@ from study.config import load_study_config
 
 
 def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None) -> None:
-    """synth -> prepare -> study (search + confirm) -> report, printing where results are."""
-    from study.cli import _print_outcome
+    """synth -> prepare -> study (search + curve) -> report, printing where results are."""
+    from study.cli import print_outcome
     from study.ray_session import init_ray
     from study.runner import run_study
 
@@ -42,4 +42,4 @@ def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None)
     init_ray(None, num_cpus)
     outcome = run_study(study)
     print(f"[4/4] done in {time.monotonic() - start:.0f} s", flush=True)
-    _print_outcome(Path(outcome.run_dir), outcome.best_checkpoint)
+    print_outcome(Path(outcome.run_dir), outcome.best_checkpoint)

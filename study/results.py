@@ -1,89 +1,130 @@
-"""Tune results -> the trial table (one row per trial), and the best alpha per cell."""
+"""The trial table: one row per run (a trial of the search, or one seed of a curve trial).
+
+Search rows come from Tune's results (a trial ASHA stopped has validation scores but no
+test scores: it never finished). Curve rows come from each run's ``result.json``, found
+at a path that depends only on (cell, arm, seed): a trial that trained several seeds
+gives several rows, and a row is never a copy of another arm's. Paths in the table are
+relative to the study's run directory, so a study copied elsewhere still reads.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
 from study.cells import Cell
-from study.config import StudyConfig
-from study.trial import MODEL_DIR, PREDICTIONS_FILE, resolve_choice
+from study.trial import FATAL, RESULT_FILE
 
-COLUMNS = ["trial_id", "trial_number", "phase", "status", "dataset", "n_moods", "metadata", "n_meta", "alpha", "role",
-           "heuristic_alpha", "seed", "epochs", "best_epoch", "early_stopped", "val_roc_auc", "val_pr_auc",
-           "test_roc_auc", "test_pr_auc", "time_s", "checkpoint_path", "predictions_path", "error"]
-
-
-def _num(metrics: dict[str, Any], key: str) -> float:
-    value = metrics.get(key)
-    return float(value) if value is not None else math.nan
+COLUMNS = ["phase", "trial_id", "cell", "dataset", "n_moods", "metadata", "n_mood_labels", "n_meta", "arm",
+           "alpha", "alpha_factor", "alpha_mode", "heuristic_alpha", "seed", "status", "early_stopped", "epochs",
+           "best_epoch", "val_roc_auc", "val_pr_auc", "test_roc_auc", "test_pr_auc", "test_prevalence",
+           "train_seconds", "checkpoint_path", "predictions_path", "error"]
 
 
-def trial_table(grid: Any, phase: str, cells: dict[str, Cell], study: StudyConfig) -> pd.DataFrame:
-    """One row per trial of a finished (or stopped) Tune phase; errored trials are kept as rows."""
-    heuristics = {key: cell.heuristic_alpha for key, cell in cells.items()}
+def _relative(path: Path, run_dir: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(run_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def row_from_result(record: dict[str, Any], out_dir: Path, run_dir: Path, cell: Cell) -> dict[str, Any]:
+    """A table row from one finished run's result.json."""
+    row = {c: record.get(c, math.nan) for c in COLUMNS}
+    row.update({"dataset": cell.dataset, "heuristic_alpha": cell.heuristic_alpha, "status": "TERMINATED",
+                "early_stopped": False, "error": "", "n_mood_labels": record.get("n_mood_labels", cell.n_mood_labels),
+                "checkpoint_path": _relative(out_dir / record["checkpoint"], run_dir),
+                "predictions_path": _relative(out_dir / record["predictions"], run_dir) if record.get("predictions")
+                else ""})
+    return row
+
+
+def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[str, Any]]:
+    """One row per search trial; stopped trials keep the best validation score they reached."""
     rows = []
-    for number, result in enumerate(grid):  # the grid lists trials in launch order
+    for result in grid:
+        config = result.config or {}
         metrics = dict(result.metrics or {})
-        choice = resolve_choice(result.config or {}, heuristics, study.search.training_seed)
-        cell = cells.get(f"{choice['n_moods']}|{choice['metadata']}")
-        done = bool(metrics.get("final"))
-        ckpt = str(metrics.get("checkpoint_path") or "") if done else ""
-        predictions = str(Path(ckpt, PREDICTIONS_FILE)) if ckpt else ""
-        rows.append({
-            "trial_id": str(metrics.get("trial_id") or Path(result.path or "").name),
-            "trial_number": number,
-            "phase": phase,
-            "status": "ERROR" if result.error else "TERMINATED",
-            "dataset": study.run.dataset.name,
-            "n_moods": choice["n_moods"],
-            "metadata": choice["metadata"],
-            "n_meta": cell.n_meta if cell else 0,
-            "alpha": choice["alpha"],
-            "role": "baseline" if choice["metadata"] == "none" and phase == "search" else choice["role"],
-            "heuristic_alpha": choice["heuristic_alpha"] if choice["metadata"] != "none" else math.nan,
-            "seed": choice["seed"],
-            "epochs": int(metrics.get("epoch", 0) or 0),
-            "best_epoch": int(metrics.get("best_epoch", 0) or 0),
-            # A trial that never sent its final (test) report was stopped by the scheduler.
-            "early_stopped": (not done) and result.error is None,
-            "val_roc_auc": _num(metrics, "val_roc_auc"),
-            "val_pr_auc": _num(metrics, "val_pr_auc"),
-            "test_roc_auc": _num(metrics, "test_roc_auc"),
-            "test_pr_auc": _num(metrics, "test_pr_auc"),
-            "time_s": _num(metrics, "time_total_s"),
-            "checkpoint_path": str(Path(ckpt, MODEL_DIR)) if ckpt else "",
-            "predictions_path": predictions,
-            "error": str(result.error).splitlines()[0][:300] if result.error else "",
-        })
+        key = str(config.get("cell", ""))
+        cell = cells.get(key)
+        if cell is None:
+            continue
+        trial_id = str(metrics.get("trial_id") or Path(result.path or "").name)
+        finished = bool(metrics.get("final")) and FATAL not in metrics
+        history = result.metrics_dataframe
+        best_val = math.nan
+        if history is not None and "val_pr_auc" in history:
+            best_val = float(pd.to_numeric(history["val_pr_auc"], errors="coerce").max())
+        out = next(Path(run_dir, "runs", "search", cell.slug, trial_id).glob(f"seed-*/{RESULT_FILE}"), None)
+        if finished and out is not None:
+            row = row_from_result(json.loads(out.read_text()), out.parent, run_dir, cell)
+        else:
+            factor = float(config.get("alpha_factor", math.nan))
+            row = {c: math.nan for c in COLUMNS}
+            row.update({"phase": "search", "trial_id": trial_id, "cell": key, "dataset": cell.dataset,
+                        "n_moods": cell.n_moods, "metadata": cell.metadata, "n_mood_labels": cell.n_mood_labels,
+                        "n_meta": cell.n_meta, "arm": "search", "alpha": factor * cell.heuristic_alpha,
+                        "alpha_factor": factor, "alpha_mode": "fixed", "heuristic_alpha": cell.heuristic_alpha,
+                        "seed": metrics.get("seed", math.nan), "epochs": metrics.get("epoch", math.nan),
+                        "val_pr_auc": best_val, "checkpoint_path": "", "predictions_path": "",
+                        "status": "ERROR" if result.error or FATAL in metrics else "TERMINATED",
+                        # A trial that never sent its final (tested) report was stopped by ASHA.
+                        "early_stopped": result.error is None and FATAL not in metrics,
+                        "error": str(metrics.get(FATAL) or (str(result.error).splitlines()[0][:300]
+                                                             if result.error else ""))})
+        row["trial_id"] = trial_id
+        rows.append(row)
+    return rows
+
+
+def curve_rows(jobs: Iterable[dict[str, Any]], runs_of: Any, cells: dict[str, Cell], run_dir: Path,
+               errors: dict[str, str]) -> list[dict[str, Any]]:
+    """One row per (job, seed): from its result.json, or an ERROR row naming why it is missing."""
+    rows = []
+    for job in jobs:
+        cell = cells[job["cell"]]
+        for run in runs_of(job):
+            out_dir = Path(run["out_dir"])
+            if (out_dir / RESULT_FILE).exists():
+                rows.append(row_from_result(json.loads((out_dir / RESULT_FILE).read_text()), out_dir, run_dir, cell))
+                continue
+            row = {c: math.nan for c in COLUMNS}
+            row.update({"phase": "curve", "trial_id": "", "cell": job["cell"], "dataset": cell.dataset,
+                        "n_moods": cell.n_moods, "metadata": cell.metadata, "n_mood_labels": cell.n_mood_labels,
+                        "n_meta": cell.n_meta, "arm": job["arm"], "alpha": job["alpha"] if job["arm"] != "learned"
+                        else math.nan, "alpha_factor": job.get("alpha_factor", math.nan), "alpha_mode":
+                        "learned" if job["arm"] == "learned" else "fixed", "heuristic_alpha": cell.heuristic_alpha,
+                        "seed": run["seed"], "status": "ERROR", "early_stopped": False, "checkpoint_path": "",
+                        "predictions_path": "", "error": errors.get(job_name(job), "the run did not finish")})
+            rows.append(row)
+    return rows
+
+
+def job_name(job: dict[str, Any]) -> str:
+    """A readable id of a curve job (cell, arm, seeds)."""
+    return f"{job['cell']}:{job['arm']}:{','.join(str(s) for s in job['seeds'])}"
+
+
+def trial_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The table, in a stable order: phase, cell, alpha, seed."""
     table = pd.DataFrame(rows, columns=COLUMNS)
-    return table.sort_values(["n_moods", "metadata", "alpha", "seed"], kind="stable").reset_index(drop=True)
+    for column in ("n_moods", "n_mood_labels", "n_meta"):
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
+    return table.sort_values(["phase", "n_moods", "metadata", "arm", "alpha", "seed"],
+                             kind="stable").reset_index(drop=True)
 
 
-def best_alpha_per_cell(search: pd.DataFrame) -> dict[str, float]:
-    """Per cell (``n_moods|metadata``, metadata != none): the alpha with the best *validation* PR-AUC.
-
-    Trials that ran to their end are preferred; when the scheduler stopped every trial
-    of a cell (ASHA compares trials across cells, so a strong baseline can stop them all),
-    the best stopped one is taken. Selection never looks at test metrics, so the test
-    set stays an honest estimate in phase 2.
-    """
-    usable = search[(search["status"] == "TERMINATED") & (search["metadata"] != "none") &
-                    search["val_pr_auc"].notna()]
-    best: dict[str, float] = {}
-    for (n_moods, metadata), group in usable.groupby(["n_moods", "metadata"]):
-        finished = group[~group["early_stopped"].astype(bool)]
-        pool = finished if not finished.empty else group
-        best[f"{int(n_moods)}|{metadata}"] = float(pool.loc[pool["val_pr_auc"].idxmax(), "alpha"])
-    return best
-
-
-def best_trial(trials: pd.DataFrame) -> pd.Series | None:
-    """The winning trial for serving: best validation PR-AUC among finished trials with a checkpoint."""
-    usable = trials[(trials["checkpoint_path"] != "") & trials["val_pr_auc"].notna()]
-    if usable.empty:
+def tuned_alpha_factor(search: pd.DataFrame, key: str) -> float | None:
+    """The tuned alpha of one cell, as a multiple of its heuristic: the best *validation*
+    PR-AUC among the cell's search trials that ran to their end (ASHA lets the best go on);
+    if ASHA stopped all of them, the best validation score any reached. Never test scores."""
+    rows = search[(search["cell"] == key) & search["val_pr_auc"].notna() & (search["status"] == "TERMINATED")]
+    if rows.empty:
         return None
-    return usable.loc[usable["val_pr_auc"].idxmax()]
+    finished = rows[~rows["early_stopped"].astype(bool)]
+    pool = finished if not finished.empty else rows
+    return float(pool.loc[pool["val_pr_auc"].idxmax(), "alpha_factor"])

@@ -1,32 +1,43 @@
-"""Runs an alpha study on Ray: phase 1 (Optuna TPE + ASHA) then phase 2 (seeds), resumable.
+"""Runs an alpha study on Ray: search (per cell) -> curve (fresh seeds) -> reference -> report; resumable.
 
-Each phase is its own Tune experiment under ``<storage_path>/<name>/``. Re-running the
-same study resumes it: a finished phase is read back from disk, an interrupted phase
-is restored with ``Tuner.restore`` (Optuna and ASHA state included), finished trials
-are neither lost nor re-run, and interrupted trials continue from their last checkpoint.
+Each Tune phase is its own experiment under ``<storage_path>/<name>/``. Re-running the
+same study resumes it: a finished phase is read back from disk, an interrupted phase is
+restored with ``Tuner.restore`` (each cell's Optuna study and ASHA rungs included),
+finished runs are never re-trained (their ``result.json`` is on disk) and interrupted
+ones continue from their last epoch checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
+import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from ray import tune
 
-from mtlmood.config import to_dict
-from mtlmood.fileio import atomic_write_json, atomic_write_text
-from study.cells import Cell, study_cells
+from mtlmood.config import save_config, to_dict
+from mtlmood.errors import MtlmoodError
+from mtlmood.fileio import atomic_write_json
+from study.cells import Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
-from study.results import best_alpha_per_cell, trial_table
-from study.space import SEEDED, make_sampler, make_space, n_startup_trials, sampled_trials, seeded_points
-from study.trial import driver_resources, make_trial_driver
+from study.results import curve_rows, job_name, search_rows, trial_table, tuned_alpha_factor
+from study.space import make_cell_scheduler, make_cell_searcher
+from study.trial import FATAL, LEARNED, driver_resources, job_runs, make_trial_driver
 
-SEARCH, CONFIRM = "search", "confirm"
+SEARCH, CURVE = "search", "curve"
 TRIALS_FILE = "trials.parquet"
 DONE_MARKER = "phase_done.json"
+CELLS_DIR = "cells"
+
+
+class StudyFailed(MtlmoodError):
+    """A trial failed for a reason that retrying cannot fix (data, config, labels)."""
 
 
 @dataclass
@@ -51,178 +62,176 @@ def max_concurrent_trials(study: StudyConfig) -> int:
     return max(1, fits)
 
 
+def arm_name(factor: float) -> str:
+    """The curve arm of a multiple of the heuristic: "heuristic" for x1, else "x3", "x1/9"..."""
+    if math.isclose(factor, 1.0):
+        return "heuristic"
+    fraction = Fraction(factor).limit_denominator(100)
+    if math.isclose(float(fraction), factor, rel_tol=1e-6):
+        return f"x{fraction.numerator}" if fraction.denominator == 1 else f"x{fraction.numerator}/{fraction.denominator}"
+    return f"x{factor:.3g}"
+
+
+class FatalStopper(tune.Stopper):
+    """Stops the whole experiment at the first deterministic failure (see study/trial.py)."""
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if FATAL in result:
+            self.seen = True
+        return FATAL in result
+
+    def stop_all(self) -> bool:
+        return self.seen
+
+
 def _tuner(study: StudyConfig, phase: str, trainable: Any, param_space: dict[str, Any], tune_config: Any,
            callbacks: list[Any]) -> Any:
     """A new Tuner for a phase, or the restored one when the phase was interrupted."""
-    from ray import tune
-
     path = join_storage(study.run_dir, phase)
     if tune.Tuner.can_restore(path):
         print(f"[{phase}] resuming the interrupted phase from {path}", flush=True)
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=param_space)
     return tune.Tuner(
-        trainable,
-        param_space=param_space,
-        tune_config=tune_config,
+        trainable, param_space=param_space, tune_config=tune_config,
         run_config=tune.RunConfig(name=phase, storage_path=study.run_dir, callbacks=callbacks, verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=1)),
-    )
+                                  stop=FatalStopper(),
+                                  # Crashes only: deterministic failures never raise into Ray.
+                                  failure_config=tune.FailureConfig(max_failures=study.max_failures)))
 
 
-def _phase_done(study: StudyConfig, phase: str) -> bool:
-    return Path(join_storage(study.run_dir, phase), DONE_MARKER).exists()
+def _phase_file(study: StudyConfig, phase: str, name: str) -> Path:
+    return Path(join_storage(study.run_dir, phase), name)
 
 
-def _finish_phase(study: StudyConfig, phase: str, grid: Any, cells: dict[str, Cell],
-                  best_is_heuristic: tuple[str, ...] = ()) -> pd.DataFrame:
-    table = trial_table(grid, phase, cells, study)
-    if best_is_heuristic:
-        table = with_best_aliases(table, best_is_heuristic)
-    phase_dir = Path(join_storage(study.run_dir, phase))
-    table.to_parquet(phase_dir / TRIALS_FILE)
-    atomic_write_json(phase_dir / DONE_MARKER, {"trials": len(table)})
+def _stop_on_fatal(study: StudyConfig, phase: str, grid: Any) -> None:
+    """Raise one line naming the first deterministic failure; its Tune state is set aside so
+    that a re-run after the fix starts the phase afresh (finished runs stay on disk)."""
+    for result in grid:
+        metrics = result.metrics or {}
+        if FATAL in metrics:
+            config = result.config or {}
+            what = config.get("cell") or job_name(config["job"]) if config else "?"
+            trial = Path(result.path or "").name
+            logs = join_storage(study.run_dir, "logs")
+            phase_dir = Path(join_storage(study.run_dir, phase))
+            aside = phase_dir.with_name(f"{phase}.failed-{time.strftime('%Y%m%d-%H%M%S')}")
+            shutil.move(str(phase_dir), str(aside))
+            raise StudyFailed(f"trial {trial} ({what}) failed: {metrics[FATAL]} -- not retried, it would fail "
+                              f"again; traceback in {logs}/")
+
+
+def _finish_phase(study: StudyConfig, phase: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    table = trial_table(rows)
+    table.to_parquet(_phase_file(study, phase, TRIALS_FILE))
+    atomic_write_json(_phase_file(study, phase, DONE_MARKER), {"runs": len(table)})
     return table
 
 
-def search_scheduler(study: StudyConfig) -> Any:
-    """ASHA on validation PR-AUC (epochs as time), or FIFO when the scheduler is off.
+def _progress(phase: str, total: int) -> list[Any]:
+    from study.progress import ProgressTable
 
-    With ``scheduler.protect_seeded`` the seeded trials (config key ``seeded``) still enter
-    ASHA's rungs but are never stopped: they are the reference arms of the study. The
-    subclass is local to keep Ray out of this module's imports; Tune stores the scheduler
-    with cloudpickle, which keeps such a class by value, so ``Tuner.restore`` rebuilds it.
-    """
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
-
-    if not study.scheduler.enabled:
-        return FIFOScheduler()
-
-    class SeededArmsASHA(ASHAScheduler):
-        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
-            action = super().on_trial_result(tune_controller, trial, result)
-            if action == TrialScheduler.STOP and (trial.config or {}).get(SEEDED):
-                return TrialScheduler.CONTINUE  # its result is in the rung; it just goes on
-            return action
-
-    cls = SeededArmsASHA if study.scheduler.protect_seeded else ASHAScheduler
-    return cls(time_attr="training_iteration", max_t=study.run.train.max_epochs + 1,
-               grace_period=study.scheduler.grace_period, reduction_factor=study.scheduler.reduction_factor)
+    return [ProgressTable(phase, total)]
 
 
 def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
-    """Phase 1: Optuna TPE (seeded) over n_moods x metadata x alpha, ASHA on val PR-AUC."""
-    from ray import tune
+    """Phase 1: per cell, Optuna TPE over alpha (heuristic first) with ASHA rungs of its own."""
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
-    phase_dir = Path(join_storage(study.run_dir, SEARCH))
-    if _phase_done(study, SEARCH):
-        return pd.read_parquet(phase_dir / TRIALS_FILE)
-    heuristics = {key: cell.heuristic_alpha for key, cell in cells.items()}
-    points = seeded_points(study)
+    if _phase_file(study, SEARCH, DONE_MARKER).exists():
+        return pd.read_parquet(_phase_file(study, SEARCH, TRIALS_FILE))
+    searched = metadata_cells(cells)
+    total = len(searched) * study.search.trials_per_cell
+    if total == 0:
+        return trial_table([])
     concurrency = max_concurrent_trials(study)
-    # The seed goes to the sampler: OptunaSearch ignores its own seed= when given a sampler.
-    searcher = OptunaSearch(make_space(study), metric="val_pr_auc", mode="max",
-                            points_to_evaluate=points, sampler=make_sampler(study))
-    # Every sampled trial picks a metadata set: the baselines run once, as seeded points.
-    sampled = sampled_trials(study)
-    num_samples = len(points) + sampled
-    trainable = tune.with_resources(make_trial_driver(to_dict(study), heuristics, SEARCH), driver_resources(study))
-    tune_config = tune.TuneConfig(metric="val_pr_auc", mode="max",
-                                  search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-                                  scheduler=search_scheduler(study), num_samples=num_samples,
+    searcher = make_cell_searcher(study, [cell.key for cell in searched])
+    cells_dict = {key: vars(cell) for key, cell in cells.items()}
+    trainable = tune.with_resources(make_trial_driver(to_dict(study), cells_dict, SEARCH), driver_resources(study))
+    tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+                                  scheduler=make_cell_scheduler(study), num_samples=total,
                                   time_budget_s=study.search.time_budget_s or None)
-    tpe = f", TPE once {n_startup_trials(study)} have finished" if sampled else ""
-    print(f"[search] {num_samples} trials ({len(points)} seeded: baseline + heuristic alpha per cell; "
-          f"{sampled} sampled{tpe}), {concurrency} at a time", flush=True)
-    from study.progress import ProgressTable
-
-    tuner = _tuner(study, SEARCH, trainable, {}, tune_config, [ProgressTable(SEARCH, num_samples)])
-    grid = tuner.fit()
-    return _finish_phase(study, SEARCH, grid, cells)
+    print(f"[search] {len(searched)} cells x {study.search.trials_per_cell} trials (each cell its own TPE study "
+          f"and ASHA rungs, starting at the heuristic), {concurrency} at a time", flush=True)
+    grid = _tuner(study, SEARCH, trainable, {}, tune_config, _progress(SEARCH, total)).fit()
+    _stop_on_fatal(study, SEARCH, grid)
+    return _finish_phase(study, SEARCH, search_rows(grid, cells, Path(study.run_dir)))
 
 
-def best_is_heuristic(search: pd.DataFrame, cells: dict[str, Cell]) -> tuple[str, ...]:
-    """Cells whose best alpha found is the heuristic itself: their "best" arm reuses the
-    heuristic's runs (same alpha, same seeds, same deterministic result) instead of
-    training them again."""
-    best = best_alpha_per_cell(search)
-    return tuple(sorted(key for key, alpha in best.items()
-                        if key in cells and math.isclose(alpha, cells[key].heuristic_alpha, rel_tol=1e-9)))
-
-
-def with_best_aliases(confirm: pd.DataFrame, cell_keys: tuple[str, ...]) -> pd.DataFrame:
-    """Add role="best" rows that point at the heuristic runs of the given cells."""
-    keys = confirm["n_moods"].astype(int).astype(str) + "|" + confirm["metadata"]
-    heuristic = confirm[(confirm["role"] == "heuristic") & keys.isin(cell_keys)]
-    return pd.concat([confirm, heuristic.assign(role="best")], ignore_index=True)
-
-
-def confirm_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> list[dict[str, Any]]:
-    """Phase 2 jobs: baseline, heuristic alpha and best alpha found per cell, each over every seed
-    (no separate best-alpha jobs where the best alpha found is the heuristic)."""
-    best = best_alpha_per_cell(search)
-    aliased = best_is_heuristic(search, cells)
-    jobs: list[dict[str, Any]] = []
+def curve_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> list[dict[str, Any]]:
+    """Phase 2 jobs: per mood count the baseline; per metadata cell every grid multiple of the
+    heuristic, the tuned alpha (unless it is a grid point: then the table says so) and the
+    learned weight; each over the curve's fresh seeds, ``seeds_per_trial`` seeds per job."""
+    seeds = [int(s) for s in study.curve.seeds]
+    chunks = [seeds[i:i + study.curve.seeds_per_trial] for i in range(0, len(seeds), study.curve.seeds_per_trial)]
+    arms: list[dict[str, Any]] = []
     for n in study.search.n_moods:
-        for seed in study.confirm.seeds:
-            jobs.append({"n_moods": int(n), "metadata": "none", "alpha": 0.0, "seed": int(seed), "role": "baseline"})
-        for meta in study.search.metadata:
-            cell = cells[f"{int(n)}|{meta}"]
-            roles = [("heuristic", cell.heuristic_alpha)]
-            found = best.get(cell.key)
-            if found is not None and cell.key not in aliased:
-                roles.append(("best", float(found)))
-            for role, alpha in roles:
-                for seed in study.confirm.seeds:
-                    jobs.append({"n_moods": int(n), "metadata": meta, "alpha": float(alpha),
-                                 "seed": int(seed), "role": role})
-    return jobs
+        arms.append({"cell": cell_key(n, "none"), "arm": "baseline", "alpha": 0.0, "alpha_factor": 0.0})
+    for cell in metadata_cells(cells):
+        for factor in study.curve.grid:
+            arms.append({"cell": cell.key, "arm": arm_name(factor), "alpha": factor * cell.heuristic_alpha,
+                         "alpha_factor": float(factor)})
+        tuned = tuned_alpha_factor(search, cell.key) if study.curve.tuned and not search.empty else None
+        if tuned is not None and not any(math.isclose(tuned, f, rel_tol=1e-6) for f in study.curve.grid):
+            arms.append({"cell": cell.key, "arm": "tuned", "alpha": tuned * cell.heuristic_alpha,
+                         "alpha_factor": tuned})
+        if study.curve.learned:
+            arms.append({"cell": cell.key, "arm": LEARNED, "alpha": LEARNED, "alpha_factor": math.nan})
+    return [{**arm, "seeds": chunk} for arm in arms for chunk in chunks]
 
 
-def run_confirm(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> pd.DataFrame:
-    """Phase 2: fixed jobs (grid), every one trained to its own early stop; no scheduler."""
-    from ray import tune
-
-    phase_dir = Path(join_storage(study.run_dir, CONFIRM))
-    if _phase_done(study, CONFIRM):
-        return pd.read_parquet(phase_dir / TRIALS_FILE)
-    jobs = confirm_jobs(study, search, cells)
-    heuristics = {key: cell.heuristic_alpha for key, cell in cells.items()}
+def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> pd.DataFrame:
+    """Phase 2: the alpha-response curve, fixed jobs over fresh seeds, each run to its own early stop."""
+    if _phase_file(study, CURVE, DONE_MARKER).exists():
+        return pd.read_parquet(_phase_file(study, CURVE, TRIALS_FILE))
+    jobs = curve_jobs(study, search, cells)
+    atomic_write_json(Path(study.run_dir) / "curve_plan.json", jobs)
     concurrency = max_concurrent_trials(study)
-    trainable = tune.with_resources(make_trial_driver(to_dict(study), heuristics, CONFIRM),
-                                    driver_resources(study))
-    tune_config = tune.TuneConfig(metric="val_pr_auc", mode="max", max_concurrent_trials=concurrency)
-    aliased = best_is_heuristic(search, cells)
-    note = f"; best alpha = heuristic in {', '.join(aliased)}: reusing its runs" if aliased else ""
-    print(f"[confirm] {len(jobs)} trials (baseline, heuristic and best alpha x {len(study.confirm.seeds)} seeds{note}), "
-          f"{concurrency} at a time", flush=True)
-    from study.progress import ProgressTable
+    cells_dict = {key: vars(cell) for key, cell in cells.items()}
+    trainable = tune.with_resources(make_trial_driver(to_dict(study), cells_dict, CURVE), driver_resources(study))
+    tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
+    runs = sum(len(job["seeds"]) for job in jobs)
+    print(f"[curve] {len(jobs)} trials, {runs} runs (per cell: alpha = 0, {len(study.curve.grid)} multiples of the "
+          f"heuristic, tuned, learned; seeds {list(study.curve.seeds)}), {concurrency} at a time", flush=True)
+    grid = _tuner(study, CURVE, trainable, {"job": tune.grid_search(jobs)}, tune_config,
+                  _progress(CURVE, len(jobs))).fit()
+    _stop_on_fatal(study, CURVE, grid)
+    errors = {job_name(r.config["job"]): str(r.error).splitlines()[0][:300]
+              for r in grid if r.error is not None and r.config and "job" in r.config}
 
-    tuner = _tuner(study, CONFIRM, trainable, {"job": tune.grid_search(jobs)}, tune_config,
-                   [ProgressTable(CONFIRM, len(jobs))])
-    grid = tuner.fit()
-    return _finish_phase(study, CONFIRM, grid, cells, best_is_heuristic(search, cells))
+    def runs_of(job: dict[str, Any]) -> list[dict[str, Any]]:
+        return job_runs(study, job, cells_dict[job["cell"]], CURVE, "")
+
+    return _finish_phase(study, CURVE, curve_rows(jobs, runs_of, cells, Path(study.run_dir), errors))
 
 
 def run_study(study: StudyConfig) -> StudyOutcome:
-    """Both phases, then the trial table, the report and the best checkpoint pointer.
+    """Search, curve, the non-deep reference, then the trial table, the report and the best checkpoints.
 
     Ray must already be initialised (``ray.init``) by the caller.
     """
-    from study.report_writer import write_study_report
+    from study.reference import run_references
+    from study.report.writer import write_study_report
 
     run_dir = Path(study.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    from mtlmood.config import save_config
-
     save_config(study, run_dir / "study_config.yaml")
-    cells = study_cells(study)
-    atomic_write_text(run_dir / "cells.json", json.dumps({k: vars(c) for k, c in cells.items()}, indent=2))
+    cells = study_cells(study, write_to=run_dir / CELLS_DIR)
+    atomic_write_json(run_dir / "cells.json", {k: vars(c) for k, c in cells.items()})
     search = run_search(study, cells)
     tables = [search]
-    if study.confirm.enabled:
-        tables.append(run_confirm(study, search, cells))
-    trials = pd.concat(tables, ignore_index=True)
+    if study.curve.enabled:
+        tables.append(run_curve(study, search, cells))
+    if study.report.reference:
+        run_references(study, cells)
+    trials = pd.concat([t for t in tables if not t.empty], ignore_index=True)
     best = write_study_report(study, trials)
     return StudyOutcome(run_dir=str(run_dir), trials=trials, best_checkpoint=best)
+
+
+def load_cells(run_dir: Path) -> dict[str, Cell]:
+    """The cells a study recorded in ``cells.json``."""
+    data = json.loads((run_dir / "cells.json").read_text())
+    return {key: Cell(**value) for key, value in data.items()}

@@ -1,19 +1,32 @@
-"""One study trial: a Tune driver function that runs mtlmood training in a Ray Train TorchTrainer.
+"""One study trial: a Tune driver function that trains one or more runs in a Ray Train TorchTrainer.
 
 Train V2 way (Ray >= 2.51): the Tune trainable is a *driver* that builds and fits a
-TorchTrainer; ``TuneReportCallback`` forwards rank 0's ``ray.train.report`` metrics
-to Tune and adds the ``checkpoint_path`` metric. The per-worker loop is a thin
-wrapper around ``mtlmood.train.fit``: its epoch callback reports metrics and a
-resumable checkpoint, so a restarted worker (FailureConfig) continues from the last
-epoch instead of starting over. No copy of the training loop lives here.
+TorchTrainer; ``TuneReportCallback`` forwards rank 0's ``ray.train.report`` metrics to
+Tune. The per-worker loop wraps ``mtlmood.train.fit``; no copy of the training loop
+lives here.
+
+A trial is one **job**: a cell, an arm (an alpha, or the learned weight) and one or more
+seeds. A search trial trains one seed; a curve trial may train several seeds of the same
+(cell, arm) one after another (``curve.seeds_per_trial``), paying Ray Train's start-up
+once. Each finished run writes its model, test predictions and ``result.json`` under
+``<run_dir>/runs/...`` (atomically); a restarted or restored trial skips finished runs and
+resumes the unfinished one from its last epoch checkpoint.
+
+Failures that retrying cannot fix (missing data, an invalid config, an empty label set:
+``mtlmood.errors.MtlmoodError``) are not raised into Ray, which would retry them: the
+trial writes the traceback to ``<run_dir>/logs/<trial>.log`` and reports a ``fatal``
+line, and the runner stops the study with that line. Crashes (a killed worker, a lost
+node) still raise and are retried up to ``max_failures`` times.
 """
 
 from __future__ import annotations
 
-import os
+import json
+import shutil
 import tempfile
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -21,83 +34,154 @@ from mtlmood.config import RunConfig, from_dict, to_dict
 
 STATE_FILE = "train_state.pt"
 PREDICTIONS_FILE = "test_predictions.npz"
-MODEL_DIR = "model"  # a regular mtlmood checkpoint (weights + model card) inside the final Ray checkpoint
+RESULT_FILE = "result.json"
+MODEL_DIR = "model"  # a regular mtlmood checkpoint (weights + model card)
+FATAL = "fatal"  # metric key of a deterministic failure's one-line reason
+LEARNED = "learned"
 
 
-def _epoch_metrics(result: Any) -> dict[str, Any]:
-    """An mtlmood EpochResult as Tune metrics (``final`` marks the last, tested report; Tune reserves ``done``)."""
-    metrics = {k: v for k, v in result.metrics().items() if isinstance(v, (int, float, bool))}
-    return {**metrics, "final": False}
+def run_dir_of(study_run_dir: str, phase: str, cell_slug: str, name: str, seed: int) -> str:
+    """Where one run's outputs live: by phase, cell, arm (or search trial) and seed, never by time."""
+    return str(Path(study_run_dir, "runs", phase, cell_slug, name, f"seed-{seed}"))
+
+
+def _write_run_outputs(out_dir: Path, fit_result: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """Model, test predictions and result.json of one finished run, written as one atomic rename."""
+    from mtlmood.checkpoint import ModelCard, save_checkpoint
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    save_checkpoint(tmp / MODEL_DIR, fit_result.model, ModelCard.from_fit(fit_result))
+    test = fit_result.test_evaluation
+    if test is not None:
+        np.savez_compressed(tmp / PREDICTIONS_FILE, song_ids=np.asarray(test.song_ids), y_true=test.y_true,
+                            y_prob=test.y_prob)
+    (tmp / RESULT_FILE).write_text(json.dumps(record, indent=2))
+    if out_dir.exists():  # a half-finished earlier attempt (its result.json was never renamed in)
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return record
+
+
+def _run_record(fit_result: Any, run: dict[str, Any]) -> dict[str, Any]:
+    test = fit_result.test_evaluation
+    scores = test.scores if test is not None else {}
+    return {
+        **{k: run[k] for k in ("phase", "cell", "n_moods", "metadata", "arm", "alpha_factor", "seed", "trial_id")},
+        "alpha": float(fit_result.alpha),
+        "alpha_mode": str(getattr(fit_result, "alpha_mode", "fixed")),
+        "n_mood_labels": int(fit_result.n_moods),
+        "n_meta": int(fit_result.n_meta),
+        "epochs": int(fit_result.history[-1].epoch) if fit_result.history else 0,
+        "best_epoch": int(fit_result.best_epoch),
+        "stopped_early": bool(fit_result.stopped_early),
+        "val_roc_auc": float(fit_result.best_val.get("roc_auc", float("nan"))),
+        "val_pr_auc": float(fit_result.best_val.get("pr_auc", float("nan"))),
+        "test_roc_auc": float(scores.get("roc_auc", float("nan"))),
+        "test_pr_auc": float(scores.get("pr_auc", float("nan"))),
+        "test_prevalence": float(scores.get("prevalence", float("nan"))),
+        "train_seconds": float(fit_result.seconds),
+        "checkpoint": MODEL_DIR,
+        "predictions": PREDICTIONS_FILE if test is not None else "",
+    }
+
+
+def _log_fatal(log_file: str, exc: BaseException, where: str) -> str:
+    """Write the traceback to the trial's log; return the one line the study stops with."""
+    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "a") as f:
+        f.write(f"{where}\n{''.join(traceback.format_exception(exc))}\n")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def train_worker_loop(loop_config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker: resume if a checkpoint exists, fit, report each epoch."""
+    """Runs on every Ray Train worker: each run of the job in turn, resuming where a checkpoint left off."""
     import ray.train
     import ray.train.torch
 
-    from mtlmood.checkpoint import ModelCard, load_train_state, save_checkpoint, save_train_state
+    from mtlmood.checkpoint import load_train_state, save_train_state
+    from mtlmood.errors import MtlmoodError
     from mtlmood.rundata import load_run_data
     from mtlmood.train import fit
 
-    run_config = from_dict(RunConfig, loop_config["run"])
     rank = ray.train.get_context().get_world_rank()
-    data = load_run_data(run_config)
-
-    resume = None
+    resume_state: Optional[dict[str, Any]] = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # a restarted worker group (FailureConfig) or a restored trial
         with checkpoint.as_directory() as ckpt_dir:
             if (Path(ckpt_dir) / STATE_FILE).exists():
-                resume = load_train_state(Path(ckpt_dir) / STATE_FILE)
+                resume_state = load_train_state(Path(ckpt_dir) / STATE_FILE)
+                resume_state["_run_index"] = json.loads((Path(ckpt_dir) / "run.json").read_text())["run_index"]
 
-    last_state: dict[str, Any] = {}
-
-    def report_epoch(result: Any, state: Any) -> None:
-        metrics = _epoch_metrics(result)
-        if rank != 0:  # every rank must call report; only rank 0 uploads a checkpoint
-            ray.train.report(metrics, checkpoint=None)
+    last: dict[str, Any] = {}
+    for index, run in enumerate(loop_config["runs"]):
+        out_dir = Path(run["out_dir"])
+        if (out_dir / RESULT_FILE).exists():  # finished before a restart
+            last = json.loads((out_dir / RESULT_FILE).read_text())
+            continue
+        try:
+            run_config = from_dict(RunConfig, run["run_config"])
+            data = load_run_data(run_config)
+        except MtlmoodError as exc:
+            reason = _log_fatal(loop_config["log_file"], exc, f"run {run['arm']} seed {run['seed']}")
+            ray.train.report({FATAL: reason, "final": True}, checkpoint=None)
             return
-        last_state["state"] = state.to_dict()
-        with tempfile.TemporaryDirectory() as tmp:
-            save_train_state(Path(tmp) / STATE_FILE, last_state["state"])
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        resume = resume_state if resume_state and resume_state.get("_run_index") == index else None
+        if resume is not None:
+            resume = {k: v for k, v in resume.items() if k != "_run_index"}
 
-    fit_result = fit(data, run_config, callback=report_epoch, resume=resume, device=ray.train.torch.get_device())
+        def report_epoch(result: Any, state: Any, index: int = index, run: dict[str, Any] = run) -> None:
+            metrics = {k: v for k, v in result.metrics().items() if isinstance(v, (int, float, bool))}
+            metrics.update({"final": False, "run_index": index, "seed": int(run["seed"])})
+            if rank != 0:  # every rank must call report; only rank 0 uploads a checkpoint
+                ray.train.report(metrics, checkpoint=None)
+                return
+            with tempfile.TemporaryDirectory() as tmp:
+                save_train_state(Path(tmp) / STATE_FILE, state.to_dict())
+                (Path(tmp) / "run.json").write_text(json.dumps({"run_index": index}))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-    # fit restored the best (validation) weights and scored the test split with them;
-    # selection never looked at test.
-    test = fit_result.test_evaluation
-    final = {
-        "epoch": int(fit_result.history[-1].epoch) if fit_result.history else 0,
-        "best_epoch": int(fit_result.best_epoch),
-        "val_roc_auc": float(fit_result.best_val.get("roc_auc", float("nan"))),
-        "val_pr_auc": float(fit_result.best_val.get("pr_auc", float("nan"))),
-        "test_roc_auc": float(test.scores.get("roc_auc", float("nan"))) if test else float("nan"),
-        "test_pr_auc": float(test.scores.get("pr_auc", float("nan"))) if test else float("nan"),
-        "test_prevalence": float(test.scores.get("prevalence", float("nan"))) if test else float("nan"),
-        "alpha": float(fit_result.alpha),
-        "n_meta": int(fit_result.n_meta),
-        "stopped_early": bool(fit_result.stopped_early),
-        "train_seconds": float(fit_result.seconds),
-        "final": True,
-    }
-    if rank != 0:
-        ray.train.report(final, checkpoint=None)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(Path(tmp) / MODEL_DIR, fit_result.model, ModelCard.from_fit(fit_result))
-        if "state" in last_state:
-            # A trial restored after this report (its Tune state lagging behind) resumes here
-            # and finishes at once instead of training again.
-            save_train_state(Path(tmp) / STATE_FILE, last_state["state"])
-        if test is not None:
-            np.savez_compressed(Path(tmp) / PREDICTIONS_FILE, song_ids=np.asarray(test.song_ids),
-                                y_true=test.y_true, y_prob=test.y_prob)
-        ray.train.report(final, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        fit_result = fit(data, run_config, callback=report_epoch, resume=resume,
+                         device=ray.train.torch.get_device())
+        record = _run_record(fit_result, run)
+        if rank == 0:
+            _write_run_outputs(out_dir, fit_result, record)
+        last = record
+    final = {k: v for k, v in last.items() if isinstance(v, (int, float, bool))}
+    final.update({"final": True, "runs": len(loop_config["runs"])})
+    ray.train.report(final, checkpoint=None)
 
 
-def make_trial_driver(study_dict: dict[str, Any], heuristics: dict[str, float], phase: str):
-    """The Tune trainable of one phase: choose the trial's RunConfig, then fit a TorchTrainer."""
+def job_runs(study: Any, job: dict[str, Any], cell: dict[str, Any], phase: str, trial_id: str) -> list[dict[str, Any]]:
+    """The runs (one per seed) of one job, each with its RunConfig and output folder."""
+    from study.cells import cell_slug
+    from study.config import trial_run_config
+
+    arm = str(job["arm"])
+    alpha: Any = LEARNED if arm == LEARNED else float(job["alpha"])
+    name = arm if phase != "search" else trial_id
+    runs = []
+    for seed in job["seeds"]:
+        run_config = trial_run_config(study, cell["n_moods"], cell["metadata"], alpha, int(seed))
+        runs.append({"phase": phase, "cell": job["cell"], "n_moods": cell["n_moods"], "metadata": cell["metadata"],
+                     "arm": arm, "alpha_factor": float(job.get("alpha_factor", float("nan"))), "seed": int(seed),
+                     "trial_id": trial_id, "run_config": to_dict(run_config),
+                     "out_dir": run_dir_of(study.run_dir, phase, cell_slug(cell["n_moods"], cell["metadata"]),
+                                           name, int(seed))})
+    return runs
+
+
+def search_job(config: dict[str, Any], cells: dict[str, dict[str, Any]], seeds: list[int],
+               trial_number: int) -> dict[str, Any]:
+    """A search trial's job: its cell, alpha = factor x the cell's heuristic, a search seed."""
+    key = str(config["cell"])
+    factor = float(config["alpha_factor"])
+    return {"cell": key, "arm": "search", "alpha_factor": factor, "alpha": factor * cells[key]["heuristic_alpha"],
+            "seeds": [seeds[trial_number % len(seeds)]]}
+
+
+def make_trial_driver(study_dict: dict[str, Any], cells: dict[str, dict[str, Any]], phase: str):
+    """The Tune trainable of one phase: turn the trial's job into runs, then fit a TorchTrainer."""
 
     def trial_driver(config: dict[str, Any]) -> None:
         import ray.train
@@ -105,13 +189,17 @@ def make_trial_driver(study_dict: dict[str, Any], heuristics: dict[str, float], 
         from ray.train.torch import TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        from study.config import StudyConfig, join_storage, trial_run_config
+        from study.config import StudyConfig, join_storage
 
         study = from_dict(StudyConfig, study_dict)
-        choice = resolve_choice(config, heuristics, study.search.training_seed)
-        run_config = trial_run_config(study, choice["n_moods"], choice["metadata"], choice["alpha"],
-                                      choice["seed"])
-        trial_id = ray.tune.get_context().get_trial_id()
+        context = ray.tune.get_context()
+        trial_id = context.get_trial_id()
+        if phase == "search":
+            number = int(trial_id.rsplit("_", 1)[-1]) if trial_id.rsplit("_", 1)[-1].isdigit() else 0
+            job = search_job(config, cells, study.search.seeds, number)
+        else:
+            job = dict(config["job"])
+        runs = job_runs(study, job, cells[job["cell"]], phase, trial_id)
         res = study.resources
         use_gpu = _use_gpu(res.use_gpu)
         worker_resources = {"CPU": res.cpus_per_worker}
@@ -119,12 +207,12 @@ def make_trial_driver(study_dict: dict[str, Any], heuristics: dict[str, float], 
             worker_resources["GPU"] = res.gpus_per_worker
         trainer = TorchTrainer(
             train_worker_loop,
-            train_loop_config={"run": to_dict(run_config)},
+            train_loop_config={"runs": runs, "log_file": join_storage(study.run_dir, "logs", f"{phase}-{trial_id}.log")},
             scaling_config=ray.train.ScalingConfig(num_workers=res.num_workers, use_gpu=use_gpu,
                                                    resources_per_worker=worker_resources),
             run_config=ray.train.RunConfig(
                 # Deterministic name: a restored Tune trial resumes its Train run from its
-                # last checkpoint instead of starting a new one (see RAY_NOTES).
+                # last checkpoint instead of starting a new one.
                 name=f"{phase}-{trial_id}",
                 storage_path=join_storage(study.run_dir, "train"),
                 callbacks=[TuneReportCallback()],
@@ -135,25 +223,6 @@ def make_trial_driver(study_dict: dict[str, Any], heuristics: dict[str, float], 
         trainer.fit()
 
     return trial_driver
-
-
-def resolve_choice(config: dict[str, Any], heuristics: dict[str, float], default_seed: int) -> dict[str, Any]:
-    """Turn a Tune config (search or confirm phase) into (n_moods, metadata, alpha, seed, role).
-
-    Confirm-phase configs hold their choices under ``job`` (one grid entry per job).
-    """
-    config = {**config.get("job", {}), **{k: v for k, v in config.items() if k != "job"}}
-    n_moods = int(config["n_moods"])
-    metadata = str(config["metadata"])
-    heuristic = heuristics.get(f"{n_moods}|{metadata}", 0.0)
-    if metadata == "none":
-        alpha = 0.0
-    elif "alpha" in config:
-        alpha = float(config["alpha"])
-    else:
-        alpha = float(config.get("alpha_factor", 1.0)) * heuristic
-    return {"n_moods": n_moods, "metadata": metadata, "alpha": alpha, "heuristic_alpha": heuristic,
-            "seed": int(config.get("seed", default_seed)), "role": str(config.get("role", "search"))}
 
 
 def _use_gpu(setting: str) -> bool:
@@ -170,6 +239,3 @@ def driver_resources(study: Any) -> dict[str, float]:
     if study.resources.driver_resource:
         resources[study.resources.driver_resource] = 0.01
     return resources
-
-
-os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")

@@ -1,0 +1,50 @@
+"""`mtlmood study plan CONFIG`: the study's cells and planned trials, printed without training.
+
+Reads only the dataset's metadata (labels, artists, splits): no audio, no features, no Ray
+cluster. A reviewer sees before any GPU-hour is spent what each cell is (mood labels,
+metadata classes from training songs, the heuristic alpha, songs per split, artist
+overlap) and how the budget is spread: every cell gets its own search budget.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from study.cells import metadata_cells, study_cells
+from study.config import StudyConfig
+from study.report.tables import labels_table
+
+
+def plan_table(study: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(cells table, trials table) of a study config."""
+    from study.runner import arm_name
+
+    cells = study_cells(study)
+    labels = labels_table(list(cells.values()))
+    rows = []
+    curve_seeds = len(study.curve.seeds) if study.curve.enabled else 0
+    per_trial = max(1, study.curve.seeds_per_trial)
+    for n in study.search.n_moods:
+        rows.append({"cell": f"{study.run.dataset.name} · {n} moods · none", "search trials": 0, "curve arms": "alpha = 0 (baseline)",
+                     "curve runs": curve_seeds, "curve trials": -(-curve_seeds // per_trial)})
+    for cell in metadata_cells(cells):
+        arms = [arm_name(f) for f in study.curve.grid]
+        arms += (["tuned"] if study.curve.tuned else []) + (["learned"] if study.curve.learned else [])
+        rows.append({"cell": cell.label, "search trials": study.search.trials_per_cell,
+                     "curve arms": ", ".join(arms), "curve runs": len(arms) * curve_seeds,
+                     "curve trials": len(arms) * -(-curve_seeds // per_trial)})
+    return labels, pd.DataFrame(rows)
+
+
+def print_plan(study: StudyConfig) -> None:
+    """Print the cells and the planned trials."""
+    labels, trials = plan_table(study)
+    print(f"study {study.name!r} on {study.run.dataset.name} ({study.run.dataset.root}); results in {study.run_dir}\n")
+    print("cells (metadata classes and the heuristic come from the training songs):")
+    print(labels.to_markdown(index=False, floatfmt=".4g"))
+    print("\nplanned trials (each cell its own Optuna study and ASHA rungs; curve seeds "
+          f"{list(study.curve.seeds)} never used by the search {list(study.search.seeds)}):")
+    print(trials.to_markdown(index=False))
+    print(f"\ntotal: {int(trials['search trials'].sum())} search trials, {int(trials['curve trials'].sum())} curve "
+          f"trials ({int(trials['curve runs'].sum())} runs; the tuned arm is dropped where the search lands on a grid "
+          "point)")

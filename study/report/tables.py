@@ -1,0 +1,131 @@
+"""The report's tables, as pandas DataFrames (numbers, not text; rendering is render.py's job).
+
+All metrics are in percent; CIs come from the hierarchical bootstrap over seeds and test
+songs (``study.report.statistics``). Arms are only ever compared within their cell.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from study.cells import Cell
+from study.report.curves import AlphaStar
+from study.report.statistics import ArmRuns, Estimate, arm_estimate
+from study.report.verdicts import BASELINE, BEST, HEURISTIC, LEARNED, CellEvidence, alpha_arms, best_alpha_runs
+
+METRIC_NAMES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
+
+
+def _scalar_facts(facts: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten a cell's split facts into scalar columns (nested dicts become a.b keys)."""
+    flat: dict[str, Any] = {}
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            flat.update(_scalar_facts(value, f"{prefix}{key}."))
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def labels_table(cells: list[Cell]) -> pd.DataFrame:
+    """Per cell: mood labels and metadata classes really used, the heuristic, songs per split,
+    and the train/test artist overlap (from the labelled, split songs)."""
+    rows = []
+    for cell in cells:
+        rows.append({"cell": cell.label, "mood labels": cell.n_mood_labels, "N_meta": cell.n_meta,
+                     "heuristic alpha": cell.heuristic_alpha if cell.metadata != "none" else math.nan,
+                     **{k: v for k, v in _scalar_facts(cell.facts).items() if k not in ("n_mood_labels", "n_meta")}})
+    return pd.DataFrame(rows)
+
+
+def best_alpha_arm(e: CellEvidence) -> Optional[ArmRuns]:
+    """The cross-fitted best-alpha arm as one ArmRuns (seed s: the arm chosen on the other seeds)."""
+    names = alpha_arms(e)
+    if not names:
+        return None
+    picks = best_alpha_runs(e, names)
+    if not picks:
+        return None
+    seeds = tuple(e.arms[name].seeds[i] for name, i in picks)
+    return ArmRuns(seeds, np.stack([e.arms[name].probs[i] for name, i in picks]))
+
+
+def _estimates(e: CellEvidence, arm: ArmRuns, n_boot: int, confidence: float) -> dict[str, Estimate]:
+    return {metric: arm_estimate(e.y_true, arm, e.clusters, metric, n_boot=n_boot, seed=0, confidence=confidence)
+            for metric in METRIC_NAMES}
+
+
+def _estimate_columns(estimates: dict[str, Estimate]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric, est in estimates.items():
+        name = METRIC_NAMES[metric]
+        out.update({f"{name}": est.mean, f"{name} low": est.low, f"{name} high": est.high})
+    return out
+
+
+def curve_table(e: CellEvidence, cell: Cell, tuned_factor: Optional[float], n_boot: int,
+                confidence: float) -> pd.DataFrame:
+    """The alpha-response curve of one cell: every arm with its alpha, seeds, validation and
+    test scores (mean and CI over seeds and songs). When the tuned alpha is a grid point the
+    table says so on that row instead of repeating it."""
+    rows = []
+    for name, arm in e.arms.items():
+        alpha = e.alphas.get(name, math.nan)
+        note = ""
+        if name == BASELINE:
+            note = "alpha = 0: no metadata head (shared by the metadata sets of this mood count)"
+        elif name == LEARNED:
+            note = "uncertainty weighting (Kendall et al. 2018): alpha = its mean effective weight at the best epoch"
+        elif tuned_factor is not None and name != "tuned" and \
+                math.isclose(alpha, tuned_factor * cell.heuristic_alpha, rel_tol=1e-6):
+            note = "also the tuned alpha of the search"
+        if name == HEURISTIC:
+            note = (note + "; " if note else "") + "the paper's heuristic N_mood / N_meta"
+        rows.append({"cell": cell.label, "arm": name, "alpha": alpha,
+                     "x heuristic": alpha / cell.heuristic_alpha if cell.heuristic_alpha else math.nan,
+                     "seeds": len(arm.seeds), "val PR-AUC": float(np.nanmean(e.val[name])),
+                     **_estimate_columns(_estimates(e, arm, n_boot, confidence)), "note": note})
+    table = pd.DataFrame(rows)
+    return table.sort_values("alpha", kind="stable").reset_index(drop=True)
+
+
+def table1_rows(e: CellEvidence, cell: Cell, reference: Optional[dict[str, Any]], n_test: int, n_boot: int,
+                confidence: float) -> list[dict[str, Any]]:
+    """The paper's Table 1 layout for one cell: baseline, heuristic, best alpha (chosen on
+    validation, cross-fitted over seeds), learned weight, and the non-deep reference."""
+    arms: list[tuple[str, Optional[ArmRuns], float]] = [
+        ("baseline (alpha = 0)", e.arms.get(BASELINE), 0.0),
+        ("multi-task, heuristic alpha", e.arms.get(HEURISTIC), e.alphas.get(HEURISTIC, math.nan)),
+        (f"multi-task, {BEST} (validation, cross-fitted)", best_alpha_arm(e), math.nan),
+        ("multi-task, learned weight", e.arms.get(LEARNED), e.alphas.get(LEARNED, math.nan)),
+    ]
+    rows = []
+    for config, arm, alpha in arms:
+        if arm is None:
+            continue
+        rows.append({"cell": cell.label, "config": config, "N_meta": cell.n_meta if config[0] == "m" else 0,
+                     "alpha": alpha, "test songs": n_test, "seeds": len(arm.seeds),
+                     **_estimate_columns(_estimates(e, arm, n_boot, confidence))})
+    if reference is not None:
+        rows.append({"cell": cell.label, "config": "reference: logistic regression on log-mel mean/std",
+                     "N_meta": 0, "alpha": math.nan, "test songs": n_test, "seeds": 1,
+                     "ROC-AUC": reference["test_roc_auc"], "ROC-AUC low": math.nan, "ROC-AUC high": math.nan,
+                     "PR-AUC": reference["test_pr_auc"], "PR-AUC low": math.nan, "PR-AUC high": math.nan})
+    return rows
+
+
+def alpha_star_row(cell: Cell, star: AlphaStar, verdicts: pd.DataFrame) -> dict[str, Any]:
+    """alpha* on validation with its interval, next to the heuristic and its regret on test."""
+    regret = verdicts[(verdicts["comparison"] == f"{BEST} - {HEURISTIC}") & (verdicts["metric"] == "pr_auc") &
+                      (verdicts["test"] == "difference")]
+    r = regret.iloc[0] if not regret.empty else None
+    return {"cell": cell.label, "N_mood / N_meta": cell.heuristic_alpha, "alpha*": star.alpha,
+            "alpha* low": star.low, "alpha* high": star.high, "alpha* method": star.method,
+            "at edge of grid": star.at_edge,
+            "regret (PR-AUC points)": r["estimate"] if r is not None else math.nan,
+            "regret low": r["low"] if r is not None else math.nan,
+            "regret high": r["high"] if r is not None else math.nan}

@@ -1,0 +1,202 @@
+"""Verdict rows of a cell and the study-wide multiplicity adjustment.
+
+:func:`cell_verdicts` turns one cell's evidence (test predictions of every arm
+over its seeds, validation scores, alphas) into one row per test, for PR-AUC
+and ROC-AUC:
+
+1. ``heuristic - baseline``: the gain of the paper's heuristic alpha = N_mood / N_meta;
+2. ``best alpha - baseline``: the gain of the best alpha, *cross-fitted*: for
+   seed s the "best alpha" arm contributes the predictions of the arm chosen on
+   the other seeds' validation scores (:func:`study.report.curves.crossfit_choice`)
+   among the arms with alpha > 0 (grid and tuned), so its test score is not
+   inflated by having been selected;
+3. ``best alpha - heuristic``: the heuristic's regret, as a difference test and
+   as a TOST equivalence test with a declared margin (absence of a significant
+   regret is not evidence of equivalence);
+4. ``learned - heuristic`` and ``learned - baseline`` when a learned-weight arm exists.
+
+All comparisons of a cell use the same song draws (one cluster bootstrap per
+cell), so they are paired over songs with each other. :func:`adjust_study`
+adjusts the p-values of all rows of a whole study as one family (Holm by
+default) and writes the verdict text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from study.report.curves import AlphaStar, alpha_star, crossfit_choice
+from study.report.statistics import (
+    METRICS,
+    ArmDraws,
+    ArmRuns,
+    Comparison,
+    adjust_p_values,
+    arm_draws,
+    cluster_weights,
+    compare_draws,
+    default_clusters,
+    n_clusters,
+    tost,
+)
+
+BASELINE = "baseline"
+HEURISTIC = "heuristic"
+LEARNED = "learned"
+BEST = "best alpha"
+DIFFERENCE = "difference"
+ROW_COLUMNS: tuple[str, ...] = ("cell", "comparison", "metric", "estimate", "low", "high", "se", "df",
+                                "p_raw", "mde", "test")
+
+
+def equivalence_test(margin: float) -> str:
+    """The ``test`` value of a TOST row with this margin (points)."""
+    return f"equivalence (TOST, margin {margin:g})"
+
+
+@dataclass
+class CellEvidence:
+    """Everything the verdicts of one cell need.
+
+    arms: arm name -> test predictions over its seeds. Names: "baseline"
+    (alpha 0), "heuristic" (the x1 grid point), other grid arms ("x1/9", "x3",
+    ...), optionally "tuned" and "learned". alphas: arm -> alpha (baseline 0;
+    learned: the mean effective alpha it ended with). val: arm -> (S,) best
+    validation PR-AUC per seed, in the order of ``arms[arm].seeds``.
+    clusters: (n_test_songs,) bootstrap unit of each test song (track or artist).
+    """
+
+    cell: str
+    heuristic_alpha: float
+    y_true: np.ndarray
+    clusters: np.ndarray
+    arms: dict[str, ArmRuns]
+    alphas: dict[str, float]
+    val: dict[str, np.ndarray]
+
+
+def alpha_arms(e: CellEvidence) -> list[str]:
+    """The arms that make up the alpha-response curve: alpha > 0, neither the baseline nor the learned weight."""
+    return [name for name in e.arms if name not in (BASELINE, LEARNED) and e.alphas.get(name, 0.0) > 0]
+
+
+def validation_matrix(e: CellEvidence, names: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray]:
+    """(union of the arms' seeds, (K, S) validation scores with NaN where an arm lacks a seed)."""
+    seeds: list[int] = []
+    for name in names:
+        seeds.extend(s for s in e.arms[name].seeds if s not in seeds)
+    column = {s: j for j, s in enumerate(seeds)}
+    val = np.full((len(names), len(seeds)), np.nan)
+    for k, name in enumerate(names):
+        scores = np.asarray(e.val[name], dtype=float).ravel()
+        if scores.size != len(e.arms[name].seeds):
+            raise ValueError(f"{e.cell}: arm {name!r} has {scores.size} validation scores "
+                             f"for {len(e.arms[name].seeds)} seeds")
+        for s, v in zip(e.arms[name].seeds, scores):
+            val[k, column[s]] = v
+    return tuple(seeds), val
+
+
+def best_alpha_runs(e: CellEvidence, names: Sequence[str]) -> list[tuple[str, int]]:
+    """The cross-fitted best-alpha arm as (arm name, row in that arm) per seed, in seed order of the union."""
+    seeds, val = validation_matrix(e, names)
+    choice = crossfit_choice(val)
+    return [(names[k], e.arms[names[k]].seeds.index(s)) for s, k in zip(seeds, choice) if k >= 0]
+
+
+def _row(cell: str, comparison: str, metric: str, c: Comparison, test: str, p: float) -> dict:
+    return {"cell": cell, "comparison": comparison, "metric": metric, "estimate": c.estimate, "low": c.low,
+            "high": c.high, "se": c.se, "df": c.df, "p_raw": p, "mde": c.mde, "test": test}
+
+
+def _comparisons(e: CellEvidence, has_best: bool) -> list[tuple[str, str]]:
+    """(A, B) pairs of the cell's rows, A - B."""
+    pairs = [(HEURISTIC, BASELINE)]
+    if has_best:
+        pairs += [(BEST, BASELINE), (BEST, HEURISTIC)]
+    if LEARNED in e.arms:
+        pairs += [(LEARNED, HEURISTIC), (LEARNED, BASELINE)]
+    return pairs
+
+
+def cell_verdicts(e: CellEvidence, margin: float = 0.5, n_boot: int = 2000, seed: int = 0,
+                  confidence: float = 0.95, power: float = 0.8,
+                  metrics: Sequence[str] = METRICS) -> tuple[pd.DataFrame, AlphaStar]:
+    """All verdict rows of one cell (columns ``ROW_COLUMNS``) and the cell's alpha* on validation.
+
+    One row per comparison and metric (see the module docstring), plus a TOST
+    row for ``best alpha - heuristic`` with the given ``margin`` (points; the
+    row repeats the difference's estimate, CI and MDE, and its ``p_raw`` is the
+    TOST p-value). p-values are raw: adjust a whole study with
+    :func:`adjust_study`. alpha* uses the alpha > 0 arms (grid and tuned).
+    """
+    for required in (BASELINE, HEURISTIC):
+        if required not in e.arms:
+            raise KeyError(f"{e.cell}: the verdicts need a {required!r} arm (have {sorted(e.arms)})")
+    y = np.asarray(e.y_true)
+    clusters = default_clusters(e.clusters, y.shape[0])
+    # One song draw for every comparison and metric of the cell: all rows are paired over songs.
+    weights = cluster_weights(clusters, n_boot, np.random.default_rng(seed))
+    units = n_clusters(clusters)
+    curve = alpha_arms(e)
+    best = best_alpha_runs(e, curve) if curve else []
+    rows: list[dict] = []
+    for metric in metrics:
+        draws: dict[str, ArmDraws] = {name: arm_draws(y, arm, weights, metric) for name, arm in e.arms.items()}
+        if best:
+            draws[BEST] = ArmDraws.stack([(draws[name], i) for name, i in best])
+        for a, b in _comparisons(e, bool(best)):
+            c = compare_draws(draws[a], draws[b], units, confidence, power)
+            label = f"{a} - {b}"
+            rows.append(_row(e.cell, label, metric, c, DIFFERENCE, c.p_value))
+            if (a, b) == (BEST, HEURISTIC):
+                rows.append(_row(e.cell, label, metric, c, equivalence_test(margin), tost(c, margin)))
+    if curve:
+        _, val = validation_matrix(e, curve)
+        star = alpha_star(np.array([e.alphas[name] for name in curve]), val, n_boot=n_boot, seed=seed,
+                          confidence=confidence)
+    else:
+        star = AlphaStar(math.nan, math.nan, math.nan, "none", False, np.full(n_boot, np.nan))
+    return pd.DataFrame(rows, columns=list(ROW_COLUMNS)), star
+
+
+# ------------------------------------------------------------------ study level
+_MARGIN = re.compile(r"margin ([-+0-9.eE]+)")
+
+
+def _verdict(test: str, estimate: float, mde: float, p_adjusted: float, level: float) -> str:
+    """The verdict text of one row."""
+    if test == DIFFERENCE:
+        if not math.isfinite(p_adjusted):
+            return "not testable (an arm has fewer than 2 seeds)"
+        if p_adjusted < level:
+            return "significant gain" if estimate > 0 else "significant loss"
+        mde_text = f"{mde:.1f} points" if math.isfinite(mde) else "n/a"
+        return f"no significant difference (MDE {mde_text})"
+    found = _MARGIN.search(test)
+    margin = found.group(1) if found else "?"
+    if not math.isfinite(p_adjusted):
+        return "equivalence not testable (an arm has fewer than 2 seeds)"
+    return f"equivalent within ±{margin}" if p_adjusted < level else "equivalence not shown"
+
+
+def adjust_study(rows: pd.DataFrame, method: str = "holm", level: float = 0.05) -> pd.DataFrame:
+    """Rows of a whole study with ``p_adjusted`` (all rows one family; NaN rows excluded) and ``verdict`` text.
+
+    Difference rows: "significant gain" / "significant loss" when p_adjusted <
+    level, else "no significant difference (MDE x.x points)". TOST rows:
+    "equivalent within ±m" when p_adjusted < level, else "equivalence not shown".
+    """
+    out = rows.copy()
+    out["p_adjusted"] = adjust_p_values(out["p_raw"].to_numpy(dtype=float), method) if len(out) else []
+    out["verdict"] = [
+        _verdict(t, float(est), float(mde), float(p), level)
+        for t, est, mde, p in zip(out["test"], out["estimate"], out["mde"], out["p_adjusted"])
+    ]
+    return out

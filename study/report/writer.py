@@ -1,0 +1,281 @@
+"""Writes a study's report: tables (CSV), figures (PNG), report.md + report.html, and the
+best checkpoint of every cell for serving. Every file is written atomically, so an
+interrupted report never leaves half a table; re-running rewrites it whole."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from mtlmood.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from study.cells import Cell, metadata_cells
+from study.config import StudyConfig
+from study.reference import load_reference
+from study.report.curves import AlphaStar, SlopeFit, fit_slope
+from study.report.data import cell_evidence
+from study.report.plots import figure_png, plot_alpha_star, plot_curve
+from study.report.render import Report, display, fmt, fmt_ci, fmt_p
+from study.report.tables import alpha_star_row, curve_table, labels_table, table1_rows
+from study.report.verdicts import adjust_study, cell_verdicts
+from study.results import tuned_alpha_factor
+
+BEST_FILE = "best_checkpoint.json"
+REPORT_DIR = "report"
+
+
+def _csv(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, float_format="%.6g")
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _parquet(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+# ------------------------------------------------------------------ serving pointer
+def best_per_cell(trials: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per cell (baselines included), the finished run with the best *validation* PR-AUC."""
+    usable = trials[(trials["checkpoint_path"].fillna("") != "") & trials["val_pr_auc"].notna()]
+    best: dict[str, dict[str, Any]] = {}
+    for key, rows in usable.groupby("cell"):
+        row = rows.loc[rows["val_pr_auc"].idxmax()]
+        best[str(key)] = {"checkpoint": row["checkpoint_path"], "arm": row["arm"], "phase": row["phase"],
+                          "alpha": float(row["alpha"]), "seed": int(row["seed"]),
+                          "n_moods": int(row["n_moods"]), "metadata": row["metadata"],
+                          "val_pr_auc": float(row["val_pr_auc"]), "test_pr_auc": float(row["test_pr_auc"]),
+                          "test_roc_auc": float(row["test_roc_auc"])}
+    return best
+
+
+def default_serve_cell(study: StudyConfig, best: dict[str, dict[str, Any]]) -> Optional[str]:
+    """The cell to serve: the config's ``report.serve_cell``, else the largest mood count with
+    the metadata set (baseline included) whose best model scored highest on validation.
+    Only cells of one mood count are compared: their PR-AUC shares a scale."""
+    if study.report.serve_cell:
+        return study.report.serve_cell if study.report.serve_cell in best else None
+    for n_moods in sorted((int(n) for n in study.search.n_moods), reverse=True):
+        same = {k: v for k, v in best.items() if v["n_moods"] == n_moods}
+        if same:
+            return max(same, key=lambda k: same[k]["val_pr_auc"])
+    return None
+
+
+def write_best_pointer(study: StudyConfig, trials: pd.DataFrame) -> str:
+    """``<run>/best_checkpoint.json``: the best model of every cell, and the default one to serve."""
+    run_dir = Path(study.run_dir)
+    best = best_per_cell(trials)
+    default = default_serve_cell(study, best)
+    if default is None:
+        return ""
+    atomic_write_json(run_dir / BEST_FILE, {
+        "default_cell": default, "checkpoint": best[default]["checkpoint"],
+        "selected_by": "highest validation PR-AUC (%) within each cell; cells are never ranked against each other",
+        "cells": best})
+    return str(run_dir / best[default]["checkpoint"])
+
+
+# ------------------------------------------------------------------ report
+def _cell_sections(study: StudyConfig, trials: pd.DataFrame, cells: dict[str, Cell], run_dir: Path,
+                   plots_dir: Path) -> dict[str, Any]:
+    """Evidence, tables, verdicts and figures of every metadata cell."""
+    r = study.report
+    search = trials[trials["phase"] == "search"]
+    out: dict[str, Any] = {"curves": [], "table1": [], "verdicts": [], "stars": [], "sections": [], "draws": []}
+    for index, cell in enumerate(metadata_cells(cells)):
+        evidence = cell_evidence(trials, cell, run_dir, r.bootstrap_unit)
+        if evidence is None:
+            out["sections"].append((cell, None, None, None))
+            continue
+        rows, star = cell_verdicts(evidence, margin=r.equivalence_margin, n_boot=r.n_boot, seed=index,
+                                   confidence=r.confidence, power=r.power)
+        tuned = tuned_alpha_factor(search, cell.key) if not search.empty else None
+        curve = curve_table(evidence, cell, tuned, r.n_boot, r.confidence)
+        reference = load_reference(run_dir, cell.n_moods)
+        n_test = int(evidence.y_true.shape[0])
+        out["curves"].append(curve)
+        out["table1"].extend(table1_rows(evidence, cell, reference, n_test, r.n_boot, r.confidence))
+        out["verdicts"].append(rows)
+        out["stars"].append((cell, star, rows))
+        png = f"curve-{cell.slug}.png"
+        atomic_write_bytes(plots_dir / png, figure_png(plot_curve(curve, star, cell.heuristic_alpha, cell.label)))
+        out["sections"].append((cell, curve, star, png))
+    return out
+
+
+def _slope(stars: list[tuple[Cell, AlphaStar, pd.DataFrame]], confidence: float) -> tuple[pd.DataFrame, SlopeFit]:
+    points = pd.DataFrame([alpha_star_row(cell, star, rows) for cell, star, rows in stars])
+    if points.empty:
+        return points, fit_slope(np.empty(0), np.empty((0, 0)), np.empty(0), confidence)
+    width = max((s.draws.size for _, s, _ in stars), default=0)
+    draws = np.full((len(stars), width), np.nan)
+    for i, (_, star, _) in enumerate(stars):
+        draws[i, :star.draws.size] = star.draws
+    fit = fit_slope(np.log(points["N_mood / N_meta"].to_numpy(float)), draws,
+                    np.log(points["alpha*"].to_numpy(float)), confidence)
+    return points, fit
+
+
+def _budget_warning(trials: pd.DataFrame, study: StudyConfig) -> str:
+    """Say so when the curve's runs mostly ran out of epochs instead of stopping early."""
+    curve = trials[(trials["phase"] == "curve") & (trials["status"] == "TERMINATED")]
+    if curve.empty:
+        return ""
+    capped = float((~curve["stopped_early"].astype(bool)).mean())
+    best_last = float((curve["best_epoch"] >= curve["epochs"]).mean())
+    if capped > 0.5 and best_last > 0.3:
+        return (f"**Budget warning.** {capped:.0%} of the curve's runs used all {study.run.train.max_epochs} "
+                f"epochs without early stopping and {best_last:.0%} had their best epoch last: these models were "
+                f"still learning. Differences between arms may change with a larger budget "
+                f"(`run.train.max_epochs`, `run.train.max_batches_per_epoch`).")
+    return ""
+
+
+def _headline(points: pd.DataFrame, fit: SlopeFit, verdicts: pd.DataFrame, margin: float) -> list[str]:
+    lines = []
+    if math.isfinite(fit.slope):
+        lines.append(f"Across {fit.n_cells} cells, log α\\* = {fmt(fit.intercept)} + {fmt(fit.slope)} · "
+                     f"log(N_mood/N_meta); slope {fmt_ci(fit.slope, fit.slope_low, fit.slope_high, 2)}, intercept "
+                     f"{fmt_ci(fit.intercept, fit.intercept_low, fit.intercept_high, 2)} (the heuristic is slope 1, "
+                     f"intercept 0). {fit.note}".strip())
+    else:
+        lines.append(f"No slope across cells: {fit.note}.")
+    for _, row in verdicts[(verdicts["metric"] == "pr_auc")].iterrows():
+        if row["comparison"] in ("heuristic - baseline", "best alpha - heuristic", "learned - heuristic"):
+            lines.append(f"- {row['cell']}: {row['comparison']} = {fmt_ci(row['estimate'], row['low'], row['high'])} "
+                         f"PR-AUC points ({row['test']}, p adj {fmt_p(row['p_adjusted'])}): **{row['verdict']}**")
+    return lines
+
+
+def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Optional[Path] = None) -> str:
+    """Write ``report/`` and ``best_checkpoint.json``; returns the default cell's best checkpoint."""
+    from study.runner import load_cells
+
+    run_dir = Path(study.run_dir)
+    out = out_dir or run_dir / REPORT_DIR
+    plots_dir = out / "plots"
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    cells = load_cells(run_dir)
+    _csv(out / "trials.csv", trials)
+    _parquet(out / "trials.parquet", trials)
+    labels = labels_table(list(cells.values()))
+    _csv(out / "labels.csv", labels)
+
+    parts = _cell_sections(study, trials, cells, run_dir, plots_dir)
+    verdicts = pd.concat(parts["verdicts"], ignore_index=True) if parts["verdicts"] else pd.DataFrame()
+    if not verdicts.empty:
+        verdicts = adjust_study(verdicts, method=study.report.adjust, level=1 - study.report.confidence)
+    _csv(out / "verdicts.csv", verdicts)
+    table1 = pd.DataFrame(parts["table1"])
+    _csv(out / "table1.csv", table1)
+    curves = pd.concat(parts["curves"], ignore_index=True) if parts["curves"] else pd.DataFrame()
+    _csv(out / "curves.csv", curves)
+    points, fit = _slope(parts["stars"], study.report.confidence)
+    _csv(out / "alpha_star.csv", points)
+    atomic_write_json(out / "slope.json", {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                                            for k, v in vars(fit).items()})
+    star_png = ""
+    figure = plot_alpha_star(points, fit) if not points.empty else None
+    if figure is not None:
+        star_png = "alpha-star-vs-heuristic.png"
+        atomic_write_bytes(plots_dir / star_png, figure_png(figure))
+
+    report = Report(f"α study {study.name!r} on {study.run.dataset.name}")
+    report.heading("Verdict on the heuristic α = N_mood / N_meta")
+    for line in (_headline(points, fit, verdicts, study.report.equivalence_margin) if not verdicts.empty
+                 else ["No cell has curve runs yet: no verdict."]):
+        report.paragraph(line)
+    if star_png:
+        report.image(f"plots/{star_png}", "α* (validation, interval over seeds) against N_mood/N_meta, log-log; "
+                                          "dashed: the heuristic (identity)")
+    if not points.empty:
+        report.table(display(points.drop(columns=["alpha* method"])))
+    warning = _budget_warning(trials, study)
+    if warning:
+        report.paragraph(warning)
+    report.heading("Labels, splits and artist overlap per cell")
+    report.table(display(labels))
+    for cell, curve, star, png in parts["sections"]:
+        report.heading(f"Cell {cell.label}")
+        if curve is None:
+            report.paragraph("No usable curve runs (the baseline and the heuristic arm are needed).")
+            continue
+        report.paragraph(f"Heuristic α = {cell.n_mood_labels}/{cell.n_meta} = {fmt(cell.heuristic_alpha, 4)}; "
+                         f"α\\* on validation = {fmt_ci(star.alpha, star.low, star.high, 3)} ({star.method}"
+                         f"{', at the edge of the grid: a bound' if star.at_edge else ''}).")
+        report.image(f"plots/{png}", f"α-response curve of {cell.label}: test PR-AUC (mean, CI over seeds and "
+                                     "songs) and validation PR-AUC")
+        shown = curve.assign(**{"test PR-AUC": [fmt_ci(m, lo, hi) for m, lo, hi in
+                                                zip(curve["PR-AUC"], curve["PR-AUC low"], curve["PR-AUC high"])],
+                                "test ROC-AUC": [fmt_ci(m, lo, hi) for m, lo, hi in
+                                                 zip(curve["ROC-AUC"], curve["ROC-AUC low"], curve["ROC-AUC high"])]})
+        report.table(display(shown[["arm", "alpha", "x heuristic", "seeds", "val PR-AUC", "test PR-AUC",
+                                    "test ROC-AUC", "note"]], {"alpha": 4}))
+        cell_table1 = table1[table1["cell"] == cell.label] if not table1.empty else table1
+        if not cell_table1.empty:
+            report.paragraph("Table 1 layout (test set, %, mean [CI] over seeds and test songs):")
+            report.table(pd.DataFrame({
+                "config": cell_table1["config"], "N_meta": cell_table1["N_meta"],
+                "α": [fmt(a, 4) for a in cell_table1["alpha"]], "songs (test)": cell_table1["test songs"],
+                "seeds": cell_table1["seeds"],
+                "ROC-AUC": [fmt_ci(m, lo, hi) for m, lo, hi in zip(cell_table1["ROC-AUC"], cell_table1["ROC-AUC low"],
+                                                                  cell_table1["ROC-AUC high"])],
+                "PR-AUC": [fmt_ci(m, lo, hi) for m, lo, hi in zip(cell_table1["PR-AUC"], cell_table1["PR-AUC low"],
+                                                                 cell_table1["PR-AUC high"])]}))
+        rows = verdicts[verdicts["cell"] == cell.label]
+        report.table(pd.DataFrame({
+            "comparison": rows["comparison"], "metric": rows["metric"],
+            "estimate [CI]": [fmt_ci(e, lo, hi, 2) for e, lo, hi in zip(rows["estimate"], rows["low"], rows["high"])],
+            "test": rows["test"], "p raw": [fmt_p(p) for p in rows["p_raw"]],
+            "p adjusted": [fmt_p(p) for p in rows["p_adjusted"]], "MDE": [fmt(m) for m in rows["mde"]],
+            "verdict": rows["verdict"]}))
+    report.heading("Method")
+    report.paragraph(
+        f"Search: per cell, Optuna TPE over α = factor × N_mood/N_meta (factor log-uniform in "
+        f"[{study.search.alpha_factor_low:g}, {study.search.alpha_factor_high:g}], the heuristic first), ASHA "
+        f"rungs per cell, seeds {list(study.search.seeds)}; the tuned α is the best search trial on validation. "
+        f"Curve: per cell α = 0, multiples {list(study.curve.grid)} of the heuristic, the tuned α and the learned "
+        f"weight, each over the fresh seeds {list(study.curve.seeds)}, every run to its own early stop. "
+        f"Statistics: hierarchical bootstrap over seeds and test songs ({study.report.n_boot} resamples, unit: "
+        f"{study.report.bootstrap_unit}), Student t reference with Welch–Satterthwaite degrees of freedom; "
+        f"'best α' is cross-fitted (each seed's best α is chosen on the other seeds' validation scores); "
+        f"p-values adjusted over the whole report ({study.report.adjust}); equivalence only by TOST with margin "
+        f"±{study.report.equivalence_margin:g} PR-AUC points; MDE at {study.report.power:.0%} power. "
+        f"All metrics in percent.")
+    report.heading("Runs")
+    counts = trials.groupby(["phase", "status"]).size().reset_index(name="runs")
+    report.table(counts)
+    atomic_write_text(out / "report.md", report.markdown())
+    atomic_write_text(out / "report.html", report.html())
+    return write_best_pointer(study, trials)
+
+
+def verdict_summary(run_dir: Path) -> str:
+    """The verdict lines of a written report, for the terminal."""
+    path = run_dir / REPORT_DIR / "verdicts.csv"
+    slope = run_dir / REPORT_DIR / "slope.json"
+    lines = []
+    if slope.exists():
+        fit = json.loads(slope.read_text())
+        if fit.get("slope") is not None:
+            lines.append(f"alpha* vs N_mood/N_meta: slope {fit['slope']:.2f} "
+                         f"[{fit.get('slope_low') or float('nan'):.2f}, {fit.get('slope_high') or float('nan'):.2f}]"
+                         f" (1 = the heuristic tracks the optimum)")
+        elif fit.get("note"):
+            lines.append(f"alpha* vs N_mood/N_meta: {fit['note']}")
+    if path.exists() and path.stat().st_size > 1:
+        v = pd.read_csv(path)
+        for _, row in v[v["metric"] == "pr_auc"].iterrows():
+            lines.append(f"{row['cell']}: {row['comparison']} {row['estimate']:+.2f} "
+                         f"[{row['low']:+.2f}, {row['high']:+.2f}] PR-AUC points -> {row['verdict']}")
+    return "\n".join(lines)
+
+
