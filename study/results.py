@@ -20,7 +20,7 @@ from study.cells import Cell
 from study.trial import FATAL, RESULT_FILE
 
 COLUMNS = ["phase", "trial_id", "cell", "dataset", "n_moods", "metadata", "n_mood_labels", "n_meta", "arm",
-           "alpha", "alpha_factor", "alpha_mode", "heuristic_alpha", "seed", "status", "early_stopped", "epochs",
+           "alpha", "alpha_factor", "alpha_mode", "heuristic_alpha", "seed", "status", "asha_stopped", "early_stopped", "epochs",
            "best_epoch", "val_roc_auc", "val_pr_auc", "test_roc_auc", "test_pr_auc", "test_prevalence",
            "train_seconds", "checkpoint_path", "predictions_path", "error"]
 
@@ -36,7 +36,7 @@ def row_from_result(record: dict[str, Any], out_dir: Path, run_dir: Path, cell: 
     """A table row from one finished run's result.json."""
     row = {c: record.get(c, math.nan) for c in COLUMNS}
     row.update({"dataset": cell.dataset, "heuristic_alpha": cell.heuristic_alpha, "status": "TERMINATED",
-                "early_stopped": False, "error": "", "n_mood_labels": record.get("n_mood_labels", cell.n_mood_labels),
+                "asha_stopped": False, "early_stopped": bool(record.get("stopped_early", False)), "error": "", "n_mood_labels": record.get("n_mood_labels", cell.n_mood_labels),
                 "checkpoint_path": _relative(out_dir / record["checkpoint"], run_dir),
                 "predictions_path": _relative(out_dir / record["predictions"], run_dir) if record.get("predictions")
                 else ""})
@@ -73,7 +73,7 @@ def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[s
                         "val_pr_auc": best_val, "checkpoint_path": "", "predictions_path": "",
                         "status": "ERROR" if result.error or FATAL in metrics else "TERMINATED",
                         # A trial that never sent its final (tested) report was stopped by ASHA.
-                        "early_stopped": result.error is None and FATAL not in metrics,
+                        "asha_stopped": result.error is None and FATAL not in metrics, "early_stopped": False,
                         "error": str(metrics.get(FATAL) or (str(result.error).splitlines()[0][:300]
                                                              if result.error else ""))})
         row["trial_id"] = trial_id
@@ -98,7 +98,7 @@ def curve_rows(jobs: Iterable[dict[str, Any]], runs_of: Any, cells: dict[str, Ce
                         "n_meta": cell.n_meta, "arm": job["arm"], "alpha": job["alpha"] if job["arm"] != "learned"
                         else math.nan, "alpha_factor": job.get("alpha_factor", math.nan), "alpha_mode":
                         "learned" if job["arm"] == "learned" else "fixed", "heuristic_alpha": cell.heuristic_alpha,
-                        "seed": run["seed"], "status": "ERROR", "early_stopped": False, "checkpoint_path": "",
+                        "seed": run["seed"], "status": "ERROR", "asha_stopped": False, "early_stopped": False, "checkpoint_path": "",
                         "predictions_path": "", "error": errors.get(job_name(job), "the run did not finish")})
             rows.append(row)
     return rows
@@ -125,6 +125,6 @@ def tuned_alpha_factor(search: pd.DataFrame, key: str) -> float | None:
     rows = search[(search["cell"] == key) & search["val_pr_auc"].notna() & (search["status"] == "TERMINATED")]
     if rows.empty:
         return None
-    finished = rows[~rows["early_stopped"].astype(bool)]
+    finished = rows[~rows["asha_stopped"].astype(bool)]
     pool = finished if not finished.empty else rows
     return float(pool.loc[pool["val_pr_auc"].idxmax(), "alpha_factor"])

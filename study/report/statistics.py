@@ -324,6 +324,11 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
 
 
+def _check_units(n_units: int) -> None:
+    if n_units < 2:
+        raise ValueError(f"the song bootstrap needs at least 2 clusters, got {n_units}")
+
+
 def minimum_detectable_effect(se: float, df: float, level: float = 0.05, power: float = 0.8) -> float:
     """Smallest true difference a two-sided t test at ``level`` detects with probability ``power``.
 
@@ -338,6 +343,7 @@ def minimum_detectable_effect(se: float, df: float, level: float = 0.05, power: 
 def estimate_from_draws(d: ArmDraws, n_units: int, confidence: float = 0.95) -> Estimate:
     """:func:`arm_estimate` from precomputed draws; n_units = number of song clusters."""
     _check_confidence(confidence)
+    _check_units(n_units)
     per_seed = tuple(map(float, d.full))
     mean = float(np.mean(d.full)) if d.full.size else math.nan
     seed_part = _seed_component(d.full)
@@ -351,6 +357,7 @@ def estimate_from_draws(d: ArmDraws, n_units: int, confidence: float = 0.95) -> 
 def compare_draws(a: ArmDraws, b: ArmDraws, n_units: int, confidence: float = 0.95, power: float = 0.8) -> Comparison:
     """:func:`compare_arms` from precomputed draws (both on the same song draws); n_units = number of song clusters."""
     _check_confidence(confidence)
+    _check_units(n_units)
     s_a, s_b = a.full.size, b.full.size
     paired = s_a == s_b and set(a.seeds) == set(b.seeds)
     if paired:  # align B's runs to A's seed order

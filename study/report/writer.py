@@ -129,7 +129,7 @@ def _budget_warning(trials: pd.DataFrame, study: StudyConfig) -> str:
     curve = trials[(trials["phase"] == "curve") & (trials["status"] == "TERMINATED")]
     if curve.empty:
         return ""
-    capped = float((~curve["stopped_early"].astype(bool)).mean())
+    capped = float((~curve["early_stopped"].astype(bool)).mean())
     best_last = float((curve["best_epoch"] >= curve["epochs"]).mean())
     if capped > 0.5 and best_last > 0.3:
         return (f"**Budget warning.** {capped:.0%} of the curve's runs used all {study.run.train.max_epochs} "
