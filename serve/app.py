@@ -34,6 +34,7 @@ import logging
 import math
 import time
 import wave
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Union
 
@@ -47,7 +48,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import mtlmood
-from serve.config import (DeploymentSettings, ServeConfig, resolve_checkpoint, serve_config_from_mapping,
+from serve.config import (DeploymentSettings, ServeConfig, resolve_checkpoint, study_selection, serve_config_from_mapping,
                           serve_config_to_dict)
 
 logger = logging.getLogger("ray.serve")
@@ -539,6 +540,8 @@ class MoodIngress:
                            "topology": self.topology,
                            "precision": self.config.precision,
                            "batching": serve_config_to_dict(self.config)["batching"]}
+        if self.config.study:  # which cell and arm of the study this model is, and why
+            card["study"] = study_selection(Path(self.config.study), self.config.cell)
         return card
 
 

@@ -23,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", metavar="DIR", help="an mtlmood checkpoint directory")
     source.add_argument("--study", metavar="RUN", help="a study run directory (serves its best_checkpoint.json)")
+    parser.add_argument("--cell", default=None, metavar="N|META",
+                        help="with --study: which cell's best model, e.g. '3|artist' (default: the study's "
+                             "default cell, see its best_checkpoint.json)")
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
     parser.add_argument("--config", "-c", metavar="FILE", help="YAML with ServeConfig fields (serve/config.py)")
@@ -40,6 +43,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     source = {}
     if args.checkpoint or args.study:  # a flag replaces whatever source the config file named
         source = {"checkpoint": args.checkpoint or "", "study": args.study or ""}
+    if args.cell is not None:
+        source["cell"] = args.cell
     config = load_serve_config(args.config, args.overrides, host=args.host, port=args.port, **source)
     # Fail here, in one line, before Ray starts: a wrong path is the most common mistake.
     checkpoint = resolve_checkpoint(config)

@@ -94,6 +94,7 @@ class ServeConfig:
 
     checkpoint: str = ""  # an mtlmood checkpoint directory ...
     study: str = ""  # ... or a study run directory (its best_checkpoint.json)
+    cell: str = ""  # with study: the cell to serve, "n_moods|metadata" ("" = the study's default cell)
     host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 exposes the endpoint
     port: int = 8000
     app_name: str = "mtlmood"
@@ -199,23 +200,40 @@ def resolve_checkpoint(config: ServeConfig) -> Path:
     if not checkpoint and not study:
         raise ConfigError(f"no model to serve: pass --checkpoint DIR or --study RUN "
                           f"(or set {CHECKPOINT_ENV} / {STUDY_ENV})")
+    if config.cell and not study:
+        raise ConfigError("cell names a cell of a study: give --study RUN with --cell")
     if study:
-        checkpoint = str(best_checkpoint_of_study(Path(study)))
+        checkpoint = str(best_checkpoint_of_study(Path(study), config.cell))
     path = Path(checkpoint).expanduser().resolve()
     read_card(path)  # CheckpointError with the reason when it is not a checkpoint
     return path
 
 
-def best_checkpoint_of_study(run_dir: Path) -> Path:
-    """The checkpoint named by ``<run_dir>/best_checkpoint.json`` (relative paths: from the run dir)."""
+def study_selection(run_dir: Path, cell: str = "") -> dict[str, Any]:
+    """What ``<run_dir>/best_checkpoint.json`` says about one cell's best model (the default
+    cell when ``cell`` is ""): its checkpoint, arm, alpha, seed and validation score.
+    Models are only ever chosen within a cell: PR-AUC of different mood counts is not comparable."""
     pointer = run_dir / BEST_FILE
     if not run_dir.is_dir():
         raise ConfigError(f"study run directory not found: {run_dir}")
     if not pointer.exists():
         raise ConfigError(f"{run_dir} has no {BEST_FILE}: the study has not finished a phase yet "
                           "(run `mtlmood study report RUN` after it has)")
-    target = read_json_object(pointer, CheckpointError).get("checkpoint")
+    data = read_json_object(pointer, CheckpointError)
+    cells = data.get("cells")
+    if not isinstance(cells, dict):  # a pointer written before studies had cells
+        return {"cell": "", "checkpoint": data.get("checkpoint")}
+    chosen = cell or str(data.get("default_cell", ""))
+    if chosen not in cells:
+        raise ConfigError(f"cell {chosen!r} is not in {pointer}; its cells: {', '.join(sorted(cells))}")
+    return {"cell": chosen, "default_cell": data.get("default_cell"), **cells[chosen]}
+
+
+def best_checkpoint_of_study(run_dir: Path, cell: str = "") -> Path:
+    """The checkpoint of a study's cell (relative paths: from the run dir)."""
+    selection = study_selection(run_dir, cell)
+    target = selection.get("checkpoint")
     if not isinstance(target, str) or not target:
-        raise CheckpointError(f"{pointer} names no checkpoint")
+        raise CheckpointError(f"{run_dir / BEST_FILE} names no checkpoint")
     target_path = Path(target)
     return target_path if target_path.is_absolute() else run_dir / target_path

@@ -35,12 +35,12 @@ EPOCHS = 3
 
 
 def _overrides(data_dir: Path, storage: Path, name: str, workers: int) -> list[str]:
-    """One baseline trial (no metadata, one search sample, no confirm phase), small and fixed-length:
+    """One search trial (the heuristic alpha of the artist cell, no curve phase), small and fixed-length:
     patience = max_epochs, so early stopping cannot make the two runs differ in length."""
     return [f"name={name}", f"storage_path={storage}", f"run.dataset.root={data_dir}",
             "run.model.n_filters=8", f"run.train.max_epochs={EPOCHS}", f"run.train.patience={EPOCHS}",
             "run.train.max_batches_per_epoch=8", "run.train.eval_batch_size=64", "run.train.num_threads=1",
-            "search.num_samples=1", "search.n_moods=[4]", "search.metadata=[]", "confirm.enabled=false",
+            "search.trials_per_cell=1", "search.n_moods=[4]", "search.metadata=[artist]", "curve.enabled=false",
             "scheduler.enabled=false", f"resources.num_workers={workers}", "resources.cpus_per_worker=0.9",
             "resources.driver_cpus=0.1", "resources.use_gpu=false", "resources.max_concurrent_trials=1"]
 
@@ -82,17 +82,18 @@ def test_two_worker_trial_matches_one_worker(env) -> None:
         runs[workers] = (table.iloc[0], _epoch_reports(study))
 
     for workers, (row, reports) in runs.items():
-        assert row["status"] == "TERMINATED" and row["metadata"] == "none" and row["alpha"] == 0
+        assert row["status"] == "TERMINATED" and row["metadata"] == "artist" and row["alpha_factor"] == 1.0
         for key in ("val_pr_auc", "val_roc_auc", "test_pr_auc", "test_roc_auc"):
             assert math.isfinite(row[key]) and 0 <= row[key] <= 100, (workers, key, row[key])
         # One report per epoch (rank 0 only: no duplicates from rank 1), then the final one.
         assert [r["epoch"] for r in reports[:-1]] == list(range(1, EPOCHS + 1)) and reports[-1]["final"]
-        assert int(row["epochs"]) == EPOCHS and row["checkpoint_path"] and Path(row["predictions_path"]).exists()
+        assert int(row["epochs"]) == EPOCHS and row["checkpoint_path"] and Path(env["storage"], f"w{workers}",
+                                                                                row["predictions_path"]).exists()
         assert all(math.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in reports[:-1])
 
     (one, one_reports), (two, two_reports) = runs[1], runs[2]
     print({w: {k: round(float(row[k]), 2) for k in ("val_roc_auc", "val_pr_auc", "test_roc_auc", "test_pr_auc")}
-           | {"loss1": round(reports[0]["train_loss"], 4), "time_s": round(float(row["time_s"]), 1)}
+           | {"loss1": round(reports[0]["train_loss"], 4), "time_s": round(float(row["train_seconds"]), 1)}
            for w, (row, reports) in runs.items()})
     # Same data, same seed, the same number of windows per epoch (2 ranks x half the batches);
     # DDP averages the gradients of 2 batches, so the runs are close, not equal.

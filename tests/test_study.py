@@ -1,5 +1,6 @@
-"""A real tiny alpha study on a local Ray: Optuna + ASHA search, seeds, table, report,
-resume after the driver is killed, and a training worker killed mid-trial.
+"""A real tiny alpha study on a local Ray: per-cell Optuna + ASHA search, the alpha curve over
+fresh seeds, table, report, resume after the driver is killed, a training worker killed
+mid-trial, and a deterministic failure that stops the study at once.
 
 Ray starts once for the module (dashboard on: Train V2 frees the resources of trials
 that ASHA stops through the State API, which needs it).
@@ -32,13 +33,15 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 
 
-def small_overrides(data_dir: Path, storage: Path, name: str) -> list[str]:
-    """Small settings: 8 filters, 6 batches per epoch, 3 epochs, 3 search trials, 3 seeds."""
+def small_overrides(data_dir: Path | str, storage: Path | str, name: str) -> list[str]:
+    """Small settings: 8 filters, 6 batches per epoch, 3 epochs; 2 search trials; a curve of
+    alpha = 0, x1/3, the heuristic, tuned and learned over 2 fresh seeds (2 seeds per trial)."""
     return [f"name={name}", f"storage_path={storage}", f"run.dataset.root={data_dir}",
             "run.model.n_filters=8", "run.train.max_epochs=3", "run.train.patience=2",
             "run.train.max_batches_per_epoch=6", "run.train.eval_batch_size=64", "run.train.num_threads=1",
-            "search.num_samples=3", "search.n_moods=[4]", "search.metadata=[artist]",
-            "confirm.seeds=[0,1,2]", "scheduler.grace_period=1", "report_bootstrap=200"]
+            "search.trials_per_cell=2", "search.n_moods=[4]", "search.metadata=[artist]", "search.seeds=[0]",
+            "curve.grid=[1/3,1]", "curve.seeds=[1,2]", "curve.seeds_per_trial=2", "scheduler.grace_period=1",
+            "report.n_boot=200"]
 
 
 @pytest.fixture(scope="module")
@@ -58,74 +61,101 @@ def _finished_trials(train_dir: Path) -> int:
     return len(list(train_dir.glob("search-*/checkpoint_*/test_predictions.npz")))
 
 
+def _finished_search_runs(run_dir: Path) -> set[str]:
+    """Search trials whose run wrote its result (model, predictions, result.json)."""
+    return {p.parent.parent.name for p in run_dir.glob("runs/search/*/*/seed-*/result.json")}
+
+
 def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(env) -> None:
-    """Kill the study's driver after its first finished search trial, resume it, then check the whole output:
-    the same trial count as an uninterrupted run (3 search + 9 confirm), no trial twice."""
-    overrides = small_overrides(env["data"], env["storage"], "interrupted")
+    """The README's `mtlmood study run synthetic` with relative paths, typed in another working
+    directory; its driver is killed after the first finished search trial and the study resumed.
+    Then the whole output: the same rows as an uninterrupted run, nothing twice, fresh curve seeds."""
+    overrides = small_overrides("data", "studies", "interrupted")  # relative to the root, not to the repo
     address = ray.get_runtime_context().gcs_address
     command = [sys.executable, "-m", "mtlmood.cli", "study", "run", "synthetic", "--address", address,
                *[arg for o in overrides for arg in ("--set", o)]]
     environ = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    proc = subprocess.Popen(command, cwd=REPO, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(command, cwd=env["root"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    search_dir = env["storage"] / "interrupted" / "search"
-    train_dir = env["storage"] / "interrupted" / "train"
+    run_dir = env["storage"] / "interrupted"
     deadline = time.monotonic() + 240
     try:
-        while _finished_trials(train_dir) < 1:
+        while not _finished_search_runs(run_dir):
             assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
             assert time.monotonic() < deadline, "the study finished no trial in time"
             time.sleep(0.5)
-        time.sleep(1.5)  # let Tune write its experiment state (every second here) with those trials
+        time.sleep(1.5)  # let Tune write its experiment state (every second here) with that trial
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-study, as with a lost head node
         proc.wait(timeout=30)
-    assert not (search_dir / "phase_done.json").exists(), "the search finished before the kill"
-    finished_before = {p.parent.parent.name for p in train_dir.glob("search-*/checkpoint_*/test_predictions.npz")}
+    assert not (run_dir / "search" / "phase_done.json").exists(), "the search finished before the kill"
+    finished_before = _finished_search_runs(run_dir)
+    saved = load_study_config(run_dir / "study_config.yaml")
+    assert saved.run.dataset.root == str(env["data"])  # recorded resolved, against the caller's directory
 
-    study = load_study_config("synthetic", overrides)
+    study = load_study_config("synthetic", small_overrides(env["data"], env["storage"], "interrupted"))
     outcome = run_study(study)
     trials = outcome.trials
     assert list(trials.columns) == COLUMNS
-    assert not trials.duplicated(["trial_id", "role"]).any()
     search = trials[trials["phase"] == "search"]
-    confirm = trials[trials["phase"] == "confirm"]
-    assert len(search) == 3  # the same count as an uninterrupted run: nothing lost, nothing repeated
-    # The trials finished before the kill are in the table, not replaced by new ones.
-    assert {name.removeprefix("search-") for name in finished_before} <= set(search["trial_id"])
-    # The seeded points: the baseline and the heuristic alpha were both evaluated in the search.
-    assert ((search["metadata"] == "none") & (search["alpha"] == 0)).any()
-    artist = search[search["metadata"] == "artist"]
-    assert (abs(artist["alpha"] - artist["heuristic_alpha"]) < 1e-9).any()
-    # Phase 2: baseline, heuristic and best alpha, each over 3 seeds, all finished and tested
-    # (when the best alpha found is the heuristic, the best arm reuses the heuristic's runs).
-    assert len(confirm) == 9 and confirm["trial_id"].nunique() in (6, 9)
-    best_rows, heuristic_rows = confirm[confirm["role"] == "best"], confirm[confirm["role"] == "heuristic"]
-    if confirm["trial_id"].nunique() == 6:
-        assert sorted(best_rows["trial_id"]) == sorted(heuristic_rows["trial_id"])
-    assert {role: sorted(seeds) for role, seeds in confirm.groupby("role")["seed"]} == {
-        "baseline": [0, 1, 2], "best": [0, 1, 2], "heuristic": [0, 1, 2]}
-    assert (confirm["status"] == "TERMINATED").all() and confirm["test_pr_auc"].notna().all()
-    assert confirm["test_pr_auc"].between(0, 100).all() and confirm["epochs"].ge(1).all()
-    assert all(Path(p).exists() for p in confirm["predictions_path"])
+    curve = trials[trials["phase"] == "curve"]
+    assert len(search) == 2  # the same count as an uninterrupted run: nothing lost, nothing repeated
+    assert finished_before <= set(search["trial_id"])
+    assert (search["cell"] == "4|artist").all() and (search["alpha_factor"] == 1.0).any()  # heuristic first
+    # The curve: fresh seeds only, every run finished and tested, no row a copy of another arm's.
+    assert set(curve["seed"]) == {1, 2} and not set(curve["seed"]) & set(search["seed"])
+    arms = set(curve["arm"])
+    assert {"baseline", "x1/3", "heuristic", "learned"} <= arms <= {"baseline", "x1/3", "heuristic", "tuned", "learned"}
+    assert not curve.duplicated(["cell", "arm", "seed"]).any()
+    assert curve["predictions_path"].is_unique and curve["checkpoint_path"].is_unique
+    assert (curve["status"] == "TERMINATED").all() and curve["test_pr_auc"].between(0, 100).all()
+    assert (curve[curve["arm"] == "baseline"]["cell"] == "4|none").all()
+    learned = curve[curve["arm"] == "learned"]
+    assert (learned["alpha_mode"] == "learned").all() and (learned["alpha"] > 0).all()
+    assert all((run_dir / p).exists() for p in curve["predictions_path"])  # relative to the run directory
 
     report_dir = Path(outcome.run_dir) / "report"
-    for name in ("trials.csv", "trials.parquet", "table1.csv", "report.md", "report.html"):
-        assert (report_dir / name).stat().st_size > 0
-    assert list((report_dir / "plots").glob("*.png"))
+    for name in ("trials.csv", "trials.parquet", "table1.csv", "curves.csv", "verdicts.csv", "labels.csv",
+                 "alpha_star.csv", "report.md", "report.html"):
+        assert (report_dir / name).stat().st_size > 0, name
+    assert {p.name for p in (report_dir / "plots").glob("*.png")} >= {"curve-4-artist.png"}
+    verdicts = pd.read_csv(report_dir / "verdicts.csv")
+    assert {"p_raw", "p_adjusted", "verdict"} <= set(verdicts.columns)
+    assert (verdicts["p_adjusted"].dropna() >= verdicts["p_raw"].dropna() - 1e-12).all()
+    assert "one cell cannot test a rule about ratios" in (report_dir / "report.md").read_text()
     assert len(pd.read_csv(report_dir / "trials.csv")) == len(trials)
     best = json.loads((Path(outcome.run_dir) / "best_checkpoint.json").read_text())
-    assert len(Predictor.from_checkpoint(best["checkpoint"]).mood_names) == 4
+    assert set(best["cells"]) == {"4|none", "4|artist"} and best["default_cell"] in best["cells"]
+    assert len(Predictor.from_checkpoint(run_dir / best["checkpoint"]).mood_names) == 4
 
     # Running the finished study again re-runs nothing and gives the same table.
     again = run_study(study)
-    assert sorted(again.trials["trial_id"]) == sorted(trials["trial_id"])
+    pd.testing.assert_frame_equal(again.trials.reset_index(drop=True), trials.reset_index(drop=True))
+
+
+def test_a_deterministic_failure_stops_the_study_at_once_with_one_line(env, tmp_path) -> None:
+    """Features never prepared: every trial would fail the same way, so none is retried; the
+    study stops with one line naming the cause and the trial, the traceback in its log."""
+    data = make_study_data(tmp_path / "unprepared", seed=4)
+    overrides = small_overrides(data, tmp_path / "studies", "no-features")
+    address = ray.get_runtime_context().gcs_address
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "mtlmood.cli", "study", "run", "synthetic", "--address", address,
+                           *[arg for o in overrides for arg in ("--set", o)]], cwd=REPO, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("mtlmood")]
+    assert len(errors) == 1 and "CacheError" in errors[0] and "not retried" in errors[0], done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert time.monotonic() - started < 120
+    logs = list((tmp_path / "studies" / "no-features" / "logs").glob("*.log"))
+    assert logs and "Traceback" in logs[0].read_text()
 
 
 def test_killed_training_worker_resumes_from_its_checkpoint(env) -> None:
     overrides = small_overrides(env["data"], env["storage"], "worker-kill") + [
         "run.train.max_epochs=5", "run.train.patience=5", "run.train.max_batches_per_epoch=12",
-        "search.num_samples=1", "search.metadata=[]", "confirm.enabled=false", "scheduler.enabled=false"]
+        "search.trials_per_cell=1", "curve.enabled=false", "scheduler.enabled=false", "report.reference=false"]
     study = load_study_config("synthetic", overrides)
     train_dir = env["storage"] / "worker-kill" / "train"
     killed: list[int] = []
@@ -152,11 +182,11 @@ def test_killed_training_worker_resumes_from_its_checkpoint(env) -> None:
     assert killed, "no training worker was killed (the test did not exercise the failure path)"
 
     trials = outcome.trials
-    assert len(trials) == 1 and trials["status"].eq("TERMINATED").all()
+    assert len(trials) == 1 and trials["status"].eq("TERMINATED").all() and not trials["asha_stopped"].any()
     assert trials["test_pr_auc"].notna().all() and int(trials["epochs"].iloc[0]) == 5  # no hole in the table
     # The epochs reported to Tune never restart from 1: the new worker resumed from the checkpoint.
     results = next((env["storage"] / "worker-kill" / "search").glob("*/result.json")).read_text().splitlines()
-    epochs = [json.loads(line)["epoch"] for line in results if line.strip()]
-    training_epochs = epochs[:-1]  # the last report is the final (test) one
+    reports = [json.loads(line) for line in results if line.strip()]
+    training_epochs = [r["epoch"] for r in reports if not r.get("final")]  # the last report is the final one
     assert training_epochs == sorted(set(training_epochs)) and training_epochs[-1] == 5
     assert len(list(train_dir.glob("*"))) == 1
