@@ -155,7 +155,7 @@ def crossfit_choice(val: np.ndarray) -> np.ndarray:
     v = np.asarray(val, dtype=float)
     if v.ndim != 2:
         raise ValueError(f"val must be (n_arms, n_seeds), got shape {v.shape}")
-    n_arms, n_seeds = v.shape
+    n_seeds = v.shape[1]
     choice = np.full(n_seeds, -1, dtype=int)
     present = np.isfinite(v)
     for s in range(n_seeds):
@@ -243,7 +243,7 @@ def fit_slope(log_ratio: np.ndarray, log_alpha_star_draws: np.ndarray, log_alpha
     c = int(x.size)
     nan = math.nan
     if c < 2 or np.ptp(x) == 0:
-        note = ("one cell cannot test a rule about ratios" if c <= 1
+        note = ("no cell has an alpha*" if c == 0 else "one cell cannot test a rule about ratios" if c == 1
                 else "all cells share one ratio N_mood/N_meta: the slope is not identifiable")
         return SlopeFit(nan, nan, nan, nan, nan, nan, c, "none", note)
     slope, intercept = (float(v[0]) for v in _ols(x, y))

@@ -12,21 +12,25 @@ and ROC-AUC:
    inflated by having been selected;
 3. ``best alpha - heuristic``: the heuristic's regret, as a difference test and
    as a TOST equivalence test with a declared margin (absence of a significant
-   regret is not evidence of equivalence);
+   regret is not evidence of equivalence). When the cross-fitted choice is the
+   heuristic for every seed, the difference is 0 run for run, by construction:
+   its zero spread would "show" equivalence for any margin, so both rows get no
+   p-value and say why in ``note``;
 4. ``learned - heuristic`` and ``learned - baseline`` when a learned-weight arm exists.
 
 All comparisons of a cell use the same song draws (one cluster bootstrap per
 cell), so they are paired over songs with each other. :func:`adjust_study`
 adjusts the p-values of all rows of a whole study as one family (Holm by
-default) and writes the verdict text.
+default) and writes the verdict text. Rows without a p-value (an arm with one
+seed, or the regret above) carry the reason in ``note`` and stay out of the family.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -52,7 +56,10 @@ LEARNED = "learned"
 BEST = "best alpha"
 DIFFERENCE = "difference"
 ROW_COLUMNS: tuple[str, ...] = ("cell", "comparison", "metric", "estimate", "low", "high", "se", "df",
-                                "p_raw", "mde", "test")
+                                "p_raw", "mde", "test", "note")
+FEW_SEEDS = "an arm has fewer than 2 seeds"
+REGRET_BY_CONSTRUCTION = ("the cross-fitted best alpha is the heuristic for every seed: "
+                          "regret 0 by construction, no spread to test")
 
 
 def equivalence_test(margin: float) -> str:
@@ -110,9 +117,18 @@ def best_alpha_runs(e: CellEvidence, names: Sequence[str]) -> list[tuple[str, in
     return [(names[k], e.arms[names[k]].seeds.index(s)) for s, k in zip(seeds, choice) if k >= 0]
 
 
-def _row(cell: str, comparison: str, metric: str, c: Comparison, test: str, p: float) -> dict:
+def _row(cell: str, comparison: str, metric: str, c: Comparison, test: str, p: float, note: str = "") -> dict:
+    if not note and not math.isfinite(p):
+        note = FEW_SEEDS
     return {"cell": cell, "comparison": comparison, "metric": metric, "estimate": c.estimate, "low": c.low,
-            "high": c.high, "se": c.se, "df": c.df, "p_raw": p, "mde": c.mde, "test": test}
+            "high": c.high, "se": c.se, "df": c.df, "p_raw": p, "mde": c.mde, "test": test, "note": note}
+
+
+def _untestable(c: Comparison) -> Comparison:
+    """The comparison with its spread removed (NaN se, CI, p, MDE): for a difference that is 0 by construction."""
+    nan = math.nan
+    return Comparison(c.estimate, nan, nan, nan, nan, nan, c.se_seed, c.se_song, c.paired, c.n_seeds_a,
+                      c.n_seeds_b, nan)
 
 
 def _comparisons(e: CellEvidence, has_best: bool) -> list[tuple[str, str]]:
@@ -154,6 +170,14 @@ def cell_verdicts(e: CellEvidence, margin: float = 0.5, n_boot: int = 2000, seed
         for a, b in _comparisons(e, bool(best)):
             c = compare_draws(draws[a], draws[b], units, confidence, power)
             label = f"{a} - {b}"
+            if (a, b) == (BEST, HEURISTIC) and all(name == HEURISTIC for name, _ in best):
+                # The difference is 0 run for run: its zero spread says nothing about the selection's own
+                # variability, and a TOST on it would "show" equivalence for any margin.
+                c = _untestable(c)
+                rows.append(_row(e.cell, label, metric, c, DIFFERENCE, math.nan, REGRET_BY_CONSTRUCTION))
+                rows.append(_row(e.cell, label, metric, c, equivalence_test(margin), math.nan,
+                                 REGRET_BY_CONSTRUCTION))
+                continue
             rows.append(_row(e.cell, label, metric, c, DIFFERENCE, c.p_value))
             if (a, b) == (BEST, HEURISTIC):
                 rows.append(_row(e.cell, label, metric, c, equivalence_test(margin), tost(c, margin)))
@@ -170,19 +194,17 @@ def cell_verdicts(e: CellEvidence, margin: float = 0.5, n_boot: int = 2000, seed
 _MARGIN = re.compile(r"margin ([-+0-9.eE]+)")
 
 
-def _verdict(test: str, estimate: float, mde: float, p_adjusted: float, level: float) -> str:
+def _verdict(test: str, estimate: float, mde: float, p_adjusted: float, level: float, note: str) -> str:
     """The verdict text of one row."""
+    if not math.isfinite(p_adjusted):
+        return f"not testable ({note or FEW_SEEDS})"
     if test == DIFFERENCE:
-        if not math.isfinite(p_adjusted):
-            return "not testable (an arm has fewer than 2 seeds)"
         if p_adjusted < level:
             return "significant gain" if estimate > 0 else "significant loss"
         mde_text = f"{mde:.1f} points" if math.isfinite(mde) else "n/a"
         return f"no significant difference (MDE {mde_text})"
     found = _MARGIN.search(test)
     margin = found.group(1) if found else "?"
-    if not math.isfinite(p_adjusted):
-        return "equivalence not testable (an arm has fewer than 2 seeds)"
     return f"equivalent within ±{margin}" if p_adjusted < level else "equivalence not shown"
 
 
@@ -192,11 +214,13 @@ def adjust_study(rows: pd.DataFrame, method: str = "holm", level: float = 0.05) 
     Difference rows: "significant gain" / "significant loss" when p_adjusted <
     level, else "no significant difference (MDE x.x points)". TOST rows:
     "equivalent within ±m" when p_adjusted < level, else "equivalence not shown".
+    Rows without a p-value: "not testable (<the row's note>)".
     """
     out = rows.copy()
     out["p_adjusted"] = adjust_p_values(out["p_raw"].to_numpy(dtype=float), method) if len(out) else []
+    notes = out["note"].fillna("") if "note" in out else pd.Series([""] * len(out), index=out.index)
     out["verdict"] = [
-        _verdict(t, float(est), float(mde), float(p), level)
-        for t, est, mde, p in zip(out["test"], out["estimate"], out["mde"], out["p_adjusted"])
+        _verdict(t, float(est), float(mde), float(p), level, str(note))
+        for t, est, mde, p, note in zip(out["test"], out["estimate"], out["mde"], out["p_adjusted"], notes)
     ]
     return out
