@@ -80,7 +80,9 @@ class CellSearcher(Searcher):
     """One Optuna study per cell; each cell gets ``budget`` trials (see the module docstring)."""
 
     def __init__(self, searchers: dict[str, Any], budget: int) -> None:
-        super().__init__(metric=METRIC, mode=MODE)
+        # No metric at this level: Tune would then demand it in every result, a trial's
+        # one-line failure report included. Each cell's OptunaSearch knows it.
+        super().__init__()
         self.searchers = searchers
         self.budget = budget
         self.issued = {key: 0 for key in searchers}
@@ -131,7 +133,8 @@ class CellASHA(FIFOScheduler):
         super().__init__()
         self.settings = {"max_t": max_t, "grace_period": grace_period, "reduction_factor": reduction_factor}
         self.cells: dict[str, Any] = {}
-        self._metric, self._mode = METRIC, MODE
+        # No metric at this level either (see CellSearcher): each cell's ASHA has it.
+        self._metric, self._mode = None, None
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec: Any) -> bool:
         return True
