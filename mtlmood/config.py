@@ -35,6 +35,14 @@ class FeatureConfig:
     def frames_per_second(self) -> float:
         return self.sample_rate / self.hop_length
 
+    @property
+    def max_frames(self) -> int:
+        """Frames of the first ``max_seconds`` of a song: int(29 * 62.5) = 1812 by default.
+
+        Training evaluation, inference and serving all cut songs with this one window.
+        """
+        return int(self.max_seconds * self.frames_per_second)
+
 
 @dataclass(frozen=True)
 class DatasetConfig:

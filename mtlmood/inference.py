@@ -242,8 +242,8 @@ class Predictor:
 
     @property
     def max_frames(self) -> int:
-        """Frames of the first ``max_seconds`` of a song: int(29 * 62.5) = 1812 by default."""
-        return int(self.feature_config.max_seconds * self.feature_config.frames_per_second)
+        """Frames of the first ``max_seconds`` of a song (see FeatureConfig.max_frames)."""
+        return self.feature_config.max_frames
 
     def segments(self, features: np.ndarray) -> np.ndarray:
         """(n, T, F) non-overlapping windows of a song's (t, F) features (see metrics.segment_song)."""

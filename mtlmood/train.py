@@ -348,11 +348,6 @@ def _to_device(batches: Iterator[Batch], device: torch.device) -> Iterator[Tenso
                torch.from_numpy(meta).to(device, non_blocking=True))
 
 
-def _max_frames(config: RunConfig) -> int:
-    """Frames of the first ``max_seconds`` (29 s -> int(29 * 62.5) = 1812)."""
-    return int(config.features.max_seconds * config.features.frames_per_second)
-
-
 def evaluate_split(model: MoodCNN, data: RunData, split: str = "test", config: Optional[RunConfig] = None,
                    per_label: bool = True) -> SplitEvaluation:
     """Song-level predictions and macro ROC-AUC / PR-AUC (%) of ``model`` on one split of ``data``."""
@@ -361,7 +356,7 @@ def evaluate_split(model: MoodCNN, data: RunData, split: str = "test", config: O
     ids = data.song_ids(split)
     moods, _ = data.targets(split)
     probs = song_probabilities(module, (data.cache.features(s) for s in ids), module.cfg.segment_frames,
-                               _max_frames(config), config.train.eval_batch_size,
+                               config.features.max_frames, config.train.eval_batch_size,
                                torch.bfloat16 if config.train.bf16 else None)
     scores = macro_scores(moods, probs, data.mood_names)
     if not per_label:
