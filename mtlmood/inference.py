@@ -7,157 +7,129 @@
 The steps are exposed separately so a server can batch across requests:
 ``segments(features)`` cuts one song into (n, T, F) windows, ``predict_segments``
 scores any stack of windows (from many songs), and the song's probabilities are
-the mean over its windows, exactly as in evaluation (mtlmood.metrics).
+the mean over its windows.
+
+Evaluation during training uses the same steps: ``song_probabilities`` packs the
+segments of many songs into shared forwards (mtlmood.train.evaluate_split), so a
+song's evaluated and served probabilities come from one code path.
 
 Speed (see benchmarks/README.md for the measurements). On CPU the Predictor runs
-``FusedCNN``, an inference-only rewrite of the eval-mode network that gives the same
-probabilities (|Δp| < 1e-5 in fp32, tested) with far less memory traffic:
-
-* eval BatchNorm is a per-channel affine ``a·r + b``; folded with ReLU and max-pooling
-  it becomes ``maxpool(conv_{a·w}(x))`` followed by a per-channel clamp and shift
-  (``a·relu(m) = clamp(a·m, 0, inf)`` for a ≥ 0 and ``clamp(a·m, -inf, 0)`` for a < 0,
-  and max-pooling commutes with both), so ReLU and BatchNorm run on the pooled,
-  4× smaller tensor instead of the full-resolution conv output;
-* the first conv (1 input channel, where oneDNN is slow) is an im2col matmul
-  evaluated once per pooling offset, so pooling is an elementwise max of
-  contiguous tensors;
-* activations are channels-last, and the network runs in chunks of a few segments
-  that stay in cache.
-
-Its ``predict_file``/``predict_bytes`` compute log-mel with the BLAS-free fast path of
-mtlmood.features (|Δ| < 1e-5 from librosa's; ``mel_method="librosa"`` for the reference).
-
-``precision="bf16"`` runs the convolutions in bfloat16 (AMX / AVX-512 BF16 CPUs: the
-network about 3x faster than fused fp32 there) with the first layer and the head in
-fp32: the probabilities move by ~1e-3 (6e-4 measured on real clips; tested bound
-2e-2); fp32 stays the default.
+``FusedCNN`` (mtlmood/fused.py), an inference-only rewrite of the eval-mode network
+that gives the same probabilities (|Δp| < 1e-5 in fp32, tested) with far less memory
+traffic; ``precision="bf16"`` runs its convolutions in bfloat16 (|Δp| ~1e-3); fp32
+stays the default. ``predict_file``/``predict_bytes`` compute log-mel with the
+BLAS-free fast path of mtlmood.features (|Δ| < 1e-5 from librosa's;
+``mel_method="librosa"`` for the reference).
 """
 
 from __future__ import annotations
 
 import collections
-import math
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mtlmood.checkpoint import ModelCard, load_checkpoint
-from mtlmood.config import FeatureConfig
+from mtlmood.config import FeatureConfig, ModelConfig, TrainConfig
 from mtlmood.features import MEL_METHODS, MelMethod
-from mtlmood.metrics import predict_segment_batches, segment_song
+from mtlmood.fused import DTYPES, PRECISIONS, FusedCNN, Precision
 from mtlmood.model import MoodCNN
 
-
-Precision = Literal["fp32", "bf16"]
-PRECISIONS = ("fp32", "bf16")
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def _same_padding(kernel: int) -> tuple[int, int]:
-    """(before, after) padding of PyTorch's ``padding="same"`` for a stride-1 kernel."""
-    before = (kernel - 1) // 2
-    return before, kernel - 1 - before
+# Defaults of the functions below: the paper's ~3 s window and the evaluation batch.
+_SEGMENT_FRAMES = ModelConfig.segment_frames
+_BATCH = TrainConfig.eval_batch_size  # segments per forward
 
 
-class FusedCNN(nn.Module):
-    """Inference-only equivalent of an eval-mode MoodCNN's mood path (see the module docstring).
+def segment_song(features: np.ndarray, segment_frames: int = _SEGMENT_FRAMES,
+                 max_frames: Optional[int] = None) -> np.ndarray:
+    """Non-overlapping (n, segment_frames, n_mels) segments of the first ``max_frames`` frames.
 
-    ``forward(x (B, T, F), with_meta=False) -> (mood_logits (B, N_mood) float32, None)``,
-    the MoodCNN interface, so it drops into ``metrics.predict_segment_batches``. It
-    snapshots the model's weights and running statistics: rebuild it after they change.
+    The remainder after the last full segment is dropped (as the paper's "all
+    non-overlapping segments"). A song shorter than one segment gives one segment,
+    zero-padded at the end (log-mel 0 = silence).
     """
+    features = np.asarray(features, dtype=np.float32)
+    if features.ndim != 2:
+        raise ValueError(f"expected (frames, mels) features, got shape {features.shape}")
+    if max_frames is not None:
+        features = features[:max_frames]
+    n = features.shape[0] // segment_frames
+    if n == 0:
+        padded = np.zeros((1, segment_frames, features.shape[1]), dtype=np.float32)
+        padded[0, : features.shape[0]] = features
+        return padded
+    return np.ascontiguousarray(features[: n * segment_frames]).reshape(n, segment_frames, -1)
 
-    def __init__(self, model: MoodCNN, precision: Precision = "fp32", chunk: int = 8) -> None:
-        super().__init__()
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-        layers = list(model.trunk)
-        kinds = (nn.Conv2d, nn.ReLU, nn.BatchNorm2d, nn.MaxPool2d, nn.Dropout)
-        if len(layers) % 5 or not all(isinstance(m, kinds[i % 5]) for i, m in enumerate(layers)):
-            raise ValueError("FusedCNN expects MoodCNN blocks: conv, ReLU, BatchNorm, max-pool, dropout")
-        self.precision = precision
-        self.dtype = _DTYPES[precision]
-        self.chunk = max(1, int(chunk))
-        self.n_moods = model.n_moods
-        self.kernel = model.cfg.kernel_size
-        self.pool = model.cfg.pool_size
-        self.first_out = (model.cfg.segment_frames // self.pool, model.cfg.n_mels // self.pool)
-        device = next(model.parameters()).device
-        self.lo, self.hi, self.shift = nn.ParameterList(), nn.ParameterList(), nn.ParameterList()
-        self.weights = nn.ParameterList()
-        with torch.no_grad():
-            for i in range(0, len(layers), 5):
-                conv, bn = layers[i], layers[i + 2]
-                if bn.running_var is None:
-                    raise ValueError("FusedCNN needs BatchNorm running statistics (track_running_stats=True)")
-                gamma = bn.weight if bn.affine else torch.ones_like(bn.running_var)
-                beta = bn.bias if bn.affine else torch.zeros_like(bn.running_var)
-                a = (gamma / torch.sqrt(bn.running_var + bn.eps)).double()
-                b = beta.double() - bn.running_mean.double() * a
-                bias = conv.bias.double() * a if conv.bias is not None else torch.zeros_like(a)
-                weight = conv.weight.double() * a.view(-1, 1, 1, 1)
-                inf = torch.full_like(a, math.inf)
-                # y = clamp(maxpool(conv_{a w}(x)) + a bias, lo, hi) + b, with the bias moved into the bounds.
-                lo = torch.where(a >= 0, torch.zeros_like(a), -inf) - bias
-                hi = torch.where(a >= 0, inf, torch.zeros_like(a)) - bias
-                # The first layer (one input channel) and its epilogue stay fp32: it is cheap,
-                # and the log-mel input deserves more than bf16's 8 bits of mantissa.
-                dtype = torch.float32 if i == 0 else self.dtype
-                if i == 0:
-                    w = weight.reshape(weight.shape[0], -1).t().contiguous()  # (k*k, C) for the im2col matmul
-                else:
-                    w = weight.contiguous(memory_format=torch.channels_last)
-                self.weights.append(nn.Parameter(w.to(device, dtype), requires_grad=False))
-                for store, value in ((self.lo, lo), (self.hi, hi), (self.shift, b + bias)):
-                    store.append(nn.Parameter(value.view(1, -1, 1, 1).to(device, dtype), requires_grad=False))
-        self.head_weight = nn.Parameter(model.mood_head.weight.detach().float().clone(), requires_grad=False)
-        self.head_bias = nn.Parameter(model.mood_head.bias.detach().float().clone(), requires_grad=False)
-        self.eval()
 
-    def _first_block(self, x: torch.Tensor) -> torch.Tensor:
-        """Conv (im2col, once per pooling offset) -> max over offsets -> clamp + shift, channels-last.
+@torch.inference_mode()
+def predict_segment_batches(model: nn.Module, segments: np.ndarray, batch_size: int = _BATCH,
+                            autocast_dtype: Optional[torch.dtype] = None) -> np.ndarray:
+    """Per-segment mood probabilities (n, N_mood) for segments (n, T, F); the model must be in eval mode."""
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(segments), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(segments[start: start + batch_size])).to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
+                            enabled=autocast_dtype is not None):
+            mood_logits, _ = model(x, with_meta=False)
+        out.append(torch.sigmoid(mood_logits.float()).cpu().numpy())
+    if not out:
+        return np.zeros((0, getattr(model, "n_moods", 0)), dtype=np.float32)
+    return np.concatenate(out)
 
-        One segment at a time: its four (T/2 x F/2, C) fp32 conv outputs stay in cache,
-        where a whole batch's would stream through memory several times.
-        """
-        k, p = self.kernel, self.pool
-        (top, bottom), (h2, w2) = _same_padding(k), self.first_out
-        lo, hi, shift = (t.view(1, 1, -1) for t in (self.lo[0], self.hi[0], self.shift[0]))
-        out = torch.empty((x.shape[0], h2, w2, self.weights[0].shape[1]), dtype=self.dtype, device=x.device)
-        padded = F.pad(x.float(), (top, bottom, top, bottom))
-        patches = padded.unfold(1, k, 1).unfold(2, k, 1)  # (B, T, F, k, k) views
-        for n in range(x.shape[0]):
-            best: Optional[torch.Tensor] = None
-            for dy in range(p):
-                for dx in range(p):
-                    z = patches[n, dy: h2 * p: p, dx: w2 * p: p].reshape(-1, k * k) @ self.weights[0]
-                    best = z if best is None else torch.maximum(best, z, out=best)
-            assert best is not None
-            # The bias is folded into the bounds; the result is cast on the way out.
-            torch.add(best.view(h2, w2, -1).clamp_(lo, hi), shift, out=out[n])
-        return out.permute(0, 3, 1, 2)  # (B, C, H, W) logically, NHWC in memory
 
-    def _trunk(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._first_block(x)
-        for i in range(1, len(self.weights)):
-            y = F.conv2d(y, self.weights[i], None, padding="same")
-            y = F.max_pool2d(y, self.pool)
-            y = y.clamp_(self.lo[i], self.hi[i]).add_(self.shift[i])
-        return torch.flatten(y, 1).float()
+def song_probabilities(model: nn.Module, features_list: Iterable[np.ndarray], segment_frames: int = _SEGMENT_FRAMES,
+                       max_frames: Optional[int] = None, batch_size: int = _BATCH,
+                       autocast_dtype: Optional[torch.dtype] = None) -> np.ndarray:
+    """(n_songs, N_mood) song-level probabilities: mean of the segments' sigmoids per song.
 
-    def forward(self, x: torch.Tensor, with_meta: bool = False) -> tuple[torch.Tensor, None]:
-        if x.dim() != 3:
-            raise ValueError(f"expected input of shape (batch, frames, mels), got {tuple(x.shape)}")
-        feats = torch.cat([self._trunk(x[i: i + self.chunk]) for i in range(0, x.shape[0], self.chunk)]) \
-            if x.shape[0] > self.chunk else self._trunk(x)
-        return F.linear(feats, self.head_weight, self.head_bias), None
+    Segments of consecutive songs are packed into shared forward passes of
+    ``batch_size`` segments, so short songs do not waste a forward each. The
+    model is switched to eval mode for the call and restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    sums: list[np.ndarray] = []
+    pending: list[np.ndarray] = []
+    owners: list[int] = []  # song index of each pending segment
+    n_pending = 0
+
+    def flush() -> None:
+        nonlocal n_pending
+        if not pending:
+            return
+        probs = predict_segment_batches(model, np.concatenate(pending), batch_size, autocast_dtype)
+        owner = np.asarray(owners)
+        first = owner[0]
+        song_sums = np.zeros((owner[-1] - first + 1, probs.shape[1]), dtype=np.float64)
+        np.add.at(song_sums, owner - first, probs)
+        counts = np.bincount(owner - first)
+        # Songs never straddle two flushes, so each row here is a complete song.
+        sums.extend(song_sums / counts[:, None])
+        pending.clear()
+        owners.clear()
+        n_pending = 0
+
+    try:
+        for i, features in enumerate(features_list):
+            segments = segment_song(features, segment_frames, max_frames)
+            pending.append(segments)
+            owners.extend([i] * len(segments))
+            n_pending += len(segments)
+            if n_pending >= batch_size:
+                flush()
+        flush()
+    finally:
+        model.train(was_training)
+    if not sums:
+        return np.zeros((0, getattr(model, "n_moods", 0)), dtype=np.float32)
+    return np.stack(sums).astype(np.float32)
 
 
 @dataclass
@@ -194,7 +166,7 @@ class Predictor:
       mtlmood.features).
     """
 
-    def __init__(self, model: MoodCNN, card: ModelCard, batch_size: int = 256, precision: Precision = "fp32",
+    def __init__(self, model: MoodCNN, card: ModelCard, batch_size: int = _BATCH, precision: Precision = "fp32",
                  fused: Optional[bool] = None, channels_last: bool = False,
                  mel_method: MelMethod = "fast") -> None:
         if precision not in PRECISIONS:
@@ -215,12 +187,12 @@ class Predictor:
             if channels_last:
                 model.use_channels_last()
             self._net = model
-            self._autocast = _DTYPES[precision] if precision != "fp32" else None
+            self._autocast = DTYPES[precision] if precision != "fp32" else None
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core
 
     @classmethod
     def from_checkpoint(cls, directory: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
-                        batch_size: int = 256, **options: Any) -> "Predictor":
+                        batch_size: int = _BATCH, **options: Any) -> "Predictor":
         """Load ``weights.pt`` + ``model_card.json`` (CheckpointError on any problem).
 
         ``options`` are the speed options of ``Predictor`` (precision, fused, channels_last, mel_method).
@@ -246,7 +218,7 @@ class Predictor:
         return self.feature_config.max_frames
 
     def segments(self, features: np.ndarray) -> np.ndarray:
-        """(n, T, F) non-overlapping windows of a song's (t, F) features (see metrics.segment_song)."""
+        """(n, T, F) non-overlapping windows of a song's (t, F) features (see ``segment_song``)."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != self.feature_config.n_mels:
             raise ValueError(f"expected features of shape (frames, {self.feature_config.n_mels}), "
@@ -338,3 +310,8 @@ class Predictor:
                     start += len(seg)
                     yield self.make_prediction(song, len(seg), features.shape[0], top_k)
                 pending.clear()
+
+
+# FusedCNN and its precisions are re-exported: callers import them from here.
+__all__ = ["segment_song", "predict_segment_batches", "song_probabilities", "Prediction", "Predictor", "FusedCNN",
+           "Precision", "PRECISIONS"]

@@ -1,4 +1,5 @@
-"""Predictor: checkpoint -> song-level mood probabilities, on real audio clips."""
+"""Segment scoring (segment_song, song_probabilities) and the Predictor: checkpoint -> song-level
+mood probabilities, on real audio clips."""
 
 from __future__ import annotations
 
@@ -11,12 +12,51 @@ import torch
 from mtlmood.checkpoint import ModelCard, save_checkpoint
 from mtlmood.config import FeatureConfig, ModelConfig
 from mtlmood.errors import AudioDecodeError, CheckpointError
-from mtlmood.inference import Predictor
-from mtlmood.metrics import segment_song
+from mtlmood.inference import Predictor, segment_song, song_probabilities
 from mtlmood.model import MoodCNN
 
 MOODS = ["calm", "dark", "energetic", "happy", "sad"]
+SEGMENT = ModelConfig().segment_frames  # the paper's ~3 s window
+MAX_FRAMES = FeatureConfig().max_frames  # the first 29 s
 AUDIO_SUFFIXES = {".ogg", ".mp3", ".flac", ".wav"}
+
+
+def test_segment_song_keeps_non_overlapping_segments_of_the_first_29_s() -> None:
+    features = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
+    segments = segment_song(features, SEGMENT, MAX_FRAMES)
+    assert MAX_FRAMES == int(29 * 62.5) and segments.shape == (MAX_FRAMES // SEGMENT, SEGMENT, 4)
+    np.testing.assert_array_equal(segments.reshape(-1, 4), features[: len(segments) * SEGMENT])
+    assert segment_song(features[:2 * SEGMENT], SEGMENT).shape == (2, SEGMENT, 4)
+    assert segment_song(features[:2 * SEGMENT - 1], SEGMENT).shape == (1, SEGMENT, 4)  # the remainder is dropped
+
+
+def test_short_song_is_one_zero_padded_segment() -> None:
+    features = np.ones((50, 4), dtype=np.float32)
+    segments = segment_song(features, SEGMENT, MAX_FRAMES)
+    assert segments.shape == (1, SEGMENT, 4)
+    assert np.all(segments[0, :50] == 1) and np.all(segments[0, 50:] == 0)
+    assert segment_song(np.zeros((0, 4), np.float32), SEGMENT).shape == (1, SEGMENT, 4)
+
+
+def test_song_probabilities_average_segment_sigmoids_and_batching_does_not_matter() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_filters=4, n_blocks=2, segment_frames=16, n_mels=8)
+    model = MoodCNN(cfg, n_moods=3, n_meta=2)
+    model.train()
+    rng = np.random.default_rng(1)
+    songs = [rng.random((n, 8), dtype=np.float32) for n in (5, 16, 40, 100, 33)]
+    probs = song_probabilities(model, songs, 16, None, batch_size=256)
+    assert model.training, "the caller's train/eval mode is restored"
+    assert probs.shape == (5, 3) and np.all((probs > 0) & (probs < 1))
+    model.eval()
+    with torch.inference_mode():
+        for song, row in zip(songs, probs):
+            logits = model(torch.from_numpy(segment_song(song, 16)))[0]
+            np.testing.assert_allclose(row, torch.sigmoid(logits).mean(0).numpy(), rtol=1e-5, atol=1e-6)
+    for batch_size in (1, 3, 7):
+        np.testing.assert_allclose(song_probabilities(model, iter(songs), 16, None, batch_size=batch_size),
+                                   probs, rtol=1e-5, atol=1e-6)
+    assert song_probabilities(model, [], 16).shape == (0, 3)
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +103,8 @@ def test_bytes_features_and_segments_agree(predictor: Predictor, real_audio_dir:
     assert from_bytes.probabilities == pytest.approx(from_file.probabilities, abs=1e-6)
     features = features_from_file(path, predictor.feature_config)
     segments = predictor.segments(features)
-    assert segments.shape == (9, 187, 96)
-    np.testing.assert_array_equal(segments, segment_song(features, 187, 1812))
+    assert segments.shape == (9, SEGMENT, predictor.feature_config.n_mels)
+    np.testing.assert_array_equal(segments, segment_song(features, SEGMENT, MAX_FRAMES))
     per_segment = predictor.predict_segments(segments)
     assert per_segment.shape == (9, len(MOODS))
     np.testing.assert_allclose(predictor.predict_features(features), per_segment.mean(0), rtol=1e-6)

@@ -1,4 +1,5 @@
-"""Song-level evaluation: segmentation, mean of segment sigmoids, macro scores in percent."""
+"""mtlmood.metrics: macro ROC-AUC / PR-AUC in percent, scikit-learn's per label (macro_scores)
+and the weighted, vectorised variant for bootstraps (macro_metric), both equal to scikit-learn."""
 
 from __future__ import annotations
 
@@ -6,31 +7,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from mtlmood.config import ModelConfig
-from mtlmood.metrics import json_safe, macro_scores, segment_song, song_probabilities
-from mtlmood.model import MoodCNN
-
-MAX_FRAMES = int(29 * 62.5)
-
-
-def test_segment_song_keeps_non_overlapping_segments_of_the_first_29_s() -> None:
-    features = np.arange(3000 * 4, dtype=np.float32).reshape(3000, 4)
-    segments = segment_song(features, 187, MAX_FRAMES)
-    assert MAX_FRAMES == 1812 and segments.shape == (9, 187, 4)
-    np.testing.assert_array_equal(segments.reshape(-1, 4), features[: 9 * 187])
-    assert segment_song(features[:374], 187).shape == (2, 187, 4)
-    assert segment_song(features[:373], 187).shape == (1, 187, 4)  # the remainder is dropped
-
-
-def test_short_song_is_one_zero_padded_segment() -> None:
-    features = np.ones((50, 4), dtype=np.float32)
-    segments = segment_song(features, 187, MAX_FRAMES)
-    assert segments.shape == (1, 187, 4)
-    assert np.all(segments[0, :50] == 1) and np.all(segments[0, 50:] == 0)
-    assert segment_song(np.zeros((0, 4), np.float32), 187).shape == (1, 187, 4)
+from mtlmood.metrics import json_safe, macro_metric, macro_scores
 
 
 def test_macro_scores_in_percent_match_sklearn() -> None:
@@ -64,22 +43,71 @@ def test_non_finite_probabilities_give_nan_scores_not_a_crash() -> None:
     assert math.isnan(scores["pr_auc"]) and "diverged" in scores["warning"]
 
 
-def test_song_probabilities_average_segment_sigmoids_and_batching_does_not_matter() -> None:
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_filters=4, n_blocks=2, segment_frames=16, n_mels=8)
-    model = MoodCNN(cfg, n_moods=3, n_meta=2)
-    model.train()
-    rng = np.random.default_rng(1)
-    songs = [rng.random((n, 8), dtype=np.float32) for n in (5, 16, 40, 100, 33)]
-    probs = song_probabilities(model, songs, 16, None, batch_size=256)
-    assert model.training, "the caller's train/eval mode is restored"
-    assert probs.shape == (5, 3) and np.all((probs > 0) & (probs < 1))
-    model.eval()
-    with torch.inference_mode():
-        for song, row in zip(songs, probs):
-            logits = model(torch.from_numpy(segment_song(song, 16)))[0]
-            np.testing.assert_allclose(row, torch.sigmoid(logits).mean(0).numpy(), rtol=1e-5, atol=1e-6)
-    for batch_size in (1, 3, 7):
-        np.testing.assert_allclose(song_probabilities(model, iter(songs), 16, None, batch_size=batch_size),
-                                   probs, rtol=1e-5, atol=1e-6)
-    assert song_probabilities(model, [], 16).shape == (0, 3)
+# ------------------------------------------------ weighted macro metric (bootstrap)
+def _data(n: int, labels: int, seed: int, ties: bool = False, signal: float = 0.5,
+          prevalence: tuple[float, float] = (0.1, 0.5)) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, labels)) < rng.uniform(*prevalence, labels)).astype(int)
+    y[0], y[1] = 1, 0  # every label has a positive and a negative
+    p = 1 / (1 + np.exp(-(signal * (2 * y - 1) + rng.normal(size=y.shape))))
+    return y, (np.round(p, 1) if ties else p)
+
+
+def _sk_macro(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    """scikit-learn's macro AP and ROC-AUC (percent) over the labels with both classes."""
+    ok = [j for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)]
+    ap = np.mean([average_precision_score(y[:, j], p[:, j]) for j in ok])
+    auc = np.mean([roc_auc_score(y[:, j], p[:, j]) for j in ok])
+    return 100 * ap, 100 * auc
+
+
+@pytest.mark.parametrize("n,labels,ties", [(60, 3, False), (250, 9, True), (400, 50, False), (37, 4, True)])
+def test_weighted_macro_metric_equals_sklearn(n: int, labels: int, ties: bool) -> None:
+    y, p = _data(n, labels, seed=n, ties=ties)
+    ap, auc = _sk_macro(y, p)
+    assert macro_metric(y, p, "pr_auc") == pytest.approx(ap, abs=1e-9)
+    assert macro_metric(y, p, "roc_auc") == pytest.approx(auc, abs=1e-9)
+    # scikit-learn's own macro average agrees when every label is scorable.
+    assert macro_metric(y, p, "pr_auc") == pytest.approx(100 * average_precision_score(y, p, average="macro"), abs=1e-9)
+
+
+def test_weights_equal_resampled_rows() -> None:
+    """A bootstrap resample is a vector of draw counts: weighted metric == metric on the duplicated rows."""
+    y, p = _data(120, 6, seed=3, ties=True)
+    rng = np.random.default_rng(0)
+    w = rng.multinomial(120, np.full(120, 1 / 120), size=5).astype(float)  # 5 resamples at once
+    got_ap = macro_metric(y, p, "pr_auc", w)
+    got_auc = macro_metric(y, p, "roc_auc", w)
+    for b in range(5):
+        rows = np.repeat(np.arange(120), w[b].astype(int))
+        ap, auc = _sk_macro(y[rows], p[rows])
+        assert got_ap[b] == pytest.approx(ap, abs=1e-9) and got_auc[b] == pytest.approx(auc, abs=1e-9)
+
+
+def test_unscorable_labels_are_excluded() -> None:
+    y, p = _data(80, 4, seed=5)
+    y[:, 1] = 0  # no positive
+    y[:, 3] = 1  # no negative
+    ap, auc = _sk_macro(y, p)  # over labels 0 and 2 only
+    assert macro_metric(y, p, "pr_auc") == pytest.approx(ap) and macro_metric(y, p, "roc_auc") == pytest.approx(auc)
+    assert math.isnan(macro_metric(np.zeros((10, 2), int), np.random.default_rng(0).random((10, 2))))
+
+
+def test_metric_input_checks() -> None:
+    y, p = _data(20, 2, seed=1)
+    with pytest.raises(ValueError):
+        macro_metric(y, p[:, :1])
+    with pytest.raises(ValueError):
+        macro_metric(y, p, metric="f1")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        macro_metric(y, np.where(p > 0.5, np.nan, p))
+
+
+def test_weighted_macro_metric_equals_macro_scores() -> None:
+    """The bootstrap must score exactly what the trial table reports (macro_scores)."""
+    y, p = _data(300, 6, seed=12, ties=True)
+    y[:, 2] = 0  # unscorable labels: both implementations leave them out
+    y[:, 4] = 1
+    scores = macro_scores(y, p)
+    assert macro_metric(y, p, "pr_auc") == pytest.approx(scores["pr_auc"], abs=1e-9)
+    assert macro_metric(y, p, "roc_auc") == pytest.approx(scores["roc_auc"], abs=1e-9)

@@ -93,7 +93,7 @@ import pandas as pd
 from scipy import optimize, special, stats
 from statsmodels.stats.multitest import multipletests
 
-from mtlmood.significance import Metric, macro_metric
+from mtlmood.metrics import Metric, macro_metric
 
 METRICS: tuple[Metric, ...] = ("pr_auc", "roc_auc")
 
