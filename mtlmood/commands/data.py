@@ -1,4 +1,4 @@
-"""`mtlmood data stats`: song counts, mood labels, metadata coverage, split sizes, missing audio.
+"""`mtlmood data stats`: song counts, mood labels, metadata coverage, split sizes and facts, missing audio.
 
     mtlmood data stats --dataset mtg-jamendo --root ../shared/data/mtg-jamendo --n-moods 3
     mtlmood data stats --config run.yaml --set split.method=official --json
@@ -64,7 +64,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def run_stats(args: argparse.Namespace) -> int:
     """Print the stats report (or JSON) for the resolved config."""
-    from mtlmood.stats import dataset_stats, render_stats
+    from mtlmood.dataset_stats import dataset_stats, render_stats
 
     stats = dataset_stats(config_from_args(args))
     print(json.dumps(stats.to_dict(), indent=2) if args.json else render_stats(stats))
