@@ -31,12 +31,14 @@ Both yield exactly the same batches for the same arguments.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Generic, Iterator, Optional, Sequence, TypeVar, Union
 
 import numpy as np
 import torch
 
 from mtlmood.cache import FeatureCache
+from mtlmood.config import ModelConfig, TrainConfig
 from mtlmood.errors import CacheError, ConfigError
 
 Batch = tuple[np.ndarray, np.ndarray, np.ndarray]  # x (B, T, F) float32, mood (B, N_mood), meta (B, N_meta)
@@ -48,7 +50,7 @@ BatchT = TypeVar("BatchT", Batch, TensorBatch)
 _UPLOAD_CHUNK_FRAMES = 1 << 18
 
 
-def default_batches_per_epoch(n_songs: int, epoch_factor: float = 1.25, cap: int = 0) -> int:
+def default_batches_per_epoch(n_songs: int, epoch_factor: float = TrainConfig.epoch_factor, cap: int = 0) -> int:
     """The paper's epoch: ceil(epoch_factor * n_songs) batches, optionally capped (0 = no cap)."""
     n = max(1, math.ceil(epoch_factor * n_songs))
     return min(n, cap) if cap > 0 else n
@@ -61,51 +63,63 @@ def device_bank_bytes(cache: FeatureCache, song_ids: Sequence[str]) -> int:
     return (int(lengths.sum()) + 1) * int(cache.bank.shape[1]) * 4  # + the zero row for padding
 
 
+@dataclass(eq=False, repr=False)  # no generated __eq__/__repr__ over numpy arrays
 class _WindowDraws(Generic[BatchT]):
-    """What both samplers share: argument checks, song positions, epoch length, rank
-    sharding and the random (song, start) draws. Subclasses implement ``batch``."""
+    """What both samplers share: the one constructor signature, argument checks, song
+    positions, epoch length, rank sharding and the random (song, start) draws.
+    Subclasses implement ``batch`` and set up their bank in ``_attach``."""
 
-    def __init__(self, cache: FeatureCache, song_ids: Sequence[str], mood_targets: np.ndarray,
-                 meta_targets: np.ndarray, batch_size: int = 32, segment_frames: int = 187,
-                 batches_per_epoch: Optional[int] = None, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
-        n = len(song_ids)
+    cache: FeatureCache
+    song_ids: Sequence[str]
+    mood_targets: np.ndarray  # (n, N_mood)
+    meta_targets: np.ndarray  # (n, N_meta); N_meta may be 0
+    batch_size: int = TrainConfig.batch_size
+    segment_frames: int = ModelConfig.segment_frames
+    batches_per_epoch: Optional[int] = None  # None = the paper's epoch for these songs
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        n = len(self.song_ids)
         if n == 0:
             raise ConfigError("the sampler needs at least one song")
-        if batch_size < 1 or segment_frames < 1:
-            raise ConfigError(f"batch_size and segment_frames must be >= 1, got {batch_size}, {segment_frames}")
-        if world_size < 1 or not 0 <= rank < world_size:
-            raise ConfigError(f"invalid rank {rank} for world_size {world_size}")
-        mood_targets = np.asarray(mood_targets, dtype=np.float32)
-        meta_targets = np.asarray(meta_targets, dtype=np.float32)
+        if self.batch_size < 1 or self.segment_frames < 1:
+            raise ConfigError(f"batch_size and segment_frames must be >= 1, got {self.batch_size}, "
+                              f"{self.segment_frames}")
+        if self.world_size < 1 or not 0 <= self.rank < self.world_size:
+            raise ConfigError(f"invalid rank {self.rank} for world_size {self.world_size}")
+        mood_targets = np.asarray(self.mood_targets, dtype=np.float32)
+        meta_targets = np.asarray(self.meta_targets, dtype=np.float32)
         if meta_targets.ndim == 1 and meta_targets.size == 0:
             meta_targets = meta_targets.reshape(n, 0)
         if mood_targets.shape[0] != n or meta_targets.shape[0] != n:
             raise ConfigError(f"{n} songs but targets with {mood_targets.shape[0]} (mood) and "
                               f"{meta_targets.shape[0]} (meta) rows")
         # Invariant of both samplers: self.bank[offsets[i]: offsets[i] + lengths[i]] is song i.
-        self.offsets, self.lengths = cache.positions(song_ids)
+        self.offsets, self.lengths = self.cache.positions(self.song_ids)
         empty = np.flatnonzero(self.lengths < 1)
         if empty.size:
             raise CacheError(f"{empty.size} song(s) have no frames in the feature cache, "
-                             f"e.g. {song_ids[int(empty[0])]!r}")
-        self.song_ids = list(song_ids)
+                             f"e.g. {self.song_ids[int(empty[0])]!r}")
+        self.song_ids = list(self.song_ids)
         self.mood_targets = mood_targets
         self.meta_targets = meta_targets
-        self.batch_size = batch_size
-        self.segment_frames = segment_frames
-        self.batches_per_epoch = batches_per_epoch if batches_per_epoch is not None \
-            else default_batches_per_epoch(n)
+        if self.batches_per_epoch is None:
+            self.batches_per_epoch = default_batches_per_epoch(n)
         if self.batches_per_epoch < 1:
             raise ConfigError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self._has_short = bool((self.lengths < segment_frames).any())
+        self._has_short = bool((self.lengths < self.segment_frames).any())
+        self._attach()
+
+    def _attach(self) -> None:
+        """Set up where ``batch`` gathers from (after the checks and positions above)."""
+        raise NotImplementedError
 
     @property
     def local_batches(self) -> int:
         """Batches this rank yields per epoch (all ranks yield the same number)."""
+        assert self.batches_per_epoch is not None  # resolved in __post_init__
         return max(1, self.batches_per_epoch // self.world_size)
 
     def __len__(self) -> int:
@@ -135,14 +149,9 @@ class WindowSampler(_WindowDraws[Batch]):
     """Random-song, random-window batches from a FeatureCache, gathered on the host from
     its memory map; numpy batches (see the module docstring)."""
 
-    def __init__(self, cache: FeatureCache, song_ids: Sequence[str], mood_targets: np.ndarray,
-                 meta_targets: np.ndarray, batch_size: int = 32, segment_frames: int = 187,
-                 batches_per_epoch: Optional[int] = None, seed: int = 0, rank: int = 0,
-                 world_size: int = 1) -> None:
-        super().__init__(cache, song_ids, mood_targets, meta_targets, batch_size, segment_frames,
-                         batches_per_epoch, seed, rank, world_size)
-        self.bank = cache.bank
-        self._frames = np.arange(segment_frames, dtype=np.int64)
+    def _attach(self) -> None:
+        self.bank = self.cache.bank
+        self._frames = np.arange(self.segment_frames, dtype=np.int64)
 
     def batch(self, epoch: int, index: int) -> Batch:
         """Global batch ``index`` of ``epoch``: (x (B, T, F) float32, mood (B, N_mood), meta (B, N_meta))."""
@@ -159,6 +168,7 @@ class WindowSampler(_WindowDraws[Batch]):
         return x, self.mood_targets[songs], self.meta_targets[songs]
 
 
+@dataclass(eq=False, repr=False)
 class DeviceWindowSampler(_WindowDraws[TensorBatch]):
     """The same batches as ``WindowSampler``, gathered on ``device`` from a device-resident
     copy of the sampled songs' frames; yields float32 tensors on ``device``.
@@ -170,26 +180,23 @@ class DeviceWindowSampler(_WindowDraws[TensorBatch]):
     two samplers' batches identical.
     """
 
-    def __init__(self, cache: FeatureCache, song_ids: Sequence[str], mood_targets: np.ndarray,
-                 meta_targets: np.ndarray, batch_size: int = 32, segment_frames: int = 187,
-                 batches_per_epoch: Optional[int] = None, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, device: Union[str, torch.device] = "cpu") -> None:
-        super().__init__(cache, song_ids, mood_targets, meta_targets, batch_size, segment_frames,
-                         batches_per_epoch, seed, rank, world_size)
-        self.bank, self.offsets = _upload(cache.bank, self.offsets, self.lengths, torch.device(device))
+    device: Union[str, torch.device] = "cpu"  # becomes the bank's device, with its index
+
+    def _attach(self) -> None:
+        self.bank, self.offsets = _upload(self.cache.bank, self.offsets, self.lengths, torch.device(self.device))
         self.device = self.bank.device  # with its index: "cuda" -> cuda:<current>
         self._offsets = torch.from_numpy(self.offsets).to(self.device)
         self._lengths = torch.from_numpy(self.lengths).to(self.device)
         self._mood = torch.from_numpy(np.ascontiguousarray(self.mood_targets)).to(self.device)
         self._meta = torch.from_numpy(np.ascontiguousarray(self.meta_targets)).to(self.device)
-        self._frames = torch.arange(segment_frames, dtype=torch.int64, device=self.device)
+        self._frames = torch.arange(self.segment_frames, dtype=torch.int64, device=self.device)
 
     def batch(self, epoch: int, index: int) -> TensorBatch:
         """Global batch ``index`` of ``epoch`` as tensors on ``self.device``: (x (B, T, F) float32,
         mood (B, N_mood), meta (B, N_meta)), equal to ``WindowSampler.batch(epoch, index)``."""
         songs_np, starts_np = self.windows(epoch, index)
         drawn = torch.from_numpy(np.stack([songs_np, starts_np]))  # the one (small) copy per batch
-        if self.device.type == "cuda":
+        if self.bank.device.type == "cuda":
             # From pinned memory (PyTorch's caching host allocator keeps the block until the
             # copy is done) the copy is truly asynchronous; from pageable memory CUDA may sync
             # the stream, and the host would wait for every queued step before the next batch.

@@ -1,7 +1,13 @@
-"""`mtlmood train / evaluate / predict` end to end: csv manifest + feature cache -> checkpoint -> scores."""
+"""`mtlmood train / evaluate / predict` end to end: csv manifest + feature cache -> checkpoint -> scores.
+
+Each test asks for what it needs: ``prepared`` (manifest, cached features, run config)
+or ``trained`` (the checkpoint `mtlmood train` wrote from them), so any test runs alone.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -11,13 +17,15 @@ import yaml
 from mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
 from mtlmood.cache import write_cache
 from mtlmood.checkpoint import load_checkpoint
-from mtlmood.cli import main
 from mtlmood.config import FeatureConfig
+from mtlmood_cli.main import main
+
+N_ARTISTS = 6  # the run config's labels.n_artists: alpha=auto is then 3 moods / 6
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Train once through the CLI on a csv manifest whose features are already cached."""
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A csv manifest whose features are already cached, and a small run config for it."""
     root = tmp_path_factory.mktemp("cli")
     items, labelled, _ = synthetic_songs(150)
     rows = ["song_id,path,moods,artist"]
@@ -30,30 +38,39 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     write_cache(root / "features", items, FeatureConfig(n_mels=N_MELS))  # the default cache dir
     config = {"dataset": {"name": "csv", "root": str(root / "manifest.csv")},
               "features": {"n_mels": N_MELS},
-              "labels": {"n_moods": 3, "metadata": "artist", "n_artists": 6},
+              "labels": {"n_moods": len(MOODS), "metadata": "artist", "n_artists": N_ARTISTS},
               "model": {"n_filters": 8, "n_blocks": 3, "segment_frames": SEGMENT, "n_mels": N_MELS,
                         "bn_momentum": 0.1},
               "train": {"batch_size": 16, "max_batches_per_epoch": 24, "max_epochs": 3, "num_threads": 1}}
     (root / "run.yaml").write_text(yaml.safe_dump(config))
-    return {"root": root, "out": root / "run", "config": root / "run.yaml"}
+    return {"root": root, "config": root / "run.yaml"}
 
 
-def test_train_writes_checkpoint_metrics_and_config(trained: dict, capsys: pytest.CaptureFixture) -> None:
-    out = trained["out"]
-    code = main(["train", "--config", str(trained["config"]), "--set", "train.alpha=auto", "--output", str(out)])
-    printed = capsys.readouterr().out
-    assert code == 0, printed
+@pytest.fixture(scope="module")
+def trained(prepared: dict[str, Path]) -> dict[str, object]:
+    """`mtlmood train` once on ``prepared``: what it printed and its output directory."""
+    out = prepared["root"] / "run"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["train", "--config", str(prepared["config"]), "--set", "train.alpha=auto",
+                     "--output", str(out)])
+    assert code == 0, printed.getvalue()  # every test of the checkpoint needs it
+    return {"printed": printed.getvalue(), "out": out, "root": prepared["root"]}
+
+
+def test_train_writes_checkpoint_metrics_and_config(trained: dict) -> None:
+    out, printed = trained["out"], trained["printed"]
     assert printed.count("epoch ") >= 3 and "val ROC-AUC" in printed and "test (song-level macro, %)" in printed
     assert {"weights.pt", "model_card.json", "metrics.json", "config.yaml"} <= {p.name for p in out.iterdir()}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["alpha"] == pytest.approx(0.5) and metrics["n_meta"] == 6
+    assert metrics["alpha"] == pytest.approx(len(MOODS) / N_ARTISTS) and metrics["n_meta"] == N_ARTISTS
     assert metrics["data"]["dropped_without_features"] == 3
     assert metrics["test"]["pr_auc"] > metrics["test"]["prevalence"] + 20
     assert len(metrics["history"]) == metrics["history"][-1]["epoch"]
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["train"]["alpha"] == "auto" and resolved["output_dir"] == str(out)
     model, card = load_checkpoint(out)
-    assert set(card.mood_names) == set(MOODS) and card.n_meta == 6 and model.meta_head is not None
+    assert set(card.mood_names) == set(MOODS) and card.n_meta == N_ARTISTS and model.meta_head is not None
     assert card.metrics["test"]["pr_auc"] == pytest.approx(metrics["test"]["pr_auc"])
 
 
@@ -61,7 +78,7 @@ def test_evaluate_prints_the_test_table(trained: dict, capsys: pytest.CaptureFix
     out = trained["out"]
     assert main(["evaluate", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "ROC-AUC %" in table and "macro (3 labels)" in table and all(m in table for m in MOODS)
+    assert "ROC-AUC %" in table and f"macro ({len(MOODS)} labels)" in table and all(m in table for m in MOODS)
     assert main(["evaluate", str(out), "--json"]) == 0
     scores = json.loads(capsys.readouterr().out)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -85,12 +102,12 @@ def test_predict_real_clips_and_report_bad_files(trained: dict, real_audio_dir: 
     assert "error" in results[1] and "nope.mp3" in captured.err
 
 
-def test_user_errors_are_one_line(trained: dict, capsys: pytest.CaptureFixture) -> None:
-    assert main(["evaluate", str(trained["root"] / "missing")]) == 2
+def test_user_errors_are_one_line(prepared: dict, capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", str(prepared["root"] / "missing")]) == 2
     assert "checkpoint directory not found" in capsys.readouterr().err
-    assert main(["train", "--config", str(trained["config"]), "--set", "train.alpha=-1",
-                 "--output", str(trained["root"] / "bad")]) == 2
+    assert main(["train", "--config", str(prepared["config"]), "--set", "train.alpha=-1",
+                 "--output", str(prepared["root"] / "bad")]) == 2
     assert "train.alpha" in capsys.readouterr().err
-    assert main(["train", "--config", str(trained["config"]), "--set", f"cache_dir={trained['root']}/none",
-                 "--output", str(trained["root"] / "bad")]) == 2
+    assert main(["train", "--config", str(prepared["config"]), "--set", f"cache_dir={prepared['root']}/none",
+                 "--output", str(prepared["root"] / "bad")]) == 2
     assert "mtlmood prepare" in capsys.readouterr().err

@@ -73,16 +73,17 @@ def test_fused_fp32_matches_the_model(cfg: ModelConfig) -> None:
 def test_fused_bf16_within_tolerance() -> None:
     cfg = ModelConfig(n_filters=16)
     model = trained_like(cfg)
-    x = torch.rand(6, 187, 96) * 4
+    x = torch.rand(6, cfg.segment_frames, cfg.n_mels) * 4
     with torch.inference_mode():
         got = torch.sigmoid(FusedCNN(model, "bf16")(x)[0])
     torch.testing.assert_close(got, reference_probs(model, x), rtol=0, atol=BF16_TOL)
 
 
 def test_fused_is_a_snapshot_and_rejects_other_networks() -> None:
-    model = trained_like(ModelConfig(n_filters=4))
+    cfg = ModelConfig(n_filters=4)
+    model = trained_like(cfg)
     fused = FusedCNN(model)
-    x = torch.rand(2, 187, 96)
+    x = torch.rand(2, cfg.segment_frames, cfg.n_mels)
     before = fused(x)[0].detach().clone()
     with torch.no_grad():
         model.mood_head.bias += 1.0  # training on: the snapshot does not move
@@ -168,6 +169,8 @@ def test_mel_runs_on_one_blas_thread_and_restores_the_setting() -> None:
         return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
 
     before = blas_threads()
+    if not before:  # every check below would pass on an empty list
+        pytest.skip("threadpoolctl finds no BLAS library in this process")
     with threadpoolctl.threadpool_limits(2, user_api="blas"):  # a known starting point, even on 1 core
         start = blas_threads()
         with one_blas_thread:

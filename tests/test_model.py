@@ -9,8 +9,11 @@ from mtlmood.config import ModelConfig
 from mtlmood.errors import ConfigError
 from mtlmood.model import MoodCNN, conv_parameter_count
 
+PAPER_INPUT = (ModelConfig().segment_frames, ModelConfig().n_mels)  # (frames, mels) of one window
+
 
 def test_paper_defaults_flatten_and_parameter_counts() -> None:
+    assert PAPER_INPUT == (187, 96)  # ~3 s at 62.5 frames/s, 96 mel bands
     model = MoodCNN(ModelConfig(), n_moods=50, n_meta=59)
     assert model.flatten_size == 128 * 5 * 3 == 1920
     assert conv_parameter_count(model) == 591_616
@@ -22,7 +25,7 @@ def test_paper_defaults_flatten_and_parameter_counts() -> None:
 def test_forward_shapes_and_logits() -> None:
     torch.manual_seed(0)
     model = MoodCNN(ModelConfig(n_filters=8), n_moods=3, n_meta=50).eval()
-    x = torch.randn(4, 187, 96)
+    x = torch.randn(4, *PAPER_INPUT)
     mood, meta = model(x)
     assert mood.shape == (4, 3) and meta is not None and meta.shape == (4, 50)
     assert model.features(x).shape == (4, model.flatten_size)
@@ -35,7 +38,7 @@ def test_forward_shapes_and_logits() -> None:
 def test_baseline_has_no_metadata_head() -> None:
     model = MoodCNN(ModelConfig(n_filters=8), n_moods=9, n_meta=0)
     assert model.meta_head is None
-    mood, meta = model(torch.randn(2, 187, 96))
+    mood, meta = model(torch.randn(2, *PAPER_INPUT))
     assert meta is None and mood.shape == (2, 9)
 
 
@@ -66,7 +69,7 @@ def test_keras_like_init_and_batchnorm_settings() -> None:
 def test_channels_last_gives_the_same_outputs() -> None:
     torch.manual_seed(0)
     model = MoodCNN(ModelConfig(n_filters=8), n_moods=3, n_meta=2).eval()
-    x = torch.randn(3, 187, 96)
+    x = torch.randn(3, *PAPER_INPUT)
     with torch.inference_mode():
         expected = model(x)[0]
         model.use_channels_last()
