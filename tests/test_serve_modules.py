@@ -1,0 +1,213 @@
+"""The parts of serve/ that need no Ray: one job per module, request parsing, the scorer
+(which must answer exactly what mtlmood.inference.Predictor does) and the response bodies.
+The end-to-end behaviour through a real Ray Serve is in test_serve.py."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import io
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
+
+from mtlmood.checkpoint import ModelCard, save_checkpoint
+from mtlmood.config import FeatureConfig, LabelConfig, ModelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+MOODS = ["happy", "sad", "energetic", "calm", "dark"]
+LIMIT = 64 * 1024
+
+
+# ------------------------------------------------------------------------- layout
+
+def test_each_serve_module_states_its_job_and_stays_small() -> None:
+    for path in sorted((REPO / "serve").glob("*.py")):
+        source = path.read_text()
+        assert ast.get_docstring(ast.parse(source)), f"{path.name} has no opening docstring"
+        assert source.count("\n") <= 400, f"{path.name} has {source.count(chr(10))} lines"
+
+
+def test_serve_app_import_path_is_light() -> None:
+    """``serve.app:build_app`` (serve_config.yaml, k8s/rayservice.yaml) imports without torch:
+    the model is loaded by the replicas, not by whoever builds the app."""
+    code = "import sys\nfrom serve.app import build_app\nprint(callable(build_app), 'torch' in sys.modules)\n"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "False"]
+
+
+# ------------------------------------------------------------------------ parsing
+
+class Client:
+    """Posts to a bare FastAPI app whose one route runs serve.parsing.audio_from_request, in process."""
+
+    def __init__(self) -> None:
+        from fastapi import FastAPI
+
+        from serve.parsing import audio_from_request
+        from serve.schemas import ApiError
+
+        self.app = FastAPI()
+
+        @self.app.post("/audio")
+        async def audio(request: Request) -> Any:
+            try:
+                data, name = await audio_from_request(request, LIMIT)
+            except ApiError as exc:
+                return exc.response()
+            return {"size": len(data), "name": name}
+
+    def post(self, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        async def send() -> Any:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://test") as c:
+                return await c.post(path, **kwargs)
+
+        return asyncio.run(send())
+
+
+@pytest.fixture(scope="module")
+def client() -> Client:
+    return Client()
+
+
+def _error(response: Any, status: int, error: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["error"] == error and set(response.json()) == {"error", "detail"}
+
+
+def test_raw_and_multipart_bodies_give_the_audio_bytes(client: Any) -> None:
+    body = b"\1" * 1000
+    for content_type in ("audio/mpeg", "audio/wav; rate=16000", "application/octet-stream", None):
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = client.post("/audio", content=body, headers=headers)
+        assert response.json() == {"size": 1000, "name": "<request body>"}, (content_type, response.text)
+    response = client.post("/audio", files={"file": ("song.ogg", body, "audio/ogg")})
+    assert response.json() == {"size": 1000, "name": "song.ogg"}
+
+
+def test_unusable_bodies_get_a_clear_4xx(client: Any) -> None:
+    _error(client.post("/audio", content=b"", headers={"Content-Type": "audio/wav"}), 400, "empty_body")
+    _error(client.post("/audio", content=b"{}", headers={"Content-Type": "application/json"}),
+           415, "unsupported_media_type")
+    _error(client.post("/audio", content=b"\0" * (LIMIT + 1), headers={"Content-Type": "audio/wav"}),
+           413, "payload_too_large")
+    # Chunked (no Content-Length): cut off by counting the bytes.
+    async def chunks() -> Any:
+        for _ in range(2):
+            yield b"\0" * 40_000
+
+    _error(client.post("/audio", content=chunks(), headers={"Content-Type": "audio/wav"}), 413, "payload_too_large")
+    _error(client.post("/audio", content=b"12", headers={"Content-Type": "audio/wav", "Content-Length": "x"}),
+           400, "bad_request")
+    _error(client.post("/audio", files={"audio": ("a.wav", b"1")}), 400, "missing_file")
+    _error(client.post("/audio", files={"file": ("a.wav", b"")}), 400, "empty_body")
+    _error(client.post("/audio", content=b"abc", headers={"Content-Type": "multipart/form-data"}),
+           400, "bad_multipart")  # no boundary
+    _error(client.post("/audio", content=b"--xyz\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--xyz--\r\n",
+                       headers={"Content-Type": "multipart/form-data; boundary=xyz"}), 400, "bad_multipart")
+
+
+# ------------------------------------------------------------------------- scorer
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    from mtlmood.model import MoodCNN
+
+    torch.manual_seed(0)
+    config = ModelConfig(n_filters=8)
+    card = ModelCard(mood_names=list(MOODS), meta_names=["a", "b", "c"], model=config, features=FeatureConfig(),
+                     alpha=5 / 3, labels=LabelConfig(n_moods=len(MOODS)))
+    directory = tmp_path_factory.mktemp("serve-modules") / "ckpt"
+    save_checkpoint(directory, MoodCNN(config, len(MOODS), 3), card)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def scorer(checkpoint: Path) -> Any:
+    from serve.scorer import Scorer
+
+    return Scorer(str(checkpoint), device="cpu", threads=1)
+
+
+def test_scorer_answers_what_predictor_does(scorer: Any, checkpoint: Path) -> None:
+    """Songs of different lengths (padded, a few segments, longer than max_seconds) scored in
+    one forward give each song exactly Predictor.prediction of its features."""
+    from mtlmood.inference import Predictor
+
+    predictor = Predictor.from_checkpoint(checkpoint)
+    rng = np.random.default_rng(0)
+    songs = [rng.standard_normal((frames, 96)).astype(np.float32) for frames in (50, 600, 2500)]
+    segments = [scorer.segments(song) for song in songs]
+    assert [len(s) for s in segments] == [1, 3, predictor.max_frames // predictor.segment_frames]
+    probabilities = scorer.score_songs(segments)
+    for song, segs, probs in zip(songs, segments, probabilities):
+        got = scorer.prediction(probs, len(segs), len(song), top_k=3)
+        expected = predictor.prediction(song, top_k=3)
+        assert list(got.probabilities) == MOODS and [m for m, _ in got.top] == [m for m, _ in expected.top]
+        np.testing.assert_allclose(list(got.probabilities.values()), list(expected.probabilities.values()),
+                                   rtol=0, atol=1e-6)
+        assert (got.n_segments, got.duration_s) == (expected.n_segments, expected.duration_s)
+
+
+def test_scorer_takes_read_only_features_and_refuses_bad_shapes(scorer: Any) -> None:
+    features = np.zeros((400, 96), dtype=np.float32)
+    features.setflags(write=False)  # as numpy arrays come out of Ray's object store
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns about non-writable arrays
+        assert len(scorer.score_songs([scorer.segments(features)])[0]) == len(MOODS)
+    for bad in (np.zeros((400, 40), np.float32), np.zeros((2, 187, 96), np.float32)):
+        with pytest.raises(ValueError):
+            scorer.segments(bad)
+
+
+def test_a_cuda_error_marks_the_scorer_unhealthy(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from serve.scorer import Scorer
+
+    scorer = Scorer(str(checkpoint), device="cpu", threads=1)
+    segments = scorer.segments(np.zeros((400, 96), np.float32))
+    scorer.check_health()
+
+    def out_of_memory(_: np.ndarray) -> np.ndarray:
+        raise RuntimeError("CUDA out of memory")  # not a CUDA *error*: the replica stays usable
+
+    monkeypatch.setattr(scorer.predictor, "predict_segments", out_of_memory)
+    with pytest.raises(RuntimeError):
+        scorer.score_songs([segments])
+    scorer.check_health()
+
+    def lost_device(_: np.ndarray) -> np.ndarray:
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(scorer.predictor, "predict_segments", lost_device)
+    with pytest.raises(RuntimeError):
+        scorer.score_songs([segments])
+    with pytest.raises(RuntimeError, match="unusable after a device error"):
+        scorer.check_health()
+
+
+# ---------------------------------------------------------------------- responses
+
+def test_predict_body_is_a_predict_response(scorer: Any) -> None:
+    from serve.schemas import PredictResponse, model_summary, predict_body
+
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(16000, np.float32), 16000, format="WAV")
+    prediction = scorer.predictor.predict_bytes(buffer.getvalue(), top_k=2)
+    body = predict_body(prediction, model_summary(scorer.predictor.card))
+    assert list(body) == ["moods", "top", "n_segments", "duration_s", "model"]
+    assert body["moods"] == prediction.probabilities and body["n_segments"] == 1
+    assert body["top"] == [{"mood": mood, "probability": p} for mood, p in prediction.top]
+    assert body["model"]["labels"] == MOODS and body["model"]["alpha"] == pytest.approx(5 / 3)
+    assert PredictResponse.model_validate(body).model_dump() == body
