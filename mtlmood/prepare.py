@@ -19,9 +19,10 @@ The per-song work is :func:`compute_song`, a plain top-level function of picklab
 arguments, so a process pool here (and a Ray task in the cluster layer) can call it.
 Where the songs are computed is pluggable: by default a local process pool
 (:func:`run_tasks`); ``prepare_features(..., runner=...)`` takes any
-:class:`TaskRunner`, e.g. ``study.prepare_ray.RayTaskRunner`` for a cluster. Everything
-else (skipping, shards, failures, consolidation) stays here, so both paths build the
-same cache.
+:class:`TaskRunner` from its caller, e.g. the Ray-task runner of the cluster layer
+(study/prepare_ray.py). This module never imports a runner, so the core stays Ray-free.
+Everything else (skipping, shards, failures, consolidation) stays here, so both paths
+build the same cache.
 A song that fails (missing file, undecodable audio, even a decoder crash that takes
 its worker process down) is recorded in ``<cache>/failures.csv`` and never stops
 the run; re-running retries it.
@@ -151,9 +152,10 @@ def compute_song(task: SongTask) -> SongOutcome:
 class TaskRunner(Protocol):
     """Computes SongTasks somewhere other than the local process pool (e.g. Ray tasks).
 
-    It must yield exactly one SongOutcome per task, in any order, and leave a song's
-    shard at ``task.shard_path`` exactly when its outcome has no error. ``workers`` and
-    ``description`` only feed the report.
+    The caller of :func:`prepare_features` supplies it. It must yield exactly one
+    SongOutcome per task, in any order, and leave a song's shard at ``task.shard_path``
+    exactly when its outcome has no error. ``workers`` and ``description`` only feed the
+    report.
     """
 
     workers: int

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--address", default=None,
                         help="Ray cluster to join ('auto' inside a cluster); default starts a local Ray")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
-    parser.set_defaults(func=cmd_serve)
+    # Ctrl-C once serving is handled in cmd_serve; before that, mtlmood_cli.main prints this.
+    parser.set_defaults(func=cmd_serve, interrupted="stopped")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -24,7 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--address", default=None,
                      help="Ray cluster to join: 'auto' inside a cluster / Ray job; default starts local Ray")
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
-    run.set_defaults(func=cmd_run)
+    # Ctrl-C lines (mtlmood_cli.main prints them): what a re-run of each command does.
+    run.set_defaults(func=cmd_run,
+                     interrupted="interrupted; finished runs are kept; re-run the same command to resume")
 
     plan = actions.add_parser("plan", help="dry run: print the cells (labels, N_meta, heuristic, splits) and the "
                                            "planned trials without training")
@@ -35,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     report = actions.add_parser("report", help="write the trial table, Table 1 with CIs, verdicts and plots")
     report.add_argument("run_dir", help="the study's directory (<storage_path>/<name>)")
-    report.set_defaults(func=cmd_report)
+    report.set_defaults(func=cmd_report,
+                        interrupted="interrupted; the report may be incomplete, re-run the same command to write it")
     study.set_defaults(func=lambda args: study.print_help() or 2)
 
     demo = subparsers.add_parser("demo", help="the main job on the embedded default: synthesize, prepare, "
@@ -44,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a study setting (repeatable)")
     demo.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=cmd_demo,
+                      interrupted="interrupted; finished steps are kept; re-run the same command to resume")
 
 
 def print_outcome(run_dir: Path, best: str) -> None:

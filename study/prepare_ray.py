@@ -1,7 +1,8 @@
 """Distributed feature preparation: `mtlmood prepare --address auto` computes songs as Ray tasks.
 
-    from study.prepare_ray import RayTaskRunner
-    prepare_features(songs, "/data/mtg-jamendo/features", cfg, runner=RayTaskRunner())
+    from study.prepare_ray import RayTaskRunner, prepare_on_ray
+    prepare_features(songs, "/data/mtg-jamendo/features", cfg, runner=RayTaskRunner())  # Ray already up
+    prepare_on_ray("auto", songs, "/data/mtg-jamendo/features", cfg)  # joins the cluster, then leaves it
 
 Only *where* songs are computed changes. ``mtlmood.prepare.prepare_features`` still
 decides what to skip, names the shards, writes ``failures.csv`` and consolidates the
@@ -40,8 +41,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from mtlmood.config import FeatureConfig
+from mtlmood.datasets.base import SongRecord
 from mtlmood.errors import CacheError
-from mtlmood.prepare import SongOutcome, SongTask, compute_song
+from mtlmood.prepare import PrepareReport, SongOutcome, SongTask, compute_song, prepare_features
 
 SONGS_PER_TASK = 8
 MIN_IN_FLIGHT = 16  # tasks queued even on a cluster that has no CPU node up yet (autoscaling from 0)
@@ -200,3 +203,20 @@ def connect(address: str) -> bool:
     # come back as outcomes and go to failures.csv.
     ray.init(address=address, log_to_driver=False)
     return True
+
+
+def prepare_on_ray(address: str, songs: Sequence[SongRecord], cache_dir: str | os.PathLike[str],
+                   cfg: FeatureConfig, songs_per_task: int = SONGS_PER_TASK, max_in_flight: int = 0,
+                   progress: bool = True, rebuild: bool = False) -> PrepareReport:
+    """``prepare_features`` with a :class:`RayTaskRunner` on the cluster at ``address``
+    (what `mtlmood prepare --address` runs). Disconnects afterwards only from a Ray this
+    call connected to: a caller that already runs Ray keeps it."""
+    connected = connect(address)
+    try:
+        runner = RayTaskRunner(songs_per_task=songs_per_task, max_in_flight=max_in_flight)
+        return prepare_features(songs, cache_dir, cfg, progress=progress, rebuild=rebuild, runner=runner)
+    finally:
+        if connected:
+            import ray
+
+            ray.shutdown()

@@ -16,13 +16,13 @@ import pytest
 import soundfile as sf
 
 from mtlmood.cache import FeatureCache, default_cache_dir, write_cache
-from mtlmood.cli import main
 from mtlmood.config import DatasetConfig, FeatureConfig, RunConfig
 from mtlmood.datasets.base import SongRecord
 from mtlmood.errors import CacheError, DatasetError
 from mtlmood.features import features_from_file
 from mtlmood.prepare import (SHARD_DIR, SongOutcome, SongTask, _exclusive, compute_song, prepare_features,
                              run_tasks, shard_name)
+from mtlmood_cli.main import main
 
 CFG = FeatureConfig()
 REPO_ROOT = Path(__file__).resolve().parents[1]

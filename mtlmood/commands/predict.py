@@ -12,6 +12,9 @@ import argparse
 import json
 import sys
 
+# Ctrl-C (see mtlmood_cli.main): predict writes nothing, so there is nothing to resume.
+INTERRUPTED = "interrupted; no files were written"
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `predict` to the CLI."""

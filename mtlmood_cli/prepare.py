@@ -1,4 +1,5 @@
-"""`mtlmood prepare`: compute a dataset's log-mel features once into its feature cache.
+"""`mtlmood prepare`: compute a dataset's log-mel features once into its feature cache,
+with local processes (the core, no Ray) or, with ``--address``, as Ray tasks on a cluster.
 
     mtlmood prepare --set dataset.name=mtg-jamendo --set dataset.root=data/mtg-jamendo \
         --set dataset.audio_root=/audio/mtg-jamendo --workers 8
@@ -10,8 +11,12 @@ The cache goes to ``cache_dir`` (default ``<dataset.root>/features``).
 
 ``--config`` also takes a study config: its ``run:`` section is used, so the cache is
 exactly the one the study's trials read. ``--address`` computes the songs as Ray tasks
-on a cluster (study/prepare_ray.py; the audio and the cache must be on storage every
-node mounts at the same path); without it, local processes and no Ray.
+(study/prepare_ray.py; the audio and the cache must be on storage every node mounts at
+the same path); without it, local processes and no Ray.
+
+This command lives in the CLI package, not in ``mtlmood.commands``, because it combines
+two layers: ``mtlmood.prepare`` does the work either way and ``study.prepare_ray``
+supplies the Ray runner, and only this package may import both.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from mtlmood.config import RunConfig
 if TYPE_CHECKING:  # imported for real inside the run functions: `mtlmood --help` stays fast
     from mtlmood.datasets.base import SongRecord
     from mtlmood.prepare import PrepareReport
+
+# Ctrl-C (see mtlmood_cli.main): each finished song's shard is already on disk.
+INTERRUPTED = "interrupted; finished songs are cached, re-run to continue"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -106,18 +114,8 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 def _prepare_on_ray(args: argparse.Namespace, songs: list[SongRecord], cache_dir: Path,
                     config: RunConfig) -> PrepareReport:
-    """prepare_features with Ray tasks doing the songs. The Ray layer lives in study/ (the
-    core library never imports Ray), so it is imported here, only when asked for."""
-    from mtlmood.prepare import prepare_features
-    from study.prepare_ray import RayTaskRunner, connect
+    """prepare_features with Ray tasks doing the songs; Ray is imported only when asked for."""
+    from study.prepare_ray import prepare_on_ray
 
-    connected = connect(args.address)
-    try:
-        runner = RayTaskRunner(songs_per_task=args.songs_per_task, max_in_flight=args.max_tasks)
-        return prepare_features(songs, cache_dir, config.features, progress=not args.no_progress,
-                                rebuild=args.rebuild, runner=runner)
-    finally:
-        if connected:
-            import ray
-
-            ray.shutdown()
+    return prepare_on_ray(args.address, songs, cache_dir, config.features, songs_per_task=args.songs_per_task,
+                          max_in_flight=args.max_tasks, progress=not args.no_progress, rebuild=args.rebuild)
