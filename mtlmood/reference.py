@@ -69,7 +69,7 @@ def song_statistics(features: np.ndarray, max_frames: int) -> np.ndarray:
 def split_statistics(data: RunData, split: str) -> np.ndarray:
     """(n_songs, 2 * n_mels) features of one split, in row order."""
     features = data.config.features
-    max_frames = int(features.max_seconds * features.frames_per_second)  # as evaluation cuts songs
+    max_frames = features.max_frames  # as evaluation cuts songs
     return np.stack([song_statistics(data.cache.features(song), max_frames) for song in data.song_ids(split)])
 
 

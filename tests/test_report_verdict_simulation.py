@@ -29,7 +29,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from mtlmood.significance import macro_metric
+from mtlmood.metrics import macro_metric
 from study.report.statistics import ArmRuns, arm_draws, cluster_weights, compare_arms, compare_draws, n_clusters, tost
 from study.report.verdicts import CellEvidence, cell_verdicts
 

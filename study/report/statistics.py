@@ -24,7 +24,7 @@ for two reasons, and both are estimated:
    drawn together; by default every song is its own cluster), B times, as
    integer weights per song (:func:`cluster_weights`). For each draw b and
    seed s the macro metric M[s, b] is evaluated (one vectorised
-   :func:`mtlmood.significance.macro_metric` call per seed for all draws).
+   :func:`mtlmood.metrics.macro_metric` call per seed for all draws).
    With the seeds held fixed, C = var_b(mean_s M[s, b]) is the song-level
    variance of the seed mean. C also contains the interaction of point 1
    (divided by S), which v_seed already counts; it is removed with the
