@@ -1,10 +1,12 @@
-"""Synthetic data: files and manifest, determinism, resume, audible moods, artist priors, CLI."""
+"""Synthetic data: files and manifest, determinism (pinned plans), resume, audible moods,
+artist priors, real metadata through the MTG-Jamendo adapter, CLI."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import librosa
@@ -19,15 +21,39 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from mtlmood import cli
 from mtlmood.errors import ConfigError, DatasetError
 from mtlmood.synth import (
     CUES, MANIFEST_COLUMNS, MOOD_PROFILES, SynthConfig, mood_profile, plan_songs, read_manifest,
     read_mtg_jamendo_records, render_song, synthesize, synthesize_from_records,
 )
+from mtlmood_cli.main import main as cli_main
 
 # Small and short: these tests check files and bookkeeping, not music.
 TINY = SynthConfig(n_songs=8, n_artists=3, min_seconds=4.0, max_seconds=5.0)
+
+# What TINY and the MTG-Jamendo rows of _write_tsv must plan, pinned. These depend only on
+# numpy's seeded Generator streams and text formatting, so they hold on every platform; the
+# audio bytes also depend on SIMD maths and on libsndfile's version, so they are not pinned
+# here (the move of mtlmood/synth.py into a package was checked byte for byte against the
+# old module, audio included). A change here changes every synthetic dataset: the demo's
+# and the benchmarks' results move with it, so bump GENERATOR_VERSION if it is meant.
+TINY_MANIFEST = """song_id,path,moods,artist,year
+synth_00000,audio/synth_00000.wav,sad,artist_00,1992
+synth_00001,audio/synth_00001.flac,happy,artist_00,1991
+synth_00002,audio/synth_00002.ogg,happy,artist_00,1990
+synth_00003,audio/synth_00003.wav,happy,artist_00,1993
+synth_00004,audio/synth_00004.flac,happy;dark,artist_01,1995
+synth_00005,audio/synth_00005.ogg,happy;dark,artist_01,2003
+synth_00006,audio/synth_00006.wav,happy,artist_00,1996
+synth_00007,audio/synth_00007.flac,sad,artist_02,1988
+"""
+TINY_STAMP_SHA256 = "25437daa10056eac6f9f07275ff31c3fb602b7cc937f6adc5960cc36f7c83dfe"  # synth_config.json
+DEMO_PLAN_SHA256 = "0d4938a9884cdc8e6b546b115db9446a9be48bf2d9b7d24d3ec1a538558114de"  # SynthConfig()
+TSV_MANIFEST = """song_id,path,moods,artist,year
+track_1,audio/track_1.wav,happy,artist_1,2005
+track_2,audio/track_2.flac,film;dark,artist_1,2011
+track_4,audio/track_4.ogg,calm,artist_2,2019
+"""
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -70,6 +96,8 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
     synthesize(tmp_path / "b", TINY)
     a, b = _digests(tmp_path / "a"), _digests(tmp_path / "b")
     assert a == b and any(name.endswith(".ogg") for name in a)  # Vorbis too (fixed stream serial)
+    assert (tmp_path / "a" / "manifest.csv").read_text() == TINY_MANIFEST
+    assert a["synth_config.json"] == TINY_STAMP_SHA256
     synthesize(tmp_path / "c", SynthConfig(**{**TINY.__dict__, "seed": 1}))
     c = _digests(tmp_path / "c")
     assert c["manifest.csv"] != a["manifest.csv"]
@@ -168,6 +196,8 @@ def test_artists_favour_some_moods() -> None:
     assert chi2_contingency(table(0.7)).pvalue < 1e-10  # default: artist tells a lot about moods
     assert chi2_contingency(table(0.0)).pvalue > 1e-3  # no priors: artists look alike
     plans = plan_songs(SynthConfig())
+    # The demo's dataset, pinned (see TINY_MANIFEST); hashed like synth_config.json's plan_sha256.
+    assert hashlib.sha256(json.dumps([asdict(p) for p in plans]).encode()).hexdigest() == DEMO_PLAN_SHA256
     counts = np.bincount([len(p.moods) for p in plans])
     assert counts[0] == 0 and counts[1] > counts[2] > 40  # 1-2 moods per song, mostly one
 
@@ -219,11 +249,32 @@ def test_read_mtg_jamendo_records(tmp_path: Path) -> None:
     assert records[1].moods == ("film", "dark") and records[1].artist == "artist_1"
     assert records[1].year is None
     assert len(read_mtg_jamendo_records(tsv, limit=2)) == 2
-    with pytest.raises(DatasetError, match="not found"):
+    # Read by the dataset adapter, so its folder works too, and its errors name file and line.
+    folder = tmp_path / "mtg"
+    folder.mkdir()
+    _write_tsv(folder / "autotagging_moodtheme.tsv")
+    assert read_mtg_jamendo_records(folder) == records
+    with pytest.raises(DatasetError, match="not found: .*missing.tsv .*the synth source must be"):
         read_mtg_jamendo_records(tmp_path / "missing.tsv")
     (tmp_path / "bad.tsv").write_text("a,b,c\n1,2,3\n")
-    with pytest.raises(DatasetError, match="not an MTG-Jamendo TSV"):
+    with pytest.raises(DatasetError, match="bad.tsv:1: expected header starting with TRACK_ID"):
         read_mtg_jamendo_records(tmp_path / "bad.tsv")
+    (tmp_path / "short.tsv").write_text(tsv.read_text() + "track_9\tartist_9\n")
+    with pytest.raises(DatasetError, match="short.tsv:6: .*column ALBUM_ID is missing"):
+        read_mtg_jamendo_records(tmp_path / "short.tsv")
+    (tmp_path / "latin1.tsv").write_bytes(tsv.read_bytes().replace(b"artist_1", b"artist_\xe9"))
+    with pytest.raises(DatasetError, match="cannot read MTG-Jamendo metadata"):
+        read_mtg_jamendo_records(tmp_path / "latin1.tsv")
+    (tmp_path / "untagged.tsv").write_text(tsv.read_text().splitlines()[0] + "\n"
+                                           "track_3\tartist_2\talbum_2\t03/3.mp3\t199.0\tgenre---rock\n")
+    with pytest.raises(DatasetError, match="no rows with mood/theme tags"):
+        read_mtg_jamendo_records(tmp_path / "untagged.tsv")
+
+
+def test_source_plan_is_pinned(tmp_path: Path) -> None:
+    tsv = _write_tsv(tmp_path / "moods.tsv")
+    manifest = synthesize(tmp_path / "out", SynthConfig(source=str(tsv), min_seconds=4.0, max_seconds=4.5))
+    assert manifest.read_text() == TSV_MANIFEST
 
 
 def test_read_real_mtg_jamendo_metadata(mtg_jamendo_dir: Path) -> None:
@@ -252,31 +303,31 @@ def test_cli_synth_summary_resume_and_errors(tmp_path: Path, capsys: pytest.Capt
     out = tmp_path / "data"
     args = ["synth", str(out), "--songs", "6", "--artists", "2", "--duration", "4-4.5", "--seed", "3",
             "--moods", "happy,sad,dark", "--formats", "flac", "-q"]
-    assert cli.main(args) == 0
+    assert cli_main(args) == 0
     text = capsys.readouterr().out
     assert "synthesized 6 songs from 2 artists" in text and "6 written, 0 kept" in text
     assert f"manifest: {out / 'manifest.csv'}" in text
     rows = read_manifest(out / "manifest.csv")
     assert all(r["path"].endswith(".flac") for r in rows)
     assert {m for r in rows for m in r["moods"].split(";")} <= {"happy", "sad", "dark"}
-    assert cli.main(args) == 0
+    assert cli_main(args) == 0
     assert "0 written, 6 kept" in capsys.readouterr().out
 
-    assert cli.main(["synth", str(out), "--songs", "7", "--artists", "2", "-q"]) == 2
+    assert cli_main(["synth", str(out), "--songs", "7", "--artists", "2", "-q"]) == 2
     assert "--overwrite" in capsys.readouterr().err
-    assert cli.main(["synth", str(tmp_path / "x"), "--difficulty", "2", "-q"]) == 2
+    assert cli_main(["synth", str(tmp_path / "x"), "--difficulty", "2", "-q"]) == 2
     assert "difficulty must be within [0, 1]" in capsys.readouterr().err
 
     tsv = _write_tsv(tmp_path / "moods.tsv")
     mtg = tmp_path / "mtg"
-    assert cli.main(["synth", str(mtg), "--from-mtg-jamendo", str(tsv), "--limit", "2",
+    assert cli_main(["synth", str(mtg), "--from-mtg-jamendo", str(tsv), "--limit", "2",
                      "--duration", "4", "-q"]) == 0
     assert [r["song_id"] for r in read_manifest(mtg / "manifest.csv")] == ["track_1", "track_2"]
-    assert cli.main(["synth", str(tmp_path / "y"), "--from-mtg-jamendo", str(tsv), "--songs", "3"]) == 2
+    assert cli_main(["synth", str(tmp_path / "y"), "--from-mtg-jamendo", str(tsv), "--songs", "3"]) == 2
     assert "cannot be combined" in capsys.readouterr().err
 
     config = tmp_path / "synth.yaml"
     config.write_text("n_songs: 4\nn_artists: 2\nmin_seconds: 4\nmax_seconds: 4\nformats: [wav]\n")
-    assert cli.main(["synth", str(tmp_path / "z"), "--config", str(config), "--seed", "5", "-q"]) == 0
+    assert cli_main(["synth", str(tmp_path / "z"), "--config", str(config), "--seed", "5", "-q"]) == 0
     stamp = json.loads((tmp_path / "z" / "synth_config.json").read_text())["config"]
     assert stamp["n_songs"] == 4 and stamp["seed"] == 5 and stamp["formats"] == ["wav"]

@@ -13,10 +13,16 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mtlmood.errors import ConfigError
 
+if TYPE_CHECKING:
+    from mtlmood.synth import SynthConfig
+
 DEFAULT_OUT = "runs/synthetic"  # = DatasetConfig.root's default, so `mtlmood synth` feeds the defaults
+# Ctrl-C (see mtlmood_cli.main): every finished song is on disk, and the same command resumes.
+INTERRUPTED = "interrupted; finished songs are kept, re-run the same command to continue"
 
 
 def _range(text: str, kind: type, what: str) -> tuple:
@@ -62,8 +68,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--formats", type=_list, metavar="LIST",
                    help="codecs used in turn: wav,flac,ogg,mp3 (default wav,flac,ogg)")
     p.add_argument("--from-mtg-jamendo", metavar="TSV",
-                   help="one song per row of an MTG-Jamendo TSV (its tracks, artists and "
-                        "mood/theme tags)")
+                   help="one song per row of an MTG-Jamendo TSV, or of the "
+                        "autotagging_moodtheme.tsv in a folder (its tracks, artists and mood/theme tags)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="with --from-mtg-jamendo: only the first N tagged rows")
     p.add_argument("--overwrite", action="store_true",
@@ -72,7 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace):
+def config_from_args(args: argparse.Namespace) -> "SynthConfig":
     """SynthConfig defaults <- --config YAML <- flags."""
     from mtlmood.config import load_config
     from mtlmood.synth import SynthConfig
@@ -108,6 +114,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the dataset and print what was written (songs, artists, years, moods)."""
     from mtlmood.synth import CONFIG_NAME, read_manifest, synthesize
 
     cfg = config_from_args(args)

@@ -23,8 +23,9 @@ cannot collide; with ``tag_set="moods"`` only mood/theme tags are kept.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from mtlmood.config import DatasetConfig
 from mtlmood.datasets.base import SongRecord, register
@@ -36,11 +37,12 @@ MOOD_PREFIX = "mood/theme---"
 SPLIT_NAMES = ("train", "validation", "test")
 
 
-def _metadata_path(root: Path) -> Path:
+def _metadata_path(root: Path, setting: str = "dataset.root") -> Path:
+    """The metadata file: ``root`` itself, or ``root/autotagging_moodtheme.tsv`` for a folder."""
     path = root / METADATA_FILE if root.is_dir() else root
     if not path.is_file():
         raise DatasetError(f"MTG-Jamendo metadata not found: {path} "
-                           f"(dataset.root must be the folder holding {METADATA_FILE}, or that file)")
+                           f"({setting} must be the folder holding {METADATA_FILE}, or that file)")
     return path
 
 
@@ -60,21 +62,24 @@ def _tag_name(raw: str, tag_set: str, where: str) -> Optional[str]:
 def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
     """(line number, fields) of every data line; checks the header and the column count."""
     rows: list[tuple[int, list[str]]] = []
-    with path.open(encoding="utf-8") as handle:
-        header = handle.readline().rstrip("\r\n").split("\t")
-        if tuple(header[:len(HEADER)]) != HEADER:
-            raise DatasetError(f"{path}:1: expected header starting with {' '.join(HEADER)} TAGS, "
-                               f"got {' '.join(header)!r}")
-        for number, line in enumerate(handle, start=2):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue  # a trailing blank line is harmless
-            fields = line.split("\t")
-            if len(fields) < len(HEADER):
-                missing = HEADER[len(fields)]
-                raise DatasetError(f"{path}:{number}: {len(fields)} tab-separated fields, "
-                                   f"column {missing} is missing")
-            rows.append((number, fields))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            header = handle.readline().rstrip("\r\n").split("\t")
+            if tuple(header[:len(HEADER)]) != HEADER:
+                raise DatasetError(f"{path}:1: expected header starting with {' '.join(HEADER)} TAGS, "
+                                   f"got {' '.join(header)!r}")
+            for number, line in enumerate(handle, start=2):
+                line = line.rstrip("\r\n")
+                if not line.strip():
+                    continue  # a trailing blank line is harmless
+                fields = line.split("\t")
+                if len(fields) < len(HEADER):
+                    missing = HEADER[len(fields)]
+                    raise DatasetError(f"{path}:{number}: {len(fields)} tab-separated fields, "
+                                       f"column {missing} is missing")
+                rows.append((number, fields))
+    except (OSError, UnicodeDecodeError) as exc:  # unreadable or not text: one line, no traceback
+        raise DatasetError(f"cannot read MTG-Jamendo metadata {path}: {exc}") from None
     return rows
 
 
@@ -102,6 +107,37 @@ def read_official_split(metadata: Path, k: int) -> dict[str, str]:
     return membership
 
 
+def read_tracks(root: str | Path, tag_set: str = "moods", audio_root: str | Path = "", *,
+                setting: str = "dataset.root") -> Iterator[SongRecord]:
+    """Every track of the metadata at ``root`` (the folder or the ``.tsv``) in file order,
+    without split membership (``official_split`` None). Lazy, so a caller that stops early
+    (a limit) is not failed by a bad line further down; ``setting`` names where ``root``
+    came from in the not-found message. The synth reads its ``source`` through this.
+    """
+    metadata = _metadata_path(Path(root), setting)
+    audio_dir = Path(audio_root) if audio_root else metadata.parent
+    seen: dict[str, int] = {}
+    for number, fields in _read_rows(metadata):
+        where = f"{metadata}:{number}"
+        track, artist, _album, rel_path = fields[0], fields[1], fields[2], fields[3]
+        if track in seen:
+            raise DatasetError(f"{where}: track {track} already appears on line {seen[track]}")
+        seen[track] = number
+        tags: list[str] = []
+        for raw in fields[len(HEADER):]:
+            raw = raw.strip()
+            name = _tag_name(raw, tag_set, where) if raw else None
+            if name is not None and name not in tags:
+                tags.append(name)
+        yield SongRecord(
+            song_id=track,
+            audio_path=audio_dir / rel_path,
+            tags=tuple(tags),
+            artist=artist or None,
+            year=None,  # not in the public metadata (raw.meta.tsv is not distributed here)
+        )
+
+
 @register("mtg-jamendo")
 class MtgJamendo:
     """Adapter for MTG-Jamendo's ``autotagging_moodtheme.tsv`` and its official splits."""
@@ -111,30 +147,10 @@ class MtgJamendo:
     def load(self, config: DatasetConfig, official_split: int = 0) -> list[SongRecord]:
         """Every track (or the first ``config.limit``), with split ``official_split``'s membership."""
         metadata = _metadata_path(Path(config.root))
-        audio_root = Path(config.audio_root) if config.audio_root else metadata.parent
         membership = read_official_split(metadata, official_split)
         records: list[SongRecord] = []
-        seen: dict[str, int] = {}
-        for number, fields in _read_rows(metadata):
-            where = f"{metadata}:{number}"
-            track, artist, _album, rel_path = fields[0], fields[1], fields[2], fields[3]
-            if track in seen:
-                raise DatasetError(f"{where}: track {track} already appears on line {seen[track]}")
-            seen[track] = number
-            tags: list[str] = []
-            for raw in fields[len(HEADER):]:
-                raw = raw.strip()
-                name = _tag_name(raw, config.tag_set, where) if raw else None
-                if name is not None and name not in tags:
-                    tags.append(name)
-            records.append(SongRecord(
-                song_id=track,
-                audio_path=audio_root / rel_path,
-                tags=tuple(tags),
-                artist=artist or None,
-                year=None,  # not in the public metadata (raw.meta.tsv is not distributed here)
-                official_split=membership.get(track),
-            ))
+        for track in read_tracks(metadata, config.tag_set, config.audio_root):
+            records.append(dataclasses.replace(track, official_split=membership.get(track.song_id)))
             if config.limit and len(records) >= config.limit:
                 break
         return records
