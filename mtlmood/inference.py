@@ -29,7 +29,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Sequence, Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -238,6 +238,15 @@ class Predictor:
         """(N_mood,) song probabilities: the mean over the song's windows."""
         return self.predict_segments(self.segments(features)).mean(axis=0)
 
+    def predict_songs(self, songs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each song's (N_mood,) probabilities from its (n_i, T, F) segments: all songs' segments
+        in shared forward passes, each song the mean over its own segments (as in evaluation)."""
+        if not songs:
+            return []
+        counts = [len(song) for song in songs]
+        probs = self.predict_segments(np.concatenate(songs) if len(songs) > 1 else songs[0])
+        return [part.mean(axis=0) for part in np.split(probs, np.cumsum(counts)[:-1])]
+
     def prediction(self, features: np.ndarray, top_k: int = 3) -> Prediction:
         """A Prediction (named probabilities, top moods, counts) from (t, F) features."""
         segments = self.segments(features)
@@ -303,11 +312,8 @@ class Predictor:
                     pending.append((features, self.segments(features)))
                     if sum(len(seg) for _, seg in pending) < min_batch and ahead:
                         continue
-                probs = self.predict_segments(np.concatenate([seg for _, seg in pending]))
-                start = 0
-                for features, seg in pending:
-                    song = probs[start: start + len(seg)].mean(axis=0)
-                    start += len(seg)
+                songs = self.predict_songs([seg for _, seg in pending])
+                for (features, seg), song in zip(pending, songs):
                     yield self.make_prediction(song, len(seg), features.shape[0], top_k)
                 pending.clear()
 

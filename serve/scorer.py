@@ -18,19 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
-    from mtlmood.inference import Prediction, Predictor
-
-
-def score_songs(predictor: "Predictor", songs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """(N_mood,) probabilities of each song from its (n_i, T, F) segments: one forward for all
-    of them, each song's mean over its own segments (as in evaluation).
-
-    An adapter over ``Predictor.predict_segments`` until Predictor scores a batch of songs'
-    segments itself (``Predictor.predict_files`` does the same inline).
-    """
-    counts = [len(song) for song in songs]
-    probs = predictor.predict_segments(np.concatenate(songs) if len(songs) > 1 else songs[0])
-    return [part.mean(axis=0) for part in np.split(probs, np.cumsum(counts)[:-1])]
+    from mtlmood.inference import Prediction
 
 
 class Scorer:
@@ -60,9 +48,9 @@ class Scorer:
         return self.predictor.segments(np.require(features, dtype=np.float32, requirements=["C", "W"]))
 
     def score_songs(self, songs: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Each song's (N_mood,) probabilities, all songs in one forward (module-level ``score_songs``)."""
+        """Each song's (N_mood,) probabilities, all songs in shared forwards (``Predictor.predict_songs``)."""
         try:
-            return score_songs(self.predictor, songs)
+            return self.predictor.predict_songs(songs)
         except RuntimeError as exc:
             # A CUDA error (illegal access, device-side assert, lost GPU) poisons the context for
             # good: mark the replica so check_health has Serve replace it. (An OOM is not one.)

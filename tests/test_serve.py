@@ -92,11 +92,9 @@ def assert_error(response: "requests.Response", status: int, error: Optional[str
 
 
 def cli_main() -> Callable[[list[str]], int]:
-    """The `mtlmood` command's entry point (moving from mtlmood.cli to mtlmood_cli.main)."""
-    try:
-        from mtlmood_cli.main import main
-    except ImportError:
-        from mtlmood.cli import main
+    """The `mtlmood` command's entry point."""
+    from mtlmood_cli.main import main
+
     return main
 
 

@@ -72,7 +72,7 @@ def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(
     Then the whole output: the same rows as an uninterrupted run, nothing twice, fresh curve seeds."""
     overrides = small_overrides("data", "studies", "interrupted")  # relative to the root, not to the repo
     address = ray.get_runtime_context().gcs_address
-    command = [sys.executable, "-m", "mtlmood.cli", "study", "run", "synthetic", "--address", address,
+    command = [sys.executable, "-m", "mtlmood_cli", "study", "run", "synthetic", "--address", address,
                *[arg for o in overrides for arg in ("--set", o)]]
     environ = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     proc = subprocess.Popen(command, cwd=env["root"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -140,7 +140,7 @@ def test_a_deterministic_failure_stops_the_study_at_once_with_one_line(env, tmp_
     overrides = small_overrides(data, tmp_path / "studies", "no-features")
     address = ray.get_runtime_context().gcs_address
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "mtlmood.cli", "study", "run", "synthetic", "--address", address,
+    done = subprocess.run([sys.executable, "-m", "mtlmood_cli", "study", "run", "synthetic", "--address", address,
                            *[arg for o in overrides for arg in ("--set", o)]], cwd=REPO, capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
