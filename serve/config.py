@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from mtlmood.checkpoint import BEST_CHECKPOINTS_FILE
 from mtlmood.config import from_dict, load_config, to_dict
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.fileio import read_json_object
 
-BEST_FILE = "best_checkpoint.json"  # written by study.report_writer.write_best_pointer
 CHECKPOINT_ENV = "MTLMOOD_SERVE_CHECKPOINT"  # fallback for `serve deploy` configs without args
 STUDY_ENV = "MTLMOOD_SERVE_STUDY"
 TOPOLOGIES = ("auto", "split", "combined")
@@ -213,11 +213,11 @@ def study_selection(run_dir: Path, cell: str = "") -> dict[str, Any]:
     """What ``<run_dir>/best_checkpoint.json`` says about one cell's best model (the default
     cell when ``cell`` is ""): its checkpoint, arm, alpha, seed and validation score.
     Models are only ever chosen within a cell: PR-AUC of different mood counts is not comparable."""
-    pointer = run_dir / BEST_FILE
+    pointer = run_dir / BEST_CHECKPOINTS_FILE
     if not run_dir.is_dir():
         raise ConfigError(f"study run directory not found: {run_dir}")
     if not pointer.exists():
-        raise ConfigError(f"{run_dir} has no {BEST_FILE}: the study has not finished a phase yet "
+        raise ConfigError(f"{run_dir} has no {BEST_CHECKPOINTS_FILE}: the study has not finished a phase yet "
                           "(run `mtlmood study report RUN` after it has)")
     data = read_json_object(pointer, CheckpointError)
     cells = data.get("cells")
@@ -234,6 +234,6 @@ def best_checkpoint_of_study(run_dir: Path, cell: str = "") -> Path:
     selection = study_selection(run_dir, cell)
     target = selection.get("checkpoint")
     if not isinstance(target, str) or not target:
-        raise CheckpointError(f"{run_dir / BEST_FILE} names no checkpoint")
+        raise CheckpointError(f"{run_dir / BEST_CHECKPOINTS_FILE} names no checkpoint")
     target_path = Path(target)
     return target_path if target_path.is_absolute() else run_dir / target_path

@@ -13,6 +13,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from mtlmood.checkpoint import BEST_CHECKPOINTS_FILE
 from mtlmood.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from study.cells import Cell, metadata_cells
 from study.config import StudyConfig
@@ -25,7 +26,6 @@ from study.report.tables import alpha_star_row, curve_table, labels_table, table
 from study.report.verdicts import adjust_study, cell_verdicts
 from study.results import tuned_alpha_factor
 
-BEST_FILE = "best_checkpoint.json"
 REPORT_DIR = "report"
 
 
@@ -76,7 +76,7 @@ def write_best_pointer(study: StudyConfig, trials: pd.DataFrame) -> str:
     default = default_serve_cell(study, best)
     if default is None:
         return ""
-    atomic_write_json(run_dir / BEST_FILE, {
+    atomic_write_json(run_dir / BEST_CHECKPOINTS_FILE, {
         "default_cell": default, "checkpoint": best[default]["checkpoint"],
         "selected_by": "highest validation PR-AUC (%) within each cell; cells are never ranked against each other",
         "cells": best})
