@@ -70,11 +70,17 @@ def machine() -> dict[str, Any]:
     import torch
 
     flags = cpu_flags()
-    info = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu_model(),
-            "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "bf16_hw": sorted(flags & {"avx512_bf16", "amx_bf16"}), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    info = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "bf16_hw": sorted(flags & {"avx512_bf16", "amx_bf16"}),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
     for name in ("librosa", "scipy", "ray", "optuna"):
         try:
             info[name] = __import__(name).__version__
@@ -84,9 +90,11 @@ def machine() -> dict[str, Any]:
 
 
 def machine_line(info: dict[str, Any]) -> str:
-    return (f"{info['date']}; {info['cpu']}, {info['cores']} cores"
-            f"{' (' + ', '.join(info['bf16_hw']) + ')' if info['bf16_hw'] else ''}; torch {info['torch']}; "
-            f"load average at start {info['loadavg'][0]:.1f}")
+    return (
+        f"{info['date']}; {info['cpu']}, {info['cores']} cores"
+        f"{' (' + ', '.join(info['bf16_hw']) + ')' if info['bf16_hw'] else ''}; torch {info['torch']}; "
+        f"load average at start {info['loadavg'][0]:.1f}"
+    )
 
 
 @dataclass
@@ -103,8 +111,9 @@ class Timings:
         return float(np.percentile(values, 25)), float(np.percentile(values, 75))
 
 
-def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1,
-                progress: Optional[str] = None) -> Timings:
+def interleaved(
+    variants: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1, progress: Optional[str] = None
+) -> Timings:
     """Time every variant once per round, in a rotating order, after ``warmup`` untimed rounds."""
     names = list(variants)
     for _ in range(warmup):
@@ -183,7 +192,11 @@ def untrained_predictor_parts(n_filters: int = 128, n_moods: int = 9, n_meta: in
             bn.running_var.uniform_(0.5, 2.0)
             bn.weight.uniform_(-1.5, 1.5)
             bn.bias.uniform_(-0.2, 0.2)
-    card = ModelCard(mood_names=[f"mood_{i}" for i in range(n_moods)],
-                     meta_names=[f"artist_{i}" for i in range(n_meta)], model=config, features=FeatureConfig(),
-                     alpha=n_moods / n_meta)
+    card = ModelCard(
+        mood_names=[f"mood_{i}" for i in range(n_moods)],
+        meta_names=[f"artist_{i}" for i in range(n_meta)],
+        model=config,
+        features=FeatureConfig(),
+        alpha=n_moods / n_meta,
+    )
     return model, card

@@ -72,6 +72,7 @@ def _unlimited(fn: Callable[[], Any]) -> Callable[[], Any]:
             return fn()
         finally:
             features.one_blas_thread = saved
+
     return call
 
 
@@ -115,20 +116,25 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "mtlmood, fast mel": lambda: [_features(p, "fast") for p in work],
     }
     ctx = __import__("multiprocessing").get_context("spawn")  # no forked torch/OpenMP state
-    pools = {mode: ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(mode,))
-             for mode in ("default", "unlimited")}
+    pools = {
+        mode: ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=(mode,))
+        for mode in ("default", "unlimited")
+    }
     try:
         for pool in pools.values():  # start the workers and import everything before timing
             list(pool.map(_features, work[:workers], ["librosa"] * workers))
             list(pool.map(_features, work[:workers], ["by_hand"] * workers))
         pooled: dict[str, Callable[[], Any]] = {
             f"pool x{workers}: by hand": lambda: list(pools["default"].map(_features, work, ["by_hand"] * len(work))),
-            f"pool x{workers}: mtlmood (1 BLAS thread)":
-                lambda: list(pools["default"].map(_features, work, ["librosa"] * len(work))),
-            f"pool x{workers}: mtlmood, BLAS unlimited":
-                lambda: list(pools["unlimited"].map(_features, work, ["librosa"] * len(work))),
-            f"pool x{workers}: mtlmood, fast mel":
-                lambda: list(pools["default"].map(_features, work, ["fast"] * len(work))),
+            f"pool x{workers}: mtlmood (1 BLAS thread)": lambda: list(
+                pools["default"].map(_features, work, ["librosa"] * len(work))
+            ),
+            f"pool x{workers}: mtlmood, BLAS unlimited": lambda: list(
+                pools["unlimited"].map(_features, work, ["librosa"] * len(work))
+            ),
+            f"pool x{workers}: mtlmood, fast mel": lambda: list(
+                pools["default"].map(_features, work, ["fast"] * len(work))
+            ),
         }
         timings = interleaved({**single, **pooled}, args.rounds, warmup=1, progress="features")
     finally:
@@ -148,17 +154,29 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         s = timings.median(name)
         files_per_s = len(work) / s
         eff = (timings.median(pairs[name]) / s) / workers if name in pairs else None
-        results[name] = {"median_s": s, "files_per_s": files_per_s, "vs_by_hand": base / s,
-                         "parallel_efficiency": eff}
+        results[name] = {"median_s": s, "files_per_s": files_per_s, "vs_by_hand": base / s, "parallel_efficiency": eff}
         rows.append([name, fmt(files_per_s), f"{base / s:.2f}×", f"{100 * eff:.0f} %" if eff else "–"])
-    payload = {"machine": info, "files": [f.name for f in files], "repeat": args.repeat, "workers": workers,
-               "rounds": args.rounds, "results": results, "stage_ms_per_file": stages}
-    md = ["# Features benchmark", "", machine_line(info), "",
-          f"{len(files)} real clips x {args.repeat} per pass (first 29 s: decode + downmix + resample to 16 kHz "
-          f"+ 96-band log-mel); median of {args.rounds} interleaved rounds; pool = {workers} spawned processes.", "",
-          table(["variant", "files/s", "vs by hand (1 process)", "parallel efficiency"], rows), "",
-          "Stages (ms per file, one process, median): "
-          + ", ".join(f"{k} {v:.1f}" for k, v in stages.items())]
+    payload = {
+        "machine": info,
+        "files": [f.name for f in files],
+        "repeat": args.repeat,
+        "workers": workers,
+        "rounds": args.rounds,
+        "results": results,
+        "stage_ms_per_file": stages,
+    }
+    md = [
+        "# Features benchmark",
+        "",
+        machine_line(info),
+        "",
+        f"{len(files)} real clips x {args.repeat} per pass (first 29 s: decode + downmix + resample to 16 kHz "
+        f"+ 96-band log-mel); median of {args.rounds} interleaved rounds; pool = {workers} spawned processes.",
+        "",
+        table(["variant", "files/s", "vs by hand (1 process)", "parallel efficiency"], rows),
+        "",
+        "Stages (ms per file, one process, median): " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()),
+    ]
     return publish("features", payload, md)
 
 

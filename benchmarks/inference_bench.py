@@ -32,17 +32,32 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from benchmarks.common import (PEER_VENV, REPO, audio_files, fmt, interleaved, machine, machine_line, publish, table,
-                               untrained_predictor_parts)
+from benchmarks.common import (
+    PEER_VENV,
+    REPO,
+    audio_files,
+    fmt,
+    interleaved,
+    machine,
+    machine_line,
+    publish,
+    table,
+    untrained_predictor_parts,
+)
 
 
 class Peer:
     """benchmarks/peer_musicnn.py as a persistent subprocess: one JSON line per ``pass``."""
 
     def __init__(self, files: list[Path], python: Path) -> None:
-        self.proc = subprocess.Popen([str(python), str(REPO / "benchmarks" / "peer_musicnn.py"), *map(str, files)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     text=True, bufsize=1)
+        self.proc = subprocess.Popen(
+            [str(python), str(REPO / "benchmarks" / "peer_musicnn.py"), *map(str, files)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
         self.ready = self._read()
         if not self.ready.get("restore", {}).get("ok"):
             raise RuntimeError(f"the peer's weight restore failed: {self.ready}")
@@ -95,6 +110,7 @@ def with_threads(n: int, fn: Callable[[], Any]) -> Callable[[], Any]:
             return fn()
         finally:
             torch.set_num_threads(before)
+
     return call
 
 
@@ -124,6 +140,7 @@ def extras(model: Any, card: Any, segs: list[np.ndarray]) -> tuple[dict[str, Cal
             with torch.inference_mode():
                 for x in xs:
                     frozen(x)
+
         out["jit trace+freeze fp32 channels-last"] = run_frozen
 
         bf = copy.deepcopy(model).use_channels_last().to(torch.bfloat16)
@@ -132,6 +149,7 @@ def extras(model: Any, card: Any, segs: list[np.ndarray]) -> tuple[dict[str, Cal
             with torch.inference_mode():
                 for x in xs:
                     bf(x.to(torch.bfloat16), with_meta=False)
+
         out["bf16 weights, channels-last (no autocast)"] = run_bf16_weights
 
         try:
@@ -145,6 +163,7 @@ def extras(model: Any, card: Any, segs: list[np.ndarray]) -> tuple[dict[str, Cal
                 with torch.inference_mode():
                     for x in xs:
                         compiled(x.to(torch.bfloat16))
+
             out["torch.compile bf16 channels-last"] = run_compiled
         except Exception as exc:  # no C++ toolchain, or an inductor limitation
             notes["torch_compile_error"] = f"{type(exc).__name__}: {exc}"[:300]
@@ -154,8 +173,15 @@ def extras(model: Any, card: Any, segs: list[np.ndarray]) -> tuple[dict[str, Cal
         import onnxruntime as ort
 
         buffer = io.BytesIO()
-        torch.onnx.export(MoodOnly(copy.deepcopy(model)).eval(), (xs[0],), buffer, dynamo=False,
-                          input_names=["x"], output_names=["p"], dynamic_axes={"x": {0: "batch"}})
+        torch.onnx.export(
+            MoodOnly(copy.deepcopy(model)).eval(),
+            (xs[0],),
+            buffer,
+            dynamo=False,
+            input_names=["x"],
+            output_names=["p"],
+            dynamic_axes={"x": {0: "batch"}},
+        )
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
@@ -189,16 +215,20 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     default_name = "fused fp32 + fast mel (default)"
     predictors = {  # cumulative steps from the old library path to the fastest options
         "reference: plain fp32 NCHW, librosa mel": reference,
-        "plain fp32 channels-last": Predictor(copy.deepcopy(model), card, fused=False, channels_last=True,
-                                              mel_method="librosa"),
-        "plain bf16 autocast + channels-last": Predictor(copy.deepcopy(model), card, fused=False, channels_last=True,
-                                                         precision="bf16", mel_method="librosa"),
+        "plain fp32 channels-last": Predictor(
+            copy.deepcopy(model), card, fused=False, channels_last=True, mel_method="librosa"
+        ),
+        "plain bf16 autocast + channels-last": Predictor(
+            copy.deepcopy(model), card, fused=False, channels_last=True, precision="bf16", mel_method="librosa"
+        ),
         "fused fp32, librosa mel": Predictor(copy.deepcopy(model), card, mel_method="librosa"),
         default_name: Predictor(copy.deepcopy(model), card),
         "fused bf16 + fast mel": Predictor(copy.deepcopy(model), card, precision="bf16"),
     }
-    batched = {"fused fp32 + fast mel, predict_files": predictors[default_name],
-               "fused bf16 + fast mel, predict_files": predictors["fused bf16 + fast mel"]}
+    batched = {
+        "fused fp32 + fast mel, predict_files": predictors[default_name],
+        "fused bf16 + fast mel, predict_files": predictors["fused bf16 + fast mel"],
+    }
     # Accuracy against the fp32 reference path, song level.
     expected = [np.array(list(reference.predict_file(f).probabilities.values())) for f in files]
 
@@ -224,7 +254,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             peer_note = "ok"
 
     file_variants: dict[str, Callable[[], Any]] = {
-        name: (lambda p=p: [p.predict_file(f) for f in files]) for name, p in predictors.items()}
+        name: (lambda p=p: [p.predict_file(f) for f in files]) for name, p in predictors.items()
+    }
     file_variants.update({name: (lambda p=p: list(p.predict_files(files))) for name, p in batched.items()})
     if peer is not None:
         file_variants["peer: musicnn MTT_vgg (TF, one session)"] = peer.run_pass
@@ -233,7 +264,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         # The peer timed itself (no IPC in it): use its own numbers, from the timed rounds only.
         peer_stages: dict[str, float] = {}
         if peer is not None:
-            timed = peer.passes[-args.rounds:]
+            timed = peer.passes[-args.rounds :]
             files_t.seconds["peer: musicnn MTT_vgg (TF, one session)"] = [p["seconds"] for p in timed]
             peer_stages = {k: float(np.median([p["stages"][k] for p in timed])) for k in timed[0]["stages"]}
     finally:
@@ -241,21 +272,26 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             peer.close()
 
     net_variants: dict[str, Callable[[], Any]] = {}
-    nets = {"reference: plain fp32 NCHW": reference, "plain fp32 channels-last": predictors["plain fp32 channels-last"],
-            "plain bf16 autocast + channels-last": predictors["plain bf16 autocast + channels-last"],
-            "fused fp32 (default)": predictors[default_name], "fused bf16": predictors["fused bf16 + fast mel"]}
+    nets = {
+        "reference: plain fp32 NCHW": reference,
+        "plain fp32 channels-last": predictors["plain fp32 channels-last"],
+        "plain bf16 autocast + channels-last": predictors["plain bf16 autocast + channels-last"],
+        "fused fp32 (default)": predictors[default_name],
+        "fused bf16": predictors["fused bf16 + fast mel"],
+    }
     for name, p in nets.items():
-        net_variants[name] = (lambda p=p: [p.predict_segments(s) for s in segments])
+        net_variants[name] = lambda p=p: [p.predict_segments(s) for s in segments]
     stacked = np.concatenate(segments)  # batching across files: one call for all 52 segments
     for name in ("fused fp32 (default)", "fused bf16"):
         p = nets[name]
-        net_variants[f"{name}, all files' segments in one call"] = (lambda p=p: p.predict_segments(stacked))
+        net_variants[f"{name}, all files' segments in one call"] = lambda p=p: p.predict_segments(stacked)
     for threads in (1, 2):
         if threads != torch.get_num_threads():
             for name in ("fused fp32 (default)", "fused bf16"):
                 p = nets[name]
                 net_variants[f"{name}, {threads} thread(s)"] = with_threads(
-                    threads, lambda p=p: [p.predict_segments(s) for s in segments])
+                    threads, lambda p=p: [p.predict_segments(s) for s in segments]
+                )
     notes: dict[str, Any] = {}
     if args.extras:
         extra, notes = extras(model, card, segments)
@@ -268,39 +304,77 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     rows, results = [], {}
     for name in file_variants:
         s = files_t.median(name)
-        results[name] = {"median_s": s, "iqr_s": files_t.spread(name), "files_per_s": n_files / s,
-                         "segments_per_s": n_segments / s, "vs_reference": base / s,
-                         "vs_peer": peer_s / s if peer is not None else None,
-                         "max_abs_dprob": accuracy.get(name)}
-        rows.append([name, fmt(n_files / s), fmt(n_segments / s), f"{base / s:.2f}×",
-                     f"{peer_s / s:.2f}×" if peer is not None else "–",
-                     "peer" if name == peer_name else f"{accuracy[name]:.1e}"])
+        results[name] = {
+            "median_s": s,
+            "iqr_s": files_t.spread(name),
+            "files_per_s": n_files / s,
+            "segments_per_s": n_segments / s,
+            "vs_reference": base / s,
+            "vs_peer": peer_s / s if peer is not None else None,
+            "max_abs_dprob": accuracy.get(name),
+        }
+        rows.append(
+            [
+                name,
+                fmt(n_files / s),
+                fmt(n_segments / s),
+                f"{base / s:.2f}×",
+                f"{peer_s / s:.2f}×" if peer is not None else "–",
+                "peer" if name == peer_name else f"{accuracy[name]:.1e}",
+            ]
+        )
     net_base = net_t.median("reference: plain fp32 NCHW")
     net_rows, net_results = [], {}
     peer_fwd = peer_stages.get("forward")
     for name in net_variants:
         s = net_t.median(name)
         net_results[name] = {"median_s": s, "segments_per_s": n_segments / s, "vs_reference": net_base / s}
-        net_rows.append([name, fmt(n_segments / s), f"{net_base / s:.2f}×",
-                         f"{peer_fwd / s:.2f}×" if peer_fwd else "–"])
+        net_rows.append(
+            [name, fmt(n_segments / s), f"{net_base / s:.2f}×", f"{peer_fwd / s:.2f}×" if peer_fwd else "–"]
+        )
     if peer_fwd:
-        net_rows.append(["peer: MTT_vgg forward stage (TF fp32)", fmt(n_segments / peer_fwd),
-                         f"{net_base / peer_fwd:.2f}×", "1.00×"])
+        net_rows.append(
+            [
+                "peer: MTT_vgg forward stage (TF fp32)",
+                fmt(n_segments / peer_fwd),
+                f"{net_base / peer_fwd:.2f}×",
+                "1.00×",
+            ]
+        )
 
-    payload = {"machine": info, "files": [f.name for f in files], "n_files": n_files, "n_segments": n_segments,
-               "rounds": args.rounds, "peer": peer_note, "peer_ready": peer.ready if peer else None,
-               "peer_stage_seconds": peer_stages, "file_level": results, "network_only": net_results,
-               "extras_notes": notes, "tolerances": {"fp32": 1e-5, "bf16": 2e-2}}
-    md = ["# Inference benchmark", "", machine_line(info), "",
-          f"{n_files} real clips (first 29 s), {n_segments} segments; untrained paper-width model "
-          f"({args.n_filters} filters, 5 blocks); median of {args.rounds} interleaved rounds. "
-          f"Peer: musicnn 0.1.0 MTT_vgg, TF {peer.ready['tf'] if peer else '–'}, one persistent session, "
-          f"all patches of a file per run (weights restore verified: "
-          f"{peer.ready['restore'] if peer else peer_note}).", "",
-          "## Files end to end (decode + log-mel + forward)", "",
-          table(["variant", "files/s", "segments/s", "vs reference", "vs peer", "max abs Δp vs fp32 ref"], rows), "",
-          "## Network only (per file, one forward of its segments)", "",
-          table(["variant", "segments/s", "vs reference", "vs peer forward"], net_rows)]
+    payload = {
+        "machine": info,
+        "files": [f.name for f in files],
+        "n_files": n_files,
+        "n_segments": n_segments,
+        "rounds": args.rounds,
+        "peer": peer_note,
+        "peer_ready": peer.ready if peer else None,
+        "peer_stage_seconds": peer_stages,
+        "file_level": results,
+        "network_only": net_results,
+        "extras_notes": notes,
+        "tolerances": {"fp32": 1e-5, "bf16": 2e-2},
+    }
+    md = [
+        "# Inference benchmark",
+        "",
+        machine_line(info),
+        "",
+        f"{n_files} real clips (first 29 s), {n_segments} segments; untrained paper-width model "
+        f"({args.n_filters} filters, 5 blocks); median of {args.rounds} interleaved rounds. "
+        f"Peer: musicnn 0.1.0 MTT_vgg, TF {peer.ready['tf'] if peer else '–'}, one persistent session, "
+        f"all patches of a file per run (weights restore verified: "
+        f"{peer.ready['restore'] if peer else peer_note}).",
+        "",
+        "## Files end to end (decode + log-mel + forward)",
+        "",
+        table(["variant", "files/s", "segments/s", "vs reference", "vs peer", "max abs Δp vs fp32 ref"], rows),
+        "",
+        "## Network only (per file, one forward of its segments)",
+        "",
+        table(["variant", "segments/s", "vs reference", "vs peer forward"], net_rows),
+    ]
     if peer_stages:
         md += ["", "Peer stages (s per pass, median): " + ", ".join(f"{k} {v:.3f}" for k, v in peer_stages.items())]
     if notes:

@@ -69,13 +69,29 @@ def main(paths: list[str]) -> int:
             value = sess.run(v)
             matched += int(np.array_equal(value, reader.get_tensor(name)))
             changed += int(not np.array_equal(value, before[v.name]))
-    restore = {"variables": len(variables), "equal_to_checkpoint": matched, "changed_by_restore": changed,
-               "ok": matched == len(variables) and changed >= len(variables) // 2}
+    restore = {
+        "variables": len(variables),
+        "equal_to_checkpoint": matched,
+        "changed_by_restore": changed,
+        "ok": matched == len(variables) and changed >= len(variables) // 2,
+    }
     build_s = time.perf_counter() - t_build
-    print(json.dumps({"ready": True, "model": model, "tf": tf.__version__, "numpy": np.__version__,
-                      "librosa": librosa.__version__, "restore": restore, "build_s": build_s,
-                      "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-                      "intra_op": tf.config.threading.get_intra_op_parallelism_threads()}), flush=True)
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "model": model,
+                "tf": tf.__version__,
+                "numpy": np.__version__,
+                "librosa": librosa.__version__,
+                "restore": restore,
+                "build_s": build_s,
+                "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            }
+        ),
+        flush=True,
+    )
     if not restore["ok"]:
         return 1
 
@@ -87,8 +103,9 @@ def main(paths: list[str]) -> int:
             t0 = time.perf_counter()
             audio, sr = librosa.load(path, sr=config.SR, duration=29.0)
             t1 = time.perf_counter()
-            rep = librosa.feature.melspectrogram(y=audio, sr=sr, hop_length=config.FFT_HOP,
-                                                 n_fft=config.FFT_SIZE, n_mels=config.N_MELS).T
+            rep = librosa.feature.melspectrogram(
+                y=audio, sr=sr, hop_length=config.FFT_HOP, n_fft=config.FFT_SIZE, n_mels=config.N_MELS
+            ).T
             rep = np.log10(10000 * rep.astype(np.float16) + 1)
             n = rep.shape[0] // n_frames
             t2 = time.perf_counter()
@@ -103,8 +120,14 @@ def main(paths: list[str]) -> int:
             segments.append(int(n))
             song = out.mean(axis=0)
             tags[os.path.basename(path)] = [labels[i] for i in np.argsort(-song)[:3]]
-        return {"seconds": time.perf_counter() - started, "files": len(segments), "segments": segments,
-                "skipped": skipped, "stages": stages, "top_tags": tags}
+        return {
+            "seconds": time.perf_counter() - started,
+            "files": len(segments),
+            "segments": segments,
+            "skipped": skipped,
+            "stages": stages,
+            "top_tags": tags,
+        }
 
     for line in sys.stdin:
         command = line.strip()

@@ -53,10 +53,13 @@ from benchmarks.common import cpu_model, publish  # noqa: E402  (after the sys.p
 
 AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
 # (mode, topology, batching on, immediate_when_idle): the first is what `mtlmood serve` runs on a CPU node.
-SERVE_MODES = (("serve_combined", "combined", True, True), ("serve_split", "split", True, True),
-               ("serve_combined_unbatched", "combined", False, True),
-               # Batching without the idle shortcut: every request waits for its batch.
-               ("serve_combined_always_batched", "combined", True, False))
+SERVE_MODES = (
+    ("serve_combined", "combined", True, True),
+    ("serve_split", "split", True, True),
+    ("serve_combined_unbatched", "combined", False, True),
+    # Batching without the idle shortcut: every request waits for its batch.
+    ("serve_combined_always_batched", "combined", True, False),
+)
 CONTENT_TYPES = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav"}
 
 
@@ -75,8 +78,9 @@ class LevelResult:
     mean_ms: float
 
 
-def closed_loop(call: Callable[[int], bool], concurrency: int, duration_s: float, warmup_s: float
-                ) -> tuple[list[float], list[int], int, float]:
+def closed_loop(
+    call: Callable[[int], bool], concurrency: int, duration_s: float, warmup_s: float
+) -> tuple[list[float], list[int], int, float]:
     """Run ``call(i)`` from ``concurrency`` workers: warm-up, then ``duration_s`` measured.
 
     Returns (latencies of measured successes, their request indices, measured errors,
@@ -161,16 +165,31 @@ def cpu_per_request(call: Callable[[int], bool], concurrency: int, seconds: floa
     return out
 
 
-def summarise(mode: str, concurrency: int, latencies: list[float], indices: list[int], errors: int,
-              seconds: float, segments: list[int]) -> LevelResult:
+def summarise(
+    mode: str,
+    concurrency: int,
+    latencies: list[float],
+    indices: list[int],
+    errors: int,
+    seconds: float,
+    segments: list[int],
+) -> LevelResult:
     ms = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     n = len(latencies)
     seconds = max(seconds, 1e-9)
-    return LevelResult(mode=mode, concurrency=concurrency, requests=n, errors=errors, seconds=round(seconds, 2),
-                       rps=round(n / seconds, 3),
-                       segments_per_s=round(sum(segments[i % len(segments)] for i in indices) / seconds, 2),
-                       p50_ms=round(float(np.percentile(ms, 50)), 1), p95_ms=round(float(np.percentile(ms, 95)), 1),
-                       p99_ms=round(float(np.percentile(ms, 99)), 1), mean_ms=round(float(ms.mean()), 1))
+    return LevelResult(
+        mode=mode,
+        concurrency=concurrency,
+        requests=n,
+        errors=errors,
+        seconds=round(seconds, 2),
+        rps=round(n / seconds, 3),
+        segments_per_s=round(sum(segments[i % len(segments)] for i in indices) / seconds, 2),
+        p50_ms=round(float(np.percentile(ms, 50)), 1),
+        p95_ms=round(float(np.percentile(ms, 95)), 1),
+        p99_ms=round(float(np.percentile(ms, 99)), 1),
+        mean_ms=round(float(ms.mean()), 1),
+    )
 
 
 def make_untrained_checkpoint(directory: Path, n_filters: int, n_moods: int = 9, n_meta: int = 50) -> Path:
@@ -184,8 +203,13 @@ def make_untrained_checkpoint(directory: Path, n_filters: int, n_moods: int = 9,
     torch.manual_seed(0)
     config = ModelConfig(n_filters=n_filters)
     model = MoodCNN(config, n_moods, n_meta)
-    card = ModelCard(mood_names=[f"mood_{i}" for i in range(n_moods)], meta_names=[f"artist_{i}" for i in range(n_meta)],
-                     model=config, features=FeatureConfig(), alpha=n_moods / n_meta)
+    card = ModelCard(
+        mood_names=[f"mood_{i}" for i in range(n_moods)],
+        meta_names=[f"artist_{i}" for i in range(n_meta)],
+        model=config,
+        features=FeatureConfig(),
+        alpha=n_moods / n_meta,
+    )
     save_checkpoint(directory, model, card)
     return directory
 
@@ -215,9 +239,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def bench_direct(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments: list[int],
-                 levels: list[int], duration: float, warmup: float, precision: str = "fp32",
-                 cpu: Optional[dict[str, dict[str, float]]] = None, cpu_seconds: float = 0.0) -> list[LevelResult]:
+def bench_direct(
+    checkpoint: Path,
+    clips: list[tuple[str, bytes, str]],
+    segments: list[int],
+    levels: list[int],
+    duration: float,
+    warmup: float,
+    precision: str = "fp32",
+    cpu: Optional[dict[str, dict[str, float]]] = None,
+    cpu_seconds: float = 0.0,
+) -> list[LevelResult]:
     from mtlmood.inference import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, precision=precision)
@@ -237,9 +269,16 @@ def bench_direct(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments
     return results
 
 
-def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments: list[int], levels: list[int],
-                duration: float, warmup: float, args: argparse.Namespace,
-                cpu: dict[str, dict[str, float]]) -> list[LevelResult]:
+def bench_serve(
+    checkpoint: Path,
+    clips: list[tuple[str, bytes, str]],
+    segments: list[int],
+    levels: list[int],
+    duration: float,
+    warmup: float,
+    args: argparse.Namespace,
+    cpu: dict[str, dict[str, float]],
+) -> list[LevelResult]:
     import requests
     from ray import serve
 
@@ -253,23 +292,47 @@ def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments:
         if args.modes and mode not in args.modes:
             continue
         config = ServeConfig(
-            checkpoint=str(checkpoint), port=port, model_timeout_s=120.0, max_pending_decodes=256,
-            topology=topology, precision=args.precision,
-            batching=BatchingConfig(enabled=batched, max_batch_size=args.max_batch_size,
-                                    batch_wait_timeout_s=args.batch_wait_ms / 1000,
-                                    immediate_when_idle=immediate_when_idle),
+            checkpoint=str(checkpoint),
+            port=port,
+            model_timeout_s=120.0,
+            max_pending_decodes=256,
+            topology=topology,
+            precision=args.precision,
+            batching=BatchingConfig(
+                enabled=batched,
+                max_batch_size=args.max_batch_size,
+                batch_wait_timeout_s=args.batch_wait_ms / 1000,
+                immediate_when_idle=immediate_when_idle,
+            ),
             # One replica each: the comparison is batching vs not, on the same cores.
-            ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=args.ingress_cpus,
-                                    threads=args.decode_threads, max_ongoing_requests=256, max_queued_requests=256),
-            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=args.model_cpus, threads=args.torch_threads,
-                                num_gpus=0, max_ongoing_requests=max(64, args.max_batch_size),
-                                max_queued_requests=256))
-        serve.run(build_app(config), name="bench", route_prefix="/",
-                  logging_config=None if args.access_log else {"enable_access_log": False})
+            ingress=IngressSettings(
+                min_replicas=1,
+                max_replicas=1,
+                num_cpus=args.ingress_cpus,
+                threads=args.decode_threads,
+                max_ongoing_requests=256,
+                max_queued_requests=256,
+            ),
+            model=ModelSettings(
+                min_replicas=1,
+                max_replicas=1,
+                num_cpus=args.model_cpus,
+                threads=args.torch_threads,
+                num_gpus=0,
+                max_ongoing_requests=max(64, args.max_batch_size),
+                max_queued_requests=256,
+            ),
+        )
+        serve.run(
+            build_app(config),
+            name="bench",
+            route_prefix="/",
+            logging_config=None if args.access_log else {"enable_access_log": False},
+        )
         local = threading.local()
         url = f"http://127.0.0.1:{port}/predict"
 
-        def call(i: int) -> bool:
+        def call(i: int, local: threading.local = local, url: str = url) -> bool:
             session = getattr(local, "session", None)
             if session is None:  # keep-alive per client thread, like a real client pool
                 session = local.session = requests.Session()
@@ -283,8 +346,10 @@ def bench_serve(checkpoint: Path, clips: list[tuple[str, bytes, str]], segments:
         for c in levels:
             lat, idx, err, secs = closed_loop(call, c, duration, warmup)
             results.append(summarise(mode, c, lat, idx, err, secs, segments))
-            print(f"  {mode:<15} c={c:<3} {results[-1].rps:7.2f} req/s  p50 {results[-1].p50_ms:7.1f} ms"
-                  f"  errors {err}", flush=True)
+            print(
+                f"  {mode:<15} c={c:<3} {results[-1].rps:7.2f} req/s  p50 {results[-1].p50_ms:7.1f} ms  errors {err}",
+                flush=True,
+            )
         if args.cpu_seconds and mode in ("serve_combined", "serve_split"):
             cpu[mode] = cpu_per_request(call, max(levels), args.cpu_seconds)
         serve.delete("bench")
@@ -302,11 +367,15 @@ def breakdown(checkpoint: Path, clips: list[tuple[str, bytes, str]], rounds: int
     cfg = predictor.feature_config
     waves = [load_audio_bytes(data, cfg, name) for name, data, _ in clips]
     segments = [predictor.segments(log_mel(w, cfg, "fast")) for w in waves]
-    timings = interleaved({
-        "decode + resample": lambda: [load_audio_bytes(data, cfg, name) for name, data, _ in clips],
-        "log-mel (fast)": lambda: [log_mel(w, cfg, "fast") for w in waves],
-        "forward": lambda: [predictor.predict_segments(s) for s in segments],
-    }, rounds, warmup=1)
+    timings = interleaved(
+        {
+            "decode + resample": lambda: [load_audio_bytes(data, cfg, name) for name, data, _ in clips],
+            "log-mel (fast)": lambda: [log_mel(w, cfg, "fast") for w in waves],
+            "forward": lambda: [predictor.predict_segments(s) for s in segments],
+        },
+        rounds,
+        warmup=1,
+    )
     return {name: 1000 * timings.median(name) / len(clips) for name in timings.seconds}
 
 
@@ -317,56 +386,87 @@ def peer_context() -> Optional[dict[str, float]]:
         data = json.loads(path.read_text())
         rows = data["file_level"]
         peer = next(v for k, v in rows.items() if k.startswith("peer"))
-        return {"peer_files_per_s": peer["files_per_s"], "date": data["machine"]["date"],
-                "mtlmood_default_files_per_s": rows["fused fp32 + fast mel (default)"]["files_per_s"]}
+        return {
+            "peer_files_per_s": peer["files_per_s"],
+            "date": data["machine"]["date"],
+            "mtlmood_default_files_per_s": rows["fused fp32 + fast mel (default)"]["files_per_s"],
+        }
     except (OSError, KeyError, StopIteration, ValueError):
         return None
 
 
 def markdown(meta: dict, results: list[LevelResult], ratios: dict[str, float]) -> str:
-    lines = [f"# Serve benchmark ({meta['date']})", "",
-             f"Model: {meta['model']}; clips: {meta['n_clips']} ({meta['clips_source']}), "
-             f"{meta['mean_segments']:.1f} segments per request on average; machine: {meta['cpus']} CPUs "
-             f"({meta['processor'] or meta['machine']}), torch {meta['torch']}, ray {meta['ray']}.",
-             f"Closed loop, {meta['duration_s']} s measured per row after {meta['warmup_s']} s warm-up. "
-             f"Serve: split = one ingress replica ({meta['ingress_cpus']} CPU) + one model replica "
-             f"({meta['model_cpus']} CPU), combined = one replica with both; {meta['torch_threads'] or 'auto'} "
-             f"torch threads, precision {meta.get('precision', 'fp32')}, "
-             f"batch ≤ {meta['max_batch_size']} requests / {meta['batch_wait_ms']} ms. "
-             f"Load average before/after: {meta['loadavg_before'][0]:.1f} / {meta['loadavg_after'][0]:.1f}.", "",
-             "| mode | concurrency | req/s | segments/s | p50 ms | p95 ms | p99 ms | errors |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Serve benchmark ({meta['date']})",
+        "",
+        f"Model: {meta['model']}; clips: {meta['n_clips']} ({meta['clips_source']}), "
+        f"{meta['mean_segments']:.1f} segments per request on average; machine: {meta['cpus']} CPUs "
+        f"({meta['processor'] or meta['machine']}), torch {meta['torch']}, ray {meta['ray']}.",
+        f"Closed loop, {meta['duration_s']} s measured per row after {meta['warmup_s']} s warm-up. "
+        f"Serve: split = one ingress replica ({meta['ingress_cpus']} CPU) + one model replica "
+        f"({meta['model_cpus']} CPU), combined = one replica with both; {meta['torch_threads'] or 'auto'} "
+        f"torch threads, precision {meta.get('precision', 'fp32')}, "
+        f"batch ≤ {meta['max_batch_size']} requests / {meta['batch_wait_ms']} ms. "
+        f"Load average before/after: {meta['loadavg_before'][0]:.1f} / {meta['loadavg_after'][0]:.1f}.",
+        "",
+        "| mode | concurrency | req/s | segments/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        lines.append(f"| {r.mode} | {r.concurrency} | {r.rps:.2f} | {r.segments_per_s:.1f} | {r.p50_ms:.0f} | "
-                     f"{r.p95_ms:.0f} | {r.p99_ms:.0f} | {r.errors} |")
-    lines += ["", f"At saturation (concurrency {meta['saturation']}), throughput relative to direct in-process "
-                  "inference: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()), ""]
+        lines.append(
+            f"| {r.mode} | {r.concurrency} | {r.rps:.2f} | {r.segments_per_s:.1f} | {r.p50_ms:.0f} | "
+            f"{r.p95_ms:.0f} | {r.p99_ms:.0f} | {r.errors} |"
+        )
+    lines += [
+        "",
+        f"At saturation (concurrency {meta['saturation']}), throughput relative to direct in-process "
+        "inference: " + ", ".join(f"{k} = {v:.2f}" for k, v in ratios.items()),
+        "",
+    ]
     parts = meta.get("breakdown_ms")
     if parts:
         work = sum(parts.values())
         rows = [[name, f"{ms:.1f}"] for name, ms in parts.items()] + [["sum (the work itself)", f"{work:.1f}"]]
         for r in results:
             if r.concurrency == 1:
-                rows.append([f"{r.mode} mean latency at c=1 (overhead = latency − work)",
-                             f"{r.mean_ms:.1f} (overhead {r.mean_ms - work:+.1f})"])
-        lines += ["## Where a request's time goes (ms per request, clips in rotation)", "",
-                  "| part | ms |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows] + [""]
+                rows.append(
+                    [
+                        f"{r.mode} mean latency at c=1 (overhead = latency − work)",
+                        f"{r.mean_ms:.1f} (overhead {r.mean_ms - work:+.1f})",
+                    ]
+                )
+        lines += (
+            ["## Where a request's time goes (ms per request, clips in rotation)", "", "| part | ms |", "|---|---|"]
+            + [f"| {a} | {b} |" for a, b in rows]
+            + [""]
+        )
     cpu = meta.get("cpu_ms_per_request")
     if cpu:
         modes = list(cpu)
         roles = sorted({role for per in cpu.values() for role in per if role != "total"})
-        lines += [f"## CPU per request at saturation (concurrency {meta['saturation']}; ms of CPU, all threads, "
-                  "from /proc)", "", "| process | " + " | ".join(modes) + " |", "|---" * (len(modes) + 1) + "|"]
+        lines += [
+            f"## CPU per request at saturation (concurrency {meta['saturation']}; ms of CPU, all threads, from /proc)",
+            "",
+            "| process | " + " | ".join(modes) + " |",
+            "|---" * (len(modes) + 1) + "|",
+        ]
         for role in roles + ["total"]:
             lines.append(f"| {role} | " + " | ".join(f"{cpu[m].get(role, 0.0):.1f}" for m in modes) + " |")
-        lines += ["", "On 2 cores a path's throughput is bounded by about 2000 / total req/s: CPU Serve spends beyond "
-                      "the direct path is what its ratio loses.", ""]
+        lines += [
+            "",
+            "On 2 cores a path's throughput is bounded by about 2000 / total req/s: CPU Serve spends beyond "
+            "the direct path is what its ratio loses.",
+            "",
+        ]
     peer = meta.get("peer_context")
     if peer:
-        lines += [f"Context: the peer (musicnn MTT_vgg, one TF session, one file at a time) did "
-                  f"{peer['peer_files_per_s']:.1f} files/s and mtlmood's library path (Predictor.predict_file, "
-                  f"default) {peer['mtlmood_default_files_per_s']:.1f} files/s in the inference benchmark of "
-                  f"{peer['date']} (benchmarks/results/inference.md).", ""]
+        lines += [
+            f"Context: the peer (musicnn MTT_vgg, one TF session, one file at a time) did "
+            f"{peer['peer_files_per_s']:.1f} files/s and mtlmood's library path (Predictor.predict_file, "
+            f"default) {peer['mtlmood_default_files_per_s']:.1f} files/s in the inference benchmark of "
+            f"{peer['date']} (benchmarks/results/inference.md).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -376,8 +476,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--checkpoint", help="checkpoint to serve (default: an untrained paper-width model)")
     parser.add_argument("--n-filters", type=int, default=128, help="width of the untrained default model")
     shared = Path(os.environ.get("MTLMOOD_SHARED_DATA", REPO.parent / "shared" / "data"))
-    parser.add_argument("--audio-dir", type=Path, default=shared / "audio",
-                        help="clips to send (default: the shared CC clips; generated noise when absent)")
+    parser.add_argument(
+        "--audio-dir",
+        type=Path,
+        default=shared / "audio",
+        help="clips to send (default: the shared CC clips; generated noise when absent)",
+    )
     parser.add_argument("--max-clips", type=int, default=16)
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts")
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per row")
@@ -390,16 +494,35 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--skip-direct", action="store_true")
-    parser.add_argument("--cpu-seconds", type=float, default=10.0,
-                        help="length of the CPU-accounting run at saturation per path (0 = skip it)")
-    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
-                        help="turn Serve's per-request access log off in the app's replicas")
-    parser.add_argument("--modes", default="", help="comma-separated Serve modes to run (default: all of "
-                        + ", ".join(m for m, *_ in SERVE_MODES) + ")")
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="model precision, the same for the direct path and Serve")
-    parser.add_argument("--openblas-threads", type=int, default=0,
-                        help="set OPENBLAS_NUM_THREADS in the replicas' environment (0 = leave it unset)")
+    parser.add_argument(
+        "--cpu-seconds",
+        type=float,
+        default=10.0,
+        help="length of the CPU-accounting run at saturation per path (0 = skip it)",
+    )
+    parser.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="turn Serve's per-request access log off in the app's replicas",
+    )
+    parser.add_argument(
+        "--modes",
+        default="",
+        help="comma-separated Serve modes to run (default: all of " + ", ".join(m for m, *_ in SERVE_MODES) + ")",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="model precision, the same for the direct path and Serve",
+    )
+    parser.add_argument(
+        "--openblas-threads",
+        type=int,
+        default=0,
+        help="set OPENBLAS_NUM_THREADS in the replicas' environment (0 = leave it unset)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = parser.parse_args(argv)
     cpus = os.cpu_count() or 1
@@ -421,8 +544,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     from mtlmood.inference import Predictor
 
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
-        checkpoint = Path(args.checkpoint) if args.checkpoint else make_untrained_checkpoint(
-            Path(tmp) / "ckpt", args.n_filters)
+        checkpoint = (
+            Path(args.checkpoint) if args.checkpoint else make_untrained_checkpoint(Path(tmp) / "ckpt", args.n_filters)
+        )
         predictor = Predictor.from_checkpoint(checkpoint)
         clips = load_clips(args.audio_dir, args.max_clips)
         segments = [len(predictor.segments(features_from_bytes(d, predictor.feature_config, n))) for n, d, _ in clips]
@@ -433,11 +557,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         results: list[LevelResult] = []
         cpu: dict[str, dict[str, float]] = {}  # mode -> role -> ms CPU per request at saturation
         if not args.skip_direct:
-            results += bench_direct(checkpoint, clips, segments, levels, args.duration, args.warmup, args.precision,
-                                    cpu, args.cpu_seconds)
+            results += bench_direct(
+                checkpoint, clips, segments, levels, args.duration, args.warmup, args.precision, cpu, args.cpu_seconds
+            )
         env = {"OPENBLAS_NUM_THREADS": str(args.openblas_threads)} if args.openblas_threads else {}
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": env} if env else None)
+        ray.init(
+            num_cpus=args.num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": env} if env else None,
+        )
         try:
             results += bench_serve(checkpoint, clips, segments, levels, args.duration, args.warmup, args, cpu)
         finally:
@@ -448,25 +577,53 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     saturation = max(levels)
     by_mode = {r.mode: r for r in results if r.concurrency == saturation}
-    ratios = {f"{mode}/direct": round(by_mode[mode].rps / by_mode["direct"].rps, 3)
-              for mode, *_ in SERVE_MODES if mode in by_mode and "direct" in by_mode}
+    ratios = {
+        f"{mode}/direct": round(by_mode[mode].rps / by_mode["direct"].rps, 3)
+        for mode, *_ in SERVE_MODES
+        if mode in by_mode and "direct" in by_mode
+    }
     card = predictor.card
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "model": f"MoodCNN n_filters={card.model.n_filters}, "
-            f"{card.n_moods} moods ({'given checkpoint' if args.checkpoint else 'untrained'})",
-            "n_clips": len(clips), "clips": [n for n, _, _ in clips], "segments": segments,
-            "clips_source": "real CC clips" if clips[0][0].endswith(AUDIO_SUFFIXES) and not clips[0][0].startswith(
-                "noise_") else "generated", "mean_segments": float(np.mean(segments)),
-            "cpus": cpus, "processor": cpu_model(), "machine": platform.machine(),
-            "torch": torch.__version__, "ray": ray.__version__, "duration_s": args.duration, "warmup_s": args.warmup,
-            "ingress_cpus": args.ingress_cpus, "model_cpus": args.model_cpus, "torch_threads": args.torch_threads,
-            "decode_threads": args.decode_threads, "direct_torch_threads": torch.get_num_threads(),
-            "max_batch_size": args.max_batch_size, "precision": args.precision, "batch_wait_ms": args.batch_wait_ms, "saturation": saturation,
-            # Other work on the machine skews every row; the load average says how much there was.
-            "loadavg_before": load_before, "loadavg_after": list(os.getloadavg()),
-            "breakdown_ms": parts, "peer_context": peer_context(), "cpu_ms_per_request": cpu,
-            "replica_openblas_threads": args.openblas_threads or "unset"}
-    publish("serve_bench", {"meta": meta, "results": [asdict(r) for r in results], "ratio_at_saturation": ratios},
-            [markdown(meta, results, ratios)], args.out)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "model": f"MoodCNN n_filters={card.model.n_filters}, "
+        f"{card.n_moods} moods ({'given checkpoint' if args.checkpoint else 'untrained'})",
+        "n_clips": len(clips),
+        "clips": [n for n, _, _ in clips],
+        "segments": segments,
+        "clips_source": "real CC clips"
+        if clips[0][0].endswith(AUDIO_SUFFIXES) and not clips[0][0].startswith("noise_")
+        else "generated",
+        "mean_segments": float(np.mean(segments)),
+        "cpus": cpus,
+        "processor": cpu_model(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "ray": ray.__version__,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "ingress_cpus": args.ingress_cpus,
+        "model_cpus": args.model_cpus,
+        "torch_threads": args.torch_threads,
+        "decode_threads": args.decode_threads,
+        "direct_torch_threads": torch.get_num_threads(),
+        "max_batch_size": args.max_batch_size,
+        "precision": args.precision,
+        "batch_wait_ms": args.batch_wait_ms,
+        "saturation": saturation,
+        # Other work on the machine skews every row; the load average says how much there was.
+        "loadavg_before": load_before,
+        "loadavg_after": list(os.getloadavg()),
+        "breakdown_ms": parts,
+        "peer_context": peer_context(),
+        "cpu_ms_per_request": cpu,
+        "replica_openblas_threads": args.openblas_threads or "unset",
+    }
+    publish(
+        "serve_bench",
+        {"meta": meta, "results": [asdict(r) for r in results], "ratio_at_saturation": ratios},
+        [markdown(meta, results, ratios)],
+        args.out,
+    )
     return 0
 
 

@@ -29,8 +29,9 @@ def ensure_synthetic(root: Path = CACHE / "synthetic") -> tuple[Any, float]:
         print(f"  synthesizing the default synthetic dataset in {data_dir} ...", flush=True)
         synthesize(data_dir, SynthConfig())
     study = load_study_config("synthetic", [f"run.dataset.root={data_dir}", f"storage_path={root / 'studies'}"])
-    report = prepare_features(load_run_songs(study.run), default_cache_dir(study.run), study.run.features,
-                              progress=False)
+    report = prepare_features(
+        load_run_songs(study.run), default_cache_dir(study.run), study.run.features, progress=False
+    )
     if report.failures:
         raise RuntimeError(f"{len(report.failures)} synthetic songs failed to decode")
     return study, time.perf_counter() - started

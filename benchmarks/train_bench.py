@@ -43,8 +43,11 @@ from benchmarks.synthdata import ensure_synthetic
 
 def base_config(study: Any, epochs: int, **train: Any) -> Any:
     run = study.run
-    return replace(run, labels=replace(run.labels, n_moods=6, metadata="artist"),
-                   train=replace(run.train, max_epochs=epochs, patience=epochs + 1, **train))
+    return replace(
+        run,
+        labels=replace(run.labels, n_moods=6, metadata="artist"),
+        train=replace(run.train, max_epochs=epochs, patience=epochs + 1, **train),
+    )
 
 
 def steady(history: list[dict[str, Any]]) -> float:
@@ -62,8 +65,13 @@ def run_plain(config: Any) -> dict[str, Any]:
     result = fit(data, config)
     wall = time.perf_counter() - t0
     history = [h.to_dict() for h in result.history]
-    return {"wall_s": wall, "epochs_s": sum(h["seconds"] for h in history), "history": history,
-            "steady_segments_per_s": steady(history), "test_pr_auc": result.test["pr_auc"] if result.test else None}
+    return {
+        "wall_s": wall,
+        "epochs_s": sum(h["seconds"] for h in history),
+        "history": history,
+        "steady_segments_per_s": steady(history),
+        "test_pr_auc": result.test["pr_auc"] if result.test else None,
+    }
 
 
 def run_ray(config: Any, storage: Path, name: str) -> dict[str, Any]:
@@ -76,17 +84,24 @@ def run_ray(config: Any, storage: Path, name: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     trainer = TorchTrainer(
-        train_worker_loop, train_loop_config={"run": to_dict(config)},
+        train_worker_loop,
+        train_loop_config={"run": to_dict(config)},
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": 1}),
-        run_config=ray.train.RunConfig(name=name, storage_path=str(storage),
-                                       checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)))
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(storage), checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)
+        ),
+    )
     result = trainer.fit()
     wall = time.perf_counter() - t0
     with result.checkpoint.as_directory() as ckpt:
         state = load_train_state(Path(ckpt) / STATE_FILE)
     history = list(state["history"])
-    return {"wall_s": wall, "epochs_s": sum(h["seconds"] for h in history), "history": history,
-            "steady_segments_per_s": steady(history)}
+    return {
+        "wall_s": wall,
+        "epochs_s": sum(h["seconds"] for h in history),
+        "history": history,
+        "steady_segments_per_s": steady(history),
+    }
 
 
 def bare_loop(config: Any, batches: int) -> Callable[[], float]:
@@ -101,8 +116,16 @@ def bare_loop(config: Any, batches: int) -> Callable[[], float]:
     data = load_run_data(config)
     ids = data.song_ids("train")
     mood, meta = data.targets("train")
-    sampler = WindowSampler(data.cache, ids, mood, meta, config.train.batch_size, config.model.segment_frames,
-                            batches_per_epoch=batches, seed=0)
+    sampler = WindowSampler(
+        data.cache,
+        ids,
+        mood,
+        meta,
+        config.train.batch_size,
+        config.model.segment_frames,
+        batches_per_epoch=batches,
+        seed=0,
+    )
     torch.manual_seed(0)
     model = MoodCNN(config.model, data.n_moods, data.n_meta)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
@@ -124,6 +147,7 @@ def bare_loop(config: Any, batches: int) -> Callable[[], float]:
             return batches * config.train.batch_size / (time.perf_counter() - t0)
         finally:
             torch.set_num_threads(threads)
+
     return run
 
 
@@ -149,16 +173,29 @@ def ray_overhead(study: Any, epochs: int, rounds: int) -> dict[str, Any]:
     ray.shutdown()
     plain_rate = float(np.median([p["steady_segments_per_s"] for p in plain]))
     ray_rate = float(np.median([p["steady_segments_per_s"] for p in ray_runs]))
-    startup = {kind: float(np.median([p["wall_s"] - p["epochs_s"] for p in runs]))
-               for kind, runs in (("plain", plain), ("ray", ray_runs))}
-    return {"config": {"n_filters": config.model.n_filters, "epochs": epochs,
-                       "batches_per_epoch": config.train.max_batches_per_epoch,
-                       "batch_size": config.train.batch_size, "torch_threads": config.train.num_threads},
-            "ray_init_s": ray_init_s, "plain": plain, "ray": ray_runs, "bare_loop_segments_per_s": bare_rates,
-            "plain_steady_segments_per_s": plain_rate, "ray_steady_segments_per_s": ray_rate,
-            "bare_segments_per_s": float(np.median(bare_rates)),
-            "ray_overhead_fraction": 1 - ray_rate / plain_rate,
-            "startup_s": startup, "ray_extra_startup_s": startup["ray"] - startup["plain"]}
+    startup = {
+        kind: float(np.median([p["wall_s"] - p["epochs_s"] for p in runs]))
+        for kind, runs in (("plain", plain), ("ray", ray_runs))
+    }
+    return {
+        "config": {
+            "n_filters": config.model.n_filters,
+            "epochs": epochs,
+            "batches_per_epoch": config.train.max_batches_per_epoch,
+            "batch_size": config.train.batch_size,
+            "torch_threads": config.train.num_threads,
+        },
+        "ray_init_s": ray_init_s,
+        "plain": plain,
+        "ray": ray_runs,
+        "bare_loop_segments_per_s": bare_rates,
+        "plain_steady_segments_per_s": plain_rate,
+        "ray_steady_segments_per_s": ray_rate,
+        "bare_segments_per_s": float(np.median(bare_rates)),
+        "ray_overhead_fraction": 1 - ray_rate / plain_rate,
+        "startup_s": startup,
+        "ray_extra_startup_s": startup["ray"] - startup["plain"],
+    }
 
 
 def steps(study: Any, rounds: int) -> dict[str, Any]:
@@ -208,10 +245,14 @@ def steps(study: Any, rounds: int) -> dict[str, Any]:
                     opt.step()
             finally:
                 torch.set_num_threads(before)
+
         return step
 
-    kinds = {"fp32 NCHW": (False, False), "fp32 channels-last": (False, True),
-             "bf16 autocast + channels-last": (True, True)}
+    kinds = {
+        "fp32 NCHW": (False, False),
+        "fp32 channels-last": (False, True),
+        "bf16 autocast + channels-last": (True, True),
+    }
     for width in (16, 128):
         for kind, (bf16, cl) in kinds.items():
             variants[f"step width {width}: {kind}"] = make_step(width, bf16, cl)
@@ -224,13 +265,19 @@ def steps(study: Any, rounds: int) -> dict[str, Any]:
             name = f"step width {width}: {kind}"
             rate = n_steps[width] / t.median(name)
             base = base or rate
-            out["steps"][name] = {"steps_per_s": rate, "segments_per_s": rate * 32, "vs_fp32_nchw": rate / base,
-                                  "sampler_over_step": sampler_rate / rate, "torch_threads": threads[width]}
+            out["steps"][name] = {
+                "steps_per_s": rate,
+                "segments_per_s": rate * 32,
+                "vs_fp32_nchw": rate / base,
+                "sampler_over_step": sampler_rate / rate,
+                "torch_threads": threads[width],
+            }
     return out
 
 
-def accelerator_steps(study: Any, device_name: str, n_steps: int, rounds: int,
-                      compile_model: bool = True) -> dict[str, Any]:
+def accelerator_steps(
+    study: Any, device_name: str, n_steps: int, rounds: int, compile_model: bool = True
+) -> dict[str, Any]:
     """Paper-width training steps/s on ``device_name`` with each data path and precision option."""
     import torch
 
@@ -270,9 +317,11 @@ def accelerator_steps(study: Any, device_name: str, n_steps: int, rounds: int,
                     yield on_device.batch(1, i)
                 else:
                     x, m, a = host.batch(1, i)
-                    yield (torch.from_numpy(x).to(device, non_blocking=True),
-                           torch.from_numpy(m).to(device, non_blocking=True),
-                           torch.from_numpy(a).to(device, non_blocking=True))
+                    yield (
+                        torch.from_numpy(x).to(device, non_blocking=True),
+                        torch.from_numpy(m).to(device, non_blocking=True),
+                        torch.from_numpy(a).to(device, non_blocking=True),
+                    )
 
         def run() -> None:
             for x, m, a in batches():
@@ -283,12 +332,15 @@ def accelerator_steps(study: Any, device_name: str, n_steps: int, rounds: int,
                 total.backward()
                 opt.step()
             sync()
+
         return run
 
-    variants = {"host sampler + copy, fp32 (baseline)": ("host", False, False, False),
-                "device sampler, fp32": ("device", False, False, False),
-                "device sampler, bf16 autocast": ("device", True, False, False),
-                "device sampler, bf16 + channels-last": ("device", True, True, False)}
+    variants = {
+        "host sampler + copy, fp32 (baseline)": ("host", False, False, False),
+        "device sampler, fp32": ("device", False, False, False),
+        "device sampler, bf16 autocast": ("device", True, False, False),
+        "device sampler, bf16 + channels-last": ("device", True, True, False),
+    }
     if compile_model:
         variants["device sampler, bf16 + channels-last + torch.compile"] = ("device", True, True, True)
     runs = {name: make(*spec) for name, spec in variants.items()}
@@ -310,9 +362,13 @@ def accuracy_check(study: Any, epochs: int) -> dict[str, Any]:
     for name, train in (("fp32", {}), ("bf16 + channels-last", {"bf16": True, "channels_last": True})):
         result = run_plain(base_config(study, epochs, **train))
         best = max(result["history"], key=lambda h: h["val"].get("pr_auc", -1))
-        out[name] = {"best_val_pr_auc": best["val"].get("pr_auc"), "best_val_roc_auc": best["val"].get("roc_auc"),
-                     "test_pr_auc": result["test_pr_auc"], "steady_segments_per_s": result["steady_segments_per_s"],
-                     "final_train_loss": result["history"][-1]["train_loss"]}
+        out[name] = {
+            "best_val_pr_auc": best["val"].get("pr_auc"),
+            "best_val_roc_auc": best["val"].get("roc_auc"),
+            "test_pr_auc": result["test_pr_auc"],
+            "steady_segments_per_s": result["steady_segments_per_s"],
+            "final_train_loss": result["history"][-1]["train_loss"],
+        }
     return out
 
 
@@ -323,9 +379,12 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--step-rounds", type=int, default=3)
     parser.add_argument("--accuracy-epochs", type=int, default=6)
     parser.add_argument("--skip-ray", action="store_true")
-    parser.add_argument("--accelerator", default="auto",
-                        help="device of the accelerator section: auto (cuda when available, else skipped), "
-                             "cuda[:N], cpu (checks the code path), none")
+    parser.add_argument(
+        "--accelerator",
+        default="auto",
+        help="device of the accelerator section: auto (cuda when available, else skipped), "
+        "cuda[:N], cpu (checks the code path), none",
+    )
     parser.add_argument("--accelerator-steps", type=int, default=50, help="training steps per timed round")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant")
     args = parser.parse_args(argv)
@@ -341,46 +400,105 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     accel_device = args.accelerator
     if accel_device == "auto":
         accel_device = "cuda" if torch.cuda.is_available() else "none"
-    accel = None if accel_device == "none" else accelerator_steps(
-        study, accel_device, args.accelerator_steps, args.step_rounds, compile_model=not args.no_compile)
+    accel = (
+        None
+        if accel_device == "none"
+        else accelerator_steps(
+            study, accel_device, args.accelerator_steps, args.step_rounds, compile_model=not args.no_compile
+        )
+    )
 
     md = ["# Training benchmark", "", machine_line(info), ""]
     if overhead:
         c = overhead["config"]
-        md += [f"## Ray Train trial vs plain fit (synthetic default, {c['n_filters']} filters, {c['epochs']} epochs x "
-               f"{c['batches_per_epoch']} batches of {c['batch_size']}, {c['torch_threads']} torch thread)", "",
-               table(["path", "steady segments/s (median of epochs 2..)", "vs plain", "start-up s (wall − epochs)"], [
-                   ["bare hand-written PyTorch loop", fmt(overhead["bare_segments_per_s"]),
-                    f"{overhead['bare_segments_per_s'] / overhead['plain_steady_segments_per_s']:.2f}×", "–"],
-                   ["mtlmood fit (plain)", fmt(overhead["plain_steady_segments_per_s"]), "1.00×",
-                    fmt(overhead["startup_s"]["plain"])],
-                   ["Ray Train trial (TorchTrainer, 1 worker)", fmt(overhead["ray_steady_segments_per_s"]),
-                    f"{overhead['ray_steady_segments_per_s'] / overhead['plain_steady_segments_per_s']:.2f}×",
-                    fmt(overhead["startup_s"]["ray"])]]), "",
-               f"Ray steady-state overhead: {100 * overhead['ray_overhead_fraction']:.1f} % (target ≤ 10 %); "
-               f"extra start-up per trial {overhead['ray_extra_startup_s']:.1f} s; "
-               f"ray.init {overhead['ray_init_s']:.1f} s.",
-               ""]
+        md += [
+            f"## Ray Train trial vs plain fit (synthetic default, {c['n_filters']} filters, {c['epochs']} epochs x "
+            f"{c['batches_per_epoch']} batches of {c['batch_size']}, {c['torch_threads']} torch thread)",
+            "",
+            table(
+                ["path", "steady segments/s (median of epochs 2..)", "vs plain", "start-up s (wall − epochs)"],
+                [
+                    [
+                        "bare hand-written PyTorch loop",
+                        fmt(overhead["bare_segments_per_s"]),
+                        f"{overhead['bare_segments_per_s'] / overhead['plain_steady_segments_per_s']:.2f}×",
+                        "–",
+                    ],
+                    [
+                        "mtlmood fit (plain)",
+                        fmt(overhead["plain_steady_segments_per_s"]),
+                        "1.00×",
+                        fmt(overhead["startup_s"]["plain"]),
+                    ],
+                    [
+                        "Ray Train trial (TorchTrainer, 1 worker)",
+                        fmt(overhead["ray_steady_segments_per_s"]),
+                        f"{overhead['ray_steady_segments_per_s'] / overhead['plain_steady_segments_per_s']:.2f}×",
+                        fmt(overhead["startup_s"]["ray"]),
+                    ],
+                ],
+            ),
+            "",
+            f"Ray steady-state overhead: {100 * overhead['ray_overhead_fraction']:.1f} % (target ≤ 10 %); "
+            f"extra start-up per trial {overhead['ray_extra_startup_s']:.1f} s; "
+            f"ray.init {overhead['ray_init_s']:.1f} s.",
+            "",
+        ]
     rows = []
     for name, s in step["steps"].items():
-        rows.append([name, str(s["torch_threads"]), fmt(s["segments_per_s"]), f"{s['vs_fp32_nchw']:.2f}×",
-                     f"{s['sampler_over_step']:.0f}×"])
-    md += ["## Sampler vs model step; bf16 / channels-last (batch 32)", "",
-           f"WindowSampler: {step['sampler_batches_per_s']:,.0f} batches/s (one thread).", "",
-           table(["optimizer step", "threads", "segments/s", "vs fp32 NCHW", "sampler / step rate"], rows), "",
-           f"## Accuracy quick check ({args.accuracy_epochs} epochs, same seed, study width)", "",
-           table(["precision", "best val PR-AUC %", "best val ROC-AUC %", "test PR-AUC %", "segments/s"],
-                 [[k, fmt(v["best_val_pr_auc"], 2), fmt(v["best_val_roc_auc"], 2), fmt(v["test_pr_auc"], 2),
-                   fmt(v["steady_segments_per_s"])] for k, v in accuracy.items()])]
+        rows.append(
+            [
+                name,
+                str(s["torch_threads"]),
+                fmt(s["segments_per_s"]),
+                f"{s['vs_fp32_nchw']:.2f}×",
+                f"{s['sampler_over_step']:.0f}×",
+            ]
+        )
+    md += [
+        "## Sampler vs model step; bf16 / channels-last (batch 32)",
+        "",
+        f"WindowSampler: {step['sampler_batches_per_s']:,.0f} batches/s (one thread).",
+        "",
+        table(["optimizer step", "threads", "segments/s", "vs fp32 NCHW", "sampler / step rate"], rows),
+        "",
+        f"## Accuracy quick check ({args.accuracy_epochs} epochs, same seed, study width)",
+        "",
+        table(
+            ["precision", "best val PR-AUC %", "best val ROC-AUC %", "test PR-AUC %", "segments/s"],
+            [
+                [
+                    k,
+                    fmt(v["best_val_pr_auc"], 2),
+                    fmt(v["best_val_roc_auc"], 2),
+                    fmt(v["test_pr_auc"], 2),
+                    fmt(v["steady_segments_per_s"]),
+                ]
+                for k, v in accuracy.items()
+            ],
+        ),
+    ]
     if accel:
-        md += ["", f"## Accelerator: paper-width training steps on {accel.get('device_name', accel['device'])} "
-                   f"(batch 32, {accel['n_steps']} steps per round, batch fetch included)", "",
-               table(["data path / precision", "segments/s", "vs baseline"],
-                     [[k, fmt(v["segments_per_s"]), f"{v['vs_baseline']:.2f}×"] for k, v in accel["steps"].items()])]
+        md += [
+            "",
+            f"## Accelerator: paper-width training steps on {accel.get('device_name', accel['device'])} "
+            f"(batch 32, {accel['n_steps']} steps per round, batch fetch included)",
+            "",
+            table(
+                ["data path / precision", "segments/s", "vs baseline"],
+                [[k, fmt(v["segments_per_s"]), f"{v['vs_baseline']:.2f}×"] for k, v in accel["steps"].items()],
+            ),
+        ]
     else:
         md += ["", "Accelerator section skipped: no CUDA device (run with --accelerator cuda on a GPU machine)."]
-    payload = {"machine": info, "prepare_s": prep_s, "ray_overhead": overhead, "steps": step, "accuracy": accuracy,
-               "accelerator": accel}
+    payload = {
+        "machine": info,
+        "prepare_s": prep_s,
+        "ray_overhead": overhead,
+        "steps": step,
+        "accuracy": accuracy,
+        "accelerator": accel,
+    }
     return publish("train", payload, md)
 
 

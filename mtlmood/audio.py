@@ -50,8 +50,9 @@ def _read_audioread(path: str, cfg: FeatureConfig) -> tuple[np.ndarray, int]:
     with warnings.catch_warnings():
         # librosa warns that soundfile failed and that audioread is deprecated: we know.
         warnings.simplefilter("ignore")
-        wave, native_rate = librosa.load(path, sr=None, mono=False,
-                                         duration=cfg.max_seconds if cfg.max_seconds > 0 else None)
+        wave, native_rate = librosa.load(
+            path, sr=None, mono=False, duration=cfg.max_seconds if cfg.max_seconds > 0 else None
+        )
     # librosa returns (channels, n); bring it to soundfile's (n, channels) layout.
     return (wave.T if wave.ndim == 2 else wave), int(native_rate)
 

@@ -50,8 +50,9 @@ class FeatureCache:
         self.directory = Path(directory)
         index_path = self.directory / INDEX_FILE
         if not index_path.exists():
-            raise CacheError(f"no feature cache at {self.directory} (missing {INDEX_FILE}); "
-                             "run `mtlmood prepare` first")
+            raise CacheError(
+                f"no feature cache at {self.directory} (missing {INDEX_FILE}); run `mtlmood prepare` first"
+            )
         try:
             index = json.loads(index_path.read_text())
             config = index.get("feature_config")
@@ -67,8 +68,10 @@ class FeatureCache:
         self.lengths = np.asarray(index["lengths"], dtype=np.int64)
         self._row = {song_id: i for i, song_id in enumerate(self.song_ids)}
         if self.bank.ndim != 2 or self.bank.shape[1] != self.feature_config.n_mels:
-            raise CacheError(f"feature cache at {self.directory}: bank shape {self.bank.shape} "
-                             f"does not match n_mels={self.feature_config.n_mels}")
+            raise CacheError(
+                f"feature cache at {self.directory}: bank shape {self.bank.shape} "
+                f"does not match n_mels={self.feature_config.n_mels}"
+            )
         if len(self.song_ids) and int(self.offsets[-1] + self.lengths[-1]) > self.bank.shape[0]:
             raise CacheError(f"feature cache at {self.directory} is truncated")
 
@@ -84,7 +87,7 @@ class FeatureCache:
             i = self._row[song_id]
         except KeyError:
             raise CacheError(f"song {song_id!r} is not in the feature cache {self.directory}") from None
-        return self.bank[self.offsets[i]: self.offsets[i] + self.lengths[i]]
+        return self.bank[self.offsets[i] : self.offsets[i] + self.lengths[i]]
 
     def positions(self, song_ids: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
         """(offsets, lengths) in the bank for the given songs, for vectorized window sampling."""
@@ -97,8 +100,10 @@ class FeatureCache:
     def check_config(self, expected: FeatureConfig) -> None:
         """Raise CacheError when the cache was built with a different feature config."""
         if self.feature_config != expected:
-            raise CacheError(f"feature cache at {self.directory} was built with {self.feature_config}, "
-                             f"but {expected} is required; rebuild it with `mtlmood prepare --rebuild`")
+            raise CacheError(
+                f"feature cache at {self.directory} was built with {self.feature_config}, "
+                f"but {expected} is required; rebuild it with `mtlmood prepare --rebuild`"
+            )
 
 
 # np.save writes version 1.0 (2.0 only for huge headers); 3.0 is for unicode field names.
@@ -140,8 +145,9 @@ def _load_source(source: FeatureSource) -> np.ndarray:
     return np.load(source, allow_pickle=False)
 
 
-def write_cache(directory: str | os.PathLike[str], items: Iterable[tuple[str, FeatureSource]],
-                feature_config: FeatureConfig) -> FeatureCache:
+def write_cache(
+    directory: str | os.PathLike[str], items: Iterable[tuple[str, FeatureSource]], feature_config: FeatureConfig
+) -> FeatureCache:
     """Build a cache from (song_id, features) pairs, atomically and streaming.
 
     ``features`` is a (t, n_mels) array, or the path of a .npy file holding one (the
@@ -161,27 +167,24 @@ def write_cache(directory: str | os.PathLike[str], items: Iterable[tuple[str, Fe
     for song_id, source in items:
         shape = _source_shape(song_id, source)
         if len(shape) != 2 or shape[1] != feature_config.n_mels:
-            raise CacheError(f"features of {song_id!r} have shape {shape}, "
-                             f"expected (t, {feature_config.n_mels})")
+            raise CacheError(f"features of {song_id!r} have shape {shape}, expected (t, {feature_config.n_mels})")
         song_ids.append(song_id)
         lengths_list.append(shape[0])
     if len(set(song_ids)) != len(song_ids):
         raise CacheError("duplicate song ids in feature cache input")
     lengths = np.array(lengths_list, dtype=np.int64)
-    offsets = (np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-               if len(lengths) else lengths)
+    offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
     total = int(lengths.sum())
 
     bank_name = f"bank-{secrets.token_hex(6)}.npy"
     tmp_bank = directory / f".{bank_name}.tmp"
     try:
-        bank = np.lib.format.open_memmap(tmp_bank, mode="w+", dtype=np.float32,
-                                         shape=(total, feature_config.n_mels))
+        bank = np.lib.format.open_memmap(tmp_bank, mode="w+", dtype=np.float32, shape=(total, feature_config.n_mels))
         for (song_id, source), offset, length in zip(items, offsets, lengths):
             array = _load_source(source)
             if array.shape != (length, feature_config.n_mels):  # changed since its header was read
                 raise CacheError(f"features of {song_id!r} changed shape while the cache was written")
-            bank[offset: offset + length] = array
+            bank[offset : offset + length] = array
         bank.flush()
         del bank
         with open(tmp_bank, "rb+") as fh:
@@ -193,9 +196,16 @@ def write_cache(directory: str | os.PathLike[str], items: Iterable[tuple[str, Fe
     config = asdict(feature_config)
     atomic_write_json(directory / CONFIG_FILE, config)
     # The commit: from here on readers see the new bank.
-    atomic_write_json(directory / INDEX_FILE, {"bank": bank_name, "feature_config": config,
-                                               "song_ids": song_ids, "offsets": offsets.tolist(),
-                                               "lengths": lengths.tolist()})
+    atomic_write_json(
+        directory / INDEX_FILE,
+        {
+            "bank": bank_name,
+            "feature_config": config,
+            "song_ids": song_ids,
+            "offsets": offsets.tolist(),
+            "lengths": lengths.tolist(),
+        },
+    )
     for stale in list(directory.glob("bank*.npy")) + list(directory.glob(".bank*.tmp")):
         if stale.name != bank_name:
             stale.unlink(missing_ok=True)

@@ -25,8 +25,16 @@ from typing import Any, Optional, Union
 import torch
 
 import mtlmood
-from mtlmood.config import (DatasetConfig, FeatureConfig, LabelConfig, ModelConfig, RunConfig, SplitConfig,
-                            from_dict, to_dict)
+from mtlmood.config import (
+    DatasetConfig,
+    FeatureConfig,
+    LabelConfig,
+    ModelConfig,
+    RunConfig,
+    SplitConfig,
+    from_dict,
+    to_dict,
+)
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.fileio import atomic_write_bytes, atomic_write_json, read_json_object
 from mtlmood.model import MoodCNN
@@ -70,27 +78,51 @@ class ModelCard:
     alpha_mode: str = "fixed"  # "fixed" | "learned"; cards written before it existed are "fixed"
 
     @classmethod
-    def for_run(cls, config: RunConfig, mood_names: list[str], meta_names: list[str], alpha: float,
-                metrics: Optional[dict[str, Any]] = None, alpha_mode: str = "fixed") -> "ModelCard":
+    def for_run(
+        cls,
+        config: RunConfig,
+        mood_names: list[str],
+        meta_names: list[str],
+        alpha: float,
+        metrics: Optional[dict[str, Any]] = None,
+        alpha_mode: str = "fixed",
+    ) -> "ModelCard":
         """The card of a model trained with ``config`` (``meta_names`` = its metadata head's outputs;
         ``alpha`` the effective alpha when ``alpha_mode`` is "learned")."""
         from mtlmood.metrics import json_safe  # lazy: keeps sklearn out of card-only readers
 
-        return cls(mood_names=list(mood_names), meta_names=list(meta_names), model=config.model,
-                   features=config.features, alpha=float(alpha), dataset=config.dataset, labels=config.labels,
-                   split=config.split, metrics=json_safe(metrics or {}), seed=config.train.seed,
-                   run_config=to_dict(config), alpha_mode=alpha_mode)
+        return cls(
+            mood_names=list(mood_names),
+            meta_names=list(meta_names),
+            model=config.model,
+            features=config.features,
+            alpha=float(alpha),
+            dataset=config.dataset,
+            labels=config.labels,
+            split=config.split,
+            metrics=json_safe(metrics or {}),
+            seed=config.train.seed,
+            run_config=to_dict(config),
+            alpha_mode=alpha_mode,
+        )
 
     @classmethod
-    def from_fit(cls, result: Any, config: Optional[RunConfig] = None,
-                 test_metrics: Optional[dict[str, Any]] = None) -> "ModelCard":
+    def from_fit(
+        cls, result: Any, config: Optional[RunConfig] = None, test_metrics: Optional[dict[str, Any]] = None
+    ) -> "ModelCard":
         """The card of a ``mtlmood.train.FitResult`` (its config unless ``config`` is given;
         ``test_metrics`` replaces the result's test scores)."""
         metrics = result.metrics_summary()
         if test_metrics is not None:
             metrics["test"] = test_metrics
-        return cls.for_run(config or result.config, result.mood_names, result.meta_names, result.alpha, metrics,
-                           alpha_mode=getattr(result, "alpha_mode", "fixed"))
+        return cls.for_run(
+            config or result.config,
+            result.mood_names,
+            result.meta_names,
+            result.alpha,
+            metrics,
+            alpha_mode=getattr(result, "alpha_mode", "fixed"),
+        )
 
     @property
     def n_moods(self) -> int:
@@ -116,8 +148,13 @@ class ModelCard:
             unknown = set(kwargs) - known
             for key in unknown:  # newer cards may carry more fields; ignore them
                 kwargs.pop(key)
-            for key, kind in (("model", ModelConfig), ("features", FeatureConfig), ("dataset", DatasetConfig),
-                              ("labels", LabelConfig), ("split", SplitConfig)):
+            for key, kind in (
+                ("model", ModelConfig),
+                ("features", FeatureConfig),
+                ("dataset", DatasetConfig),
+                ("labels", LabelConfig),
+                ("split", SplitConfig),
+            ):
                 if key in kwargs:
                     kwargs[key] = from_dict(kind, kwargs[key], f"{key}.")
             card = cls(**kwargs)
@@ -152,11 +189,15 @@ def save_checkpoint(directory: PathLike, model: torch.nn.Module, card: ModelCard
     state = _cpu_state(model)
     module = getattr(model, "module", model)
     if isinstance(module, MoodCNN) and (module.n_moods != card.n_moods or module.n_meta != card.n_meta):
-        raise CheckpointError(f"model has {module.n_moods} mood / {module.n_meta} meta outputs but the card "
-                              f"names {card.n_moods} / {card.n_meta}")
-    card = dataclasses.replace(card, checkpoint_id=weights_id(state),
-                               created_at=card.created_at or datetime.now(timezone.utc).isoformat(
-                                   timespec="seconds"))
+        raise CheckpointError(
+            f"model has {module.n_moods} mood / {module.n_meta} meta outputs but the card "
+            f"names {card.n_moods} / {card.n_meta}"
+        )
+    card = dataclasses.replace(
+        card,
+        checkpoint_id=weights_id(state),
+        created_at=card.created_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
     buffer = io.BytesIO()
     torch.save(state, buffer)
     # Invalidate first: between here and the card write the directory does not load.
@@ -172,8 +213,9 @@ def read_card(directory: PathLike) -> ModelCard:
     if not Path(directory).is_dir():
         raise CheckpointError(f"checkpoint directory not found: {directory}")
     if not path.exists():
-        raise CheckpointError(f"{directory} is not a checkpoint (missing {CARD_FILE}; "
-                              "an interrupted save also leaves it missing)")
+        raise CheckpointError(
+            f"{directory} is not a checkpoint (missing {CARD_FILE}; an interrupted save also leaves it missing)"
+        )
     return ModelCard.from_dict(read_json_object(path, CheckpointError, "model card"))
 
 
@@ -182,8 +224,10 @@ def load_checkpoint(directory: PathLike, device: Union[str, torch.device] = "cpu
     directory = Path(directory)
     card = read_card(directory)
     if card.model.n_mels != card.features.n_mels:
-        raise CheckpointError(f"checkpoint {directory}: model expects {card.model.n_mels} mel bands but its "
-                              f"feature config has {card.features.n_mels}")
+        raise CheckpointError(
+            f"checkpoint {directory}: model expects {card.model.n_mels} mel bands but its "
+            f"feature config has {card.features.n_mels}"
+        )
     weights = directory / WEIGHTS_FILE
     if not weights.exists():
         raise CheckpointError(f"checkpoint {directory} has no {WEIGHTS_FILE}")
@@ -194,8 +238,10 @@ def load_checkpoint(directory: PathLike, device: Union[str, torch.device] = "cpu
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{weights} does not hold a state_dict of tensors")
     if card.checkpoint_id and weights_id(state) != card.checkpoint_id:
-        raise CheckpointError(f"{weights} does not match its model card (checkpoint id "
-                              f"{weights_id(state)} != {card.checkpoint_id}); the directory is inconsistent")
+        raise CheckpointError(
+            f"{weights} does not match its model card (checkpoint id "
+            f"{weights_id(state)} != {card.checkpoint_id}); the directory is inconsistent"
+        )
     try:
         model = MoodCNN(card.model, card.n_moods, card.n_meta)
     except ConfigError as exc:
@@ -203,11 +249,17 @@ def load_checkpoint(directory: PathLike, device: Union[str, torch.device] = "cpu
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]
-    problems += [f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                 if k in state and state[k].shape != v.shape]
+    problems += [
+        f"{k}: {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if problems:
-        raise CheckpointError(f"weights in {directory} do not fit the model its card describes: "
-                              + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
+        raise CheckpointError(
+            f"weights in {directory} do not fit the model its card describes: "
+            + "; ".join(problems[:5])
+            + (" ..." if len(problems) > 5 else "")
+        )
     model.load_state_dict(state)
     return model.to(device).eval(), card
 

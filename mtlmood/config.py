@@ -209,10 +209,15 @@ def from_dict(cls: type[C], data: dict[str, Any], where: str = "") -> C:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown config key(s) {', '.join(f'{where}{k}' for k in unknown)}; "
-                          f"known: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}{k}.") if dataclasses.is_dataclass(hints[k])
-              else _coerce(v, hints[k], f"{where}{k}") for k, v in data.items()}
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(f'{where}{k}' for k in unknown)}; known: {', '.join(sorted(names))}"
+        )
+    kwargs = {
+        k: _coerce(v, hints[k], f"{where}{k}.")
+        if dataclasses.is_dataclass(hints[k])
+        else _coerce(v, hints[k], f"{where}{k}")
+        for k, v in data.items()
+    }
     return cls(**kwargs)
 
 
@@ -240,8 +245,7 @@ def apply_overrides(config: C, overrides: list[str]) -> C:
     return from_dict(type(config), data)
 
 
-def load_config(cls: type[C], path: str | os.PathLike[str] | None = None,
-                overrides: list[str] | None = None) -> C:
+def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> C:
     """Defaults, then a YAML file (if given), then dotted overrides."""
     data: dict[str, Any] = {}
     if path is not None:
@@ -275,10 +279,14 @@ def resolve_run_paths(config: RunConfig, base: str | os.PathLike[str] | None = N
     where = Path(base) if base is not None else Path.cwd()
     return dataclasses.replace(
         config,
-        dataset=dataclasses.replace(config.dataset, root=_absolute(config.dataset.root, where),
-                                    audio_root=_absolute(config.dataset.audio_root, where)),
+        dataset=dataclasses.replace(
+            config.dataset,
+            root=_absolute(config.dataset.root, where),
+            audio_root=_absolute(config.dataset.audio_root, where),
+        ),
         cache_dir=_absolute(config.cache_dir, where),
-        output_dir=_absolute(config.output_dir, where))
+        output_dir=_absolute(config.output_dir, where),
+    )
 
 
 def save_config(config: Any, path: str | os.PathLike[str]) -> None:

@@ -60,14 +60,14 @@ class DatasetStats:
         return json_safe(asdict(self))
 
 
-def _covered(records: list[SongRecord], config: RunConfig, kind: str,
-             metadata_from: Optional[Collection[str]]) -> int:
+def _covered(records: list[SongRecord], config: RunConfig, kind: str, metadata_from: Optional[Collection[str]]) -> int:
     """Kept songs that get a ``kind`` ("artist" or "year") target when its classes are chosen
     from ``metadata_from``, as a run with that metadata would label them; 0 when the songs
     have no such metadata. Reported for every metadata setting, so you can decide on one."""
     try:
-        labelled = build_labels(records, replace(config.labels, metadata=kind), config.dataset.name,
-                                metadata_from=metadata_from)
+        labelled = build_labels(
+            records, replace(config.labels, metadata=kind), config.dataset.name, metadata_from=metadata_from
+        )
     except (DatasetError, ConfigError):  # no such metadata, or a setting only that metadata uses
         return 0
     return int(np.count_nonzero(labelled.meta_targets.any(axis=1)))
@@ -95,16 +95,16 @@ def dataset_stats(config: RunConfig) -> DatasetStats:
     kept_ids = set(labelled.song_ids)
     kept = [record for record in records if record.song_id in kept_ids]
     chosen = set(metadata_from) if metadata_from is not None else kept_ids
-    buckets = year_buckets([record for record in kept if record.song_id in chosen],
-                           cfg.n_year_buckets, cfg.year_bucket_size)
+    buckets = year_buckets(
+        [record for record in kept if record.song_id in chosen], cfg.n_year_buckets, cfg.year_bucket_size
+    )
     missing = missing_audio(kept)
     return DatasetStats(
         dataset=name,
         root=config.dataset.root,
         songs_in_metadata=len(records),
         songs_kept=len(labelled),
-        mood_counts=[(mood, int(count)) for mood, count in
-                     zip(labelled.mood_names, labelled.mood_targets.sum(axis=0))],
+        mood_counts=[(mood, int(count)) for mood, count in zip(labelled.mood_names, labelled.mood_targets.sum(axis=0))],
         metadata=cfg.metadata,
         n_meta=labelled.n_meta,
         metadata_songs=len(chosen),
@@ -131,8 +131,11 @@ def _percent(part: int, whole: int) -> str:
 def render_stats(stats: DatasetStats) -> str:
     """The plain-text report `mtlmood data stats` prints."""
     kept = stats.songs_kept
-    source = (f"all {stats.metadata_songs} kept songs: no split" if stats.split_error
-              else f"the {stats.metadata_songs} training songs")
+    source = (
+        f"all {stats.metadata_songs} kept songs: no split"
+        if stats.split_error
+        else f"the {stats.metadata_songs} training songs"
+    )
     lines = [
         f"dataset            {stats.dataset}  ({stats.root})",
         f"songs in metadata  {stats.songs_in_metadata}",
@@ -151,8 +154,10 @@ def render_stats(stats: DatasetStats) -> str:
         lines.append("year coverage      no year metadata")
     else:
         first, last = stats.year_range
-        lines.append(f"year coverage      {stats.year_coverage} songs in {first}-{last} "
-                     f"({_percent(stats.year_coverage, kept)}); {stats.years_known} with any year")
+        lines.append(
+            f"year coverage      {stats.year_coverage} songs in {first}-{last} "
+            f"({_percent(stats.year_coverage, kept)}); {stats.years_known} with any year"
+        )
     if stats.split_error:
         lines.append(f"split ({stats.split_method})     not available: {stats.split_error}")
     else:
@@ -163,10 +168,12 @@ def render_stats(stats: DatasetStats) -> str:
         facts = stats.split_facts
         if stats.artists_known:
             n_test = stats.split_sizes.get("test", 0)
-            lines.append(f"artist overlap     {facts['test_songs_artist_in_train']} of {n_test} test songs "
-                         f"({_percent(facts['test_songs_artist_in_train'], n_test)}) have an artist with "
-                         f"training songs; {facts['artists_shared_train_test']} of {facts['artists_test']} "
-                         f"test artists")
+            lines.append(
+                f"artist overlap     {facts['test_songs_artist_in_train']} of {n_test} test songs "
+                f"({_percent(facts['test_songs_artist_in_train'], n_test)}) have an artist with "
+                f"training songs; {facts['artists_shared_train_test']} of {facts['artists_test']} "
+                f"test artists"
+            )
     missing = f"missing audio      {stats.missing_audio} of {kept} kept songs"
     if stats.missing_audio:
         missing += f" (e.g. {stats.missing_audio_example})"

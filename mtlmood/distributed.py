@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 
 def resolve_device(name: Union[str, torch.device]) -> torch.device:
-    """"auto" -> the current CUDA device when there is one, else CPU."""
+    """ "auto" -> the current CUDA device when there is one, else CPU."""
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -70,7 +70,7 @@ def average_gradients(module: nn.Module, world: int, cdev: torch.device) -> None
     flat /= world
     offset = 0
     for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 
@@ -103,9 +103,19 @@ def to_device(batches: Iterator[Batch], device: torch.device) -> Iterator[Tensor
     if device.type == "cuda":
         batches = prefetch(batches)
     for x, mood, meta in batches:
-        yield (torch.from_numpy(x).to(device, non_blocking=True), torch.from_numpy(mood).to(device, non_blocking=True),
-               torch.from_numpy(meta).to(device, non_blocking=True))
+        yield (
+            torch.from_numpy(x).to(device, non_blocking=True),
+            torch.from_numpy(mood).to(device, non_blocking=True),
+            torch.from_numpy(meta).to(device, non_blocking=True),
+        )
 
 
-__all__ = ["resolve_device", "rank_and_world", "collective_device", "sync_buffers", "average_gradients",
-           "prefetch", "to_device"]
+__all__ = [
+    "resolve_device",
+    "rank_and_world",
+    "collective_device",
+    "sync_buffers",
+    "average_gradients",
+    "prefetch",
+    "to_device",
+]

@@ -109,8 +109,9 @@ def log_mel(wave: np.ndarray, cfg: FeatureConfig, method: MelMethod = "librosa")
     import librosa  # imported here: librosa's import is slow and only feature code needs it
 
     with one_blas_thread:
-        mel = librosa.feature.melspectrogram(y=wave, sr=cfg.sample_rate, n_fft=cfg.n_fft,
-                                             hop_length=cfg.hop_length, n_mels=cfg.n_mels).T
+        mel = librosa.feature.melspectrogram(
+            y=wave, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels
+        ).T
     # Same expression and order as musicnn's extractor (log10(10000 * x + 1)).
     return np.ascontiguousarray(np.log10(cfg.log_multiplier * mel + 1), dtype=np.float32)
 
@@ -144,13 +145,15 @@ def _mel_power_fast(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return np.asarray(basis @ power, dtype=np.float32)  # sparse x dense: no BLAS
 
 
-def features_from_file(path: Union[str, "os.PathLike[str]"], cfg: FeatureConfig,
-                       method: MelMethod = "librosa") -> np.ndarray:
+def features_from_file(
+    path: Union[str, "os.PathLike[str]"], cfg: FeatureConfig, method: MelMethod = "librosa"
+) -> np.ndarray:
     """Decode an audio file and return its (t, n_mels) log-mel features; AudioDecodeError on bad audio."""
     return log_mel(load_audio(path, cfg), cfg, method)
 
 
-def features_from_bytes(data: bytes, cfg: FeatureConfig, name: str = "<bytes>",
-                        method: MelMethod = "librosa") -> np.ndarray:
+def features_from_bytes(
+    data: bytes, cfg: FeatureConfig, name: str = "<bytes>", method: MelMethod = "librosa"
+) -> np.ndarray:
     """Decode an in-memory audio payload and return its (t, n_mels) log-mel features."""
     return log_mel(load_audio_bytes(data, cfg, name), cfg, method)

@@ -113,7 +113,7 @@ class FusedCNN(nn.Module):
             best: Optional[torch.Tensor] = None
             for dy in range(p):
                 for dx in range(p):
-                    z = patches[n, dy: h2 * p: p, dx: w2 * p: p].reshape(-1, k * k) @ self.weights[0]
+                    z = patches[n, dy : h2 * p : p, dx : w2 * p : p].reshape(-1, k * k) @ self.weights[0]
                     best = z if best is None else torch.maximum(best, z, out=best)
             assert best is not None
             # The bias is folded into the bounds; the result is cast on the way out.
@@ -131,8 +131,11 @@ class FusedCNN(nn.Module):
     def forward(self, x: torch.Tensor, with_meta: bool = False) -> tuple[torch.Tensor, None]:
         if x.dim() != 3:
             raise ValueError(f"expected input of shape (batch, frames, mels), got {tuple(x.shape)}")
-        feats = torch.cat([self._trunk(x[i: i + self.chunk]) for i in range(0, x.shape[0], self.chunk)]) \
-            if x.shape[0] > self.chunk else self._trunk(x)
+        feats = (
+            torch.cat([self._trunk(x[i : i + self.chunk]) for i in range(0, x.shape[0], self.chunk)])
+            if x.shape[0] > self.chunk
+            else self._trunk(x)
+        )
         return F.linear(feats, self.head_weight, self.head_bias), None
 
 

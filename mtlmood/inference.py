@@ -29,7 +29,7 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Any, Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -46,8 +46,9 @@ _SEGMENT_FRAMES = ModelConfig.segment_frames
 _BATCH = TrainConfig.eval_batch_size  # segments per forward
 
 
-def segment_song(features: np.ndarray, segment_frames: int = _SEGMENT_FRAMES,
-                 max_frames: Optional[int] = None) -> np.ndarray:
+def segment_song(
+    features: np.ndarray, segment_frames: int = _SEGMENT_FRAMES, max_frames: Optional[int] = None
+) -> np.ndarray:
     """Non-overlapping (n, segment_frames, n_mels) segments of the first ``max_frames`` frames.
 
     The remainder after the last full segment is dropped (as the paper's "all
@@ -68,15 +69,15 @@ def segment_song(features: np.ndarray, segment_frames: int = _SEGMENT_FRAMES,
 
 
 @torch.inference_mode()
-def predict_segment_batches(model: nn.Module, segments: np.ndarray, batch_size: int = _BATCH,
-                            autocast_dtype: Optional[torch.dtype] = None) -> np.ndarray:
+def predict_segment_batches(
+    model: nn.Module, segments: np.ndarray, batch_size: int = _BATCH, autocast_dtype: Optional[torch.dtype] = None
+) -> np.ndarray:
     """Per-segment mood probabilities (n, N_mood) for segments (n, T, F); the model must be in eval mode."""
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(segments), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(segments[start: start + batch_size])).to(device)
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16,
-                            enabled=autocast_dtype is not None):
+        x = torch.from_numpy(np.ascontiguousarray(segments[start : start + batch_size])).to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
             mood_logits, _ = model(x, with_meta=False)
         out.append(torch.sigmoid(mood_logits.float()).cpu().numpy())
     if not out:
@@ -84,9 +85,14 @@ def predict_segment_batches(model: nn.Module, segments: np.ndarray, batch_size: 
     return np.concatenate(out)
 
 
-def song_probabilities(model: nn.Module, features_list: Iterable[np.ndarray], segment_frames: int = _SEGMENT_FRAMES,
-                       max_frames: Optional[int] = None, batch_size: int = _BATCH,
-                       autocast_dtype: Optional[torch.dtype] = None) -> np.ndarray:
+def song_probabilities(
+    model: nn.Module,
+    features_list: Iterable[np.ndarray],
+    segment_frames: int = _SEGMENT_FRAMES,
+    max_frames: Optional[int] = None,
+    batch_size: int = _BATCH,
+    autocast_dtype: Optional[torch.dtype] = None,
+) -> np.ndarray:
     """(n_songs, N_mood) song-level probabilities: mean of the segments' sigmoids per song.
 
     Segments of consecutive songs are packed into shared forward passes of
@@ -143,9 +149,12 @@ class Prediction:
     duration_s: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"probabilities": self.probabilities,
-                "top": [{"mood": mood, "probability": p} for mood, p in self.top],
-                "n_segments": self.n_segments, "duration_s": self.duration_s}
+        return {
+            "probabilities": self.probabilities,
+            "top": [{"mood": mood, "probability": p} for mood, p in self.top],
+            "n_segments": self.n_segments,
+            "duration_s": self.duration_s,
+        }
 
 
 class Predictor:
@@ -166,9 +175,16 @@ class Predictor:
       mtlmood.features).
     """
 
-    def __init__(self, model: MoodCNN, card: ModelCard, batch_size: int = _BATCH, precision: Precision = "fp32",
-                 fused: Optional[bool] = None, channels_last: bool = False,
-                 mel_method: MelMethod = "fast") -> None:
+    def __init__(
+        self,
+        model: MoodCNN,
+        card: ModelCard,
+        batch_size: int = _BATCH,
+        precision: Precision = "fp32",
+        fused: Optional[bool] = None,
+        channels_last: bool = False,
+        mel_method: MelMethod = "fast",
+    ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         if mel_method not in MEL_METHODS:
@@ -191,8 +207,13 @@ class Predictor:
         self._lock = threading.Lock()  # one forward at a time: torch already uses every core
 
     @classmethod
-    def from_checkpoint(cls, directory: Union[str, os.PathLike], device: Union[str, torch.device] = "cpu",
-                        batch_size: int = _BATCH, **options: Any) -> "Predictor":
+    def from_checkpoint(
+        cls,
+        directory: Union[str, os.PathLike],
+        device: Union[str, torch.device] = "cpu",
+        batch_size: int = _BATCH,
+        **options: Any,
+    ) -> "Predictor":
         """Load ``weights.pt`` + ``model_card.json`` (CheckpointError on any problem).
 
         ``options`` are the speed options of ``Predictor`` (precision, fused, channels_last, mel_method).
@@ -221,16 +242,17 @@ class Predictor:
         """(n, T, F) non-overlapping windows of a song's (t, F) features (see ``segment_song``)."""
         features = np.asarray(features, dtype=np.float32)
         if features.ndim != 2 or features.shape[1] != self.feature_config.n_mels:
-            raise ValueError(f"expected features of shape (frames, {self.feature_config.n_mels}), "
-                             f"got {features.shape}")
+            raise ValueError(f"expected features of shape (frames, {self.feature_config.n_mels}), got {features.shape}")
         return segment_song(features, self.segment_frames, self.max_frames)
 
     def predict_segments(self, segments: np.ndarray) -> np.ndarray:
         """(B, N_mood) sigmoid probabilities for a (B, T, F) stack of windows, from any songs."""
         segments = np.asarray(segments, dtype=np.float32)
         if segments.ndim != 3 or segments.shape[1:] != (self.segment_frames, self.feature_config.n_mels):
-            raise ValueError(f"expected segments of shape (B, {self.segment_frames}, "
-                             f"{self.feature_config.n_mels}), got {segments.shape}")
+            raise ValueError(
+                f"expected segments of shape (B, {self.segment_frames}, "
+                f"{self.feature_config.n_mels}), got {segments.shape}"
+            )
         with self._lock:
             return predict_segment_batches(self._net, segments, self.batch_size, self._autocast)
 
@@ -253,16 +275,19 @@ class Predictor:
         probs = self.predict_segments(segments).mean(axis=0)
         return self.make_prediction(probs, len(segments), features.shape[0], top_k)
 
-    def make_prediction(self, probabilities: np.ndarray, n_segments: int, n_frames: int,
-                        top_k: int = 3) -> Prediction:
+    def make_prediction(self, probabilities: np.ndarray, n_segments: int, n_frames: int, top_k: int = 3) -> Prediction:
         """Wrap a song's (N_mood,) probabilities (e.g. averaged by a batching server)."""
         names = self.mood_names
         named = {name: float(p) for name, p in zip(names, probabilities)}
         order = np.argsort(-np.asarray(probabilities), kind="stable")[: max(0, top_k)]
         # Centred framing gives 1 + n_samples // hop frames, so (frames - 1) hops ~ the audio's length.
         analysed = min(max(n_frames - 1, 0), self.max_frames) / self.feature_config.frames_per_second
-        return Prediction(probabilities=named, top=[(names[i], float(probabilities[i])) for i in order],
-                          n_segments=int(n_segments), duration_s=round(float(analysed), 3))
+        return Prediction(
+            probabilities=named,
+            top=[(names[i], float(probabilities[i])) for i in order],
+            n_segments=int(n_segments),
+            duration_s=round(float(analysed), 3),
+        )
 
     def predict_file(self, path: Union[str, os.PathLike], top_k: int = 3) -> Prediction:
         """Decode an audio file (any common codec) and predict; AudioDecodeError on bad audio."""
@@ -276,8 +301,9 @@ class Predictor:
 
         return self.prediction(features_from_bytes(data, self.feature_config, name, self.mel_method), top_k)
 
-    def predict_files(self, paths: Iterable[Union[str, os.PathLike]], top_k: int = 3, workers: int = 1,
-                      min_batch: int = 32) -> Iterator[Prediction]:
+    def predict_files(
+        self, paths: Iterable[Union[str, os.PathLike]], top_k: int = 3, workers: int = 1, min_batch: int = 32
+    ) -> Iterator[Prediction]:
         """Predictions of many files, in order, as they are ready (same results as ``predict_file``).
 
         ``workers`` threads decode ahead (libsndfile, soxr and the FFT release the GIL)
@@ -296,6 +322,7 @@ class Predictor:
         ahead: collections.deque[Future] = collections.deque()
         pending: list[tuple[np.ndarray, np.ndarray]] = []  # (features, segments) waiting for a forward
         with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mtlmood-predict") as pool:
+
             def refill() -> None:
                 # Bounded look-ahead: memory stays flat however many paths there are.
                 while len(ahead) < 2 * max(1, workers):
@@ -319,5 +346,13 @@ class Predictor:
 
 
 # FusedCNN and its precisions are re-exported: callers import them from here.
-__all__ = ["segment_song", "predict_segment_batches", "song_probabilities", "Prediction", "Predictor", "FusedCNN",
-           "Precision", "PRECISIONS"]
+__all__ = [
+    "segment_song",
+    "predict_segment_batches",
+    "song_probabilities",
+    "Prediction",
+    "Predictor",
+    "FusedCNN",
+    "Precision",
+    "PRECISIONS",
+]

@@ -111,8 +111,9 @@ def year_buckets(records: Sequence[SongRecord], n_buckets: int, size: int) -> li
     if not years:
         return []
     latest = max(years)
-    return [YearBucket(latest - (n_buckets - i) * size + 1, latest - (n_buckets - 1 - i) * size)
-            for i in range(n_buckets)]
+    return [
+        YearBucket(latest - (n_buckets - i) * size + 1, latest - (n_buckets - 1 - i) * size) for i in range(n_buckets)
+    ]
 
 
 def _check(cfg: LabelConfig) -> None:
@@ -123,12 +124,18 @@ def _check(cfg: LabelConfig) -> None:
     if "artist" in cfg.metadata and cfg.n_artists < 1:
         raise ConfigError(f"labels.n_artists must be at least 1, got {cfg.n_artists}")
     if "year" in cfg.metadata and (cfg.n_year_buckets < 1 or cfg.year_bucket_size < 1):
-        raise ConfigError(f"labels.n_year_buckets and labels.year_bucket_size must be at least 1, "
-                          f"got {cfg.n_year_buckets} and {cfg.year_bucket_size}")
+        raise ConfigError(
+            f"labels.n_year_buckets and labels.year_bucket_size must be at least 1, "
+            f"got {cfg.n_year_buckets} and {cfg.year_bucket_size}"
+        )
 
 
-def build_labels(records: Sequence[SongRecord], cfg: LabelConfig, dataset: str = "this dataset",
-                 metadata_from: Optional[Collection[str]] = None) -> LabelledSongs:
+def build_labels(
+    records: Sequence[SongRecord],
+    cfg: LabelConfig,
+    dataset: str = "this dataset",
+    metadata_from: Optional[Collection[str]] = None,
+) -> LabelledSongs:
     """Choose moods and metadata labels (rules in the module docstring) and build the targets.
 
     ``metadata_from`` are the song ids whose metadata decides the artist and year
@@ -164,8 +171,7 @@ def build_labels(records: Sequence[SongRecord], cfg: LabelConfig, dataset: str =
             raise DatasetError(f"{dataset} has no year metadata{where}; use labels.metadata=none or artist")
         meta_names += names
         meta_columns.append(block)
-    meta_targets = (np.concatenate(meta_columns, axis=1) if meta_columns
-                    else np.zeros((len(kept), 0), dtype=np.float32))
+    meta_targets = np.concatenate(meta_columns, axis=1) if meta_columns else np.zeros((len(kept), 0), dtype=np.float32)
 
     return LabelledSongs(
         song_ids=[record.song_id for record in kept],
@@ -180,15 +186,17 @@ def build_labels(records: Sequence[SongRecord], cfg: LabelConfig, dataset: str =
     )
 
 
-def _select_moods(records: Sequence[SongRecord], n_moods: int, dataset: str
-                  ) -> tuple[list[str], list[SongRecord], np.ndarray]:
+def _select_moods(
+    records: Sequence[SongRecord], n_moods: int, dataset: str
+) -> tuple[list[str], list[SongRecord], np.ndarray]:
     """(top-N mood names, songs carrying one of them, their (n, N_mood) multi-hot targets): rule 1."""
     ranked = rank_tags(records)
     if not ranked:
         raise DatasetError(f"{dataset}: no song carries a mood tag")
     if len(ranked) < n_moods:
-        log.warning("%s has %d distinct tags; labels.n_moods=%d, keeping all %d",
-                    dataset, len(ranked), n_moods, len(ranked))
+        log.warning(
+            "%s has %d distinct tags; labels.n_moods=%d, keeping all %d", dataset, len(ranked), n_moods, len(ranked)
+        )
     mood_names = [tag for tag, _ in ranked[:n_moods]]
     mood_index = {tag: i for i, tag in enumerate(mood_names)}
     kept = [record for record in records if any(tag in mood_index for tag in record.tags)]
@@ -200,8 +208,9 @@ def _select_moods(records: Sequence[SongRecord], n_moods: int, dataset: str
     return mood_names, kept, targets
 
 
-def _artist_targets(kept: Sequence[SongRecord], source: Sequence[SongRecord], n_artists: int
-                    ) -> tuple[list[str], np.ndarray]:
+def _artist_targets(
+    kept: Sequence[SongRecord], source: Sequence[SongRecord], n_artists: int
+) -> tuple[list[str], np.ndarray]:
     """(column names, (len(kept), K) targets) for the top-``n_artists`` artists of ``source``: rule 2."""
     artists = [artist for artist, _ in rank_artists(source)[:n_artists]]
     index = {artist: i for i, artist in enumerate(artists)}
@@ -212,8 +221,9 @@ def _artist_targets(kept: Sequence[SongRecord], source: Sequence[SongRecord], n_
     return [f"artist:{artist}" for artist in artists], block
 
 
-def _year_targets(kept: Sequence[SongRecord], source: Sequence[SongRecord], n_buckets: int, size: int
-                  ) -> tuple[list[str], np.ndarray]:
+def _year_targets(
+    kept: Sequence[SongRecord], source: Sequence[SongRecord], n_buckets: int, size: int
+) -> tuple[list[str], np.ndarray]:
     """(column names, (len(kept), B) targets) for the year buckets of ``source`` that hold at least
     one of its songs: rule 3."""
     grid = year_buckets(source, n_buckets, size)

@@ -33,7 +33,7 @@ _ALPHA_CHOICES = "a number >= 0, 'auto' or 'learned'"
 
 
 def alpha_mode(alpha: Union[float, str]) -> AlphaMode:
-    """"learned" for ``train.alpha: learned`` (any case), else "fixed" (a number or "auto";
+    """ "learned" for ``train.alpha: learned`` (any case), else "fixed" (a number or "auto";
     :func:`resolve_alpha` validates those)."""
     return "learned" if isinstance(alpha, str) and alpha.strip().lower() == "learned" else "fixed"
 
@@ -51,9 +51,11 @@ def resolve_alpha(alpha: Union[float, str], n_moods: int, n_meta: int) -> float:
         raise ConfigError(f"train.alpha must be {_ALPHA_CHOICES}, got {alpha!r}")
     if alpha_mode(alpha) == "learned":
         if n_meta == 0:
-            raise ConfigError("train.alpha=learned weighs a metadata loss, but there are no metadata labels "
-                              "(labels.metadata is none, or yields no label); use a fixed train.alpha or set "
-                              "labels.metadata")
+            raise ConfigError(
+                "train.alpha=learned weighs a metadata loss, but there are no metadata labels "
+                "(labels.metadata is none, or yields no label); use a fixed train.alpha or set "
+                "labels.metadata"
+            )
         return 1.0
     if isinstance(alpha, str):
         text = alpha.strip().lower()
@@ -90,8 +92,11 @@ class UncertaintyWeights(nn.Module):
 
     def forward(self, mood_loss: torch.Tensor, meta_loss: torch.Tensor) -> torch.Tensor:
         """The weighted total (a scalar tensor, float32 like the parameters)."""
-        return (torch.exp(-self.s_mood) * mood_loss + torch.exp(-self.s_meta) * meta_loss
-                + 0.5 * (self.s_mood + self.s_meta))
+        return (
+            torch.exp(-self.s_mood) * mood_loss
+            + torch.exp(-self.s_meta) * meta_loss
+            + 0.5 * (self.s_mood + self.s_meta)
+        )
 
     @property
     def effective_alpha(self) -> float:
@@ -100,9 +105,13 @@ class UncertaintyWeights(nn.Module):
         return float(torch.exp(self.s_mood.detach() - self.s_meta.detach()).item())
 
 
-def multitask_loss(mood_logits: torch.Tensor, meta_logits: Optional[torch.Tensor],
-                   mood_targets: torch.Tensor, meta_targets: Optional[torch.Tensor],
-                   alpha: Union[float, UncertaintyWeights]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def multitask_loss(
+    mood_logits: torch.Tensor,
+    meta_logits: Optional[torch.Tensor],
+    mood_targets: torch.Tensor,
+    meta_targets: Optional[torch.Tensor],
+    alpha: Union[float, UncertaintyWeights],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, mood_loss, meta_loss) with total = mood_loss + alpha * meta_loss, or
     ``alpha(mood_loss, meta_loss)`` when alpha is an :class:`UncertaintyWeights`.
 

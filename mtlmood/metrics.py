@@ -61,8 +61,7 @@ def _nan() -> float:
     return float("nan")
 
 
-def macro_scores(y_true: np.ndarray, y_prob: np.ndarray,
-                 label_names: Optional[Sequence[str]] = None) -> Scores:
+def macro_scores(y_true: np.ndarray, y_prob: np.ndarray, label_names: Optional[Sequence[str]] = None) -> Scores:
     """Macro ROC-AUC / PR-AUC in percent over the mood labels, plus per-label scores.
 
     A label with no positive or no negative song has no defined AUC: it is left
@@ -80,8 +79,15 @@ def macro_scores(y_true: np.ndarray, y_prob: np.ndarray,
     y_true = (y_true > 0.5).astype(np.int64)
     positives = y_true.sum(axis=0)
     n_songs = y_true.shape[0]
-    scores: Scores = {"roc_auc": _nan(), "pr_auc": _nan(), "prevalence": _nan(), "n_songs": int(n_songs),
-                      "n_labels": 0, "excluded_labels": [], "per_label": {}}
+    scores: Scores = {
+        "roc_auc": _nan(),
+        "pr_auc": _nan(),
+        "prevalence": _nan(),
+        "n_songs": int(n_songs),
+        "n_labels": 0,
+        "excluded_labels": [],
+        "per_label": {},
+    }
     if not np.isfinite(y_prob).all():
         scores["warning"] = "non-finite probabilities (the model diverged); scores are NaN"
         return scores

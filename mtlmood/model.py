@@ -57,7 +57,8 @@ class MoodCNN(nn.Module):
         if self.out_frames < 1 or self.out_mels < 1:
             raise ConfigError(
                 f"input {cfg.segment_frames}x{cfg.n_mels} is too small for {cfg.n_blocks} "
-                f"pooling blocks of {cfg.pool_size}; use fewer blocks or a longer segment")
+                f"pooling blocks of {cfg.pool_size}; use fewer blocks or a longer segment"
+            )
         self.flatten_size = cfg.n_filters * self.out_frames * self.out_mels
 
         blocks: list[nn.Module] = []
@@ -101,8 +102,7 @@ class MoodCNN(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return torch.flatten(self.trunk(x), 1)
 
-    def forward(self, x: torch.Tensor, with_meta: bool = True
-                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, x: torch.Tensor, with_meta: bool = True) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(mood_logits (B, n_moods), meta_logits (B, n_meta) or None) for x of shape (B, T, F).
 
         ``with_meta=False`` skips the metadata head (inference never needs it).

@@ -108,9 +108,11 @@ class PrepareReport:
         """A few human-readable lines: counts, where the cache and the failure report are."""
         total = self.computed + self.skipped + self.failed
         where = self.executor or f"{self.workers} worker(s)"
-        lines = [f"{total} songs in {self.seconds:.1f} s ({where}): "
-                 f"{self.computed} computed, {self.skipped} already cached, {self.failed} failed",
-                 f"feature cache: {self.cache_dir} ({self.cached_songs} songs)"]
+        lines = [
+            f"{total} songs in {self.seconds:.1f} s ({where}): "
+            f"{self.computed} computed, {self.skipped} already cached, {self.failed} failed",
+            f"feature cache: {self.cache_dir} ({self.cached_songs} songs)",
+        ]
         if self.failures:
             lines.append(f"failures ({self.failed}) listed in {self.failures_path}:")
             lines += [f"  {f.song_id}: {f.reason}" for f in self.failures[:max_failures]]
@@ -123,8 +125,7 @@ def shard_name(song_id: str) -> str:
     """A file name for a song's shard: letters, digits, '-' and '_' kept, every other byte
     %XX-escaped (so no name starts with '.' like our temp files, and no two ids collide);
     ids too long for a file name are hashed (an escaped name never holds '%s')."""
-    escaped = "".join(ch if ch in _SAFE_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
-                      for ch in song_id)
+    escaped = "".join(ch if ch in _SAFE_CHARS else "".join(f"%{b:02X}" for b in ch.encode("utf-8")) for ch in song_id)
     if len(escaped) > _MAX_NAME:
         escaped = "%sha256-" + sha256(song_id.encode("utf-8")).hexdigest()
     return escaped + ".npy"
@@ -182,8 +183,9 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def run_tasks(tasks: Sequence[SongTask], workers: int,
-              compute: Callable[[SongTask], SongOutcome] = compute_song) -> Iterator[SongOutcome]:
+def run_tasks(
+    tasks: Sequence[SongTask], workers: int, compute: Callable[[SongTask], SongOutcome] = compute_song
+) -> Iterator[SongOutcome]:
     """Yield one outcome per task, as they finish, computed by ``workers`` processes.
 
     ``workers <= 1`` computes in this process. Otherwise a bounded number of tasks is in
@@ -246,14 +248,17 @@ def _start_pool(workers: int, context: multiprocessing.context.BaseContext) -> P
         pool.submit(_ready).result()
     except BrokenProcessPool:
         pool.shutdown(wait=False, cancel_futures=True)
-        raise RuntimeError("feature worker processes failed to start (see the error above); under the "
-                           "'spawn' start method the main script must be importable and guarded by "
-                           "`if __name__ == '__main__':`; or use workers=1") from None
+        raise RuntimeError(
+            "feature worker processes failed to start (see the error above); under the "
+            "'spawn' start method the main script must be importable and guarded by "
+            "`if __name__ == '__main__':`; or use workers=1"
+        ) from None
     return pool
 
 
-def _run_isolated(tasks: list[SongTask], context: multiprocessing.context.BaseContext,
-                  compute: Callable[[SongTask], SongOutcome]) -> Iterator[SongOutcome]:
+def _run_isolated(
+    tasks: list[SongTask], context: multiprocessing.context.BaseContext, compute: Callable[[SongTask], SongOutcome]
+) -> Iterator[SongOutcome]:
     """Run tasks one at a time in a single-worker pool: a crash then names its song."""
     pool = _start_pool(1, context)
     try:
@@ -261,8 +266,7 @@ def _run_isolated(tasks: list[SongTask], context: multiprocessing.context.BaseCo
             try:
                 yield pool.submit(compute, task).result()
             except BrokenProcessPool:
-                yield SongOutcome(task.song_id, task.audio_path,
-                                  error="the decoder crashed (its worker process died)")
+                yield SongOutcome(task.song_id, task.audio_path, error="the decoder crashed (its worker process died)")
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = _start_pool(1, context)
     finally:
@@ -281,8 +285,9 @@ def _exclusive(cache_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise CacheError(f"another `mtlmood prepare` is writing the feature cache {cache_dir}; "
-                             "wait for it to finish") from None
+            raise CacheError(
+                f"another `mtlmood prepare` is writing the feature cache {cache_dir}; wait for it to finish"
+            ) from None
         yield  # the lock is released when the file closes, also if this process dies
 
 
@@ -307,9 +312,11 @@ def _existing_cache(cache_dir: Path, cfg: FeatureConfig) -> Optional[FeatureCach
     except CacheError as exc:
         raise CacheError(f"{exc}; pass --rebuild (rebuild=True) to discard it and recompute") from None
     if cache.feature_config != cfg:
-        raise CacheError(f"feature cache at {cache_dir} was built with other feature settings "
-                         f"({_differences(cache.feature_config, cfg)}); pass --rebuild (rebuild=True) "
-                         "to discard it and recompute, or choose another cache_dir")
+        raise CacheError(
+            f"feature cache at {cache_dir} was built with other feature settings "
+            f"({_differences(cache.feature_config, cfg)}); pass --rebuild (rebuild=True) "
+            "to discard it and recompute, or choose another cache_dir"
+        )
     return cache
 
 
@@ -330,9 +337,11 @@ def _shard_dir(cache_dir: Path, cfg: FeatureConfig) -> Path:
         except (OSError, ValueError, TypeError) as exc:
             raise CacheError(f"{tag} is unreadable ({exc}); pass --rebuild to discard the shards") from None
         if found != cfg:
-            raise CacheError(f"the unfinished shards in {shards} were computed with other feature settings "
-                             f"({_differences(found, cfg)}); pass --rebuild (rebuild=True) to discard "
-                             "them and recompute")
+            raise CacheError(
+                f"the unfinished shards in {shards} were computed with other feature settings "
+                f"({_differences(found, cfg)}); pass --rebuild (rebuild=True) to discard "
+                "them and recompute"
+            )
     else:
         atomic_write_json(tag, asdict(cfg))
     # Temp files of songs that were in flight when a previous run died: never valid data.
@@ -364,9 +373,15 @@ def _write_failures(path: Path, failures: list[Failure]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def prepare_features(songs: Sequence[SongRecord], cache_dir: str | os.PathLike[str], cfg: FeatureConfig,
-                     workers: int = 0, progress: bool = True, rebuild: bool = False,
-                     runner: Optional[TaskRunner] = None) -> PrepareReport:
+def prepare_features(
+    songs: Sequence[SongRecord],
+    cache_dir: str | os.PathLike[str],
+    cfg: FeatureConfig,
+    workers: int = 0,
+    progress: bool = True,
+    rebuild: bool = False,
+    runner: Optional[TaskRunner] = None,
+) -> PrepareReport:
     """Compute and cache the log-mel features of ``songs`` (see the module docstring).
 
     ``workers``: processes to use, 0 = every available core. ``rebuild``: discard an
@@ -383,8 +398,7 @@ def prepare_features(songs: Sequence[SongRecord], cache_dir: str | os.PathLike[s
     seen: set[str] = set()
     for song in songs:
         if song.song_id in seen:
-            raise DatasetError(f"song id {song.song_id!r} appears twice in the song list; "
-                               "song ids must be unique")
+            raise DatasetError(f"song id {song.song_id!r} appears twice in the song list; song ids must be unique")
         seen.add(song.song_id)
 
     with _exclusive(cache_dir):
@@ -410,8 +424,9 @@ def prepare_features(songs: Sequence[SongRecord], cache_dir: str | os.PathLike[s
             outcomes, n_workers, executor = runner(tasks), runner.workers, runner.description
         failures: list[Failure] = []
         computed = 0
-        with tqdm(total=len(tasks), desc="log-mel features", unit="song", disable=not progress,
-                  dynamic_ncols=True) as bar:
+        with tqdm(
+            total=len(tasks), desc="log-mel features", unit="song", disable=not progress, dynamic_ncols=True
+        ) as bar:
             for outcome in outcomes:
                 if outcome.error is None:
                     computed += 1
@@ -426,8 +441,11 @@ def prepare_features(songs: Sequence[SongRecord], cache_dir: str | os.PathLike[s
         _write_failures(failures_path, failures)
 
         # Consolidate: the existing bank's songs keep their order, then new songs in list order.
-        new_ids = [s.song_id for s in songs if (existing is None or s.song_id not in existing)
-                   and (shards / shard_name(s.song_id)).exists()]
+        new_ids = [
+            s.song_id
+            for s in songs
+            if (existing is None or s.song_id not in existing) and (shards / shard_name(s.song_id)).exists()
+        ]
         final = existing
         if new_ids:
             items: list[tuple[str, FeatureSource]] = []
@@ -444,9 +462,17 @@ def prepare_features(songs: Sequence[SongRecord], cache_dir: str | os.PathLike[s
         cached = len(final) if final is not None else 0
         _remove_if_only_tag(shards)
 
-    return PrepareReport(computed=computed, skipped=skipped, failures=failures, cache_dir=cache_dir,
-                         failures_path=failures_path, cached_songs=cached,
-                         seconds=time.perf_counter() - start, workers=n_workers, executor=executor)
+    return PrepareReport(
+        computed=computed,
+        skipped=skipped,
+        failures=failures,
+        cache_dir=cache_dir,
+        failures_path=failures_path,
+        cached_songs=cached,
+        seconds=time.perf_counter() - start,
+        workers=n_workers,
+        executor=executor,
+    )
 
 
 def _remove_if_only_tag(shards: Path) -> None:

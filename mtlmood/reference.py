@@ -51,10 +51,18 @@ class ReferenceResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the arrays, JSON-ready (NaN -> null)."""
-        return json_safe({"model": "log-mel mean/std + logistic regression per mood", "C": self.C,
-                          "val_pr_auc_by_C": {str(c): v for c, v in self.val_pr_auc_by_C.items()},
-                          "validation": self.val_scores, "test": self.scores, "mood_names": self.mood_names,
-                          "n_test_songs": len(self.song_ids), "seconds": self.seconds})
+        return json_safe(
+            {
+                "model": "log-mel mean/std + logistic regression per mood",
+                "C": self.C,
+                "val_pr_auc_by_C": {str(c): v for c, v in self.val_pr_auc_by_C.items()},
+                "validation": self.val_scores,
+                "test": self.scores,
+                "mood_names": self.mood_names,
+                "n_test_songs": len(self.song_ids),
+                "seconds": self.seconds,
+            }
+        )
 
 
 def song_statistics(features: np.ndarray, max_frames: int) -> np.ndarray:
@@ -126,9 +134,17 @@ def fit_reference(data: RunData, C_grid: Sequence[float] = DEFAULT_C_GRID, seed:
     _, chosen, model, val_scores = best
     val_scores.pop("per_label", None)
     y_prob = model.predict_proba(x["test"])
-    return ReferenceResult(song_ids=data.song_ids("test"), mood_names=names, y_true=y_true, y_prob=y_prob,
-                           scores=macro_scores(y["test"], y_prob, names), val_scores=val_scores, C=chosen,
-                           val_pr_auc_by_C=by_c, seconds=time.perf_counter() - started)
+    return ReferenceResult(
+        song_ids=data.song_ids("test"),
+        mood_names=names,
+        y_true=y_true,
+        y_prob=y_prob,
+        scores=macro_scores(y["test"], y_prob, names),
+        val_scores=val_scores,
+        C=chosen,
+        val_pr_auc_by_C=by_c,
+        seconds=time.perf_counter() - started,
+    )
 
 
 __all__ = ["ReferenceResult", "fit_reference", "song_statistics", "split_statistics", "DEFAULT_C_GRID"]

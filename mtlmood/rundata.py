@@ -85,13 +85,17 @@ class RunData:
 
     def summary(self) -> dict[str, object]:
         """Counts for logs and metrics.json (``split_facts``: after dropping songs without features)."""
-        return {"songs": {name: int(len(rows)) for name, rows in self.splits.items()},
-                "n_moods": self.n_moods, "n_meta": self.n_meta, "dropped_without_features": len(self.dropped),
-                "cache_dir": str(self.cache.directory), "split_facts": split_facts(self.labelled, self.splits)}
+        return {
+            "songs": {name: int(len(rows)) for name, rows in self.splits.items()},
+            "n_moods": self.n_moods,
+            "n_meta": self.n_meta,
+            "dropped_without_features": len(self.dropped),
+            "cache_dir": str(self.cache.directory),
+            "split_facts": split_facts(self.labelled, self.splits),
+        }
 
 
-def label_and_split(records: Sequence[SongRecord], config: RunConfig
-                    ) -> tuple[LabelledSongs, dict[str, np.ndarray]]:
+def label_and_split(records: Sequence[SongRecord], config: RunConfig) -> tuple[LabelledSongs, dict[str, np.ndarray]]:
     """(labelled songs, {"train", "validation", "test"} -> row indices) the way a run builds them.
 
     Moods are chosen over all songs and songs without a kept mood dropped; the kept
@@ -149,8 +153,9 @@ def split_facts(labelled: LabelledSongs, splits: dict[str, np.ndarray]) -> dict[
     }
 
 
-def assemble_run_data(config: RunConfig, labelled: LabelledSongs, splits: dict[str, np.ndarray],
-                      cache: FeatureCache) -> RunData:
+def assemble_run_data(
+    config: RunConfig, labelled: LabelledSongs, splits: dict[str, np.ndarray], cache: FeatureCache
+) -> RunData:
     """Check the pieces against each other and the config, drop songs the cache lacks."""
     cache.check_config(config.features)
     if config.model.n_mels != config.features.n_mels:
@@ -159,18 +164,28 @@ def assemble_run_data(config: RunConfig, labelled: LabelledSongs, splits: dict[s
     if missing:
         raise ConfigError(f"splits lack {sorted(missing)}")
     present = np.fromiter((song in cache for song in labelled.song_ids), dtype=bool, count=len(labelled))
-    dropped_rows = sorted(set().union(*(set(np.asarray(r).tolist()) for r in splits.values()))
-                          - set(np.flatnonzero(present).tolist()))
+    dropped_rows = sorted(
+        set().union(*(set(np.asarray(r).tolist()) for r in splits.values())) - set(np.flatnonzero(present).tolist())
+    )
     dropped = [labelled.song_ids[i] for i in dropped_rows]
-    kept = {name: np.asarray(rows, dtype=np.int64)[present[np.asarray(rows, dtype=np.int64)]]
-            for name, rows in splits.items()}
+    kept = {
+        name: np.asarray(rows, dtype=np.int64)[present[np.asarray(rows, dtype=np.int64)]]
+        for name, rows in splits.items()
+    }
     if dropped:
-        log.warning("%d of %d songs have no features in %s and are left out (e.g. %s)",
-                    len(dropped), len(labelled), cache.directory, dropped[0])
+        log.warning(
+            "%d of %d songs have no features in %s and are left out (e.g. %s)",
+            len(dropped),
+            len(labelled),
+            cache.directory,
+            dropped[0],
+        )
     for name in SPLITS:
         if len(kept[name]) == 0:
-            raise CacheError(f"the {name} split has no songs with features in {cache.directory} "
-                             f"({len(splits[name])} before dropping); run `mtlmood prepare` first")
+            raise CacheError(
+                f"the {name} split has no songs with features in {cache.directory} "
+                f"({len(splits[name])} before dropping); run `mtlmood prepare` first"
+            )
     return RunData(config=config, labelled=labelled, splits=kept, cache=cache, dropped=dropped)
 
 

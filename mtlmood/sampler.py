@@ -85,8 +85,9 @@ class _WindowDraws(Generic[BatchT]):
         if n == 0:
             raise ConfigError("the sampler needs at least one song")
         if self.batch_size < 1 or self.segment_frames < 1:
-            raise ConfigError(f"batch_size and segment_frames must be >= 1, got {self.batch_size}, "
-                              f"{self.segment_frames}")
+            raise ConfigError(
+                f"batch_size and segment_frames must be >= 1, got {self.batch_size}, {self.segment_frames}"
+            )
         if self.world_size < 1 or not 0 <= self.rank < self.world_size:
             raise ConfigError(f"invalid rank {self.rank} for world_size {self.world_size}")
         mood_targets = np.asarray(self.mood_targets, dtype=np.float32)
@@ -94,14 +95,16 @@ class _WindowDraws(Generic[BatchT]):
         if meta_targets.ndim == 1 and meta_targets.size == 0:
             meta_targets = meta_targets.reshape(n, 0)
         if mood_targets.shape[0] != n or meta_targets.shape[0] != n:
-            raise ConfigError(f"{n} songs but targets with {mood_targets.shape[0]} (mood) and "
-                              f"{meta_targets.shape[0]} (meta) rows")
+            raise ConfigError(
+                f"{n} songs but targets with {mood_targets.shape[0]} (mood) and {meta_targets.shape[0]} (meta) rows"
+            )
         # Invariant of both samplers: self.bank[offsets[i]: offsets[i] + lengths[i]] is song i.
         self.offsets, self.lengths = self.cache.positions(self.song_ids)
         empty = np.flatnonzero(self.lengths < 1)
         if empty.size:
-            raise CacheError(f"{empty.size} song(s) have no frames in the feature cache, "
-                             f"e.g. {self.song_ids[int(empty[0])]!r}")
+            raise CacheError(
+                f"{empty.size} song(s) have no frames in the feature cache, e.g. {self.song_ids[int(empty[0])]!r}"
+            )
         self.song_ids = list(self.song_ids)
         self.mood_targets = mood_targets
         self.meta_targets = meta_targets
@@ -214,8 +217,9 @@ class DeviceWindowSampler(_WindowDraws[TensorBatch]):
         return x, self._mood[songs], self._meta[songs]
 
 
-def _upload(bank: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-            device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+def _upload(
+    bank: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, np.ndarray]:
     """Copy the songs at (offsets, lengths) of ``bank`` into one float32 tensor on ``device``,
     back to back in bank order, plus one all-zero last row (what padding frames gather);
     returns it and each song's offset in it."""
@@ -235,6 +239,6 @@ def _upload(bank: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
         for k in range(0, size, _UPLOAD_CHUNK_FRAMES):
             n = min(_UPLOAD_CHUNK_FRAMES, size - k)
             # np.array copies out of the read-only memory map into a writable host buffer.
-            chunk = torch.from_numpy(np.array(bank[src + k: src + k + n], dtype=np.float32))
-            out[dst + k: dst + k + n].copy_(chunk)
+            chunk = torch.from_numpy(np.array(bank[src + k : src + k + n], dtype=np.float32))
+            out[dst + k : dst + k + n].copy_(chunk)
     return out, packed

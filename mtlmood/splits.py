@@ -29,11 +29,14 @@ SPLITS = ("train", "validation", "test")
 def _check(cfg: SplitConfig) -> None:
     if cfg.method not in ("random", "official"):
         raise ConfigError(f"split.method {cfg.method!r} is not one of ['random', 'official']")
-    if cfg.method == "random" and not (0 < cfg.train_fraction and 0 < cfg.validation_fraction
-                                       and cfg.train_fraction + cfg.validation_fraction < 1):
-        raise ConfigError(f"split.train_fraction ({cfg.train_fraction}) and split.validation_fraction "
-                          f"({cfg.validation_fraction}) must be positive and sum to less than 1 "
-                          f"(the test set takes the rest)")
+    if cfg.method == "random" and not (
+        0 < cfg.train_fraction and 0 < cfg.validation_fraction and cfg.train_fraction + cfg.validation_fraction < 1
+    ):
+        raise ConfigError(
+            f"split.train_fraction ({cfg.train_fraction}) and split.validation_fraction "
+            f"({cfg.validation_fraction}) must be positive and sum to less than 1 "
+            f"(the test set takes the rest)"
+        )
 
 
 def _closest_cut(cumulative: np.ndarray, target: float, low: int, high: int) -> int:
@@ -55,8 +58,9 @@ def random_split(groups: list[str], cfg: SplitConfig) -> dict[str, np.ndarray]:
     cumulative = np.cumsum(sizes[order])
     total = cumulative[-1]
     train_cut = _closest_cut(cumulative, cfg.train_fraction * total, 1, n_groups - 2)
-    valid_cut = _closest_cut(cumulative, (cfg.train_fraction + cfg.validation_fraction) * total,
-                             train_cut + 1, n_groups - 1)
+    valid_cut = _closest_cut(
+        cumulative, (cfg.train_fraction + cfg.validation_fraction) * total, train_cut + 1, n_groups - 1
+    )
     assignment = np.empty(n_groups, dtype=np.int64)
     assignment[order[:train_cut]] = 0
     assignment[order[train_cut:valid_cut]] = 1
@@ -68,8 +72,9 @@ def random_split(groups: list[str], cfg: SplitConfig) -> dict[str, np.ndarray]:
 def official_split(labelled: LabelledSongs) -> dict[str, np.ndarray]:
     """Rows per part of the dataset's own split; rows with no official split are left out."""
     if not any(labelled.official_splits):
-        raise DatasetError("this dataset has no official split (or none of its kept songs is in it); "
-                           "use split.method=random")
+        raise DatasetError(
+            "this dataset has no official split (or none of its kept songs is in it); use split.method=random"
+        )
     parts = np.asarray([s or "" for s in labelled.official_splits], dtype=object)
     result = {name: np.flatnonzero(parts == name) for name in SPLITS}
     empty = [name for name, rows in result.items() if len(rows) == 0]

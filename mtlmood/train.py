@@ -48,8 +48,14 @@ from torch import nn
 
 from mtlmood.checkpoint import cpu_copy, save_checkpoint
 from mtlmood.config import RunConfig, save_config
-from mtlmood.distributed import (average_gradients, collective_device, rank_and_world, resolve_device, sync_buffers,
-                                 to_device)
+from mtlmood.distributed import (
+    average_gradients,
+    collective_device,
+    rank_and_world,
+    resolve_device,
+    sync_buffers,
+    to_device,
+)
 from mtlmood.errors import ConfigError
 from mtlmood.fileio import atomic_write_json
 from mtlmood.inference import song_probabilities
@@ -57,10 +63,23 @@ from mtlmood.loss import UncertaintyWeights, alpha_mode, multitask_loss, resolve
 from mtlmood.metrics import macro_scores
 from mtlmood.model import MoodCNN
 from mtlmood.rundata import RunData, load_run_data
-from mtlmood.sampler import (DeviceWindowSampler, TensorBatch, WindowSampler, default_batches_per_epoch,
-                             device_bank_bytes)
-from mtlmood.train_state import (STATE_FORMAT, Callback, EpochResult, FitResult, SplitEvaluation, TrainState,
-                                 build_card, restore_state)
+from mtlmood.sampler import (
+    DeviceWindowSampler,
+    TensorBatch,
+    WindowSampler,
+    default_batches_per_epoch,
+    device_bank_bytes,
+)
+from mtlmood.train_state import (
+    STATE_FORMAT,
+    Callback,
+    EpochResult,
+    FitResult,
+    SplitEvaluation,
+    TrainState,
+    build_card,
+    restore_state,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +102,7 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def choose_sampler(mode: str, device: torch.device, bank_bytes: int) -> str:
-    """"host" or "device": where ``train.sampler=mode`` gathers batches when training on
+    """ "host" or "device": where ``train.sampler=mode`` gathers batches when training on
     ``device`` with ``bank_bytes`` of training frames (``device_bank_bytes``). "auto" is
     "device" on CUDA when they fit ``DEVICE_BANK_BUDGET`` of its free memory, else "host"."""
     if mode not in SAMPLERS:
@@ -96,16 +115,22 @@ def choose_sampler(mode: str, device: torch.device, bank_bytes: int) -> str:
     return "device" if bank_bytes <= DEVICE_BANK_BUDGET * free else "host"
 
 
-def evaluate_split(model: MoodCNN, data: RunData, split: str = "test", config: Optional[RunConfig] = None,
-                   per_label: bool = True) -> SplitEvaluation:
+def evaluate_split(
+    model: MoodCNN, data: RunData, split: str = "test", config: Optional[RunConfig] = None, per_label: bool = True
+) -> SplitEvaluation:
     """Song-level predictions and macro ROC-AUC / PR-AUC (%) of ``model`` on one split of ``data``."""
     config = config or data.config
     module = getattr(model, "module", model)
     ids = data.song_ids(split)
     moods, _ = data.targets(split)
-    probs = song_probabilities(module, (data.cache.features(s) for s in ids), module.cfg.segment_frames,
-                               config.features.max_frames, config.train.eval_batch_size,
-                               torch.bfloat16 if config.train.bf16 else None)
+    probs = song_probabilities(
+        module,
+        (data.cache.features(s) for s in ids),
+        module.cfg.segment_frames,
+        config.features.max_frames,
+        config.train.eval_batch_size,
+        torch.bfloat16 if config.train.bf16 else None,
+    )
     scores = macro_scores(moods, probs, data.mood_names)
     if not per_label:
         scores.pop("per_label", None)
@@ -114,8 +139,14 @@ def evaluate_split(model: MoodCNN, data: RunData, split: str = "test", config: O
 
 # ---------------------------------------------------------------- the loop
 
-def fit(data: RunData, config: RunConfig, callback: Optional[Callback] = None,
-        resume: Optional[dict[str, Any]] = None, device: Union[str, torch.device, None] = None) -> FitResult:
+
+def fit(
+    data: RunData,
+    config: RunConfig,
+    callback: Optional[Callback] = None,
+    resume: Optional[dict[str, Any]] = None,
+    device: Union[str, torch.device, None] = None,
+) -> FitResult:
     """Train one model (see the module docstring); returns the best epoch's model and scores.
 
     ``callback(epoch_result, state)`` runs after every epoch on every rank; returning
@@ -139,8 +170,13 @@ def fit(data: RunData, config: RunConfig, callback: Optional[Callback] = None,
         torch.set_num_threads(threads)  # the thread count is process-wide: leave it as it was
 
 
-def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume: Optional[dict[str, Any]],
-         device: Union[str, torch.device, None]) -> FitResult:
+def _fit(
+    data: RunData,
+    config: RunConfig,
+    callback: Optional[Callback],
+    resume: Optional[dict[str, Any]],
+    device: Union[str, torch.device, None],
+) -> FitResult:
     started = time.perf_counter()
     tc = config.train
     device = resolve_device(device if device is not None else tc.device)
@@ -159,14 +195,25 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
     weighting = UncertaintyWeights().to(device) if mode == "learned" else None
     parameters = list(model.parameters()) + (list(weighting.parameters()) if weighting is not None else [])
     optimizer = torch.optim.Adam(parameters, lr=tc.lr, betas=(tc.beta1, tc.beta2), eps=tc.eps)
-    state = TrainState(epoch=0, model=model, optimizer=optimizer, alpha=alpha, seed=tc.seed, config=config,
-                       mood_names=data.mood_names, meta_names=meta_names, alpha_mode=mode, weighting=weighting)
+    state = TrainState(
+        epoch=0,
+        model=model,
+        optimizer=optimizer,
+        alpha=alpha,
+        seed=tc.seed,
+        config=config,
+        mood_names=data.mood_names,
+        meta_names=meta_names,
+        alpha_mode=mode,
+        weighting=weighting,
+    )
     if resume is not None:
         restore_state(state, resume)
 
     if data.cache.bank.shape[1] != config.model.n_mels:  # before a device upload, not after
-        raise ConfigError(f"the feature cache has {data.cache.bank.shape[1]} mel bands, "
-                          f"model.n_mels={config.model.n_mels}")
+        raise ConfigError(
+            f"the feature cache has {data.cache.bank.shape[1]} mel bands, model.n_mels={config.model.n_mels}"
+        )
     train_ids = data.song_ids("train")
     mood_t, meta_t = data.targets("train")
     bank_bytes = device_bank_bytes(data.cache, train_ids)
@@ -174,9 +221,13 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
     sampler_kind = choose_sampler(tc.sampler, device, bank_bytes)
     meta_train = meta_t if n_meta else np.zeros((len(train_ids), 0), np.float32)
     common: dict[str, Any] = dict(
-        batch_size=tc.batch_size, segment_frames=config.model.segment_frames,
+        batch_size=tc.batch_size,
+        segment_frames=config.model.segment_frames,
         batches_per_epoch=default_batches_per_epoch(len(train_ids), tc.epoch_factor, tc.max_batches_per_epoch),
-        seed=tc.seed, rank=rank, world_size=world)
+        seed=tc.seed,
+        rank=rank,
+        world_size=world,
+    )
     sampler: Union[WindowSampler, DeviceWindowSampler]
     if sampler_kind == "device":
         sampler = DeviceWindowSampler(data.cache, train_ids, mood_t, meta_train, device=device, **common)
@@ -193,11 +244,18 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
     autocast_dtype = torch.bfloat16 if tc.bf16 else None
 
     stop = state.bad_epochs >= tc.patience
-    log.info("training %d moods, %d metadata labels, alpha=%s, %d train songs, %d batches/epoch on %s%s, "
-             "%s sampler%s", data.n_moods, n_meta, "learned" if weighting is not None else f"{alpha:.4g}",
-             len(train_ids), sampler.batches_per_epoch, device,
-             f" (rank {rank}/{world})" if distributed else "", sampler_kind,
-             f" ({bank_bytes / 2**20:.0f} MiB of frames on {device})" if sampler_kind == "device" else "")
+    log.info(
+        "training %d moods, %d metadata labels, alpha=%s, %d train songs, %d batches/epoch on %s%s, %s sampler%s",
+        data.n_moods,
+        n_meta,
+        "learned" if weighting is not None else f"{alpha:.4g}",
+        len(train_ids),
+        sampler.batches_per_epoch,
+        device,
+        f" (rank {rank}/{world})" if distributed else "",
+        sampler_kind,
+        f" ({bank_bytes / 2**20:.0f} MiB of frames on {device})" if sampler_kind == "device" else "",
+    )
     for epoch in range(state.epoch + 1, tc.max_epochs + 1):
         if stop:
             break
@@ -205,15 +263,19 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
         net.train()
         torch.manual_seed(_epoch_seed(tc.seed, epoch, rank))  # dropout stream of this epoch
         # A device sampler's batches are already on the device: no copy, no prefetch thread.
-        batches: Iterator[TensorBatch] = sampler.epoch(epoch) if isinstance(sampler, DeviceWindowSampler) \
+        batches: Iterator[TensorBatch] = (
+            sampler.epoch(epoch)
+            if isinstance(sampler, DeviceWindowSampler)
             else to_device(sampler.epoch(epoch), device)
+        )
         sums = torch.zeros(3, dtype=torch.float64, device=device)
         for x, mood_y, meta_all in batches:
             meta_y = meta_all if n_meta else None
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_dtype is not None):
                 mood_logits, meta_logits = net(x)
-            total, mood_loss, meta_loss = multitask_loss(mood_logits, meta_logits, mood_y, meta_y,
-                                                         weighting if weighting is not None else alpha)
+            total, mood_loss, meta_loss = multitask_loss(
+                mood_logits, meta_logits, mood_y, meta_y, weighting if weighting is not None else alpha
+            )
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             if distributed and weighting is not None:
@@ -247,11 +309,18 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
         else:
             state.bad_epochs += 1
         state.epoch = epoch
-        result = EpochResult(epoch=epoch, train_loss=losses[0], train_mood_loss=losses[1],
-                             train_meta_loss=losses[2], val=val, is_best=is_best, bad_epochs=state.bad_epochs,
-                             seconds=time.perf_counter() - t0,
-                             segments_per_second=tc.batch_size * sampler.local_batches * world / train_seconds,
-                             alpha=state.effective_alpha())
+        result = EpochResult(
+            epoch=epoch,
+            train_loss=losses[0],
+            train_mood_loss=losses[1],
+            train_meta_loss=losses[2],
+            val=val,
+            is_best=is_best,
+            bad_epochs=state.bad_epochs,
+            seconds=time.perf_counter() - t0,
+            segments_per_second=tc.batch_size * sampler.local_batches * world / train_seconds,
+            alpha=state.effective_alpha(),
+        )
         state.history.append(result)
         stop = state.bad_epochs >= tc.patience
         if callback is not None:
@@ -276,25 +345,41 @@ def _fit(data: RunData, config: RunConfig, callback: Optional[Callback], resume:
         torch.distributed.broadcast_object_list(received, src=0, device=collective_device(device))
         evaluation = received[0]
     assert evaluation is not None
-    return FitResult(model=model, history=list(state.history), best_epoch=state.best_epoch, best_val=best_val,
-                     test=evaluation.scores, test_evaluation=evaluation, alpha=state.best_alpha(),
-                     n_moods=data.n_moods, n_meta=n_meta, mood_names=data.mood_names, meta_names=meta_names,
-                     stopped_early=stopped_early, seconds=time.perf_counter() - started, config=config,
-                     data_summary=data.summary(), alpha_mode=mode)
+    return FitResult(
+        model=model,
+        history=list(state.history),
+        best_epoch=state.best_epoch,
+        best_val=best_val,
+        test=evaluation.scores,
+        test_evaluation=evaluation,
+        alpha=state.best_alpha(),
+        n_moods=data.n_moods,
+        n_meta=n_meta,
+        mood_names=data.mood_names,
+        meta_names=meta_names,
+        stopped_early=stopped_early,
+        seconds=time.perf_counter() - started,
+        config=config,
+        data_summary=data.summary(),
+        alpha_mode=mode,
+    )
 
 
 def format_epoch(result: EpochResult, max_epochs: int, monitor: str = "pr_auc") -> str:
     """One progress line per epoch."""
     val = result.val
-    return (f"epoch {result.epoch:>2}/{max_epochs}  loss {result.train_loss:.4f} "
-            f"(mood {result.train_mood_loss:.4f}, meta {result.train_meta_loss:.4f})  "
-            f"val ROC-AUC {val.get('roc_auc', math.nan):6.2f}%  PR-AUC {val.get('pr_auc', math.nan):6.2f}%"
-            f"{'  *best' if result.is_best else f'  ({result.bad_epochs} without {monitor} gain)'}  "
-            f"{result.seconds:.1f}s, {result.segments_per_second:.0f} seg/s")
+    return (
+        f"epoch {result.epoch:>2}/{max_epochs}  loss {result.train_loss:.4f} "
+        f"(mood {result.train_mood_loss:.4f}, meta {result.train_meta_loss:.4f})  "
+        f"val ROC-AUC {val.get('roc_auc', math.nan):6.2f}%  PR-AUC {val.get('pr_auc', math.nan):6.2f}%"
+        f"{'  *best' if result.is_best else f'  ({result.bad_epochs} without {monitor} gain)'}  "
+        f"{result.seconds:.1f}s, {result.segments_per_second:.0f} seg/s"
+    )
 
 
-def train_run(config: RunConfig, output_dir: Union[str, Path, None] = None,
-              callback: Optional[Callback] = None) -> FitResult:
+def train_run(
+    config: RunConfig, output_dir: Union[str, Path, None] = None, callback: Optional[Callback] = None
+) -> FitResult:
     """load_run_data + fit + test scores, then write into ``output_dir`` (default ``config.output_dir``):
     ``config.yaml`` (resolved), ``metrics.json``, and the checkpoint (``weights.pt`` +
     ``model_card.json``, written last as the commit marker). Every file is written atomically."""
@@ -309,5 +394,18 @@ def train_run(config: RunConfig, output_dir: Union[str, Path, None] = None,
 
 
 # The state and result types and resolve_device are re-exported: callers import them from here.
-__all__ = ["EpochResult", "TrainState", "FitResult", "SplitEvaluation", "Callback", "STATE_FORMAT", "fit",
-           "evaluate_split", "train_run", "build_card", "format_epoch", "resolve_device", "choose_sampler"]
+__all__ = [
+    "EpochResult",
+    "TrainState",
+    "FitResult",
+    "SplitEvaluation",
+    "Callback",
+    "STATE_FORMAT",
+    "fit",
+    "evaluate_split",
+    "train_run",
+    "build_card",
+    "format_epoch",
+    "resolve_device",
+    "choose_sampler",
+]

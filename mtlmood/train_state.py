@@ -51,11 +51,20 @@ class EpochResult:
 
     def metrics(self) -> dict[str, Any]:
         """A flat dict of scalars, e.g. for ``ray.train.report``."""
-        return {"epoch": self.epoch, "train_loss": self.train_loss, "train_mood_loss": self.train_mood_loss,
-                "train_meta_loss": self.train_meta_loss, "val_roc_auc": self.val.get("roc_auc", math.nan),
-                "val_pr_auc": self.val.get("pr_auc", math.nan), "val_prevalence": self.val.get("prevalence", math.nan),
-                "is_best": self.is_best, "bad_epochs": self.bad_epochs, "seconds": self.seconds,
-                "segments_per_second": self.segments_per_second, "alpha": self.alpha}
+        return {
+            "epoch": self.epoch,
+            "train_loss": self.train_loss,
+            "train_mood_loss": self.train_mood_loss,
+            "train_meta_loss": self.train_meta_loss,
+            "val_roc_auc": self.val.get("roc_auc", math.nan),
+            "val_pr_auc": self.val.get("pr_auc", math.nan),
+            "val_prevalence": self.val.get("prevalence", math.nan),
+            "is_best": self.is_best,
+            "bad_epochs": self.bad_epochs,
+            "seconds": self.seconds,
+            "segments_per_second": self.segments_per_second,
+            "alpha": self.alpha,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -112,24 +121,40 @@ class TrainState:
         if self.config is None:
             raise ValueError("this TrainState has no config; it was not created by fit()")
         best_val = next((h.val for h in self.history if h.epoch == self.best_epoch), {})
-        card = build_card(self.config, self.mood_names, self.meta_names, self.best_alpha(),
-                          {"best_epoch": self.best_epoch, "validation": best_val}, alpha_mode=self.alpha_mode)
+        card = build_card(
+            self.config,
+            self.mood_names,
+            self.meta_names,
+            self.best_alpha(),
+            {"best_epoch": self.best_epoch, "validation": best_val},
+            alpha_mode=self.alpha_mode,
+        )
         return save_checkpoint(directory, self.best_model(), card)
 
     def to_dict(self) -> dict[str, Any]:
         """A snapshot of plain tensors/ints/floats/strings/lists/dicts: ``torch.save`` it,
         ``torch.load(..., weights_only=True)`` it, pass it to ``fit(resume=...)``.
         ``alpha`` is the effective alpha now; ``weighting`` the learned weights (None when fixed)."""
-        return {"format": STATE_FORMAT, "epoch": self.epoch, "alpha": self.effective_alpha(),
-                "alpha_mode": self.alpha_mode, "seed": self.seed,
-                "weighting": cpu_copy(self.weighting.state_dict()) if self.weighting is not None else None,
-                "n_moods": self.model.n_moods, "n_meta": self.model.n_meta,
-                "model": cpu_copy(self.model.state_dict()), "optimizer": cpu_copy(self.optimizer.state_dict()),
-                "best_score": self.best_score, "best_epoch": self.best_epoch,
-                "best_model": cpu_copy(self.best_state) if self.best_state is not None else None,
-                "bad_epochs": self.bad_epochs, "history": [h.to_dict() for h in self.history],
-                "mood_names": list(self.mood_names), "meta_names": list(self.meta_names),
-                "config": to_dict(self.config) if self.config is not None else None}
+        return {
+            "format": STATE_FORMAT,
+            "epoch": self.epoch,
+            "alpha": self.effective_alpha(),
+            "alpha_mode": self.alpha_mode,
+            "seed": self.seed,
+            "weighting": cpu_copy(self.weighting.state_dict()) if self.weighting is not None else None,
+            "n_moods": self.model.n_moods,
+            "n_meta": self.model.n_meta,
+            "model": cpu_copy(self.model.state_dict()),
+            "optimizer": cpu_copy(self.optimizer.state_dict()),
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_model": cpu_copy(self.best_state) if self.best_state is not None else None,
+            "bad_epochs": self.bad_epochs,
+            "history": [h.to_dict() for h in self.history],
+            "mood_names": list(self.mood_names),
+            "meta_names": list(self.meta_names),
+            "config": to_dict(self.config) if self.config is not None else None,
+        }
 
 
 Callback = Callable[[EpochResult, TrainState], Optional[bool]]
@@ -183,17 +208,34 @@ class FitResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the model, JSON-ready (NaN -> null): the content of metrics.json."""
-        return json_safe({
-            "alpha": self.alpha, "alpha_mode": self.alpha_mode, "n_moods": self.n_moods, "n_meta": self.n_meta,
-            "mood_names": self.mood_names, "meta_names": self.meta_names,
-            "best_epoch": self.best_epoch, "stopped_early": self.stopped_early, "seconds": self.seconds,
-            "monitor": f"validation {self.config.train.monitor} (song-level macro, %)",
-            "validation": self.best_val, "test": self.test, "data": self.data_summary,
-            "history": [h.to_dict() for h in self.history]})
+        return json_safe(
+            {
+                "alpha": self.alpha,
+                "alpha_mode": self.alpha_mode,
+                "n_moods": self.n_moods,
+                "n_meta": self.n_meta,
+                "mood_names": self.mood_names,
+                "meta_names": self.meta_names,
+                "best_epoch": self.best_epoch,
+                "stopped_early": self.stopped_early,
+                "seconds": self.seconds,
+                "monitor": f"validation {self.config.train.monitor} (song-level macro, %)",
+                "validation": self.best_val,
+                "test": self.test,
+                "data": self.data_summary,
+                "history": [h.to_dict() for h in self.history],
+            }
+        )
 
 
-def build_card(config: RunConfig, mood_names: list[str], meta_names: list[str], alpha: float,
-               metrics: dict[str, Any], alpha_mode: AlphaMode = "fixed") -> ModelCard:
+def build_card(
+    config: RunConfig,
+    mood_names: list[str],
+    meta_names: list[str],
+    alpha: float,
+    metrics: dict[str, Any],
+    alpha_mode: AlphaMode = "fixed",
+) -> ModelCard:
     """A ModelCard for a model trained with ``config`` (= ``ModelCard.for_run``)."""
     return ModelCard.for_run(config, mood_names, meta_names, alpha, metrics, alpha_mode=alpha_mode)
 
@@ -204,12 +246,16 @@ def check_resume(resume: dict[str, Any], model: MoodCNN, alpha: float, mode: Alp
     if resume.get("format") != STATE_FORMAT or "model" not in resume:
         raise CheckpointError("resume state is not a TrainState.to_dict() snapshot")
     if (resume["n_moods"], resume["n_meta"]) != (model.n_moods, model.n_meta):
-        raise CheckpointError(f"resume state has {resume['n_moods']} mood / {resume['n_meta']} meta outputs, "
-                              f"this run {model.n_moods} / {model.n_meta}")
+        raise CheckpointError(
+            f"resume state has {resume['n_moods']} mood / {resume['n_meta']} meta outputs, "
+            f"this run {model.n_moods} / {model.n_meta}"
+        )
     resumed_mode = resume.get("alpha_mode", "fixed")  # states saved before learned weights were fixed
     if resumed_mode != mode:
-        raise CheckpointError(f"resume state was trained with a {resumed_mode} alpha "
-                              f"(alpha={resume['alpha']}), this run's alpha is {mode}")
+        raise CheckpointError(
+            f"resume state was trained with a {resumed_mode} alpha "
+            f"(alpha={resume['alpha']}), this run's alpha is {mode}"
+        )
     if mode == "learned" and not resume.get("weighting"):
         raise CheckpointError("resume state was trained with alpha=learned but holds no learned loss weights")
     # A learned alpha moves during training; only a fixed one must match.
@@ -233,5 +279,14 @@ def restore_state(state: TrainState, resume: dict[str, Any]) -> None:
     state.history = [EpochResult(**{"alpha": float(resume["alpha"]), **h}) for h in resume["history"]]
 
 
-__all__ = ["STATE_FORMAT", "EpochResult", "TrainState", "Callback", "SplitEvaluation", "FitResult", "build_card",
-           "check_resume", "restore_state"]
+__all__ = [
+    "STATE_FORMAT",
+    "EpochResult",
+    "TrainState",
+    "Callback",
+    "SplitEvaluation",
+    "FitResult",
+    "build_card",
+    "check_resume",
+    "restore_state",
+]

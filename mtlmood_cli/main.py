@@ -85,8 +85,8 @@ def build_parser(modules: Sequence[CommandModule] = COMMAND_MODULES) -> argparse
     """The `mtlmood` parser with the commands of ``modules``; one that fails to import
     contributes placeholders that report why (see the module docstring)."""
     parser = argparse.ArgumentParser(
-        prog="mtlmood",
-        description="Music-mood classification with multi-task learning on metadata.")
+        prog="mtlmood", description="Music-mood classification with multi-task learning on metadata."
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for entry in modules:
         try:
@@ -98,8 +98,9 @@ def build_parser(modules: Sequence[CommandModule] = COMMAND_MODULES) -> argparse
         module.register(subparsers)
         missing = [command for command in entry.commands if command not in subparsers.choices]
         if missing:  # the table above is out of date: a programming error, not a user's
-            raise RuntimeError(f"{entry.module}.register() did not add the command(s) {missing} "
-                               "that COMMAND_MODULES lists for it")
+            raise RuntimeError(
+                f"{entry.module}.register() did not add the command(s) {missing} that COMMAND_MODULES lists for it"
+            )
         default = getattr(module, "INTERRUPTED", None)
         for command in entry.commands:
             # A parser's own default wins; argparse lets a sub-subparser's (e.g. `study run`)

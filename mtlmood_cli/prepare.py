@@ -40,25 +40,41 @@ INTERRUPTED = "interrupted; finished songs are cached, re-run to continue"
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `prepare` to the CLI."""
     parser = subparsers.add_parser(
-        "prepare", help="compute and cache log-mel features (parallel, resumable)",
+        "prepare",
+        help="compute and cache log-mel features (parallel, resumable)",
         description="Decode every song of the configured dataset, compute its log-mel features and "
-                    "store them in the feature cache. Resumable; failures are listed, not fatal.")
+        "store them in the feature cache. Resumable; failures are listed, not fatal.",
+    )
     add_config_arguments(parser)
-    parser.add_argument("--workers", "-j", type=int, default=0, metavar="N",
-                        help="worker processes (default 0 = every available core)")
+    parser.add_argument(
+        "--workers", "-j", type=int, default=0, metavar="N", help="worker processes (default 0 = every available core)"
+    )
     parser.add_argument("--cache-dir", metavar="DIR", help="= --set cache_dir=DIR")
-    parser.add_argument("--rebuild", action="store_true",
-                        help="discard the existing cache first (needed after changing feature settings)")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="discard the existing cache first (needed after changing feature settings)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--address", metavar="ADDR", default=None,
-                        help="compute on a Ray cluster: 'auto' inside it (e.g. a `ray job submit` job), "
-                             "ray://HEAD:10001 from outside; audio and cache_dir must be on storage every "
-                             "node mounts at the same path. Default: local processes, no Ray")
-    parser.add_argument("--songs-per-task", type=int, default=8, metavar="N",
-                        help="songs per Ray task with --address (default 8)")
-    parser.add_argument("--max-tasks", type=int, default=0, metavar="N",
-                        help="Ray tasks queued at once with --address (default 0 = twice the cluster's "
-                             "CPUs, which lets an autoscaler grow it; a small N keeps it on few nodes)")
+    parser.add_argument(
+        "--address",
+        metavar="ADDR",
+        default=None,
+        help="compute on a Ray cluster: 'auto' inside it (e.g. a `ray job submit` job), "
+        "ray://HEAD:10001 from outside; audio and cache_dir must be on storage every "
+        "node mounts at the same path. Default: local processes, no Ray",
+    )
+    parser.add_argument(
+        "--songs-per-task", type=int, default=8, metavar="N", help="songs per Ray task with --address (default 8)"
+    )
+    parser.add_argument(
+        "--max-tasks",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Ray tasks queued at once with --address (default 0 = twice the cluster's "
+        "CPUs, which lets an autoscaler grow it; a small N keeps it on few nodes)",
+    )
     parser.set_defaults(func=run_prepare)
 
 
@@ -93,8 +109,9 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise ConfigError(f"--workers must be >= 0 (0 = every core), got {args.workers}")
     if args.songs_per_task < 1 or args.max_tasks < 0:
-        raise ConfigError(f"--songs-per-task must be >= 1 and --max-tasks >= 0, got "
-                          f"{args.songs_per_task} and {args.max_tasks}")
+        raise ConfigError(
+            f"--songs-per-task must be >= 1 and --max-tasks >= 0, got {args.songs_per_task} and {args.max_tasks}"
+        )
     config = _run_config(args)
     if args.cache_dir:
         config = dataclasses.replace(config, cache_dir=args.cache_dir)
@@ -106,16 +123,26 @@ def run_prepare(args: argparse.Namespace) -> int:
     if args.address:
         report = _prepare_on_ray(args, songs, cache_dir, config)
     else:
-        report = prepare_features(songs, cache_dir, config.features, workers=args.workers,
-                                  progress=not args.no_progress, rebuild=args.rebuild)
+        report = prepare_features(
+            songs, cache_dir, config.features, workers=args.workers, progress=not args.no_progress, rebuild=args.rebuild
+        )
     print(report.summary())
     return 1 if report.computed + report.skipped == 0 else 0
 
 
-def _prepare_on_ray(args: argparse.Namespace, songs: list[SongRecord], cache_dir: Path,
-                    config: RunConfig) -> PrepareReport:
+def _prepare_on_ray(
+    args: argparse.Namespace, songs: list[SongRecord], cache_dir: Path, config: RunConfig
+) -> PrepareReport:
     """prepare_features with Ray tasks doing the songs; Ray is imported only when asked for."""
     from study.prepare_ray import prepare_on_ray
 
-    return prepare_on_ray(args.address, songs, cache_dir, config.features, songs_per_task=args.songs_per_task,
-                          max_in_flight=args.max_tasks, progress=not args.no_progress, rebuild=args.rebuild)
+    return prepare_on_ray(
+        args.address,
+        songs,
+        cache_dir,
+        config.features,
+        songs_per_task=args.songs_per_task,
+        max_in_flight=args.max_tasks,
+        progress=not args.no_progress,
+        rebuild=args.rebuild,
+    )

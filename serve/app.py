@@ -17,8 +17,13 @@ from typing import Any, Mapping, Union
 
 from ray import serve
 
-from serve.config import (DeploymentSettings, ServeConfig, resolve_checkpoint, serve_config_from_mapping,
-                          serve_config_to_dict)
+from serve.config import (
+    DeploymentSettings,
+    ServeConfig,
+    resolve_checkpoint,
+    serve_config_from_mapping,
+    serve_config_to_dict,
+)
 from serve.deployments import MoodIngress, MoodModel
 
 
@@ -40,11 +45,16 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
     as_dict = serve_config_to_dict(config)
     num_gpus = _resolved_gpus(config)
     if resolved_topology(config, num_gpus) == "combined":
-        options = _deployment_options(config.model, config.ingress, config.ingress.num_cpus + config.model.num_cpus,
-                                      max(num_gpus, config.ingress.num_gpus))
+        options = _deployment_options(
+            config.model,
+            config.ingress,
+            config.ingress.num_cpus + config.model.num_cpus,
+            max(num_gpus, config.ingress.num_gpus),
+        )
         return MoodIngress.options(**options).bind(None, checkpoint, as_dict)
-    model = MoodModel.options(**_deployment_options(config.model, config.model, config.model.num_cpus, num_gpus)
-                              ).bind(checkpoint, as_dict)
+    model = MoodModel.options(**_deployment_options(config.model, config.model, config.model.num_cpus, num_gpus)).bind(
+        checkpoint, as_dict
+    )
     options = _deployment_options(config.ingress, config.ingress, config.ingress.num_cpus, config.ingress.num_gpus)
     return MoodIngress.options(**options).bind(model, checkpoint, as_dict)
 
@@ -67,12 +77,17 @@ def _resolved_gpus(config: ServeConfig) -> float:
     return 1.0 if has_gpu and config.device != "cpu" else 0.0
 
 
-def _deployment_options(scaling: DeploymentSettings, limits: DeploymentSettings, num_cpus: float,
-                        num_gpus: float) -> dict[str, Any]:
+def _deployment_options(
+    scaling: DeploymentSettings, limits: DeploymentSettings, num_cpus: float, num_gpus: float
+) -> dict[str, Any]:
     """``Deployment.options``: replica counts and autoscaling of ``scaling``, request limits
     of ``limits``, and one replica's CPUs and GPUs (the GPU key only when there are any)."""
     actor: dict[str, Any] = {"num_cpus": num_cpus}
     if num_gpus > 0:
         actor["num_gpus"] = num_gpus
-    return {"autoscaling_config": scaling.autoscaling(), "max_ongoing_requests": limits.max_ongoing_requests,
-            "max_queued_requests": limits.max_queued_requests, "ray_actor_options": actor}
+    return {
+        "autoscaling_config": scaling.autoscaling(),
+        "max_ongoing_requests": limits.max_ongoing_requests,
+        "max_queued_requests": limits.max_queued_requests,
+        "ray_actor_options": actor,
+    }

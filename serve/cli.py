@@ -17,22 +17,36 @@ from typing import Optional
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "serve", help="serve a checkpoint (or a study's best) over HTTP with Ray Serve, until Ctrl-C",
+        "serve",
+        help="serve a checkpoint (or a study's best) over HTTP with Ray Serve, until Ctrl-C",
         description="Start (or join) Ray, deploy the mood endpoint and block until Ctrl-C. "
-                    "Routes: POST /predict, GET /healthz, GET /model, GET /docs.")
+        "Routes: POST /predict, GET /healthz, GET /model, GET /docs.",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--checkpoint", metavar="DIR", help="an mtlmood checkpoint directory")
     source.add_argument("--study", metavar="RUN", help="a study run directory (serves its best_checkpoint.json)")
-    parser.add_argument("--cell", default=None, metavar="N|META",
-                        help="with --study: which cell's best model, e.g. '3|artist' (default: the study's "
-                             "default cell, see its best_checkpoint.json)")
+    parser.add_argument(
+        "--cell",
+        default=None,
+        metavar="N|META",
+        help="with --study: which cell's best model, e.g. '3|artist' (default: the study's "
+        "default cell, see its best_checkpoint.json)",
+    )
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
     parser.add_argument("--config", "-c", metavar="FILE", help="YAML with ServeConfig fields (serve/config.py)")
-    parser.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a setting, e.g. --set model.max_replicas=4 (repeatable)")
-    parser.add_argument("--address", default=None,
-                        help="Ray cluster to join ('auto' inside a cluster); default starts a local Ray")
+    parser.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set model.max_replicas=4 (repeatable)",
+    )
+    parser.add_argument(
+        "--address", default=None, help="Ray cluster to join ('auto' inside a cluster); default starts a local Ray"
+    )
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     # Ctrl-C once serving is handled in cmd_serve; before that, mtlmood_cli.main prints this.
     parser.set_defaults(func=cmd_serve, interrupted="stopped")

@@ -65,10 +65,14 @@ class DeploymentSettings:
 
     def autoscaling(self) -> dict[str, Any]:
         """The ``autoscaling_config`` mapping Serve expects."""
-        return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
-                "initial_replicas": self.min_replicas,
-                "target_ongoing_requests": self.target_ongoing_requests,
-                "upscale_delay_s": self.upscale_delay_s, "downscale_delay_s": self.downscale_delay_s}
+        return {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "initial_replicas": self.min_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "upscale_delay_s": self.upscale_delay_s,
+            "downscale_delay_s": self.downscale_delay_s,
+        }
 
 
 @dataclass(frozen=True)
@@ -150,23 +154,32 @@ class ServeConfig:
             if dep.upscale_delay_s < 0 or dep.downscale_delay_s < 0:
                 problems.append(f"{name}: autoscaling delays must be >= 0")
         if self.device == "cuda" and self.model.num_gpus == 0:
-            problems.append("device: cuda needs model.num_gpus > 0 (or -1 = auto); a replica without a GPU "
-                            "cannot see one")
-        if self.topology == "combined" and self.batching.enabled and \
-                self.ingress.max_ongoing_requests < self.batching.max_batch_size:
-            problems.append(f"ingress.max_ongoing_requests ({self.ingress.max_ongoing_requests}) must be >= "
-                            f"batching.max_batch_size ({self.batching.max_batch_size}) in the combined topology")
+            problems.append(
+                "device: cuda needs model.num_gpus > 0 (or -1 = auto); a replica without a GPU cannot see one"
+            )
+        if (
+            self.topology == "combined"
+            and self.batching.enabled
+            and self.ingress.max_ongoing_requests < self.batching.max_batch_size
+        ):
+            problems.append(
+                f"ingress.max_ongoing_requests ({self.ingress.max_ongoing_requests}) must be >= "
+                f"batching.max_batch_size ({self.batching.max_batch_size}) in the combined topology"
+            )
         if self.batching.enabled and self.model.max_ongoing_requests < self.batching.max_batch_size:
             # Fewer ongoing requests than a batch holds means a batch can never fill.
-            problems.append(f"model.max_ongoing_requests ({self.model.max_ongoing_requests}) must be >= "
-                            f"batching.max_batch_size ({self.batching.max_batch_size})")
+            problems.append(
+                f"model.max_ongoing_requests ({self.model.max_ongoing_requests}) must be >= "
+                f"batching.max_batch_size ({self.batching.max_batch_size})"
+            )
         if problems:
             raise ConfigError("invalid serve config: " + "; ".join(problems))
         return self
 
 
-def load_serve_config(path: Optional[str | os.PathLike[str]] = None, overrides: Optional[list[str]] = None,
-                      **fields: Any) -> ServeConfig:
+def load_serve_config(
+    path: Optional[str | os.PathLike[str]] = None, overrides: Optional[list[str]] = None, **fields: Any
+) -> ServeConfig:
     """Defaults <- YAML file <- dotted overrides <- explicit keyword fields (e.g. from CLI flags)."""
     config = load_config(ServeConfig, path, overrides or [])
     given = {k: v for k, v in fields.items() if v is not None}
@@ -198,8 +211,9 @@ def resolve_checkpoint(config: ServeConfig) -> Path:
         checkpoint, study = os.environ.get(CHECKPOINT_ENV, ""), os.environ.get(STUDY_ENV, "")
         study = "" if checkpoint else study
     if not checkpoint and not study:
-        raise ConfigError(f"no model to serve: pass --checkpoint DIR or --study RUN "
-                          f"(or set {CHECKPOINT_ENV} / {STUDY_ENV})")
+        raise ConfigError(
+            f"no model to serve: pass --checkpoint DIR or --study RUN (or set {CHECKPOINT_ENV} / {STUDY_ENV})"
+        )
     if config.cell and not study:
         raise ConfigError("cell names a cell of a study: give --study RUN with --cell")
     if study:
@@ -217,8 +231,10 @@ def study_selection(run_dir: Path, cell: str = "") -> dict[str, Any]:
     if not run_dir.is_dir():
         raise ConfigError(f"study run directory not found: {run_dir}")
     if not pointer.exists():
-        raise ConfigError(f"{run_dir} has no {BEST_CHECKPOINTS_FILE}: the study has not finished a phase yet "
-                          "(run `mtlmood study report RUN` after it has)")
+        raise ConfigError(
+            f"{run_dir} has no {BEST_CHECKPOINTS_FILE}: the study has not finished a phase yet "
+            "(run `mtlmood study report RUN` after it has)"
+        )
     data = read_json_object(pointer, CheckpointError)
     cells = data.get("cells")
     if not isinstance(cells, dict):  # a pointer written before studies had cells

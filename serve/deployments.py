@@ -39,8 +39,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import mtlmood
 from serve.config import ServeConfig, serve_config_from_mapping, serve_config_to_dict, study_selection
 from serve.parsing import audio_from_request
-from serve.schemas import (ERROR_RESPONSES, PREDICT_BODY, RETRY_AFTER, ApiError, ErrorResponse, PredictResponse,
-                           error_response, model_summary, predict_body)
+from serve.schemas import (
+    ERROR_RESPONSES,
+    PREDICT_BODY,
+    RETRY_AFTER,
+    ApiError,
+    ErrorResponse,
+    PredictResponse,
+    error_response,
+    model_summary,
+    predict_body,
+)
 from serve.scorer import Scorer
 
 if TYPE_CHECKING:  # torch is imported by the replicas, not by whoever imports this module
@@ -52,13 +61,15 @@ api = FastAPI(
     title="mtlmood",
     version=mtlmood.__version__,
     description="Music-mood classification (Kumar & Dahiya 2022, multi-task learning with metadata). "
-                "POST audio (mp3, ogg, flac, wav) to /predict; the first 29 s are analysed.")
+    "POST audio (mp3, ogg, flac, wav) to /predict; the first 29 s are analysed.",
+)
 
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    detail = "; ".join(f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'request'}: {err.get('msg')}"
-                       for err in exc.errors())
+    detail = "; ".join(
+        f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'request'}: {err.get('msg')}" for err in exc.errors()
+    )
     return error_response(422, "invalid_request", detail)
 
 
@@ -71,13 +82,15 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 # ------------------------------------------------------------------- model scoring
 
+
 class BatchedScorer:
     """A Scorer whose forwards ``@serve.batch`` shares between concurrent requests. Lives in the
     MoodModel replica (``split`` topology) or inside the ingress replica itself (``combined``)."""
 
     def __init__(self, checkpoint: str, cfg: ServeConfig) -> None:
-        self.scorer = Scorer(checkpoint, cfg.device, cfg.precision,
-                             cfg.model.threads or max(1, int(round(cfg.model.num_cpus))))
+        self.scorer = Scorer(
+            checkpoint, cfg.device, cfg.precision, cfg.model.threads or max(1, int(round(cfg.model.num_cpus)))
+        )
         self.batching = cfg.batching
         self.scoring = 0  # requests inside score() now: waiting in a batch or in a forward
         # What this replica has done (in /healthz?deep=true): requests scored at once because
@@ -128,14 +141,21 @@ class BatchedScorer:
 
     def info(self) -> dict[str, Any]:
         """How this replica runs the model, what it has scored and how it batches."""
-        return {**self.scorer.info(), "scored": dict(self.counts),
-                "batching": {"enabled": self.batching.enabled, "max_batch_size": self.batching.max_batch_size,
-                             "batch_wait_timeout_s": self.batching.batch_wait_timeout_s,
-                             "immediate_when_idle": self.batching.immediate_when_idle}}
+        return {
+            **self.scorer.info(),
+            "scored": dict(self.counts),
+            "batching": {
+                "enabled": self.batching.enabled,
+                "max_batch_size": self.batching.max_batch_size,
+                "batch_wait_timeout_s": self.batching.batch_wait_timeout_s,
+                "immediate_when_idle": self.batching.immediate_when_idle,
+            },
+        }
 
 
-@serve.deployment(name="MoodModel", health_check_period_s=10.0, health_check_timeout_s=30.0,
-                  graceful_shutdown_timeout_s=10.0)
+@serve.deployment(
+    name="MoodModel", health_check_period_s=10.0, health_check_timeout_s=30.0, graceful_shutdown_timeout_s=10.0
+)
 class MoodModel:
     """The model deployment of the ``split`` topology: a BatchedScorer per replica."""
 
@@ -143,9 +163,14 @@ class MoodModel:
         cfg = serve_config_from_mapping(config)
         self.scorer = BatchedScorer(checkpoint, cfg)
         loaded = self.scorer.scorer
-        logger.info("MoodModel loaded %s (%s, %d moods) on %s, batching=%s", checkpoint,
-                    loaded.predictor.card.checkpoint_id, len(loaded.predictor.mood_names), loaded.device,
-                    cfg.batching)
+        logger.info(
+            "MoodModel loaded %s (%s, %d moods) on %s, batching=%s",
+            checkpoint,
+            loaded.predictor.card.checkpoint_id,
+            len(loaded.predictor.mood_names),
+            loaded.device,
+            cfg.batching,
+        )
 
     async def predict(self, features: np.ndarray, top_k: int, caller_busy: bool = False) -> "Prediction":
         """One song's prediction from its (t, F) log-mel features."""
@@ -166,6 +191,7 @@ class MoodModel:
 
 # -------------------------------------------------------------------------- ingress
 
+
 def _silence_wav(seconds: float = 0.5, rate: int = 16000) -> bytes:
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as out:
@@ -176,8 +202,9 @@ def _silence_wav(seconds: float = 0.5, rate: int = 16000) -> bytes:
     return buffer.getvalue()
 
 
-@serve.deployment(name="MoodIngress", health_check_period_s=10.0, health_check_timeout_s=30.0,
-                  graceful_shutdown_timeout_s=10.0)
+@serve.deployment(
+    name="MoodIngress", health_check_period_s=10.0, health_check_timeout_s=30.0, graceful_shutdown_timeout_s=10.0
+)
 @serve.ingress(api)
 class MoodIngress:
     """HTTP front: validates the request, decodes and featurises the audio, then scores it.
@@ -223,8 +250,7 @@ class MoodIngress:
         from mtlmood.errors import AudioDecodeError
 
         if self.pending_decodes >= self.config.max_pending_decodes:
-            raise ApiError(503, "overloaded", "too many requests are waiting to be decoded; retry shortly",
-                           RETRY_AFTER)
+            raise ApiError(503, "overloaded", "too many requests are waiting to be decoded; retry shortly", RETRY_AFTER)
         self.pending_decodes += 1
         try:
             features = await asyncio.get_running_loop().run_in_executor(self.executor, self._features, data, name)
@@ -232,13 +258,13 @@ class MoodIngress:
             raise ApiError(422, "undecodable_audio", exc.reason) from None
         except Exception as exc:  # decoders raise assorted types on hostile input; it is still bad input
             logger.warning("decoding %s failed: %s: %s", name, type(exc).__name__, exc)
-            raise ApiError(422, "undecodable_audio", f"the audio could not be decoded ({type(exc).__name__})") \
-                from None
+            raise ApiError(422, "undecodable_audio", f"the audio could not be decoded ({type(exc).__name__})") from None
         finally:
             self.pending_decodes -= 1
         if not np.isfinite(features).all():
-            raise ApiError(422, "non_finite_features",
-                           "the audio gives non-finite log-mel features (samples far outside [-1, 1]?)")
+            raise ApiError(
+                422, "non_finite_features", "the audio gives non-finite log-mel features (samples far outside [-1, 1]?)"
+            )
         return features
 
     async def _score(self, features: np.ndarray, top_k: int) -> "Prediction":
@@ -258,15 +284,16 @@ class MoodIngress:
             prediction = await asyncio.wait_for(wait(), timeout=self.config.model_timeout_s)
         except asyncio.TimeoutError:
             response.cancel()
-            raise ApiError(504, "model_timeout", f"the model did not answer within {self.config.model_timeout_s} s") \
-                from None
+            raise ApiError(
+                504, "model_timeout", f"the model did not answer within {self.config.model_timeout_s} s"
+            ) from None
         except BackPressureError:
-            raise ApiError(503, "overloaded", "the model's request queue is full; retry shortly", RETRY_AFTER) \
-                from None
+            raise ApiError(503, "overloaded", "the model's request queue is full; retry shortly", RETRY_AFTER) from None
         except (RayActorError, DeploymentUnavailableError) as exc:
             logger.warning("model replica unavailable: %s", type(exc).__name__)
-            raise ApiError(503, "model_unavailable", "the model replica handling this request failed; retry",
-                           RETRY_AFTER) from None
+            raise ApiError(
+                503, "model_unavailable", "the model replica handling this request failed; retry", RETRY_AFTER
+            ) from None
         except RayTaskError as exc:
             logger.error("model call failed: %s", exc)
             raise ApiError(500, "model_error", "the model failed on this request") from None
@@ -276,11 +303,13 @@ class MoodIngress:
         """The combined topology: this replica's own (batched) forward, with the same 504/503/500."""
         assert self.scorer is not None
         try:
-            prediction = await asyncio.wait_for(self.scorer.score(features, top_k, self.in_flight > 1),
-                                                timeout=self.config.model_timeout_s)
+            prediction = await asyncio.wait_for(
+                self.scorer.score(features, top_k, self.in_flight > 1), timeout=self.config.model_timeout_s
+            )
         except asyncio.TimeoutError:
-            raise ApiError(504, "model_timeout", f"the model did not answer within {self.config.model_timeout_s} s") \
-                from None
+            raise ApiError(
+                504, "model_timeout", f"the model did not answer within {self.config.model_timeout_s} s"
+            ) from None
         except Exception as exc:
             if self.scorer.failure is not None:  # the device is gone: Serve replaces this replica
                 raise ApiError(503, "model_unavailable", "the model replica failed; retry", RETRY_AFTER) from None
@@ -294,12 +323,20 @@ class MoodIngress:
             raise ApiError(422, "non_finite_prediction", "the audio gives non-finite model outputs")
         return prediction
 
-    @api.post("/predict", response_model=PredictResponse, responses=ERROR_RESPONSES, openapi_extra=PREDICT_BODY,
-              summary="Mood probabilities of an audio file")
-    async def predict(self, request: Request,
-                      top_k: Optional[int] = Query(None, ge=0, le=10_000,
-                                                   description="length of the `top` list (default from config)")
-                      ) -> Union[JSONResponse, dict[str, Any]]:
+    @api.post(
+        "/predict",
+        response_model=PredictResponse,
+        responses=ERROR_RESPONSES,
+        openapi_extra=PREDICT_BODY,
+        summary="Mood probabilities of an audio file",
+    )
+    async def predict(
+        self,
+        request: Request,
+        top_k: Optional[int] = Query(
+            None, ge=0, le=10_000, description="length of the `top` list (default from config)"
+        ),
+    ) -> Union[JSONResponse, dict[str, Any]]:
         """Send the audio as the raw body (``Content-Type: audio/*`` or ``application/octet-stream``)
         or as a multipart upload in the field ``file``. Only the first 29 s are analysed; audio
         shorter than one ~3 s segment is zero-padded."""
@@ -319,10 +356,15 @@ class MoodIngress:
         logger.debug("predicted %s in %.3f s", name, time.perf_counter() - started)
         return predict_body(prediction, self.summary)
 
-    @api.get("/healthz", response_model=None, responses={503: {"model": ErrorResponse}},
-             summary="Liveness (deep=true: model too)")
-    async def healthz(self, deep: bool = Query(False, description="also ask a model replica (2 s timeout)")
-                      ) -> Union[JSONResponse, dict[str, Any]]:
+    @api.get(
+        "/healthz",
+        response_model=None,
+        responses={503: {"model": ErrorResponse}},
+        summary="Liveness (deep=true: model too)",
+    )
+    async def healthz(
+        self, deep: bool = Query(False, description="also ask a model replica (2 s timeout)")
+    ) -> Union[JSONResponse, dict[str, Any]]:
         """200 when the ingress is up; with ``deep=true`` only when a model replica answers too,
         and then with how that replica runs the model and what it has scored (``model``)."""
         answer: dict[str, Any] = {"status": "ok", "checkpoint_id": self.card.checkpoint_id}
@@ -330,8 +372,9 @@ class MoodIngress:
             try:
                 answer["model"] = await asyncio.wait_for(self._info(), timeout=2.0)
             except Exception as exc:
-                return error_response(503, "model_unavailable", f"no model replica answered ({type(exc).__name__})",
-                                      RETRY_AFTER)
+                return error_response(
+                    503, "model_unavailable", f"no model replica answered ({type(exc).__name__})", RETRY_AFTER
+                )
         return answer
 
     async def _info(self) -> dict[str, Any]:
@@ -345,10 +388,13 @@ class MoodIngress:
     async def model_card(self) -> dict[str, Any]:
         """Labels, configs, alpha, dataset, metrics and provenance of the checkpoint, plus serving settings."""
         card = self.card.to_dict()
-        card["serving"] = {"max_body_bytes": self.config.max_body_bytes, "top_k": self.config.top_k,
-                           "topology": self.topology,
-                           "precision": self.config.precision,
-                           "batching": serve_config_to_dict(self.config)["batching"]}
+        card["serving"] = {
+            "max_body_bytes": self.config.max_body_bytes,
+            "top_k": self.config.top_k,
+            "topology": self.topology,
+            "precision": self.config.precision,
+            "batching": serve_config_to_dict(self.config)["batching"],
+        }
         if self.config.study:  # which cell and arm of the study this model is, and why
             card["study"] = study_selection(Path(self.config.study), self.config.cell)
         return card

@@ -56,9 +56,12 @@ async def audio_from_request(request: Request, limit: int) -> tuple[bytes, str]:
     is_multipart = kind == MULTIPART
     # A missing Content-Type is taken as raw bytes (some clients send none).
     if not (is_multipart or kind is None or kind in AUDIO_TYPES or kind.startswith("audio/")):
-        raise ApiError(415, "unsupported_media_type",
-                       f"Content-Type {kind!r} is not supported; send the audio as audio/* or "
-                       f"application/octet-stream, or as multipart/form-data with a 'file' field")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"Content-Type {kind!r} is not supported; send the audio as audio/* or "
+            f"application/octet-stream, or as multipart/form-data with a 'file' field",
+        )
     body = await read_body_limited(request, limit)
     if not body:
         raise ApiError(400, "empty_body", "the request body is empty; send an audio file")
@@ -69,6 +72,7 @@ async def audio_from_request(request: Request, limit: int) -> tuple[bytes, str]:
 
 async def _uploaded_file(request: Request, body: bytes, limit: int) -> tuple[bytes, str]:
     """The ``file`` field of a multipart body that has already been read."""
+
     async def replay() -> dict[str, Any]:  # hand the bytes we hold to the form parser
         return {"type": "http.request", "body": body, "more_body": False}
 

@@ -23,6 +23,7 @@ RETRY_AFTER = {"Retry-After": "1"}  # sent with every 503: overload is short-liv
 
 # --------------------------------------------------------------------------- errors
 
+
 class ApiError(Exception):
     """A request we refuse, with its HTTP status; rendered as ``{"error", "detail"}``."""
 
@@ -42,6 +43,7 @@ def error_response(status: int, error: str, detail: Any, headers: Optional[dict[
 
 
 # ----------------------------------------------------------------- OpenAPI schema
+
 
 class MoodScore(BaseModel):
     mood: str
@@ -71,34 +73,58 @@ class ErrorResponse(BaseModel):
     detail: Any
 
 
-ERROR_RESPONSES = {code: {"model": ErrorResponse, "description": text} for code, text in {
-    400: "empty body, malformed multipart, or no `file` field",
-    413: "body larger than max_body_bytes",
-    415: "Content-Type is not audio/*, application/octet-stream or multipart/form-data",
-    422: "undecodable audio, non-finite features/predictions, or an invalid query parameter",
-    503: "overloaded (queue full) or model replica unavailable; retry after Retry-After seconds",
-    504: "the model did not answer within model_timeout_s",
-}.items()}
+ERROR_RESPONSES = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "empty body, malformed multipart, or no `file` field",
+        413: "body larger than max_body_bytes",
+        415: "Content-Type is not audio/*, application/octet-stream or multipart/form-data",
+        422: "undecodable audio, non-finite features/predictions, or an invalid query parameter",
+        503: "overloaded (queue full) or model replica unavailable; retry after Retry-After seconds",
+        504: "the model did not answer within model_timeout_s",
+    }.items()
+}
 
-PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    "audio/*": {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-    MULTIPART: {"schema": {"type": "object", "required": ["file"],
-                           "properties": {"file": {"type": "string", "format": "binary"}}}},
-}}}
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            MULTIPART: {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+        },
+    }
+}
 
 
 # ------------------------------------------------------------------ response bodies
 
+
 def model_summary(card: "ModelCard") -> dict[str, Any]:
     """The ``model`` field of every prediction (a ``ModelSummary``) from a ``ModelCard``."""
-    return {"checkpoint_id": card.checkpoint_id, "dataset": card.dataset.name,
-            "labels": list(card.mood_names), "metadata": card.labels.metadata,
-            "n_meta": card.n_meta, "alpha": float(card.alpha), "code_version": card.code_version}
+    return {
+        "checkpoint_id": card.checkpoint_id,
+        "dataset": card.dataset.name,
+        "labels": list(card.mood_names),
+        "metadata": card.labels.metadata,
+        "n_meta": card.n_meta,
+        "alpha": float(card.alpha),
+        "code_version": card.code_version,
+    }
 
 
 def predict_body(prediction: "Prediction", summary: dict[str, Any]) -> dict[str, Any]:
     """A ``PredictResponse`` from a ``mtlmood.inference.Prediction`` and the model summary."""
-    return {"moods": dict(prediction.probabilities),
-            "top": [{"mood": mood, "probability": probability} for mood, probability in prediction.top],
-            "n_segments": prediction.n_segments, "duration_s": prediction.duration_s, "model": summary}
+    return {
+        "moods": dict(prediction.probabilities),
+        "top": [{"mood": mood, "probability": probability} for mood, probability in prediction.top],
+        "n_segments": prediction.n_segments,
+        "duration_s": prediction.duration_s,
+        "model": summary,
+    }

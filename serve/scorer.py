@@ -71,5 +71,4 @@ class Scorer:
         """How the model runs here."""
         import torch
 
-        return {"device": self.device, "torch_threads": torch.get_num_threads(),
-                "precision": self.predictor.precision}
+        return {"device": self.device, "torch_threads": torch.get_num_threads(), "precision": self.predictor.precision}

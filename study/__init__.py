@@ -1,1 +1,2 @@
-"""Ray Train + Ray Tune/Optuna orchestration of alpha studies: trainables, search spaces, configs, result tables and reports."""
+"""Ray Train + Ray Tune/Optuna orchestration of alpha studies: trainables, search spaces,
+configs, result tables and reports."""

@@ -81,8 +81,16 @@ def study_cells(study: StudyConfig, write_to: Path | None = None) -> dict[str, C
             run = trial_run_config(study, int(n_moods), metadata, 0.0, 0)
             labelled, splits = label_and_split(records, run)
             heuristic = labelled.n_moods / labelled.n_meta if labelled.n_meta else 0.0
-            cell = Cell(study.run.dataset.name, int(n_moods), metadata, labelled.n_moods, labelled.n_meta,
-                        heuristic, run.dataset.tag_set, split_facts(labelled, splits))
+            cell = Cell(
+                study.run.dataset.name,
+                int(n_moods),
+                metadata,
+                labelled.n_moods,
+                labelled.n_meta,
+                heuristic,
+                run.dataset.tag_set,
+                split_facts(labelled, splits),
+            )
             cells[cell.key] = cell
             if write_to is not None:
                 _write_test_songs(Path(write_to) / cell.slug / TEST_SONGS_FILE, labelled, splits["test"])

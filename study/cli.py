@@ -19,36 +19,66 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     run = actions.add_parser("run", help="run (or resume) a study from a YAML config")
     run.add_argument("config", help="study YAML, or a name from study/configs (e.g. synthetic)")
-    run.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a setting, e.g. --set search.trials_per_cell=8 (repeatable)")
-    run.add_argument("--address", default=None,
-                     help="Ray cluster to join: 'auto' inside a cluster / Ray job; default starts local Ray")
+    run.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set search.trials_per_cell=8 (repeatable)",
+    )
+    run.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join: 'auto' inside a cluster / Ray job; default starts local Ray",
+    )
     run.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
     # Ctrl-C lines (mtlmood_cli.main prints them): what a re-run of each command does.
-    run.set_defaults(func=cmd_run,
-                     interrupted="interrupted; finished runs are kept; re-run the same command to resume")
+    run.set_defaults(func=cmd_run, interrupted="interrupted; finished runs are kept; re-run the same command to resume")
 
-    plan = actions.add_parser("plan", help="dry run: print the cells (labels, N_meta, heuristic, splits) and the "
-                                           "planned trials without training")
+    plan = actions.add_parser(
+        "plan",
+        help="dry run: print the cells (labels, N_meta, heuristic, splits) and the planned trials without training",
+    )
     plan.add_argument("config", help="study YAML, or a name from study/configs (e.g. mtg-jamendo)")
-    plan.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a setting (repeatable)")
+    plan.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (repeatable)",
+    )
     plan.set_defaults(func=cmd_plan)
 
     report = actions.add_parser("report", help="write the trial table, Table 1 with CIs, verdicts and plots")
     report.add_argument("run_dir", help="the study's directory (<storage_path>/<name>)")
-    report.set_defaults(func=cmd_report,
-                        interrupted="interrupted; the report may be incomplete, re-run the same command to write it")
+    report.set_defaults(
+        func=cmd_report, interrupted="interrupted; the report may be incomplete, re-run the same command to write it"
+    )
     study.set_defaults(func=lambda args: study.print_help() or 2)
 
-    demo = subparsers.add_parser("demo", help="the main job on the embedded default: synthesize, prepare, "
-                                             "run a small study on local Ray, write the report")
+    demo = subparsers.add_parser(
+        "demo",
+        help="the main job on the embedded default: synthesize, prepare, "
+        "run a small study on local Ray, write the report",
+    )
     demo.add_argument("--output", default="runs/demo", help="where data, study and report go")
-    demo.add_argument("--set", "-s", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a study setting (repeatable)")
+    demo.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a study setting (repeatable)",
+    )
     demo.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    demo.set_defaults(func=cmd_demo,
-                      interrupted="interrupted; finished steps are kept; re-run the same command to resume")
+    demo.set_defaults(
+        func=cmd_demo, interrupted="interrupted; finished steps are kept; re-run the same command to resume"
+    )
 
 
 def print_outcome(run_dir: Path, best: str) -> None:
@@ -82,8 +112,11 @@ def load_trials(run_dir: Path) -> pd.DataFrame:
     """The trial tables of a study's finished phases."""
     from study.runner import CURVE, SEARCH, TRIALS_FILE
 
-    tables = [pd.read_parquet(run_dir / phase / TRIALS_FILE)
-              for phase in (SEARCH, CURVE) if (run_dir / phase / TRIALS_FILE).exists()]
+    tables = [
+        pd.read_parquet(run_dir / phase / TRIALS_FILE)
+        for phase in (SEARCH, CURVE)
+        if (run_dir / phase / TRIALS_FILE).exists()
+    ]
     if not tables:
         raise ConfigError(f"{run_dir} holds no finished study phase; run `mtlmood study run` to start or resume it")
     return pd.concat(tables, ignore_index=True)
@@ -97,16 +130,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     config_file = run_dir / "study_config.yaml"
     if not config_file.exists():
         raise ConfigError(f"{run_dir} is not a study directory (no study_config.yaml)")
-    study = load_study_config(config_file, [f"storage_path={run_dir.resolve().parent}",
-                                            f"name={run_dir.resolve().name}"])
+    study = load_study_config(
+        config_file, [f"storage_path={run_dir.resolve().parent}", f"name={run_dir.resolve().name}"]
+    )
     best = write_study_report(study, load_trials(run_dir))
     print_outcome(run_dir, best)
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from study.plan import print_plan
     from study.config import load_study_config
+    from study.plan import print_plan
 
     print_plan(load_study_config(args.config, args.overrides))
     return 0

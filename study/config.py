@@ -147,8 +147,10 @@ def _problems(config: StudyConfig) -> list[str]:
     problems = []
     for meta in s.metadata:
         if meta not in METADATA_SETS or meta == "none":
-            problems.append(f"search.metadata: {meta!r} is not one of {list(METADATA_SETS[1:])} "
-                            "(the baseline, metadata none, is always included)")
+            problems.append(
+                f"search.metadata: {meta!r} is not one of {list(METADATA_SETS[1:])} "
+                "(the baseline, metadata none, is always included)"
+            )
     if not s.n_moods or any(int(n) < 1 for n in s.n_moods):
         problems.append(f"search.n_moods: {s.n_moods!r} must list positive numbers of moods")
     if len(set(s.n_moods)) != len(s.n_moods) or len(set(s.metadata)) != len(s.metadata):
@@ -160,7 +162,7 @@ def _problems(config: StudyConfig) -> list[str]:
         problems.append(f"search.trials_per_cell: {s.trials_per_cell} must be >= 0")
     startup = s.n_startup_trials
     if (isinstance(startup, str) and startup != "auto") or (isinstance(startup, int) and startup < 0):
-        problems.append(f"search.n_startup_trials: {startup!r} must be \"auto\" or a whole number >= 0")
+        problems.append(f'search.n_startup_trials: {startup!r} must be "auto" or a whole number >= 0')
     if not 0 < s.alpha_factor_low < s.alpha_factor_high:
         problems.append("search.alpha_factor_low must be > 0 and below search.alpha_factor_high")
     if not s.seeds:
@@ -172,8 +174,10 @@ def _problems(config: StudyConfig) -> list[str]:
             problems.append(f"curve.seeds {c.seeds} repeat a seed")
         shared = sorted(set(c.seeds) & set(s.seeds))
         if shared:
-            problems.append(f"curve.seeds and search.seeds share {shared}: the curve's runs must be fresh seeds "
-                            "the search never used")
+            problems.append(
+                f"curve.seeds and search.seeds share {shared}: the curve's runs must be fresh seeds "
+                "the search never used"
+            )
         if not c.grid or any(not (math.isfinite(f) and f > 0) for f in c.grid):
             problems.append(f"curve.grid: {c.grid} must list positive multiples of the heuristic")
         elif not any(math.isclose(f, 1.0) for f in c.grid):
@@ -195,9 +199,11 @@ def _problems(config: StudyConfig) -> list[str]:
     if "://" in config.storage_path:
         # Tune and Train could write to object storage, but the study's own tables, report
         # and best-checkpoint pointer (and Serve) need a file system path.
-        problems.append(f"storage_path {config.storage_path!r}: object-store URIs are not supported yet; "
-                        "use a local directory or a shared file system mounted on every node "
-                        "(EFS/NFS, e.g. /mnt/shared/mtlmood/studies), see docs/RUNBOOK.md")
+        problems.append(
+            f"storage_path {config.storage_path!r}: object-store URIs are not supported yet; "
+            "use a local directory or a shared file system mounted on every node "
+            "(EFS/NFS, e.g. /mnt/shared/mtlmood/studies), see docs/RUNBOOK.md"
+        )
     if config.resources.num_workers < 1:
         problems.append("resources.num_workers must be >= 1")
     if config.max_failures < 0:
@@ -217,8 +223,11 @@ def resolve_paths(config: StudyConfig, base: str | os.PathLike[str] | None = Non
     """Every relative path (storage, dataset, audio, cache, output) made absolute against
     ``base`` (default: the working directory), once, before anything reaches Ray."""
     where = Path(base) if base is not None else Path.cwd()
-    storage = config.storage_path if "://" in config.storage_path else \
-        str((where / Path(config.storage_path).expanduser()).resolve())
+    storage = (
+        config.storage_path
+        if "://" in config.storage_path
+        else str((where / Path(config.storage_path).expanduser()).resolve())
+    )
     return replace(config, storage_path=storage, run=resolve_run_paths(config.run, where))
 
 
@@ -236,18 +245,20 @@ def load_study_config(path: str | os.PathLike[str] | None, overrides: list[str] 
         if (CONFIG_DIR / f"{path}.yaml").exists():
             path = CONFIG_DIR / f"{path}.yaml"
         else:
-            raise ConfigError(f"no study config {str(path)!r}: not a file, and not one of the shipped configs "
-                              f"({', '.join(shipped_configs())})")
+            raise ConfigError(
+                f"no study config {str(path)!r}: not a file, and not one of the shipped configs "
+                f"({', '.join(shipped_configs())})"
+            )
     return validate(resolve_paths(load_config(StudyConfig, path, overrides)))
 
 
-def trial_run_config(study: StudyConfig, n_moods: int, metadata: str, alpha: Union[float, str],
-                     seed: int) -> RunConfig:
+def trial_run_config(study: StudyConfig, n_moods: int, metadata: str, alpha: Union[float, str], seed: int) -> RunConfig:
     """The RunConfig of one run: the study's base run with its cell, alpha and seed."""
     run = study.run
     tag_set = study.search.tag_sets.get(int(n_moods), run.dataset.tag_set)
-    return replace(run,
-                   dataset=replace(run.dataset, tag_set=tag_set),  # type: ignore[arg-type]
-                   labels=replace(run.labels, n_moods=int(n_moods), metadata=metadata),
-                   train=replace(run.train, alpha=alpha if isinstance(alpha, str) else float(alpha),
-                                 seed=int(seed)))
+    return replace(
+        run,
+        dataset=replace(run.dataset, tag_set=tag_set),  # type: ignore[arg-type]
+        labels=replace(run.labels, n_moods=int(n_moods), metadata=metadata),
+        train=replace(run.train, alpha=alpha if isinstance(alpha, str) else float(alpha), seed=int(seed)),
+    )

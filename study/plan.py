@@ -25,14 +25,27 @@ def plan_table(study: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     curve_seeds = len(study.curve.seeds) if study.curve.enabled else 0
     per_trial = max(1, study.curve.seeds_per_trial)
     for n in study.search.n_moods:
-        rows.append({"cell": f"{study.run.dataset.name} · {n} moods · none", "search trials": 0, "curve arms": "alpha = 0 (baseline)",
-                     "curve runs": curve_seeds, "curve trials": -(-curve_seeds // per_trial)})
+        rows.append(
+            {
+                "cell": f"{study.run.dataset.name} · {n} moods · none",
+                "search trials": 0,
+                "curve arms": "alpha = 0 (baseline)",
+                "curve runs": curve_seeds,
+                "curve trials": -(-curve_seeds // per_trial),
+            }
+        )
     for cell in metadata_cells(cells):
         arms = [arm_name(f) for f in study.curve.grid]
         arms += (["tuned"] if study.curve.tuned else []) + (["learned"] if study.curve.learned else [])
-        rows.append({"cell": cell.label, "search trials": study.search.trials_per_cell,
-                     "curve arms": ", ".join(arms), "curve runs": len(arms) * curve_seeds,
-                     "curve trials": len(arms) * -(-curve_seeds // per_trial)})
+        rows.append(
+            {
+                "cell": cell.label,
+                "search trials": study.search.trials_per_cell,
+                "curve arms": ", ".join(arms),
+                "curve runs": len(arms) * curve_seeds,
+                "curve trials": len(arms) * -(-curve_seeds // per_trial),
+            }
+        )
     return labels, pd.DataFrame(rows)
 
 
@@ -42,9 +55,13 @@ def print_plan(study: StudyConfig) -> None:
     print(f"study {study.name!r} on {study.run.dataset.name} ({study.run.dataset.root}); results in {study.run_dir}\n")
     print("cells (metadata classes and the heuristic come from the training songs):")
     print(labels.to_markdown(index=False, floatfmt=".4g"))
-    print("\nplanned trials (each cell its own Optuna study and ASHA rungs; curve seeds "
-          f"{list(study.curve.seeds)} never used by the search {list(study.search.seeds)}):")
+    print(
+        "\nplanned trials (each cell its own Optuna study and ASHA rungs; curve seeds "
+        f"{list(study.curve.seeds)} never used by the search {list(study.search.seeds)}):"
+    )
     print(trials.to_markdown(index=False))
-    print(f"\ntotal: {int(trials['search trials'].sum())} search trials, {int(trials['curve trials'].sum())} curve "
-          f"trials ({int(trials['curve runs'].sum())} runs; the tuned arm is dropped where the search lands on a grid "
-          "point)")
+    print(
+        f"\ntotal: {int(trials['search trials'].sum())} search trials, {int(trials['curve trials'].sum())} curve "
+        f"trials ({int(trials['curve runs'].sum())} runs; the tuned arm is dropped where the search lands on a grid "
+        "point)"
+    )

@@ -63,8 +63,9 @@ class BatchResult:
     sees_cache: bool = True
 
 
-def compute_batch(tasks: Sequence[SongTask], probe: str,
-                  compute: Callable[[SongTask], SongOutcome] = compute_song) -> BatchResult:
+def compute_batch(
+    tasks: Sequence[SongTask], probe: str, compute: Callable[[SongTask], SongOutcome] = compute_song
+) -> BatchResult:
     """Body of one Ray task: check the shared cache is visible here, then compute each song."""
     node = socket.gethostname()
     if not os.path.exists(probe):
@@ -95,7 +96,8 @@ def not_shared_error(node: str, shard_dir: Path) -> CacheError:
     return CacheError(
         f"Ray node {node} cannot see the feature cache {shard_dir}: the cache and the audio must be on "
         "a filesystem every node mounts at the same path (see docs/RUNBOOK.md); with a ray:// address "
-        "the machine running `mtlmood prepare` must mount it too")
+        "the machine running `mtlmood prepare` must mount it too"
+    )
 
 
 class RayTaskRunner:
@@ -106,8 +108,13 @@ class RayTaskRunner:
     ``compute`` is the per-song function (``compute_song``; tests pass one that crashes).
     """
 
-    def __init__(self, songs_per_task: int = SONGS_PER_TASK, cpus_per_task: float = 1.0,
-                 max_in_flight: int = 0, compute: Callable[[SongTask], SongOutcome] = compute_song) -> None:
+    def __init__(
+        self,
+        songs_per_task: int = SONGS_PER_TASK,
+        cpus_per_task: float = 1.0,
+        max_in_flight: int = 0,
+        compute: Callable[[SongTask], SongOutcome] = compute_song,
+    ) -> None:
         import ray
 
         if songs_per_task < 1:
@@ -121,8 +128,10 @@ class RayTaskRunner:
         self.max_in_flight = max_in_flight
         self.compute = compute
         self.workers = int(ray.cluster_resources().get("CPU", 0) // cpus_per_task)
-        self.description = (f"Ray tasks of {songs_per_task} songs, {self.workers} CPU slots "
-                            f"when it started{' (autoscaling)' if self.workers == 0 else ''}")
+        self.description = (
+            f"Ray tasks of {songs_per_task} songs, {self.workers} CPU slots "
+            f"when it started{' (autoscaling)' if self.workers == 0 else ''}"
+        )
 
     def _in_flight_bound(self) -> int:
         if self.max_in_flight > 0:
@@ -144,15 +153,18 @@ class RayTaskRunner:
         # Remote processes have other working directories: send absolute paths, and hand
         # the outcomes back with the paths as given (failures.csv then reads as locally).
         given = {t.song_id: t.audio_path for t in tasks}
-        tasks = [replace(t, audio_path=os.path.abspath(t.audio_path), shard_path=os.path.abspath(t.shard_path))
-                 for t in tasks]
+        tasks = [
+            replace(t, audio_path=os.path.abspath(t.audio_path), shard_path=os.path.abspath(t.shard_path))
+            for t in tasks
+        ]
         shard_dir = Path(tasks[0].shard_path).parent
         # Named like the temp files prepare removes at its start, in case this driver dies.
         probe = shard_dir / f".probe-{secrets.token_hex(6)}.tmp"
         probe.write_text(socket.gethostname())
         remote = ray.remote(compute_batch)
         pending: deque[tuple[list[SongTask], bool]] = deque(
-            (list(tasks[i: i + self.songs_per_task]), False) for i in range(0, len(tasks), self.songs_per_task))
+            (list(tasks[i : i + self.songs_per_task]), False) for i in range(0, len(tasks), self.songs_per_task)
+        )
         in_flight: dict[Any, tuple[list[SongTask], bool]] = {}
         bound, rescan_at = self._in_flight_bound(), time.monotonic() + RESCAN_S
         try:
@@ -163,9 +175,11 @@ class RayTaskRunner:
                     batch, isolated = pending.popleft()
                     # A batch gets no Ray retry: if it dies, its songs are re-run one per task
                     # below. A lone song gets one retry, so a lost node does not fail it.
-                    ref = remote.options(num_cpus=self.cpus_per_task, max_retries=1 if isolated else 0,
-                                         name="mtlmood-prepare-song" if isolated else "mtlmood-prepare-batch"
-                                         ).remote(batch, str(probe), self.compute)
+                    ref = remote.options(
+                        num_cpus=self.cpus_per_task,
+                        max_retries=1 if isolated else 0,
+                        name="mtlmood-prepare-song" if isolated else "mtlmood-prepare-batch",
+                    ).remote(batch, str(probe), self.compute)
                     in_flight[ref] = (batch, isolated)
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=RESCAN_S)
                 for ref in ready:
@@ -205,9 +219,16 @@ def connect(address: str) -> bool:
     return True
 
 
-def prepare_on_ray(address: str, songs: Sequence[SongRecord], cache_dir: str | os.PathLike[str],
-                   cfg: FeatureConfig, songs_per_task: int = SONGS_PER_TASK, max_in_flight: int = 0,
-                   progress: bool = True, rebuild: bool = False) -> PrepareReport:
+def prepare_on_ray(
+    address: str,
+    songs: Sequence[SongRecord],
+    cache_dir: str | os.PathLike[str],
+    cfg: FeatureConfig,
+    songs_per_task: int = SONGS_PER_TASK,
+    max_in_flight: int = 0,
+    progress: bool = True,
+    rebuild: bool = False,
+) -> PrepareReport:
     """``prepare_features`` with a :class:`RayTaskRunner` on the cluster at ``address``
     (what `mtlmood prepare --address` runs). Disconnects afterwards only from a Ray this
     call connected to: a caller that already runs Ray keeps it."""

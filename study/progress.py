@@ -36,10 +36,12 @@ class ProgressTable(Callback):
         job = {**cfg.get("job", {}), **cfg}
         alpha = result.get("alpha", job.get("alpha", job.get("alpha_factor", 0.0)))
         test = result.get("test_pr_auc")
-        return (f"  {trial.trial_id:<16} {self.phase:<7} moods={job.get('n_moods', '?'):<3} "
-                f"meta={job.get('metadata', '?'):<12} alpha={float(alpha or 0):<8.3g} "
-                f"epoch={result.get('epoch', 0):<3} val PR-AUC%={result.get('val_pr_auc', float('nan')):6.2f} "
-                f"test PR-AUC%={test if test is not None else float('nan'):6.2f}  {status}")
+        return (
+            f"  {trial.trial_id:<16} {self.phase:<7} moods={job.get('n_moods', '?'):<3} "
+            f"meta={job.get('metadata', '?'):<12} alpha={float(alpha or 0):<8.3g} "
+            f"epoch={result.get('epoch', 0):<3} val PR-AUC%={result.get('val_pr_auc', float('nan')):6.2f} "
+            f"test PR-AUC%={test if test is not None else float('nan'):6.2f}  {status}"
+        )
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.latest[trial.trial_id] = result
@@ -53,8 +55,10 @@ class ProgressTable(Callback):
         for t in trials:
             states[t.status] = states.get(t.status, 0) + 1
         counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items()))
-        summary = (f"[{self.phase}] {self.finished}/{self.total} trials finished ({counts}); "
-                   f"best val PR-AUC so far {self.best:.2f}%")
+        summary = (
+            f"[{self.phase}] {self.finished}/{self.total} trials finished ({counts}); "
+            f"best val PR-AUC so far {self.best:.2f}%"
+        )
         # A repeat of the last line says nothing new: print it only as a heartbeat.
         if summary == self.last_summary and now - self.last_print < self.heartbeat_s:
             return

@@ -20,5 +20,4 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> N
     if address:
         ray.init(address=address, include_dashboard=True, log_to_driver=False)
         return
-    ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=False,
-             object_store_memory=200 * 1024 * 1024)
+    ray.init(num_cpus=num_cpus, include_dashboard=True, log_to_driver=False, object_store_memory=200 * 1024 * 1024)

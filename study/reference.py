@@ -38,14 +38,25 @@ def run_references(study: StudyConfig, cells: dict[str, Cell]) -> None:
         data = load_run_data(trial_run_config(study, int(n_moods), "none", 0.0, 0))
         result = fit_reference(data)
         out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out / PREDICTIONS_FILE, song_ids=np.asarray(result.song_ids), y_true=result.y_true,
-                            y_prob=result.y_prob)
-        atomic_write_json(out / RESULT_FILE, {
-            "n_moods": int(n_moods), "test_pr_auc": float(result.scores["pr_auc"]),
-            "test_roc_auc": float(result.scores["roc_auc"]), "C": float(result.C),
-            "val_pr_auc": float(result.val_scores.get("pr_auc", float("nan"))), "seconds": float(result.seconds)})
-        print(f"[reference] {n_moods} moods: logistic regression on log-mel mean/std, test PR-AUC "
-              f"{result.scores['pr_auc']:.1f} %, ROC-AUC {result.scores['roc_auc']:.1f} %", flush=True)
+        np.savez_compressed(
+            out / PREDICTIONS_FILE, song_ids=np.asarray(result.song_ids), y_true=result.y_true, y_prob=result.y_prob
+        )
+        atomic_write_json(
+            out / RESULT_FILE,
+            {
+                "n_moods": int(n_moods),
+                "test_pr_auc": float(result.scores["pr_auc"]),
+                "test_roc_auc": float(result.scores["roc_auc"]),
+                "C": float(result.C),
+                "val_pr_auc": float(result.val_scores.get("pr_auc", float("nan"))),
+                "seconds": float(result.seconds),
+            },
+        )
+        print(
+            f"[reference] {n_moods} moods: logistic regression on log-mel mean/std, test PR-AUC "
+            f"{result.scores['pr_auc']:.1f} %, ROC-AUC {result.scores['roc_auc']:.1f} %",
+            flush=True,
+        )
 
 
 def load_reference(run_dir: Path, n_moods: int) -> dict | None:

@@ -19,10 +19,36 @@ import pandas as pd
 from study.cells import Cell
 from study.trial import FATAL, RESULT_FILE
 
-COLUMNS = ["phase", "trial_id", "cell", "dataset", "n_moods", "metadata", "n_mood_labels", "n_meta", "arm",
-           "alpha", "alpha_factor", "alpha_mode", "heuristic_alpha", "seed", "status", "asha_stopped", "early_stopped", "epochs",
-           "best_epoch", "val_roc_auc", "val_pr_auc", "test_roc_auc", "test_pr_auc", "test_prevalence",
-           "train_seconds", "checkpoint_path", "predictions_path", "error"]
+COLUMNS = [
+    "phase",
+    "trial_id",
+    "cell",
+    "dataset",
+    "n_moods",
+    "metadata",
+    "n_mood_labels",
+    "n_meta",
+    "arm",
+    "alpha",
+    "alpha_factor",
+    "alpha_mode",
+    "heuristic_alpha",
+    "seed",
+    "status",
+    "asha_stopped",
+    "early_stopped",
+    "epochs",
+    "best_epoch",
+    "val_roc_auc",
+    "val_pr_auc",
+    "test_roc_auc",
+    "test_pr_auc",
+    "test_prevalence",
+    "train_seconds",
+    "checkpoint_path",
+    "predictions_path",
+    "error",
+]
 
 
 def _relative(path: Path, run_dir: Path) -> str:
@@ -35,11 +61,21 @@ def _relative(path: Path, run_dir: Path) -> str:
 def row_from_result(record: dict[str, Any], out_dir: Path, run_dir: Path, cell: Cell) -> dict[str, Any]:
     """A table row from one finished run's result.json."""
     row = {c: record.get(c, math.nan) for c in COLUMNS}
-    row.update({"dataset": cell.dataset, "heuristic_alpha": cell.heuristic_alpha, "status": "TERMINATED",
-                "asha_stopped": False, "early_stopped": bool(record.get("stopped_early", False)), "error": "", "n_mood_labels": record.get("n_mood_labels", cell.n_mood_labels),
-                "checkpoint_path": _relative(out_dir / record["checkpoint"], run_dir),
-                "predictions_path": _relative(out_dir / record["predictions"], run_dir) if record.get("predictions")
-                else ""})
+    row.update(
+        {
+            "dataset": cell.dataset,
+            "heuristic_alpha": cell.heuristic_alpha,
+            "status": "TERMINATED",
+            "asha_stopped": False,
+            "early_stopped": bool(record.get("stopped_early", False)),
+            "error": "",
+            "n_mood_labels": record.get("n_mood_labels", cell.n_mood_labels),
+            "checkpoint_path": _relative(out_dir / record["checkpoint"], run_dir),
+            "predictions_path": _relative(out_dir / record["predictions"], run_dir)
+            if record.get("predictions")
+            else "",
+        }
+    )
     return row
 
 
@@ -65,24 +101,43 @@ def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[s
         else:
             factor = float(config.get("alpha_factor", math.nan))
             row = {c: math.nan for c in COLUMNS}
-            row.update({"phase": "search", "trial_id": trial_id, "cell": key, "dataset": cell.dataset,
-                        "n_moods": cell.n_moods, "metadata": cell.metadata, "n_mood_labels": cell.n_mood_labels,
-                        "n_meta": cell.n_meta, "arm": "search", "alpha": factor * cell.heuristic_alpha,
-                        "alpha_factor": factor, "alpha_mode": "fixed", "heuristic_alpha": cell.heuristic_alpha,
-                        "seed": metrics.get("seed", math.nan), "epochs": metrics.get("epoch", math.nan),
-                        "val_pr_auc": best_val, "checkpoint_path": "", "predictions_path": "",
-                        "status": "ERROR" if result.error or FATAL in metrics else "TERMINATED",
-                        # A trial that never sent its final (tested) report was stopped by ASHA.
-                        "asha_stopped": result.error is None and FATAL not in metrics, "early_stopped": False,
-                        "error": str(metrics.get(FATAL) or (str(result.error).splitlines()[0][:300]
-                                                             if result.error else ""))})
+            row.update(
+                {
+                    "phase": "search",
+                    "trial_id": trial_id,
+                    "cell": key,
+                    "dataset": cell.dataset,
+                    "n_moods": cell.n_moods,
+                    "metadata": cell.metadata,
+                    "n_mood_labels": cell.n_mood_labels,
+                    "n_meta": cell.n_meta,
+                    "arm": "search",
+                    "alpha": factor * cell.heuristic_alpha,
+                    "alpha_factor": factor,
+                    "alpha_mode": "fixed",
+                    "heuristic_alpha": cell.heuristic_alpha,
+                    "seed": metrics.get("seed", math.nan),
+                    "epochs": metrics.get("epoch", math.nan),
+                    "val_pr_auc": best_val,
+                    "checkpoint_path": "",
+                    "predictions_path": "",
+                    "status": "ERROR" if result.error or FATAL in metrics else "TERMINATED",
+                    # A trial that never sent its final (tested) report was stopped by ASHA.
+                    "asha_stopped": result.error is None and FATAL not in metrics,
+                    "early_stopped": False,
+                    "error": str(
+                        metrics.get(FATAL) or (str(result.error).splitlines()[0][:300] if result.error else "")
+                    ),
+                }
+            )
         row["trial_id"] = trial_id
         rows.append(row)
     return rows
 
 
-def curve_rows(jobs: Iterable[dict[str, Any]], runs_of: Any, cells: dict[str, Cell], run_dir: Path,
-               errors: dict[str, str]) -> list[dict[str, Any]]:
+def curve_rows(
+    jobs: Iterable[dict[str, Any]], runs_of: Any, cells: dict[str, Cell], run_dir: Path, errors: dict[str, str]
+) -> list[dict[str, Any]]:
     """One row per (job, seed): from its result.json, or an ERROR row naming why it is missing."""
     rows = []
     for job in jobs:
@@ -93,13 +148,30 @@ def curve_rows(jobs: Iterable[dict[str, Any]], runs_of: Any, cells: dict[str, Ce
                 rows.append(row_from_result(json.loads((out_dir / RESULT_FILE).read_text()), out_dir, run_dir, cell))
                 continue
             row = {c: math.nan for c in COLUMNS}
-            row.update({"phase": "curve", "trial_id": "", "cell": job["cell"], "dataset": cell.dataset,
-                        "n_moods": cell.n_moods, "metadata": cell.metadata, "n_mood_labels": cell.n_mood_labels,
-                        "n_meta": cell.n_meta, "arm": job["arm"], "alpha": job["alpha"] if job["arm"] != "learned"
-                        else math.nan, "alpha_factor": job.get("alpha_factor", math.nan), "alpha_mode":
-                        "learned" if job["arm"] == "learned" else "fixed", "heuristic_alpha": cell.heuristic_alpha,
-                        "seed": run["seed"], "status": "ERROR", "asha_stopped": False, "early_stopped": False, "checkpoint_path": "",
-                        "predictions_path": "", "error": errors.get(job_name(job), "the run did not finish")})
+            row.update(
+                {
+                    "phase": "curve",
+                    "trial_id": "",
+                    "cell": job["cell"],
+                    "dataset": cell.dataset,
+                    "n_moods": cell.n_moods,
+                    "metadata": cell.metadata,
+                    "n_mood_labels": cell.n_mood_labels,
+                    "n_meta": cell.n_meta,
+                    "arm": job["arm"],
+                    "alpha": job["alpha"] if job["arm"] != "learned" else math.nan,
+                    "alpha_factor": job.get("alpha_factor", math.nan),
+                    "alpha_mode": "learned" if job["arm"] == "learned" else "fixed",
+                    "heuristic_alpha": cell.heuristic_alpha,
+                    "seed": run["seed"],
+                    "status": "ERROR",
+                    "asha_stopped": False,
+                    "early_stopped": False,
+                    "checkpoint_path": "",
+                    "predictions_path": "",
+                    "error": errors.get(job_name(job), "the run did not finish"),
+                }
+            )
             rows.append(row)
     return rows
 
@@ -114,8 +186,9 @@ def trial_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=COLUMNS)
     for column in ("n_moods", "n_mood_labels", "n_meta"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
-    return table.sort_values(["phase", "n_moods", "metadata", "arm", "alpha", "seed"],
-                             kind="stable").reset_index(drop=True)
+    return table.sort_values(["phase", "n_moods", "metadata", "arm", "alpha", "seed"], kind="stable").reset_index(
+        drop=True
+    )
 
 
 def tuned_alpha_factor(search: pd.DataFrame, key: str) -> float | None:

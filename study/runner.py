@@ -68,7 +68,9 @@ def arm_name(factor: float) -> str:
         return "heuristic"
     fraction = Fraction(factor).limit_denominator(100)
     if math.isclose(float(fraction), factor, rel_tol=1e-6):
-        return f"x{fraction.numerator}" if fraction.denominator == 1 else f"x{fraction.numerator}/{fraction.denominator}"
+        return (
+            f"x{fraction.numerator}" if fraction.denominator == 1 else f"x{fraction.numerator}/{fraction.denominator}"
+        )
     return f"x{factor:.3g}"
 
 
@@ -87,19 +89,28 @@ class FatalStopper(tune.Stopper):
         return self.seen
 
 
-def _tuner(study: StudyConfig, phase: str, trainable: Any, param_space: dict[str, Any], tune_config: Any,
-           callbacks: list[Any]) -> Any:
+def _tuner(
+    study: StudyConfig, phase: str, trainable: Any, param_space: dict[str, Any], tune_config: Any, callbacks: list[Any]
+) -> Any:
     """A new Tuner for a phase, or the restored one when the phase was interrupted."""
     path = join_storage(study.run_dir, phase)
     if tune.Tuner.can_restore(path):
         print(f"[{phase}] resuming the interrupted phase from {path}", flush=True)
         return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, param_space=param_space)
     return tune.Tuner(
-        trainable, param_space=param_space, tune_config=tune_config,
-        run_config=tune.RunConfig(name=phase, storage_path=study.run_dir, callbacks=callbacks, verbose=0,
-                                  stop=FatalStopper(),
-                                  # Crashes only: deterministic failures never raise into Ray.
-                                  failure_config=tune.FailureConfig(max_failures=study.max_failures)))
+        trainable,
+        param_space=param_space,
+        tune_config=tune_config,
+        run_config=tune.RunConfig(
+            name=phase,
+            storage_path=study.run_dir,
+            callbacks=callbacks,
+            verbose=0,
+            stop=FatalStopper(),
+            # Crashes only: deterministic failures never raise into Ray.
+            failure_config=tune.FailureConfig(max_failures=study.max_failures),
+        ),
+    )
 
 
 def _phase_file(study: StudyConfig, phase: str, name: str) -> Path:
@@ -119,8 +130,10 @@ def _stop_on_fatal(study: StudyConfig, phase: str, grid: Any) -> None:
             phase_dir = Path(join_storage(study.run_dir, phase))
             aside = phase_dir.with_name(f"{phase}.failed-{time.strftime('%Y%m%d-%H%M%S')}")
             shutil.move(str(phase_dir), str(aside))
-            raise StudyFailed(f"trial {trial} ({what}) failed: {metrics[FATAL]} -- not retried, it would fail "
-                              f"again; traceback in {logs}/")
+            raise StudyFailed(
+                f"trial {trial} ({what}) failed: {metrics[FATAL]} -- not retried, it would fail "
+                f"again; traceback in {logs}/"
+            )
 
 
 def _finish_phase(study: StudyConfig, phase: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -150,11 +163,17 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     searcher = make_cell_searcher(study, [cell.key for cell in searched])
     cells_dict = {key: vars(cell) for key, cell in cells.items()}
     trainable = tune.with_resources(make_trial_driver(to_dict(study), cells_dict, SEARCH), driver_resources(study))
-    tune_config = tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-                                  scheduler=make_cell_scheduler(study), num_samples=total,
-                                  time_budget_s=study.search.time_budget_s or None)
-    print(f"[search] {len(searched)} cells x {study.search.trials_per_cell} trials (each cell its own TPE study "
-          f"and ASHA rungs, starting at the heuristic), {concurrency} at a time", flush=True)
+    tune_config = tune.TuneConfig(
+        search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+        scheduler=make_cell_scheduler(study),
+        num_samples=total,
+        time_budget_s=study.search.time_budget_s or None,
+    )
+    print(
+        f"[search] {len(searched)} cells x {study.search.trials_per_cell} trials (each cell its own TPE study "
+        f"and ASHA rungs, starting at the heuristic), {concurrency} at a time",
+        flush=True,
+    )
     grid = _tuner(study, SEARCH, trainable, {}, tune_config, _progress(SEARCH, total)).fit()
     _stop_on_fatal(study, SEARCH, grid)
     return _finish_phase(study, SEARCH, search_rows(grid, cells, Path(study.run_dir)))
@@ -165,18 +184,25 @@ def curve_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell])
     heuristic, the tuned alpha (unless it is a grid point: then the table says so) and the
     learned weight; each over the curve's fresh seeds, ``seeds_per_trial`` seeds per job."""
     seeds = [int(s) for s in study.curve.seeds]
-    chunks = [seeds[i:i + study.curve.seeds_per_trial] for i in range(0, len(seeds), study.curve.seeds_per_trial)]
+    chunks = [seeds[i : i + study.curve.seeds_per_trial] for i in range(0, len(seeds), study.curve.seeds_per_trial)]
     arms: list[dict[str, Any]] = []
     for n in study.search.n_moods:
         arms.append({"cell": cell_key(n, "none"), "arm": "baseline", "alpha": 0.0, "alpha_factor": 0.0})
     for cell in metadata_cells(cells):
         for factor in study.curve.grid:
-            arms.append({"cell": cell.key, "arm": arm_name(factor), "alpha": factor * cell.heuristic_alpha,
-                         "alpha_factor": float(factor)})
+            arms.append(
+                {
+                    "cell": cell.key,
+                    "arm": arm_name(factor),
+                    "alpha": factor * cell.heuristic_alpha,
+                    "alpha_factor": float(factor),
+                }
+            )
         tuned = tuned_alpha_factor(search, cell.key) if study.curve.tuned and not search.empty else None
         if tuned is not None and not any(math.isclose(tuned, f, rel_tol=1e-6) for f in study.curve.grid):
-            arms.append({"cell": cell.key, "arm": "tuned", "alpha": tuned * cell.heuristic_alpha,
-                         "alpha_factor": tuned})
+            arms.append(
+                {"cell": cell.key, "arm": "tuned", "alpha": tuned * cell.heuristic_alpha, "alpha_factor": tuned}
+            )
         if study.curve.learned:
             arms.append({"cell": cell.key, "arm": LEARNED, "alpha": LEARNED, "alpha_factor": math.nan})
     return [{**arm, "seeds": chunk} for arm in arms for chunk in chunks]
@@ -193,13 +219,20 @@ def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) 
     trainable = tune.with_resources(make_trial_driver(to_dict(study), cells_dict, CURVE), driver_resources(study))
     tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
     runs = sum(len(job["seeds"]) for job in jobs)
-    print(f"[curve] {len(jobs)} trials, {runs} runs (per cell: alpha = 0, {len(study.curve.grid)} multiples of the "
-          f"heuristic, tuned, learned; seeds {list(study.curve.seeds)}), {concurrency} at a time", flush=True)
-    grid = _tuner(study, CURVE, trainable, {"job": tune.grid_search(jobs)}, tune_config,
-                  _progress(CURVE, len(jobs))).fit()
+    print(
+        f"[curve] {len(jobs)} trials, {runs} runs (per cell: alpha = 0, {len(study.curve.grid)} multiples of the "
+        f"heuristic, tuned, learned; seeds {list(study.curve.seeds)}), {concurrency} at a time",
+        flush=True,
+    )
+    grid = _tuner(
+        study, CURVE, trainable, {"job": tune.grid_search(jobs)}, tune_config, _progress(CURVE, len(jobs))
+    ).fit()
     _stop_on_fatal(study, CURVE, grid)
-    errors = {job_name(r.config["job"]): str(r.error).splitlines()[0][:300]
-              for r in grid if r.error is not None and r.config and "job" in r.config}
+    errors = {
+        job_name(r.config["job"]): str(r.error).splitlines()[0][:300]
+        for r in grid
+        if r.error is not None and r.config and "job" in r.config
+    }
 
     def runs_of(job: dict[str, Any]) -> list[dict[str, Any]]:
         return job_runs(study, job, cells_dict[job["cell"]], CURVE, "")

@@ -29,10 +29,20 @@ from mtlmood.model import pooled_size
 
 # Bytes moved per conv-output element per step, bf16 activations (2 B), max-pool indices
 # int64 (8 B per pooled element = 2 B per input element), dropout mask 1 B per pooled element.
-_FORWARD_PASSES = {"conv write": 2, "relu read+write": 4, "batchnorm stats+normalize+write": 6,
-                   "maxpool read+write+indices": 2 + 0.5 + 2, "dropout read+write+mask": 0.5 + 0.5 + 0.25}
-_BACKWARD_PASSES = {"dropout": 1.25, "maxpool (indices, zero-filled full-size grad)": 6.5,
-                    "batchnorm": 8, "relu": 6, "conv grad reads": 4}
+_FORWARD_PASSES = {
+    "conv write": 2,
+    "relu read+write": 4,
+    "batchnorm stats+normalize+write": 6,
+    "maxpool read+write+indices": 2 + 0.5 + 2,
+    "dropout read+write+mask": 0.5 + 0.5 + 0.25,
+}
+_BACKWARD_PASSES = {
+    "dropout": 1.25,
+    "maxpool (indices, zero-filled full-size grad)": 6.5,
+    "batchnorm": 8,
+    "relu": 6,
+    "conv grad reads": 4,
+}
 
 
 def _bytes_per_activation(passes: dict[str, float]) -> float:
@@ -97,8 +107,11 @@ def conv_blocks(cfg: ModelConfig) -> list[ConvBlock]:
 
 
 def flatten_size(cfg: ModelConfig) -> int:
-    return (cfg.n_filters * pooled_size(cfg.segment_frames, cfg.n_blocks, cfg.pool_size)
-            * pooled_size(cfg.n_mels, cfg.n_blocks, cfg.pool_size))
+    return (
+        cfg.n_filters
+        * pooled_size(cfg.segment_frames, cfg.n_blocks, cfg.pool_size)
+        * pooled_size(cfg.n_mels, cfg.n_blocks, cfg.pool_size)
+    )
 
 
 def model_flops(cfg: ModelConfig = PAPER, n_moods: int = 50, n_meta: int = 0) -> int:
@@ -120,19 +133,21 @@ def activations(cfg: ModelConfig = PAPER) -> int:
     return sum(b.activations for b in conv_blocks(cfg))
 
 
-def segments_per_second(gpu: Gpu, cfg: ModelConfig = PAPER, n_moods: int = 50, n_meta: int = 0,
-                        train: bool = True) -> float:
+def segments_per_second(
+    gpu: Gpu, cfg: ModelConfig = PAPER, n_moods: int = 50, n_meta: int = 0, train: bool = True
+) -> float:
     """Estimated training (or inference) throughput of one GPU: compute time + memory time."""
     flops = train_flops(cfg, n_moods, n_meta) if train else model_flops(cfg, n_moods, n_meta)
-    bytes_ = activations(cfg) * gpu.bytes_scale * (TRAIN_BYTES_PER_ACTIVATION if train
-                                                   else FORWARD_BYTES_PER_ACTIVATION)
-    seconds = flops / (gpu.peak_tflops * 1e12 * gpu.utilization) \
-        + bytes_ / (gpu.bandwidth_gbs * 1e9 * gpu.bandwidth_utilization)
+    bytes_ = (
+        activations(cfg) * gpu.bytes_scale * (TRAIN_BYTES_PER_ACTIVATION if train else FORWARD_BYTES_PER_ACTIVATION)
+    )
+    seconds = flops / (gpu.peak_tflops * 1e12 * gpu.utilization) + bytes_ / (
+        gpu.bandwidth_gbs * 1e9 * gpu.bandwidth_utilization
+    )
     return 1.0 / seconds
 
 
-def compute_bound_segments_per_second(gpu: Gpu, cfg: ModelConfig = PAPER, n_moods: int = 50,
-                                      n_meta: int = 0) -> float:
+def compute_bound_segments_per_second(gpu: Gpu, cfg: ModelConfig = PAPER, n_moods: int = 50, n_meta: int = 0) -> float:
     """The FLOPs-only training throughput (ignores memory traffic: an upper bound)."""
     return gpu.peak_tflops * 1e12 * gpu.utilization / train_flops(cfg, n_moods, n_meta)
 
@@ -155,10 +170,20 @@ class TrialEstimate:
         return self.trial_s / 3600
 
 
-def trial_estimate(n_songs: int, epochs: int, gpu: Gpu = A10G_BF16, cfg: ModelConfig = PAPER,
-                   n_moods: int = 50, n_meta: int = 50, batch_size: int = 32, epoch_factor: float = 1.25,
-                   train_fraction: float = 0.8, val_fraction: float = 0.1, overhead_s: float = 120.0,
-                   features: FeatureConfig = FEATURES) -> TrialEstimate:
+def trial_estimate(
+    n_songs: int,
+    epochs: int,
+    gpu: Gpu = A10G_BF16,
+    cfg: ModelConfig = PAPER,
+    n_moods: int = 50,
+    n_meta: int = 50,
+    batch_size: int = 32,
+    epoch_factor: float = 1.25,
+    train_fraction: float = 0.8,
+    val_fraction: float = 0.1,
+    overhead_s: float = 120.0,
+    features: FeatureConfig = FEATURES,
+) -> TrialEstimate:
     """One trial on one GPU: ``epochs`` paper epochs (1.25 x n_train batches of 32), validation
     after each (every non-overlapping segment of the first 29 s of each song), test at the end.
 
@@ -174,8 +199,18 @@ def trial_estimate(n_songs: int, epochs: int, gpu: Gpu = A10G_BF16, cfg: ModelCo
     infer_rate = segments_per_second(gpu, cfg, n_moods, 0, train=False)
     epoch_s = batches * batch_size / train_rate + n_val * segments_per_song / infer_rate
     trial_s = epochs * epoch_s + n_test * segments_per_song / infer_rate + overhead_s
-    return TrialEstimate(n_songs, n_train, n_val, n_test, batches, epochs, train_rate, epoch_s, trial_s,
-                         trial_s / 3600 * gpu.usd_per_hour)
+    return TrialEstimate(
+        n_songs,
+        n_train,
+        n_val,
+        n_test,
+        batches,
+        epochs,
+        train_rate,
+        epoch_s,
+        trial_s,
+        trial_s / 3600 * gpu.usd_per_hour,
+    )
 
 
 @dataclass(frozen=True)
@@ -225,24 +260,42 @@ def report(gpu: Gpu = A10G_BF16) -> str:
     for i, b in enumerate(conv_blocks(cfg), 1):
         lines.append(f"| {i} | {b.c_in} -> {b.c_out} | {b.height} x {b.width} | {b.macs / 1e6:,.1f} |")
     fwd, tr = model_flops(cfg, 50, 50), train_flops(cfg, 50, 50)
-    lines += ["", (f"forward: {fwd / 1e9:.3f} GFLOP per segment (50 moods + 50 artists heads); "
-                   f"training step: {tr / 1e9:.3f} GFLOP per segment ({tr / fwd:.2f}x forward); "
-                   f"{activations(cfg) / 1e6:.2f} M conv-output elements per segment"), ""]
+    lines += [
+        "",
+        (
+            f"forward: {fwd / 1e9:.3f} GFLOP per segment (50 moods + 50 artists heads); "
+            f"training step: {tr / 1e9:.3f} GFLOP per segment ({tr / fwd:.2f}x forward); "
+            f"{activations(cfg) / 1e6:.2f} M conv-output elements per segment"
+        ),
+        "",
+    ]
     lines += ["| GPU assumption | segments/s (FLOPs only) | segments/s (FLOPs + memory) |", "|---|---|---|"]
     for g in (gpu, A10G_FP32) if gpu is not A10G_FP32 else (gpu,):
-        lines.append(f"| {g.name}: {g.peak_tflops:g} TFLOP/s x {g.utilization:.0%}, {g.bandwidth_gbs:g} GB/s x "
-                     f"{g.bandwidth_utilization:.0%} | {compute_bound_segments_per_second(g, cfg, 50, 50):,.0f} | "
-                     f"{segments_per_second(g, cfg, 50, 50):,.0f} |")
-    lines += ["", "| songs (moods) | train songs | batches/epoch | epoch | 12 epochs | 30 epochs | USD (12 / 30) |",
-              "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {g.name}: {g.peak_tflops:g} TFLOP/s x {g.utilization:.0%}, {g.bandwidth_gbs:g} GB/s x "
+            f"{g.bandwidth_utilization:.0%} | {compute_bound_segments_per_second(g, cfg, 50, 50):,.0f} | "
+            f"{segments_per_second(g, cfg, 50, 50):,.0f} |"
+        )
+    lines += [
+        "",
+        "| songs (moods) | train songs | batches/epoch | epoch | 12 epochs | 30 epochs | USD (12 / 30) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for n_moods, n_songs in StudyPlan().songs_per_n_moods.items():
         t12, t30 = (trial_estimate(n_songs, e, gpu, n_moods=n_moods) for e in (12, 30))
-        lines.append(f"| {n_songs:,} ({n_moods}) | {t12.n_train:,} | {t12.batches_per_epoch:,} | "
-                     f"{t12.epoch_s / 60:.1f} min | {t12.trial_s / 3600:.2f} h | {t30.trial_s / 3600:.2f} h | "
-                     f"{t12.usd:.2f} / {t30.usd:.2f} |")
+        lines.append(
+            f"| {n_songs:,} ({n_moods}) | {t12.n_train:,} | {t12.batches_per_epoch:,} | "
+            f"{t12.epoch_s / 60:.1f} min | {t12.trial_s / 3600:.2f} h | {t30.trial_s / 3600:.2f} h | "
+            f"{t12.usd:.2f} / {t30.usd:.2f} |"
+        )
     study = study_estimate(StudyPlan(), gpu)
-    lines += ["", (f"study (study/configs/mtg-jamendo.yaml, ~{study.trials} trials): {study.gpu_hours:.1f} "
-                   f"GPU-hours, {study.wall_hours:.1f} h on {StudyPlan().gpus} GPUs, about {study.usd:.0f} USD")]
+    lines += [
+        "",
+        (
+            f"study (study/configs/mtg-jamendo.yaml, ~{study.trials} trials): {study.gpu_hours:.1f} "
+            f"GPU-hours, {study.wall_hours:.1f} h on {StudyPlan().gpus} GPUs, about {study.usd:.0f} USD"
+        ),
+    ]
     return "\n".join(lines)
 
 

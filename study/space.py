@@ -56,15 +56,20 @@ def make_sampler(study: StudyConfig, cell_index: int) -> Any:
     """A seeded TPE sampler for one cell (constant liar: concurrent trials spread out)."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=study.search.optuna_seed + cell_index,
-                                      n_startup_trials=n_startup_trials(study), constant_liar=True)
+    return optuna.samplers.TPESampler(
+        seed=study.search.optuna_seed + cell_index, n_startup_trials=n_startup_trials(study), constant_liar=True
+    )
 
 
 def make_cell_searcher(study: StudyConfig, cell_keys: list[str]) -> "CellSearcher":
     """The phase-1 searcher: one OptunaSearch per cell, the heuristic (x1) first in each."""
     space = AlphaSpace(study.search.alpha_factor_low, study.search.alpha_factor_high)
-    searchers = {key: OptunaSearch(space, metric=METRIC, mode=MODE, points_to_evaluate=[{"alpha_factor": 1.0}],
-                                   sampler=make_sampler(study, i)) for i, key in enumerate(cell_keys)}
+    searchers = {
+        key: OptunaSearch(
+            space, metric=METRIC, mode=MODE, points_to_evaluate=[{"alpha_factor": 1.0}], sampler=make_sampler(study, i)
+        )
+        for i, key in enumerate(cell_keys)
+    }
     return CellSearcher(searchers, study.search.trials_per_cell)
 
 
@@ -72,8 +77,11 @@ def make_cell_scheduler(study: StudyConfig) -> Any:
     """ASHA with rungs per cell (epochs as time), or FIFO when the scheduler is off."""
     if not study.scheduler.enabled:
         return FIFOScheduler()
-    return CellASHA(max_t=study.run.train.max_epochs + 1, grace_period=study.scheduler.grace_period,
-                    reduction_factor=study.scheduler.reduction_factor)
+    return CellASHA(
+        max_t=study.run.train.max_epochs + 1,
+        grace_period=study.scheduler.grace_period,
+        reduction_factor=study.scheduler.reduction_factor,
+    )
 
 
 class CellSearcher(Searcher):
@@ -88,8 +96,7 @@ class CellSearcher(Searcher):
         self.issued = {key: 0 for key in searchers}
         self.owner: dict[str, str] = {}
 
-    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict,
-                              **spec: Any) -> bool:
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
         return True  # each cell's OptunaSearch already knows its metric, mode and space
 
     def _next_cell(self) -> Optional[str]:
@@ -125,7 +132,6 @@ class CellSearcher(Searcher):
             self.__dict__.update(pickle.load(f))
 
 
-
 class CellASHA(FIFOScheduler):
     """One ASHAScheduler per cell: rung cutoffs come from the trial's own cell only."""
 
@@ -142,8 +148,7 @@ class CellASHA(FIFOScheduler):
     def asha_of(self, trial: Any) -> Any:
         key = str((trial.config or {}).get(CELL, ""))
         if key not in self.cells:
-            self.cells[key] = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE,
-                                            **self.settings)
+            self.cells[key] = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, **self.settings)
         return self.cells[key]
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
@@ -166,6 +171,6 @@ class CellASHA(FIFOScheduler):
         self.on_trial_remove(tune_controller, trial)
 
     def debug_string(self) -> str:
-        return "ASHA per cell: " + "; ".join(f"{key}: {asha._num_stopped} stopped"
-                                             for key, asha in sorted(self.cells.items()))
-
+        return "ASHA per cell: " + "; ".join(
+            f"{key}: {asha._num_stopped} stopped" for key, asha in sorted(self.cells.items())
+        )

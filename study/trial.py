@@ -54,8 +54,9 @@ def _write_run_outputs(out_dir: Path, fit_result: Any, record: dict[str, Any]) -
     save_checkpoint(tmp / MODEL_DIR, fit_result.model, ModelCard.from_fit(fit_result))
     test = fit_result.test_evaluation
     if test is not None:
-        np.savez_compressed(tmp / PREDICTIONS_FILE, song_ids=np.asarray(test.song_ids), y_true=test.y_true,
-                            y_prob=test.y_prob)
+        np.savez_compressed(
+            tmp / PREDICTIONS_FILE, song_ids=np.asarray(test.song_ids), y_true=test.y_true, y_prob=test.y_prob
+        )
     (tmp / RESULT_FILE).write_text(json.dumps(record, indent=2))
     if out_dir.exists():  # a half-finished earlier attempt (its result.json was never renamed in)
         shutil.rmtree(out_dir)
@@ -141,8 +142,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
                 (Path(tmp) / "run.json").write_text(json.dumps({"run_index": index}))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-        fit_result = fit(data, run_config, callback=report_epoch, resume=resume,
-                         device=ray.train.torch.get_device())
+        fit_result = fit(data, run_config, callback=report_epoch, resume=resume, device=ray.train.torch.get_device())
         record = _run_record(fit_result, run)
         if rank == 0:
             _write_run_outputs(out_dir, fit_result, record)
@@ -163,21 +163,38 @@ def job_runs(study: Any, job: dict[str, Any], cell: dict[str, Any], phase: str, 
     runs = []
     for seed in job["seeds"]:
         run_config = trial_run_config(study, cell["n_moods"], cell["metadata"], alpha, int(seed))
-        runs.append({"phase": phase, "cell": job["cell"], "n_moods": cell["n_moods"], "metadata": cell["metadata"],
-                     "arm": arm, "alpha_factor": float(job.get("alpha_factor", float("nan"))), "seed": int(seed),
-                     "trial_id": trial_id, "run_config": to_dict(run_config),
-                     "out_dir": run_dir_of(study.run_dir, phase, cell_slug(cell["n_moods"], cell["metadata"]),
-                                           name, int(seed))})
+        runs.append(
+            {
+                "phase": phase,
+                "cell": job["cell"],
+                "n_moods": cell["n_moods"],
+                "metadata": cell["metadata"],
+                "arm": arm,
+                "alpha_factor": float(job.get("alpha_factor", float("nan"))),
+                "seed": int(seed),
+                "trial_id": trial_id,
+                "run_config": to_dict(run_config),
+                "out_dir": run_dir_of(
+                    study.run_dir, phase, cell_slug(cell["n_moods"], cell["metadata"]), name, int(seed)
+                ),
+            }
+        )
     return runs
 
 
-def search_job(config: dict[str, Any], cells: dict[str, dict[str, Any]], seeds: list[int],
-               trial_number: int) -> dict[str, Any]:
+def search_job(
+    config: dict[str, Any], cells: dict[str, dict[str, Any]], seeds: list[int], trial_number: int
+) -> dict[str, Any]:
     """A search trial's job: its cell, alpha = factor x the cell's heuristic, a search seed."""
     key = str(config["cell"])
     factor = float(config["alpha_factor"])
-    return {"cell": key, "arm": "search", "alpha_factor": factor, "alpha": factor * cells[key]["heuristic_alpha"],
-            "seeds": [seeds[trial_number % len(seeds)]]}
+    return {
+        "cell": key,
+        "arm": "search",
+        "alpha_factor": factor,
+        "alpha": factor * cells[key]["heuristic_alpha"],
+        "seeds": [seeds[trial_number % len(seeds)]],
+    }
 
 
 def make_trial_driver(study_dict: dict[str, Any], cells: dict[str, dict[str, Any]], phase: str):
@@ -207,9 +224,13 @@ def make_trial_driver(study_dict: dict[str, Any], cells: dict[str, dict[str, Any
             worker_resources["GPU"] = res.gpus_per_worker
         trainer = TorchTrainer(
             train_worker_loop,
-            train_loop_config={"runs": runs, "log_file": join_storage(study.run_dir, "logs", f"{phase}-{trial_id}.log")},
-            scaling_config=ray.train.ScalingConfig(num_workers=res.num_workers, use_gpu=use_gpu,
-                                                   resources_per_worker=worker_resources),
+            train_loop_config={
+                "runs": runs,
+                "log_file": join_storage(study.run_dir, "logs", f"{phase}-{trial_id}.log"),
+            },
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=res.num_workers, use_gpu=use_gpu, resources_per_worker=worker_resources
+            ),
             run_config=ray.train.RunConfig(
                 # Deterministic name: a restored Tune trial resumes its Train run from its
                 # last checkpoint instead of starting a new one.

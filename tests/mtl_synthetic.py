@@ -28,11 +28,12 @@ def small_config(cache_dir: Path, **train: object) -> RunConfig:
     # One thread: on a shared, busy CPU, two spinning OpenMP threads are slower than one.
     train_kwargs = dict(batch_size=16, max_batches_per_epoch=24, max_epochs=4, patience=3, seed=0, num_threads=1)
     train_kwargs.update(train)
-    return RunConfig(features=FeatureConfig(n_mels=N_MELS),
-                     model=ModelConfig(n_filters=8, n_blocks=3, segment_frames=SEGMENT, n_mels=N_MELS,
-                                       bn_momentum=0.1),
-                     train=TrainConfig(**train_kwargs),  # type: ignore[arg-type]
-                     cache_dir=str(cache_dir))
+    return RunConfig(
+        features=FeatureConfig(n_mels=N_MELS),
+        model=ModelConfig(n_filters=8, n_blocks=3, segment_frames=SEGMENT, n_mels=N_MELS, bn_momentum=0.1),
+        train=TrainConfig(**train_kwargs),  # type: ignore[arg-type]
+        cache_dir=str(cache_dir),
+    )
 
 
 def song_features(rng: np.random.Generator, moods: np.ndarray, length: int) -> np.ndarray:
@@ -42,15 +43,16 @@ def song_features(rng: np.random.Generator, moods: np.ndarray, length: int) -> n
     for k in np.flatnonzero(moods):
         pulse = (np.arange(length) + rng.integers(0, 4)) % 4 < 2  # on two frames in four
         lo = k * band + 2
-        x[pulse, lo: lo + band - 4] += rng.uniform(0.6, 1.2)
+        x[pulse, lo : lo + band - 4] += rng.uniform(0.6, 1.2)
     # Distractor: energy in a random band, unrelated to the moods.
     lo = int(rng.integers(0, N_MELS - 4))
-    x[:, lo: lo + 4] += float(rng.uniform(0.0, 0.8))
+    x[:, lo : lo + 4] += float(rng.uniform(0.0, 0.8))
     return x
 
 
-def synthetic_songs(n_songs: int = 150, seed: int = 0
-                    ) -> tuple[list[tuple[str, np.ndarray]], LabelledSongs, dict[str, np.ndarray]]:
+def synthetic_songs(
+    n_songs: int = 150, seed: int = 0
+) -> tuple[list[tuple[str, np.ndarray]], LabelledSongs, dict[str, np.ndarray]]:
     """(features per song id, LabelledSongs, splits 70/15/15) of a learnable synthetic dataset."""
     rng = np.random.default_rng(seed)
     artists = rng.integers(0, N_ARTISTS, size=n_songs)
@@ -64,13 +66,21 @@ def synthetic_songs(n_songs: int = 150, seed: int = 0
     lengths = rng.integers(30, 160, size=n_songs)  # some shorter than one 48-frame segment
     song_ids = [f"song{i:04d}" for i in range(n_songs)]
     items = [(song_ids[i], song_features(rng, moods[i], int(lengths[i]))) for i in range(n_songs)]
-    labelled = LabelledSongs(song_ids=song_ids, mood_names=list(MOODS),
-                             meta_names=[f"artist:a{a}" for a in range(N_ARTISTS)], mood_targets=moods,
-                             meta_targets=meta, groups=list(song_ids))
+    labelled = LabelledSongs(
+        song_ids=song_ids,
+        mood_names=list(MOODS),
+        meta_names=[f"artist:a{a}" for a in range(N_ARTISTS)],
+        mood_targets=moods,
+        meta_targets=meta,
+        groups=list(song_ids),
+    )
     order = rng.permutation(n_songs)
     n_train, n_val = int(0.7 * n_songs), int(0.15 * n_songs)
-    splits = {"train": np.sort(order[:n_train]), "validation": np.sort(order[n_train: n_train + n_val]),
-              "test": np.sort(order[n_train + n_val:])}
+    splits = {
+        "train": np.sort(order[:n_train]),
+        "validation": np.sort(order[n_train : n_train + n_val]),
+        "test": np.sort(order[n_train + n_val :]),
+    }
     return items, labelled, splits
 
 
@@ -92,15 +102,21 @@ def ddp_worker(rank: int, world_size: int, directory: str, out: str) -> None:
     from mtlmood.train import fit
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank,
-                            world_size=world_size)
+    dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank, world_size=world_size)
     try:
         config = small_config(Path(directory) / "cache", alpha="auto", max_epochs=2, max_batches_per_epoch=8)
         data = make_run_data(Path(directory) / "cache", config)
         epochs: list[int] = []
         result = fit(data, config, callback=lambda e, s: epochs.append(e.epoch))
-        torch.save({"weights": result.model.state_dict(), "history": [h.metrics() for h in result.history],
-                    "val": [h.val for h in result.history], "test": result.test, "epochs": epochs},
-                   f"{out}/rank{rank}.pt")
+        torch.save(
+            {
+                "weights": result.model.state_dict(),
+                "history": [h.metrics() for h in result.history],
+                "val": [h.val for h in result.history],
+                "test": result.test,
+                "epochs": epochs,
+            },
+            f"{out}/rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()

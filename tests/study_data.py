@@ -19,6 +19,7 @@ def make_study_data(data_dir: Path, seed: int) -> Path:
 
 def prepare_study_features(study: StudyConfig) -> None:
     """Compute the features a study's trials read (one process; the suite runs on 2 cores)."""
-    report = prepare_features(load_run_songs(study.run), default_cache_dir(study.run), study.run.features,
-                              workers=1, progress=False)
+    report = prepare_features(
+        load_run_songs(study.run), default_cache_dir(study.run), study.run.features, workers=1, progress=False
+    )
     assert not report.failures, report.failures

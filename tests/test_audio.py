@@ -39,8 +39,7 @@ def test_every_codec_decodes_to_mono_16k_first_29s(real_audio_dir: Path, name: s
     assert wave.shape[0] == math.ceil(kept * CFG.sample_rate / rate)
 
 
-@pytest.mark.parametrize("name", ["Kevin_MacLeod_-_Vibe_Ace.ogg", "gs-16b-2c-44100hz.mp3",
-                                  "gs-16b-2c-44100hz.wav"])
+@pytest.mark.parametrize("name", ["Kevin_MacLeod_-_Vibe_Ace.ogg", "gs-16b-2c-44100hz.mp3", "gs-16b-2c-44100hz.wav"])
 def test_equals_librosa_load_the_reference(real_audio_dir: Path, name: str) -> None:
     reference, sr = librosa.load(real_audio_dir / name, sr=16000, mono=True, duration=29.0)
     assert sr == 16000
@@ -66,8 +65,9 @@ def test_only_the_needed_part_is_read(real_audio_dir: Path, tmp_path: Path) -> N
     broken = tmp_path / "cut.flac"
     broken.write_bytes(data[: int(len(data) * 0.4)])
     short = FeatureConfig(max_seconds=3.0)
-    np.testing.assert_array_equal(load_audio(broken, short),
-                                  load_audio(real_audio_dir / "gs-16b-2c-44100hz.flac", short))
+    np.testing.assert_array_equal(
+        load_audio(broken, short), load_audio(real_audio_dir / "gs-16b-2c-44100hz.flac", short)
+    )
     with pytest.raises(AudioDecodeError, match="cut.flac"):
         load_audio(broken, CFG)  # 29 s reaches the broken tail
 
@@ -94,6 +94,7 @@ def test_resampling_keeps_the_pitch(tmp_path: Path) -> None:
 
 
 # --- bad input: every case raises AudioDecodeError (a user error) naming the file ---
+
 
 def _bad_files(real_audio_dir: Path, tmp_path: Path) -> dict[str, tuple[Path, str]]:
     rng = np.random.default_rng(1)

@@ -22,8 +22,16 @@ SCALE = {"3|artist": 70.0, "9|artist": 35.0, "50|artist": 17.0}
 
 def _study(**overrides: object):
     sets = [f"{k}={v}" for k, v in overrides.items()]
-    return load_study_config("mtg-jamendo", ["search.trials_per_cell=6", "scheduler.grace_period=1",
-                                             "scheduler.reduction_factor=2", "run.train.max_epochs=8", *sets])
+    return load_study_config(
+        "mtg-jamendo",
+        [
+            "search.trials_per_cell=6",
+            "scheduler.grace_period=1",
+            "scheduler.reduction_factor=2",
+            "run.train.max_epochs=8",
+            *sets,
+        ],
+    )
 
 
 def _trial(config: dict) -> Trial:
@@ -51,8 +59,7 @@ def test_results_reach_only_their_own_cells_study() -> None:
     for i in range(18):
         config = searcher.suggest(f"t{i}")
         scale = SCALE[config[CELL]]
-        searcher.on_trial_complete(f"t{i}", {"val_pr_auc": scale + config["alpha_factor"],
-                                             "training_iteration": 3})
+        searcher.on_trial_complete(f"t{i}", {"val_pr_auc": scale + config["alpha_factor"], "training_iteration": 3})
     for key in CELLS:
         study = searcher.searchers[key]._ot_study
         values = [t.value for t in study.trials if t.value is not None]
@@ -64,8 +71,9 @@ def test_results_reach_only_their_own_cells_study() -> None:
 def test_asha_rungs_are_per_cell() -> None:
     """A 50-mood trial that leads its own cell is never stopped by 3-mood results."""
     scheduler = make_cell_scheduler(_study())
-    global_asha = ASHAScheduler(time_attr="training_iteration", metric="val_pr_auc", mode="max", max_t=9,
-                                grace_period=1, reduction_factor=2)
+    global_asha = ASHAScheduler(
+        time_attr="training_iteration", metric="val_pr_auc", mode="max", max_t=9, grace_period=1, reduction_factor=2
+    )
     strong = [_trial({CELL: "3|artist"}) for _ in range(4)]
     weak = [_trial({CELL: "50|artist"}) for _ in range(4)]
     for trial in strong + weak:

@@ -9,8 +9,15 @@ import pytest
 import torch
 
 import mtlmood
-from mtlmood.checkpoint import (CARD_FILE, WEIGHTS_FILE, ModelCard, load_checkpoint, load_train_state,
-                                save_checkpoint, save_train_state)
+from mtlmood.checkpoint import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    ModelCard,
+    load_checkpoint,
+    load_train_state,
+    save_checkpoint,
+    save_train_state,
+)
 from mtlmood.config import DatasetConfig, FeatureConfig, LabelConfig, ModelConfig
 from mtlmood.errors import CheckpointError
 from mtlmood.model import MoodCNN
@@ -19,10 +26,17 @@ CFG = ModelConfig(n_filters=4, n_blocks=2, segment_frames=16, n_mels=8)
 
 
 def _card(n_meta: int = 2) -> ModelCard:
-    return ModelCard(mood_names=["calm", "happy", "dark"], meta_names=[f"artist:a{i}" for i in range(n_meta)],
-                     model=CFG, features=FeatureConfig(n_mels=8), alpha=1.5,
-                     dataset=DatasetConfig(name="csv", root="x.csv"), labels=LabelConfig(n_moods=3),
-                     metrics={"test": {"pr_auc": 71.2}}, seed=7)
+    return ModelCard(
+        mood_names=["calm", "happy", "dark"],
+        meta_names=[f"artist:a{i}" for i in range(n_meta)],
+        model=CFG,
+        features=FeatureConfig(n_mels=8),
+        alpha=1.5,
+        dataset=DatasetConfig(name="csv", root="x.csv"),
+        labels=LabelConfig(n_moods=3),
+        metrics={"test": {"pr_auc": 71.2}},
+        seed=7,
+    )
 
 
 def _model(n_meta: int = 2) -> MoodCNN:
@@ -96,9 +110,11 @@ def test_missing_and_corrupt_files_raise_checkpoint_error(tmp_path: Path) -> Non
 def test_weights_that_do_not_match_the_card_are_rejected(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "a", _model(), _card())
     other = tmp_path / "b"
-    save_checkpoint(other, MoodCNN(ModelConfig(n_filters=8, n_blocks=2, segment_frames=16, n_mels=8), 3, 2),
-                    ModelCard(**{**_card().__dict__, "model": ModelConfig(n_filters=8, n_blocks=2,
-                                                                          segment_frames=16, n_mels=8)}))
+    save_checkpoint(
+        other,
+        MoodCNN(ModelConfig(n_filters=8, n_blocks=2, segment_frames=16, n_mels=8), 3, 2),
+        ModelCard(**{**_card().__dict__, "model": ModelConfig(n_filters=8, n_blocks=2, segment_frames=16, n_mels=8)}),
+    )
     (tmp_path / "a" / WEIGHTS_FILE).write_bytes((other / WEIGHTS_FILE).read_bytes())
     with pytest.raises(CheckpointError, match="does not match its model card"):
         load_checkpoint(tmp_path / "a")
@@ -124,8 +140,15 @@ def test_train_state_round_trip_is_weights_only(tmp_path: Path) -> None:
     optimizer = torch.optim.Adam(model.parameters(), eps=1e-7)
     model(torch.randn(2, 16, 8))[0].sum().backward()
     optimizer.step()
-    state = {"format": 1, "epoch": 3, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "best_score": float("-inf"), "history": [{"val": {"excluded_labels": ["x"]}}], "best_model": None}
+    state = {
+        "format": 1,
+        "epoch": 3,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "best_score": float("-inf"),
+        "history": [{"val": {"excluded_labels": ["x"]}}],
+        "best_model": None,
+    }
     save_train_state(tmp_path / "state.pt", state)
     loaded = load_train_state(tmp_path / "state.pt")
     assert loaded["epoch"] == 3 and loaded["history"][0]["val"]["excluded_labels"] == ["x"]

@@ -28,8 +28,9 @@ def _command_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) 
 
 
 def test_help_lists_every_command_in_order() -> None:
-    out = subprocess.run([sys.executable, "-m", "mtlmood_cli", "--help"], cwd=REPO, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "mtlmood_cli", "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     listed = [line.split()[0] for line in out.stdout.splitlines() if line.startswith("    ") and line.split()]
     assert [name for name in listed if name in COMMANDS] == list(COMMANDS)
@@ -63,9 +64,11 @@ def test_the_command_table_names_what_each_module_registers() -> None:
 
 def test_help_stays_ray_free() -> None:
     """Building the parser imports every command module: none may import Ray at import time."""
-    code = ("import sys\nfrom mtlmood_cli.main import build_parser\n"
-            "build_parser().format_help()\n"
-            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))[:5])\n")
+    code = (
+        "import sys\nfrom mtlmood_cli.main import build_parser\n"
+        "build_parser().format_help()\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.'))[:5])\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "[]"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
+
 from mtlmood.cache import write_cache
 from mtlmood.checkpoint import load_checkpoint
 from mtlmood.config import FeatureConfig
@@ -36,12 +36,13 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rows += [f"nofeat{i},audio/nofeat{i}.ogg,calm,a0" for i in range(3)]  # audio that never decoded
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     write_cache(root / "features", items, FeatureConfig(n_mels=N_MELS))  # the default cache dir
-    config = {"dataset": {"name": "csv", "root": str(root / "manifest.csv")},
-              "features": {"n_mels": N_MELS},
-              "labels": {"n_moods": len(MOODS), "metadata": "artist", "n_artists": N_ARTISTS},
-              "model": {"n_filters": 8, "n_blocks": 3, "segment_frames": SEGMENT, "n_mels": N_MELS,
-                        "bn_momentum": 0.1},
-              "train": {"batch_size": 16, "max_batches_per_epoch": 24, "max_epochs": 3, "num_threads": 1}}
+    config = {
+        "dataset": {"name": "csv", "root": str(root / "manifest.csv")},
+        "features": {"n_mels": N_MELS},
+        "labels": {"n_moods": len(MOODS), "metadata": "artist", "n_artists": N_ARTISTS},
+        "model": {"n_filters": 8, "n_blocks": 3, "segment_frames": SEGMENT, "n_mels": N_MELS, "bn_momentum": 0.1},
+        "train": {"batch_size": 16, "max_batches_per_epoch": 24, "max_epochs": 3, "num_threads": 1},
+    }
     (root / "run.yaml").write_text(yaml.safe_dump(config))
     return {"root": root, "config": root / "run.yaml"}
 
@@ -52,8 +53,7 @@ def trained(prepared: dict[str, Path]) -> dict[str, object]:
     out = prepared["root"] / "run"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["train", "--config", str(prepared["config"]), "--set", "train.alpha=auto",
-                     "--output", str(out)])
+        code = main(["train", "--config", str(prepared["config"]), "--set", "train.alpha=auto", "--output", str(out)])
     assert code == 0, printed.getvalue()  # every test of the checkpoint needs it
     return {"printed": printed.getvalue(), "out": out, "root": prepared["root"]}
 
@@ -87,8 +87,9 @@ def test_evaluate_prints_the_test_table(trained: dict, capsys: pytest.CaptureFix
     assert json.loads(capsys.readouterr().out)["split"] == "validation"
 
 
-def test_predict_real_clips_and_report_bad_files(trained: dict, real_audio_dir: Path,
-                                                 capsys: pytest.CaptureFixture) -> None:
+def test_predict_real_clips_and_report_bad_files(
+    trained: dict, real_audio_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = trained["out"]
     trumpet = real_audio_dir / "sorohanro_-_solo-trumpet-06.ogg"
     vibe = real_audio_dir / "Kevin_MacLeod_-_Vibe_Ace.ogg"
@@ -105,9 +106,33 @@ def test_predict_real_clips_and_report_bad_files(trained: dict, real_audio_dir: 
 def test_user_errors_are_one_line(prepared: dict, capsys: pytest.CaptureFixture) -> None:
     assert main(["evaluate", str(prepared["root"] / "missing")]) == 2
     assert "checkpoint directory not found" in capsys.readouterr().err
-    assert main(["train", "--config", str(prepared["config"]), "--set", "train.alpha=-1",
-                 "--output", str(prepared["root"] / "bad")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(prepared["config"]),
+                "--set",
+                "train.alpha=-1",
+                "--output",
+                str(prepared["root"] / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "train.alpha" in capsys.readouterr().err
-    assert main(["train", "--config", str(prepared["config"]), "--set", f"cache_dir={prepared['root']}/none",
-                 "--output", str(prepared["root"] / "bad")]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(prepared["config"]),
+                "--set",
+                f"cache_dir={prepared['root']}/none",
+                "--output",
+                str(prepared["root"] / "bad"),
+            ]
+        )
+        == 2
+    )
     assert "mtlmood prepare" in capsys.readouterr().err

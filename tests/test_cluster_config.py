@@ -113,8 +113,10 @@ def _manifest(name: str) -> dict:
 
 
 def _pod_specs(cluster_spec: dict) -> list[dict]:
-    return [cluster_spec["headGroupSpec"]["template"]["spec"],
-            *(group["template"]["spec"] for group in cluster_spec["workerGroupSpecs"])]
+    return [
+        cluster_spec["headGroupSpec"]["template"]["spec"],
+        *(group["template"]["spec"] for group in cluster_spec["workerGroupSpecs"]),
+    ]
 
 
 def _check_ray_cluster(spec: dict, claim: str) -> dict[str, str]:
@@ -126,12 +128,14 @@ def _check_ray_cluster(spec: dict, claim: str) -> dict[str, str]:
     assert head["num-cpus"] == "0"  # as on the VM cluster: no replica or training worker on the head
     mounts: dict[str, str] = {}
     for pod in _pod_specs(spec):
-        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"]
-                  if "persistentVolumeClaim" in v}
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v
+        }
         container = pod["containers"][0]
         assert container["image"] == spec["headGroupSpec"]["template"]["spec"]["containers"][0]["image"]
-        pod_mounts = {m["mountPath"]: m.get("subPath", "") for m in container["volumeMounts"]
-                      if claims.get(m["name"]) == claim}
+        pod_mounts = {
+            m["mountPath"]: m.get("subPath", "") for m in container["volumeMounts"] if claims.get(m["name"]) == claim
+        }
         assert pod_mounts.get(SHARED) == "", "every Ray pod mounts the shared PVC at /mnt/shared"
         mounts.update(pod_mounts)
     for group in spec["workerGroupSpecs"]:
@@ -145,8 +149,11 @@ def test_k8s_manifests_are_kuberay_v1_resources() -> None:
     for path in sorted(K8S.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
         kinds[path.name] = (doc["apiVersion"], doc["kind"])
-    assert kinds == {"rayjob-study.yaml": ("ray.io/v1", "RayJob"), "rayservice.yaml": ("ray.io/v1", "RayService"),
-                     "shared-pvc.yaml": ("v1", "PersistentVolumeClaim")}
+    assert kinds == {
+        "rayjob-study.yaml": ("ray.io/v1", "RayJob"),
+        "rayservice.yaml": ("ray.io/v1", "RayService"),
+        "shared-pvc.yaml": ("v1", "PersistentVolumeClaim"),
+    }
     pvc = _manifest("shared-pvc.yaml")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # every pod reads and writes it
 

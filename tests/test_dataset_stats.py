@@ -15,14 +15,21 @@ from mtlmood.dataset_stats import dataset_stats, render_stats
 
 
 def mtlmood(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mtlmood_cli", *args], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-m", "mtlmood_cli", *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("n_moods, kept", [(3, 4346), (9, 10041), (50, 17946)])
 def test_stats_prints_the_paper_counts(mtg_jamendo_dir: Path, n_moods: int, kept: int) -> None:
-    result = mtlmood("data", "stats", "--set", "dataset.name=mtg-jamendo", "--set", f"dataset.root={mtg_jamendo_dir}",
-                     "--set", f"labels.n_moods={n_moods}")
+    result = mtlmood(
+        "data",
+        "stats",
+        "--set",
+        "dataset.name=mtg-jamendo",
+        "--set",
+        f"dataset.root={mtg_jamendo_dir}",
+        "--set",
+        f"labels.n_moods={n_moods}",
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "songs in metadata  18486" in out
@@ -37,8 +44,21 @@ def test_stats_prints_the_paper_counts(mtg_jamendo_dir: Path, n_moods: int, kept
 
 
 def test_stats_json_with_official_split_and_sugar_flags(mtg_jamendo_dir: Path) -> None:
-    result = mtlmood("data", "stats", "--dataset", "mtg-jamendo", "--root", str(mtg_jamendo_dir),
-                     "--n-moods", "59", "--split", "official", "--metadata", "artist", "--json")
+    result = mtlmood(
+        "data",
+        "stats",
+        "--dataset",
+        "mtg-jamendo",
+        "--root",
+        str(mtg_jamendo_dir),
+        "--n-moods",
+        "59",
+        "--split",
+        "official",
+        "--metadata",
+        "artist",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
     assert stats["songs_kept"] == 18486 and len(stats["mood_counts"]) == 59
@@ -53,8 +73,19 @@ def test_stats_json_with_official_split_and_sugar_flags(mtg_jamendo_dir: Path) -
 
 
 def test_stats_on_magnatagatune(magnatagatune_dir: Path) -> None:
-    result = mtlmood("data", "stats", "--dataset", "magnatagatune", "--root", str(magnatagatune_dir),
-                     "--set", "dataset.tag_set=all", "--set", "labels.n_moods=50", "--json")
+    result = mtlmood(
+        "data",
+        "stats",
+        "--dataset",
+        "magnatagatune",
+        "--root",
+        str(magnatagatune_dir),
+        "--set",
+        "dataset.tag_set=all",
+        "--set",
+        "labels.n_moods=50",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
     assert stats["songs_in_metadata"] == 25863 and stats["songs_kept"] == 21111
@@ -62,11 +93,12 @@ def test_stats_on_magnatagatune(magnatagatune_dir: Path) -> None:
 
 
 def test_stats_user_errors_are_one_line(mtg_jamendo_dir: Path, tmp_path: Path) -> None:
-    result = mtlmood("data", "stats", "--dataset", "mtg-jamendo", "--root", str(mtg_jamendo_dir),
-                     "--metadata", "year")
+    result = mtlmood("data", "stats", "--dataset", "mtg-jamendo", "--root", str(mtg_jamendo_dir), "--metadata", "year")
     assert result.returncode == 2
-    assert result.stderr.strip() == ("mtlmood data: error: mtg-jamendo has no year metadata among the training "
-                                     "songs; use labels.metadata=none or artist")
+    assert result.stderr.strip() == (
+        "mtlmood data: error: mtg-jamendo has no year metadata among the training "
+        "songs; use labels.metadata=none or artist"
+    )
     (tmp_path / "bad.csv").write_text("path,mood\nx.wav,happy\n")
     result = mtlmood("data", "stats", "--dataset", "csv", "--root", str(tmp_path / "bad.csv"))
     assert result.returncode == 2 and "bad.csv:1: missing required column(s) moods" in result.stderr
@@ -79,23 +111,35 @@ def test_stats_user_errors_are_one_line(mtg_jamendo_dir: Path, tmp_path: Path) -
 # The training years end in 2002, so with 2 buckets of 3 years the grid is 1997-1999,
 # 2000-2002 and only 2000-2002 holds a training song: 1998 (dropped bucket), 2010 and
 # 2011 (newer than every training song) get no year target.
-CLIP_ROWS = [("train", "a", 2000), ("train", "a", 2001), ("train", "b", 2002),
-             ("validation", "star", 1998), ("validation", "star", 2001), ("validation", "star", 2010),
-             ("test", "star", 2002), ("test", "a", 2011)]
+CLIP_ROWS = [
+    ("train", "a", 2000),
+    ("train", "a", 2001),
+    ("train", "b", 2002),
+    ("validation", "star", 1998),
+    ("validation", "star", 2001),
+    ("validation", "star", 2010),
+    ("test", "star", 2002),
+    ("test", "a", 2011),
+]
 
 
 def _manifest(real_audio_dir: Path, directory: Path, with_split: bool = True) -> RunConfig:
     clips = sorted(p for p in real_audio_dir.iterdir() if p.suffix in (".ogg", ".mp3", ".flac", ".wav"))
     assert len(clips) == len(CLIP_ROWS), "the shared audio folder changed; update CLIP_ROWS"
-    rows = [f"{clip},happy;calm,{artist},{year},{split if with_split else ''}"
-            for clip, (split, artist, year) in zip(clips, CLIP_ROWS)]
-    rows += [f"missing.mp3,sad;happy,b,1950,{'test' if with_split else ''}",  # kept (happy), its audio is missing
-             "untagged.mp3,,b,1990,"]  # no mood: dropped before anything is counted
+    rows = [
+        f"{clip},happy;calm,{artist},{year},{split if with_split else ''}"
+        for clip, (split, artist, year) in zip(clips, CLIP_ROWS)
+    ]
+    rows += [
+        f"missing.mp3,sad;happy,b,1950,{'test' if with_split else ''}",  # kept (happy), its audio is missing
+        "untagged.mp3,,b,1990,",
+    ]  # no mood: dropped before anything is counted
     (directory / "manifest.csv").write_text("path,moods,artist,year,split\n" + "\n".join(rows) + "\n")
-    return RunConfig(dataset=DatasetConfig(name="csv", root=str(directory)),
-                     labels=LabelConfig(n_moods=2, metadata="artist+year", n_artists=1,
-                                        n_year_buckets=2, year_bucket_size=3),
-                     split=SplitConfig(method="official"))
+    return RunConfig(
+        dataset=DatasetConfig(name="csv", root=str(directory)),
+        labels=LabelConfig(n_moods=2, metadata="artist+year", n_artists=1, n_year_buckets=2, year_bucket_size=3),
+        split=SplitConfig(method="official"),
+    )
 
 
 def test_dataset_stats_choose_metadata_from_the_training_songs(real_audio_dir: Path, tmp_path: Path) -> None:
@@ -118,8 +162,7 @@ def test_dataset_stats_choose_metadata_from_the_training_songs(real_audio_dir: P
     assert "artist overlap     2 of 3 test songs (66.7%) have an artist with training songs; 2 of 3" in text
 
 
-def test_dataset_stats_without_a_split_count_metadata_over_all_kept_songs(real_audio_dir: Path,
-                                                                          tmp_path: Path) -> None:
+def test_dataset_stats_without_a_split_count_metadata_over_all_kept_songs(real_audio_dir: Path, tmp_path: Path) -> None:
     stats = dataset_stats(_manifest(real_audio_dir, tmp_path, with_split=False))
     assert stats.split_error.startswith("this dataset has no official split")
     assert stats.split_sizes == {} and stats.split_facts == {} and stats.metadata_songs == stats.songs_kept == 9

@@ -23,6 +23,7 @@ def test_registry_names_every_adapter() -> None:
 
 # --- MTG-Jamendo -------------------------------------------------------------------------------
 
+
 def test_mtg_jamendo_reads_every_track(mtg_jamendo_dir: Path) -> None:
     records = load_songs(DatasetConfig(name="mtg-jamendo", root=str(mtg_jamendo_dir)))
     assert len(records) == 18486
@@ -46,8 +47,10 @@ def test_mtg_jamendo_official_splits(mtg_jamendo_dir: Path) -> None:
 
     run = RunConfig(dataset=config, split=SplitConfig(method="official", official_split=3))
     split3 = {r.song_id: r.official_split for r in load_run_songs(run)}
-    test3 = [line.split("\t")[0] for line in
-             (mtg_jamendo_dir / "splits/split-3/autotagging_moodtheme-test.tsv").read_text().splitlines()[1:]]
+    test3 = [
+        line.split("\t")[0]
+        for line in (mtg_jamendo_dir / "splits/split-3/autotagging_moodtheme-test.tsv").read_text().splitlines()[1:]
+    ]
     assert {split3[track] for track in test3} == {"test"}
     assert sum(1 for s in split3.values() if s is None) == 504
 
@@ -56,8 +59,14 @@ def test_mtg_jamendo_official_splits(mtg_jamendo_dir: Path) -> None:
 
 
 def test_mtg_jamendo_limit_and_audio_root(mtg_jamendo_dir: Path, tmp_path: Path) -> None:
-    records = load_songs(DatasetConfig(name="mtg-jamendo", root=str(mtg_jamendo_dir / "autotagging_moodtheme.tsv"),
-                                       audio_root=str(tmp_path), limit=10))
+    records = load_songs(
+        DatasetConfig(
+            name="mtg-jamendo",
+            root=str(mtg_jamendo_dir / "autotagging_moodtheme.tsv"),
+            audio_root=str(tmp_path),
+            limit=10,
+        )
+    )
     assert len(records) == 10
     assert records[0].audio_path == tmp_path / "48" / "948.mp3"
 
@@ -65,8 +74,9 @@ def test_mtg_jamendo_limit_and_audio_root(mtg_jamendo_dir: Path, tmp_path: Path)
 def test_mtg_jamendo_malformed_lines_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "autotagging_moodtheme.tsv"
     header = "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS\n"
-    path.write_text(header + "track_1\tartist_1\talbum_1\t01/1.mp3\t30.0\tmood/theme---happy\n"
-                    "track_2\tartist_1\talbum_1\n")
+    path.write_text(
+        header + "track_1\tartist_1\talbum_1\t01/1.mp3\t30.0\tmood/theme---happy\ntrack_2\tartist_1\talbum_1\n"
+    )
     with pytest.raises(DatasetError, match=r"autotagging_moodtheme.tsv:3: .*column PATH is missing"):
         load_songs(DatasetConfig(name="mtg-jamendo", root=str(tmp_path)))
     path.write_text(header + "track_1\tartist_1\talbum_1\t01/1.mp3\t30.0\thappy\n")
@@ -81,6 +91,7 @@ def test_mtg_jamendo_malformed_lines_name_file_and_line(tmp_path: Path) -> None:
 
 # --- MagnaTagATune -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def mtt_all(magnatagatune_dir: Path) -> list:
     return load_songs(DatasetConfig(name="magnatagatune", root=str(magnatagatune_dir), tag_set="all"))
@@ -92,8 +103,10 @@ def test_magnatagatune_every_clip_is_a_song(mtt_all: list, magnatagatune_dir: Pa
     assert sum(1 for r in mtt_all if not r.tags) == 4221
     first = mtt_all[0]
     assert first.song_id == "2" and first.artist == "American Bach Soloists" and first.year is None
-    assert first.audio_path == magnatagatune_dir / "f" / \
-        "american_bach_soloists-j_s__bach_solo_cantatas-01-bwv54__i_aria-30-59.mp3"
+    assert (
+        first.audio_path
+        == magnatagatune_dir / "f" / "american_bach_soloists-j_s__bach_solo_cantatas-01-bwv54__i_aria-30-59.mp3"
+    )
 
 
 def test_magnatagatune_groups_keep_tracks_together(mtt_all: list, magnatagatune_dir: Path) -> None:
@@ -113,8 +126,7 @@ def test_magnatagatune_groups_keep_tracks_together(mtt_all: list, magnatagatune_
 
 
 def test_magnatagatune_official_split_is_jukemirs(mtt_all: list) -> None:
-    assert Counter(r.official_split for r in mtt_all) == {"train": 18706, "validation": 1825,
-                                                          "test": 5329, None: 3}
+    assert Counter(r.official_split for r in mtt_all) == {"train": 18706, "validation": 1825, "test": 5329, None: 3}
 
 
 def test_magnatagatune_mood_vocabulary(magnatagatune_dir: Path) -> None:
@@ -128,18 +140,22 @@ def test_magnatagatune_mood_vocabulary(magnatagatune_dir: Path) -> None:
 
 def test_magnatagatune_missing_clip_info_row(tmp_path: Path) -> None:
     (tmp_path / "annotations_final.csv").write_text(
-        '"clip_id"\t"happy"\t"mp3_path"\r\n"5"\t"1"\t"a/x.mp3"\r\n"6"\t"2"\t"a/y.mp3"\r\n')
+        '"clip_id"\t"happy"\t"mp3_path"\r\n"5"\t"1"\t"a/x.mp3"\r\n"6"\t"2"\t"a/y.mp3"\r\n'
+    )
     (tmp_path / "clip_info_final.csv").write_text(
-        '"clip_id"\t"track_number"\t"title"\t"artist"\t"album"\r\n"5"\t"01"\t"t"\t"A"\t"B"\r\n')
+        '"clip_id"\t"track_number"\t"title"\t"artist"\t"album"\r\n"5"\t"01"\t"t"\t"A"\t"B"\r\n'
+    )
     with pytest.raises(DatasetError, match=r"annotations_final.csv:3: tag column 'happy' holds '2'"):
         load_songs(DatasetConfig(name="magnatagatune", root=str(tmp_path)))
     (tmp_path / "annotations_final.csv").write_text(
-        '"clip_id"\t"happy"\t"mp3_path"\r\n"5"\t"1"\t"a/x.mp3"\r\n"6"\t"0"\t"a/y.mp3"\r\n')
+        '"clip_id"\t"happy"\t"mp3_path"\r\n"5"\t"1"\t"a/x.mp3"\r\n"6"\t"0"\t"a/y.mp3"\r\n'
+    )
     with pytest.raises(DatasetError, match=r":3: clip_id 6 has no row in .*clip_info_final.csv"):
         load_songs(DatasetConfig(name="magnatagatune", root=str(tmp_path)))
 
 
 # --- CSV manifests -----------------------------------------------------------------------------
+
 
 def _write(path: Path, text: str) -> Path:
     path.write_text(text)
@@ -147,11 +163,13 @@ def _write(path: Path, text: str) -> Path:
 
 
 def test_csv_manifest_reads_columns(tmp_path: Path) -> None:
-    _write(tmp_path / "songs.csv",
-           "Path,Moods,artist,year,group,split\n"
-           "a/one.mp3,happy; sad,Ann,2005,g1,train\n"
-           f"{tmp_path / 'abs.ogg'},calm|happy|calm,,2010.0,,valid\n"
-           "\"b/three, live.wav\",,Bob,,,\n")
+    _write(
+        tmp_path / "songs.csv",
+        "Path,Moods,artist,year,group,split\n"
+        "a/one.mp3,happy; sad,Ann,2005,g1,train\n"
+        f"{tmp_path / 'abs.ogg'},calm|happy|calm,,2010.0,,valid\n"
+        '"b/three, live.wav",,Bob,,,\n',
+    )
     records = load_songs(DatasetConfig(name="csv", root=str(tmp_path / "songs.csv")))
     assert [r.song_id for r in records] == ["a/one.mp3", str(tmp_path / "abs.ogg"), "b/three, live.wav"]
     assert records[0].tags == ("happy", "sad") and records[1].tags == ("calm", "happy") and records[2].tags == ()
@@ -171,17 +189,22 @@ def test_csv_manifest_tsv_sniffing_and_folder_root(tmp_path: Path) -> None:
     assert records[0].year == 1999 and records[0].tags == ("happy",)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("path,artist\nx.wav,A\n", r"songs.csv:1: missing required column\(s\) moods"),
-    ("path,moods,year\nx.wav,happy,2001\ny.wav,sad,the nineties\n",
-     r"songs.csv:3: column year holds 'the nineties', expected an integer year"),
-    ("path,moods,year\nx.wav,happy,2001.5\n", r"songs.csv:2: column year holds '2001.5'"),
-    ("path,moods\nx.wav,happy\nx.wav,sad\n", r"songs.csv:3: song_id 'x.wav' already appears on line 2"),
-    ("path,moods,split\nx.wav,happy,dev\n", r"songs.csv:2: column split holds 'dev'"),
-    ("path,moods\n,happy\n", r"songs.csv:2: column path is empty"),
-    ("path,moods\nx.wav,happy,sad\n", r"songs.csv:2: 3 fields but the header has 2"),
-    ("", r"songs.csv: manifest is empty"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("path,artist\nx.wav,A\n", r"songs.csv:1: missing required column\(s\) moods"),
+        (
+            "path,moods,year\nx.wav,happy,2001\ny.wav,sad,the nineties\n",
+            r"songs.csv:3: column year holds 'the nineties', expected an integer year",
+        ),
+        ("path,moods,year\nx.wav,happy,2001.5\n", r"songs.csv:2: column year holds '2001.5'"),
+        ("path,moods\nx.wav,happy\nx.wav,sad\n", r"songs.csv:3: song_id 'x.wav' already appears on line 2"),
+        ("path,moods,split\nx.wav,happy,dev\n", r"songs.csv:2: column split holds 'dev'"),
+        ("path,moods\n,happy\n", r"songs.csv:2: column path is empty"),
+        ("path,moods\nx.wav,happy,sad\n", r"songs.csv:2: 3 fields but the header has 2"),
+        ("", r"songs.csv: manifest is empty"),
+    ],
+)
 def test_csv_manifest_errors_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
     _write(tmp_path / "songs.csv", text)
     with pytest.raises(DatasetError, match=message):
@@ -197,15 +220,21 @@ def test_csv_manifest_not_found(tmp_path: Path) -> None:
 
 # --- synthetic + missing audio -----------------------------------------------------------------
 
+
 def test_synthetic_reads_the_synth_manifest(tmp_path: Path) -> None:
     (tmp_path / "audio").mkdir()
     (tmp_path / "audio" / "s0.wav").write_bytes(b"RIFF")
-    _write(tmp_path / "manifest.csv", "song_id,path,moods,artist,year\n"
-           "s0,audio/s0.wav,happy;energetic,artist_0,2001\n"
-           "s1,audio/s1.wav,sad,artist_1,2003\n")
+    _write(
+        tmp_path / "manifest.csv",
+        "song_id,path,moods,artist,year\n"
+        "s0,audio/s0.wav,happy;energetic,artist_0,2001\n"
+        "s1,audio/s1.wav,sad,artist_1,2003\n",
+    )
     records = load_songs(DatasetConfig(name="synthetic", root=str(tmp_path), limit=0))
     assert [(r.song_id, r.tags, r.artist, r.year) for r in records] == [
-        ("s0", ("happy", "energetic"), "artist_0", 2001), ("s1", ("sad",), "artist_1", 2003)]
+        ("s0", ("happy", "energetic"), "artist_0", 2001),
+        ("s1", ("sad",), "artist_1", 2003),
+    ]
     assert records[0].audio_path == tmp_path / "audio" / "s0.wav"
     assert [r.song_id for r in missing_audio(records)] == ["s1"]
     assert len(load_songs(DatasetConfig(name="synthetic", root=str(tmp_path), limit=1))) == 1
@@ -228,8 +257,12 @@ def test_missing_audio_on_real_clips(real_audio_dir: Path, tmp_path: Path) -> No
 def test_mtg_jamendo_other_categories_only_with_all_tags(tmp_path: Path) -> None:
     (tmp_path / "autotagging.tsv").write_text(
         "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS\n"
-        "track_1\tartist_1\talbum_1\t01/1.mp3\t30.0\tgenre---rock\tmood/theme---happy\tinstrument---piano\n")
+        "track_1\tartist_1\talbum_1\t01/1.mp3\t30.0\tgenre---rock\tmood/theme---happy\tinstrument---piano\n"
+    )
     root = str(tmp_path / "autotagging.tsv")
     assert load_songs(DatasetConfig(name="mtg-jamendo", root=root))[0].tags == ("happy",)
     assert load_songs(DatasetConfig(name="mtg-jamendo", root=root, tag_set="all"))[0].tags == (
-        "genre/rock", "happy", "instrument/piano")
+        "genre/rock",
+        "happy",
+        "instrument/piano",
+    )

@@ -23,8 +23,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from mtlmood.config import RunConfig, from_dict, to_dict  # noqa: E402
 from study_data import make_study_data, prepare_study_features  # noqa: E402
+
+from mtlmood.config import RunConfig, from_dict, to_dict  # noqa: E402
 from study.cells import study_cells  # noqa: E402
 from study.config import StudyConfig, load_study_config, trial_run_config  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402
@@ -37,12 +38,27 @@ EPOCHS = 3
 def _overrides(data_dir: Path, storage: Path, name: str, workers: int) -> list[str]:
     """One search trial (the heuristic alpha of the artist cell, no curve phase), small and fixed-length:
     patience = max_epochs, so early stopping cannot make the two runs differ in length."""
-    return [f"name={name}", f"storage_path={storage}", f"run.dataset.root={data_dir}",
-            "run.model.n_filters=8", f"run.train.max_epochs={EPOCHS}", f"run.train.patience={EPOCHS}",
-            "run.train.max_batches_per_epoch=8", "run.train.eval_batch_size=64", "run.train.num_threads=1",
-            "search.trials_per_cell=1", "search.n_moods=[4]", "search.metadata=[artist]", "curve.enabled=false",
-            "scheduler.enabled=false", f"resources.num_workers={workers}", "resources.cpus_per_worker=0.9",
-            "resources.driver_cpus=0.1", "resources.use_gpu=false", "resources.max_concurrent_trials=1"]
+    return [
+        f"name={name}",
+        f"storage_path={storage}",
+        f"run.dataset.root={data_dir}",
+        "run.model.n_filters=8",
+        f"run.train.max_epochs={EPOCHS}",
+        f"run.train.patience={EPOCHS}",
+        "run.train.max_batches_per_epoch=8",
+        "run.train.eval_batch_size=64",
+        "run.train.num_threads=1",
+        "search.trials_per_cell=1",
+        "search.n_moods=[4]",
+        "search.metadata=[artist]",
+        "curve.enabled=false",
+        "scheduler.enabled=false",
+        f"resources.num_workers={workers}",
+        "resources.cpus_per_worker=0.9",
+        "resources.driver_cpus=0.1",
+        "resources.use_gpu=false",
+        "resources.max_concurrent_trials=1",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +103,21 @@ def test_two_worker_trial_matches_one_worker(env) -> None:
             assert math.isfinite(row[key]) and 0 <= row[key] <= 100, (workers, key, row[key])
         # One report per epoch (rank 0 only: no duplicates from rank 1), then the final one.
         assert [r["epoch"] for r in reports[:-1]] == list(range(1, EPOCHS + 1)) and reports[-1]["final"]
-        assert int(row["epochs"]) == EPOCHS and row["checkpoint_path"] and Path(env["storage"], f"w{workers}",
-                                                                                row["predictions_path"]).exists()
+        assert (
+            int(row["epochs"]) == EPOCHS
+            and row["checkpoint_path"]
+            and Path(env["storage"], f"w{workers}", row["predictions_path"]).exists()
+        )
         assert all(math.isfinite(r["train_loss"]) and r["train_loss"] > 0 for r in reports[:-1])
 
     (one, one_reports), (two, two_reports) = runs[1], runs[2]
-    print({w: {k: round(float(row[k]), 2) for k in ("val_roc_auc", "val_pr_auc", "test_roc_auc", "test_pr_auc")}
-           | {"loss1": round(reports[0]["train_loss"], 4), "time_s": round(float(row["train_seconds"]), 1)}
-           for w, (row, reports) in runs.items()})
+    print(
+        {
+            w: {k: round(float(row[k]), 2) for k in ("val_roc_auc", "val_pr_auc", "test_roc_auc", "test_pr_auc")}
+            | {"loss1": round(reports[0]["train_loss"], 4), "time_s": round(float(row["train_seconds"]), 1)}
+            for w, (row, reports) in runs.items()
+        }
+    )
     # Same data, same seed, the same number of windows per epoch (2 ranks x half the batches);
     # DDP averages the gradients of 2 batches, so the runs are close, not equal.
     assert abs(one["val_roc_auc"] - two["val_roc_auc"]) < 25
@@ -103,6 +126,7 @@ def test_two_worker_trial_matches_one_worker(env) -> None:
 
 
 # ---------------------------------------------------------------- DDP invariant, without Ray
+
 
 def _ddp_rank(rank: int, port: int, config: dict[str, Any], out: str) -> None:
     """One rank of a 2-process gloo group: fit() wraps the model in DDP; save what it ended with."""
@@ -119,8 +143,9 @@ def _ddp_rank(rank: int, port: int, config: dict[str, Any], out: str) -> None:
         state = result.model.state_dict()
         digest = hashlib.sha256(b"".join(state[k].cpu().numpy().tobytes() for k in sorted(state))).hexdigest()
         history = [(h.train_loss, h.val["pr_auc"], h.is_best) for h in result.history]
-        Path(out, f"rank{rank}.json").write_text(json.dumps({
-            "weights": digest, "history": history, "test_pr_auc": result.test["pr_auc"]}))
+        Path(out, f"rank{rank}.json").write_text(
+            json.dumps({"weights": digest, "history": history, "test_pr_auc": result.test["pr_auc"]})
+        )
         torch.distributed.barrier()
     finally:
         dist.destroy_process_group()

@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-
 from mtl_synthetic import make_run_data, small_config
+
 from mtlmood.cache import FeatureCache, write_cache
 from mtlmood.config import FeatureConfig, RunConfig, load_config
 from mtlmood.errors import ConfigError
@@ -71,7 +71,7 @@ def test_only_the_sampled_songs_are_on_the_device(songs) -> None:
     assert bool((device.bank[:-1] > 0).all()), "an unused song was uploaded"
     for i, song in enumerate(ids):  # the packed offsets address each song's own frames
         start, length = int(device.offsets[i]), int(device.lengths[i])
-        np.testing.assert_array_equal(device.bank[start: start + length].numpy(), cache.features(song))
+        np.testing.assert_array_equal(device.bank[start : start + length].numpy(), cache.features(song))
 
 
 def test_without_short_songs_and_without_metadata(songs) -> None:
@@ -120,15 +120,19 @@ def test_auto_uses_at_most_half_of_the_free_gpu_memory(monkeypatch: pytest.Monke
 def test_same_batches_on_cuda(songs) -> None:
     cache, ids, moods, meta = songs
     kwargs = dict(batch_size=16, segment_frames=T, seed=2, rank=1, world_size=2)
-    _assert_same(WindowSampler(cache, ids, moods, meta, **kwargs),
-                 DeviceWindowSampler(cache, ids, moods, meta, device="cuda", **kwargs), 3)
+    _assert_same(
+        WindowSampler(cache, ids, moods, meta, **kwargs),
+        DeviceWindowSampler(cache, ids, moods, meta, device="cuda", **kwargs),
+        3,
+    )
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> RunData:
     directory = tmp_path_factory.mktemp("synthetic")
-    return make_run_data(directory, small_config(directory, max_epochs=2, max_batches_per_epoch=6, alpha="auto"),
-                         n_songs=60)
+    return make_run_data(
+        directory, small_config(directory, max_epochs=2, max_batches_per_epoch=6, alpha="auto"), n_songs=60
+    )
 
 
 def test_fit_with_the_device_sampler_equals_the_host_sampler(data: RunData, caplog) -> None:

@@ -52,11 +52,15 @@ def reference_probs(model: MoodCNN, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
-@pytest.mark.parametrize("cfg", [
-    ModelConfig(n_filters=8),  # the paper's input and depth, narrow
-    ModelConfig(n_filters=6, n_blocks=3, kernel_size=5, segment_frames=61, n_mels=40),  # odd sizes
-    ModelConfig(n_filters=4, n_blocks=2, kernel_size=4, pool_size=3, segment_frames=50, n_mels=31),  # even kernel
-], ids=["paper-input", "odd-sizes", "even-kernel-pool3"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(n_filters=8),  # the paper's input and depth, narrow
+        ModelConfig(n_filters=6, n_blocks=3, kernel_size=5, segment_frames=61, n_mels=40),  # odd sizes
+        ModelConfig(n_filters=4, n_blocks=2, kernel_size=4, pool_size=3, segment_frames=50, n_mels=31),  # even kernel
+    ],
+    ids=["paper-input", "odd-sizes", "even-kernel-pool3"],
+)
 def test_fused_fp32_matches_the_model(cfg: ModelConfig) -> None:
     model = trained_like(cfg)
     x = torch.rand(11, cfg.segment_frames, cfg.n_mels) * 4  # log-mel range; 11 crosses chunk boundaries
@@ -98,13 +102,17 @@ def test_fused_is_a_snapshot_and_rejects_other_networks() -> None:
 @pytest.fixture(scope="module")
 def model_and_card() -> tuple[MoodCNN, ModelCard]:
     cfg = ModelConfig(n_filters=16)
-    card = ModelCard(mood_names=[f"mood{i}" for i in range(5)], meta_names=["a", "b", "c"], model=cfg,
-                     features=FeatureConfig(), alpha=0.5)
+    card = ModelCard(
+        mood_names=[f"mood{i}" for i in range(5)],
+        meta_names=["a", "b", "c"],
+        model=cfg,
+        features=FeatureConfig(),
+        alpha=0.5,
+    )
     return trained_like(cfg), card
 
 
-def test_predictor_speed_options_on_real_clips(model_and_card: tuple[MoodCNN, ModelCard],
-                                               real_audio_dir: Path) -> None:
+def test_predictor_speed_options_on_real_clips(model_and_card: tuple[MoodCNN, ModelCard], real_audio_dir: Path) -> None:
     model, card = model_and_card
     default = Predictor(copy.deepcopy(model), card)
     reference = Predictor(copy.deepcopy(model), card, fused=False, mel_method="librosa")
@@ -123,15 +131,20 @@ def test_predictor_speed_options_on_real_clips(model_and_card: tuple[MoodCNN, Mo
         for f in files:
             got = predictor.predict_file(f)
             assert got.n_segments == expected[f.name].n_segments, name
-            np.testing.assert_allclose(list(got.probabilities.values()),
-                                       list(expected[f.name].probabilities.values()), rtol=0, atol=tol,
-                                       err_msg=f"{name} on {f.name}")
+            np.testing.assert_allclose(
+                list(got.probabilities.values()),
+                list(expected[f.name].probabilities.values()),
+                rtol=0,
+                atol=tol,
+                err_msg=f"{name} on {f.name}",
+            )
     # Many files at once (decode-ahead threads, segments of several files per forward) = one at a time.
     batched = list(default.predict_files(files, workers=2, min_batch=8))
     assert [p.n_segments for p in batched] == [expected[f.name].n_segments for f in files]
     for f, got in zip(files, batched):
-        np.testing.assert_allclose(list(got.probabilities.values()), list(expected[f.name].probabilities.values()),
-                                   rtol=0, atol=FP32_TOL)
+        np.testing.assert_allclose(
+            list(got.probabilities.values()), list(expected[f.name].probabilities.values()), rtol=0, atol=FP32_TOL
+        )
         assert got.duration_s == expected[f.name].duration_s
     assert list(default.predict_files([])) == []
     with pytest.raises(ValueError, match="precision"):

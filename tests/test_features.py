@@ -64,8 +64,7 @@ def test_scale_silence_and_a_tone_land_where_expected() -> None:
 
 def test_bytes_give_the_same_features_as_the_file(real_audio_dir: Path) -> None:
     path = real_audio_dir / "gs-16b-2c-44100hz.mp3"
-    np.testing.assert_array_equal(features_from_bytes(path.read_bytes(), CFG, path.name),
-                                  features_from_file(path, CFG))
+    np.testing.assert_array_equal(features_from_bytes(path.read_bytes(), CFG, path.name), features_from_file(path, CFG))
 
 
 def test_log_mel_rejects_non_mono_or_empty_waves() -> None:

@@ -26,8 +26,8 @@ def test_segment_song_keeps_non_overlapping_segments_of_the_first_29_s() -> None
     segments = segment_song(features, SEGMENT, MAX_FRAMES)
     assert MAX_FRAMES == int(29 * 62.5) and segments.shape == (MAX_FRAMES // SEGMENT, SEGMENT, 4)
     np.testing.assert_array_equal(segments.reshape(-1, 4), features[: len(segments) * SEGMENT])
-    assert segment_song(features[:2 * SEGMENT], SEGMENT).shape == (2, SEGMENT, 4)
-    assert segment_song(features[:2 * SEGMENT - 1], SEGMENT).shape == (1, SEGMENT, 4)  # the remainder is dropped
+    assert segment_song(features[: 2 * SEGMENT], SEGMENT).shape == (2, SEGMENT, 4)
+    assert segment_song(features[: 2 * SEGMENT - 1], SEGMENT).shape == (1, SEGMENT, 4)  # the remainder is dropped
 
 
 def test_short_song_is_one_zero_padded_segment() -> None:
@@ -54,8 +54,9 @@ def test_song_probabilities_average_segment_sigmoids_and_batching_does_not_matte
             logits = model(torch.from_numpy(segment_song(song, 16)))[0]
             np.testing.assert_allclose(row, torch.sigmoid(logits).mean(0).numpy(), rtol=1e-5, atol=1e-6)
     for batch_size in (1, 3, 7):
-        np.testing.assert_allclose(song_probabilities(model, iter(songs), 16, None, batch_size=batch_size),
-                                   probs, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            song_probabilities(model, iter(songs), 16, None, batch_size=batch_size), probs, rtol=1e-5, atol=1e-6
+        )
     assert song_probabilities(model, [], 16).shape == (0, 3)
 
 
@@ -65,9 +66,17 @@ def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
     torch.manual_seed(0)
     cfg = ModelConfig(n_filters=8)
     directory = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(directory, MoodCNN(cfg, len(MOODS), 50),
-                    ModelCard(mood_names=MOODS, meta_names=[f"artist:{i}" for i in range(50)], model=cfg,
-                              features=FeatureConfig(), alpha=0.1))
+    save_checkpoint(
+        directory,
+        MoodCNN(cfg, len(MOODS), 50),
+        ModelCard(
+            mood_names=MOODS,
+            meta_names=[f"artist:{i}" for i in range(50)],
+            model=cfg,
+            features=FeatureConfig(),
+            alpha=0.1,
+        ),
+    )
     return Predictor.from_checkpoint(directory)
 
 

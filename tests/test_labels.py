@@ -15,10 +15,12 @@ from mtlmood.labels import build_labels, year_buckets
 from mtlmood.rundata import label_and_split, split_facts
 
 
-def song(song_id: str, tags: tuple[str, ...], artist: str | None = None, year: int | None = None,
-         group: str = "") -> SongRecord:
-    return SongRecord(song_id=song_id, audio_path=Path(f"{song_id}.wav"), tags=tags, artist=artist,
-                      year=year, group=group)
+def song(
+    song_id: str, tags: tuple[str, ...], artist: str | None = None, year: int | None = None, group: str = ""
+) -> SongRecord:
+    return SongRecord(
+        song_id=song_id, audio_path=Path(f"{song_id}.wav"), tags=tags, artist=artist, year=year, group=group
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +28,12 @@ def mtg_records(mtg_jamendo_dir: Path) -> list[SongRecord]:
     return load_songs(DatasetConfig(name="mtg-jamendo", root=str(mtg_jamendo_dir)))
 
 
-@pytest.mark.parametrize("n_moods, songs, last_mood", [(3, 4346, "energetic"), (9, 10041, "dream"),
-                                                       (50, 17946, "retro")])
-def test_paper_song_counts_on_mtg_jamendo(mtg_records: list[SongRecord], n_moods: int, songs: int,
-                                          last_mood: str) -> None:
+@pytest.mark.parametrize(
+    "n_moods, songs, last_mood", [(3, 4346, "energetic"), (9, 10041, "dream"), (50, 17946, "retro")]
+)
+def test_paper_song_counts_on_mtg_jamendo(
+    mtg_records: list[SongRecord], n_moods: int, songs: int, last_mood: str
+) -> None:
     labelled = build_labels(mtg_records, LabelConfig(n_moods=n_moods, metadata="artist"), dataset="mtg-jamendo")
     assert len(labelled) == songs
     assert labelled.n_moods == n_moods and labelled.mood_names[-1] == last_mood
@@ -65,8 +69,13 @@ def test_all_188_magnatagatune_tags_top50(magnatagatune_dir: Path) -> None:
 
 
 def test_mood_ties_are_broken_by_name_and_untagged_songs_dropped() -> None:
-    records = [song("a", ("zen", "blue")), song("b", ("blue",)), song("c", ("zen",)), song("d", ("amber",)),
-               song("e", ())]
+    records = [
+        song("a", ("zen", "blue")),
+        song("b", ("blue",)),
+        song("c", ("zen",)),
+        song("d", ("amber",)),
+        song("e", ()),
+    ]
     labelled = build_labels(records, LabelConfig(n_moods=2, metadata="none"))
     assert labelled.mood_names == ["blue", "zen"]  # both 2 songs; "amber" (1) is cut
     assert labelled.song_ids == ["a", "b", "c"]
@@ -79,9 +88,16 @@ def test_fewer_tags_than_asked_keeps_them_all() -> None:
 
 
 def test_artist_top_k_ties_by_name_and_others_all_zero() -> None:
-    records = [song("1", ("m",), "bob"), song("2", ("m",), "bob"), song("3", ("m",), "cat"),
-               song("4", ("m",), "ann"), song("5", ("m",), None), song("6", ("other",), "zed"),
-               song("7", ("other",), "zed"), song("8", ("other",), "zed")]
+    records = [
+        song("1", ("m",), "bob"),
+        song("2", ("m",), "bob"),
+        song("3", ("m",), "cat"),
+        song("4", ("m",), "ann"),
+        song("5", ("m",), None),
+        song("6", ("other",), "zed"),
+        song("7", ("other",), "zed"),
+        song("8", ("other",), "zed"),
+    ]
     labelled = build_labels(records, LabelConfig(n_moods=1, metadata="artist", n_artists=2))
     # "zed" has the most songs overall, but none of them is kept ("other" is not a top-1 mood).
     assert labelled.mood_names == ["m"]  # 5 songs carry "m", 3 carry "other"
@@ -90,19 +106,28 @@ def test_artist_top_k_ties_by_name_and_others_all_zero() -> None:
 
 
 def test_year_buckets_end_at_latest_year() -> None:
-    records = [song(str(y), ("m",), "a", y) for y in (1970, 1976, 1977, 1981, 1982, 2019, 2021)] + \
-              [song("none", ("m",), "a", None)]
+    records = [song(str(y), ("m",), "a", y) for y in (1970, 1976, 1977, 1981, 1982, 2019, 2021)] + [
+        song("none", ("m",), "a", None)
+    ]
     buckets = year_buckets(records, 9, 5)
-    assert [b.name for b in buckets] == ["year:1977-1981", "year:1982-1986", "year:1987-1991",
-                                         "year:1992-1996", "year:1997-2001", "year:2002-2006",
-                                         "year:2007-2011", "year:2012-2016", "year:2017-2021"]
+    assert [b.name for b in buckets] == [
+        "year:1977-1981",
+        "year:1982-1986",
+        "year:1987-1991",
+        "year:1992-1996",
+        "year:1997-2001",
+        "year:2002-2006",
+        "year:2007-2011",
+        "year:2012-2016",
+        "year:2017-2021",
+    ]
     labelled = build_labels(records, LabelConfig(n_moods=1, metadata="year"))
     # The grid is 9 buckets; the 6 that hold no song are not classes.
     assert labelled.meta_names == ["year:1977-1981", "year:1982-1986", "year:2017-2021"]
-    hot = {song_id: (row.argmax() if row.any() else None)
-           for song_id, row in zip(labelled.song_ids, labelled.meta_targets)}
-    assert hot == {"1970": None, "1976": None, "1977": 0, "1981": 0, "1982": 1, "2019": 2, "2021": 2,
-                   "none": None}
+    hot = {
+        song_id: (row.argmax() if row.any() else None) for song_id, row in zip(labelled.song_ids, labelled.meta_targets)
+    }
+    assert hot == {"1970": None, "1976": None, "1977": 0, "1981": 0, "1982": 1, "2019": 2, "2021": 2, "none": None}
 
 
 def test_artist_plus_year_is_59_labels() -> None:
@@ -131,11 +156,18 @@ def test_metadata_errors_are_clear(mtg_records: list[SongRecord]) -> None:
 
 # ------------------------------------------------ metadata classes from the training songs only
 
+
 def test_top_k_artists_are_counted_on_training_songs_only() -> None:
     # "tess" has the most songs overall, all of them outside training: not a class.
-    records = [song("1", ("m",), "bob"), song("2", ("m",), "bob"), song("3", ("m",), "ann"),
-               song("4", ("m",), "tess"), song("5", ("m",), "tess"), song("6", ("m",), "tess"),
-               song("7", ("m",), "cat")]
+    records = [
+        song("1", ("m",), "bob"),
+        song("2", ("m",), "bob"),
+        song("3", ("m",), "ann"),
+        song("4", ("m",), "tess"),
+        song("5", ("m",), "tess"),
+        song("6", ("m",), "tess"),
+        song("7", ("m",), "cat"),
+    ]
     cfg = LabelConfig(n_moods=1, metadata="artist", n_artists=2)
     everyone = build_labels(records, cfg)
     assert everyone.meta_names == ["artist:tess", "artist:bob"]  # without a split: all kept songs
@@ -152,8 +184,7 @@ def test_year_buckets_come_from_training_songs_and_empty_ones_are_dropped() -> N
     years = {"a": 2000, "b": 2001, "c": 2012, "d": 2014, "e": 2006, "f": 2020, "g": 1990}
     records = [song(s, ("m",), "x", y) for s, y in years.items()]
     train = ["a", "b", "c", "d"]  # 2000-2014: the grid ends at 2014 (2010-2014, 2005-2009, 2000-2004, ...)
-    labelled = build_labels(records, LabelConfig(n_moods=1, metadata="year", n_year_buckets=4),
-                            metadata_from=train)
+    labelled = build_labels(records, LabelConfig(n_moods=1, metadata="year", n_year_buckets=4), metadata_from=train)
     # 2005-2009 holds only "e", a non-training song: no class. N_meta counts training classes only.
     assert labelled.meta_names == ["year:2000-2004", "year:2010-2014"] and labelled.n_meta == 2
     hot = {s: (row.argmax() if row.any() else None) for s, row in zip(labelled.song_ids, labelled.meta_targets)}
@@ -162,13 +193,16 @@ def test_year_buckets_come_from_training_songs_and_empty_ones_are_dropped() -> N
 
 
 def _run_config(method: str = "random", metadata: str = "artist", seed: int = 0, **labels: int) -> RunConfig:
-    return RunConfig(labels=LabelConfig(n_moods=labels.pop("n_moods", 3), metadata=metadata, **labels),
-                     split=SplitConfig(method=method, seed=seed))  # type: ignore[arg-type]
+    return RunConfig(
+        labels=LabelConfig(n_moods=labels.pop("n_moods", 3), metadata=metadata, **labels),
+        split=SplitConfig(method=method, seed=seed),
+    )  # type: ignore[arg-type]
 
 
 def test_label_and_split_chooses_metadata_from_the_training_split() -> None:
-    records = [song(f"s{i:02d}", ("m", "n") if i % 3 else ("m",), f"art{i % 7}", 2000 + i % 11)
-               for i in range(40)] + [song("untagged", ("zzz",), "art0")]
+    records = [song(f"s{i:02d}", ("m", "n") if i % 3 else ("m",), f"art{i % 7}", 2000 + i % 11) for i in range(40)] + [
+        song("untagged", ("zzz",), "art0")
+    ]
     config = _run_config(metadata="artist+year", n_moods=2, n_artists=3)
     labelled, splits = label_and_split(records, config)
     assert "untagged" not in labelled.song_ids and labelled.mood_names == ["m", "n"]
@@ -176,6 +210,7 @@ def test_label_and_split_chooses_metadata_from_the_training_split() -> None:
     assert labelled.meta_names == build_labels(records, config.labels, metadata_from=train).meta_names
     # The split is the one the moods alone give: metadata never moves a song.
     from mtlmood.splits import split_songs
+
     alone = split_songs(build_labels(records, LabelConfig(n_moods=2, metadata="none")), config.split)
     assert all(np.array_equal(splits[k], alone[k]) for k in splits)
     # Every metadata class has a positive among the training songs.
@@ -183,17 +218,32 @@ def test_label_and_split_chooses_metadata_from_the_training_split() -> None:
 
 
 def test_split_facts_count_songs_labels_and_artist_overlap() -> None:
-    records = [song("1", ("m",), "ann", 2001), song("2", ("m",), "ann", 2002), song("3", ("m",), "bob", 2003),
-               song("4", ("m",), "ann", 2004), song("5", ("m",), "cat", 2005), song("6", ("m",), None, 2006),
-               song("7", ("m",), "dan", 2007)]
-    labelled = build_labels(records, LabelConfig(n_moods=1, metadata="artist+year", n_artists=5),
-                            metadata_from=["1", "2", "3"])
+    records = [
+        song("1", ("m",), "ann", 2001),
+        song("2", ("m",), "ann", 2002),
+        song("3", ("m",), "bob", 2003),
+        song("4", ("m",), "ann", 2004),
+        song("5", ("m",), "cat", 2005),
+        song("6", ("m",), None, 2006),
+        song("7", ("m",), "dan", 2007),
+    ]
+    labelled = build_labels(
+        records, LabelConfig(n_moods=1, metadata="artist+year", n_artists=5), metadata_from=["1", "2", "3"]
+    )
     splits = {"train": np.array([0, 1, 2]), "validation": np.array([6]), "test": np.array([3, 4, 5])}
     facts = split_facts(labelled, splits)
-    assert facts == {"songs": {"train": 3, "validation": 1, "test": 3}, "n_mood_labels": 1, "n_meta": 3,
-                     "n_artist_classes": 2, "n_year_classes": 1, "artists_train": 2, "artists_test": 2,
-                     "artists_shared_train_test": 1, "test_songs_artist_in_train": 1,
-                     "test_songs_artist_in_train_percent": pytest.approx(100 / 3)}
+    assert facts == {
+        "songs": {"train": 3, "validation": 1, "test": 3},
+        "n_mood_labels": 1,
+        "n_meta": 3,
+        "n_artist_classes": 2,
+        "n_year_classes": 1,
+        "artists_train": 2,
+        "artists_test": 2,
+        "artists_shared_train_test": 1,
+        "test_songs_artist_in_train": 1,
+        "test_songs_artist_in_train_percent": pytest.approx(100 / 3),
+    }
 
 
 def test_mtg_jamendo_official_split_is_artist_disjoint(mtg_records: list[SongRecord]) -> None:

@@ -53,8 +53,12 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> Iter
                 yield node.lineno, ".".join(base + ([node.module] if node.module else []))
             else:
                 yield node.lineno, node.module or ""
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             func = node.func
             name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
             if name in ("import_module", "__import__"):
@@ -85,16 +89,30 @@ def violations(package: str) -> list[str]:
 
 
 def test_the_checker_sees_every_kind_of_import() -> None:
-    source = ("import os, ray.tune\n"
-              "from typing import TYPE_CHECKING\n"
-              "if TYPE_CHECKING:\n    from serve.app import build_app\n"
-              "class A:\n    def f(self):\n        from study import cli\n"
-              "        import importlib\n        importlib.import_module('mtlmood_cli.main')\n"
-              "def g():\n    __import__('ray')\n"
-              "from . import sibling\nfrom ..datasets import base\n")
+    source = (
+        "import os, ray.tune\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from serve.app import build_app\n"
+        "class A:\n    def f(self):\n        from study import cli\n"
+        "        import importlib\n        importlib.import_module('mtlmood_cli.main')\n"
+        "def g():\n    __import__('ray')\n"
+        "from . import sibling\nfrom ..datasets import base\n"
+    )
     names = sorted(name for _, name in imported_modules(source, "mtlmood.commands.x"))
-    assert names == sorted(["os", "ray.tune", "typing", "serve.app", "study", "importlib", "mtlmood_cli.main", "ray",
-                            "mtlmood.commands", "mtlmood.datasets"])
+    assert names == sorted(
+        [
+            "os",
+            "ray.tune",
+            "typing",
+            "serve.app",
+            "study",
+            "importlib",
+            "mtlmood_cli.main",
+            "ray",
+            "mtlmood.commands",
+            "mtlmood.datasets",
+        ]
+    )
     assert [n for _, n in imported_modules("from . import y", "mtlmood", is_package=True)] == ["mtlmood"]
 
 
@@ -122,18 +140,21 @@ def test_every_allowed_exception_is_still_needed() -> None:
         assert reason.strip(), f"{relative} -> {name} needs a reason"
         path = REPO / relative
         module, is_package = module_name(path)
-        assert path.is_file() and name in {n for _, n in imported_modules(path.read_text(), module, is_package)}, \
+        assert path.is_file() and name in {n for _, n in imported_modules(path.read_text(), module, is_package)}, (
             f"ALLOWED lists {relative} importing {name}, which it no longer does: remove the entry"
+        )
 
 
 def test_every_mtlmood_module_imports_without_ray() -> None:
     modules = sorted(m.name for m in pkgutil.walk_packages(mtlmood.__path__, prefix="mtlmood."))
     assert "mtlmood.train" in modules and "mtlmood.commands.train" in modules
-    code = ("import importlib, sys\n"
-            f"for name in {modules!r}:\n"
-            "    importlib.import_module(name)\n"
-            "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'study', 'serve', 'mtlmood_cli'))\n"
-            "print(','.join(leaked))\n")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "leaked = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'study', 'serve', 'mtlmood_cli'))\n"
+        "print(','.join(leaked))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "", f"importing mtlmood loaded: {out.stdout.strip()[:300]}"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from mtl_synthetic import make_run_data, small_config
+
 from mtlmood.checkpoint import load_checkpoint, load_train_state, save_train_state
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.loss import UncertaintyWeights, alpha_mode, multitask_loss, resolve_alpha
@@ -33,6 +33,7 @@ def _learned(config: Any, **train: Any) -> Any:
 
 
 # ---------------------------------------------------------------- the loss
+
 
 def test_alpha_mode_and_resolve() -> None:
     assert alpha_mode("learned") == alpha_mode(" Learned ") == "learned"
@@ -80,6 +81,7 @@ def test_the_gradient_moves_each_s_to_log_of_twice_its_loss() -> None:
 
 
 # ---------------------------------------------------------------- fit()
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> RunData:
@@ -137,51 +139,64 @@ def test_resume_refuses_another_alpha_mode(data: RunData, learned: dict[str, Any
     with pytest.raises(CheckpointError, match="alpha"):
         fit(data, fixed, resume=state)
     fixed_state: dict[str, Any] = {}
-    fit(data, dataclasses.replace(fixed, train=dataclasses.replace(fixed.train, max_epochs=1)),
-        callback=lambda epoch, s: fixed_state.update(s.to_dict()))
+    fit(
+        data,
+        dataclasses.replace(fixed, train=dataclasses.replace(fixed.train, max_epochs=1)),
+        callback=lambda epoch, s: fixed_state.update(s.to_dict()),
+    )
     assert fixed_state["alpha_mode"] == "fixed" and fixed_state["weighting"] is None
     with pytest.raises(CheckpointError, match="alpha"):
         fit(data, learned["config"], resume=fixed_state)
 
 
-def test_model_card_records_mode_and_effective_alpha(data: RunData, learned: dict[str, Any],
-                                                     tmp_path: Path) -> None:
+def test_model_card_records_mode_and_effective_alpha(data: RunData, learned: dict[str, Any], tmp_path: Path) -> None:
     result: FitResult = learned["result"]
     card = result.model_card()
     assert card.alpha_mode == "learned" and card.alpha == result.alpha
     cards = []
-    fit(data, _learned(data.config, max_epochs=2),
-        callback=lambda epoch, state: cards.append(state.save_best(tmp_path / f"e{epoch.epoch}")))
+    fit(
+        data,
+        _learned(data.config, max_epochs=2),
+        callback=lambda epoch, state: cards.append(state.save_best(tmp_path / f"e{epoch.epoch}")),
+    )
     _, saved = load_checkpoint(tmp_path / "e2")
     assert saved == cards[-1] and saved.alpha_mode == "learned"
     assert saved.alpha == learned["result"].history[saved.metrics["best_epoch"] - 1].alpha  # same seed, same run
 
 
 def test_learned_without_metadata_is_a_config_error(data: RunData) -> None:
-    labelled = dataclasses.replace(data.labelled, meta_names=[],
-                                   meta_targets=np.zeros((len(data.labelled), 0), np.float32))
+    labelled = dataclasses.replace(
+        data.labelled, meta_names=[], meta_targets=np.zeros((len(data.labelled), 0), np.float32)
+    )
     with pytest.raises(ConfigError, match=r"train\.alpha.*labels\.metadata"):
         fit(dataclasses.replace(data, labelled=labelled), _learned(data.config))
 
 
 # ---------------------------------------------------------------- DDP
 
+
 def _ddp_learned_worker(rank: int, world_size: int, directory: str) -> None:
     """One rank of a gloo DDP run with alpha=learned (torch.multiprocessing.spawn target)."""
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank,
-                            world_size=world_size)
+    dist.init_process_group("gloo", init_method=f"file://{directory}/rendezvous", rank=rank, world_size=world_size)
     try:
         config = small_config(Path(directory) / "cache", alpha="learned", max_epochs=2, max_batches_per_epoch=8)
         data = make_run_data(Path(directory) / "cache", config)
         states: list[dict[str, Any]] = []
         result = fit(data, config, callback=lambda e, s: states.append(s.to_dict()))
-        torch.save({"weights": result.model.state_dict(), "alphas": [h.alpha for h in result.history],
-                    "losses": [h.train_loss for h in result.history], "alpha": result.alpha,
-                    "weighting": states[-1]["weighting"], "optimizer": states[-1]["optimizer"]},
-                   f"{directory}/rank{rank}.pt")
+        torch.save(
+            {
+                "weights": result.model.state_dict(),
+                "alphas": [h.alpha for h in result.history],
+                "losses": [h.train_loss for h in result.history],
+                "alpha": result.alpha,
+                "weighting": states[-1]["weighting"],
+                "optimizer": states[-1]["optimizer"],
+            },
+            f"{directory}/rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 

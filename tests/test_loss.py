@@ -42,8 +42,12 @@ def test_resolve_alpha_rejects_bad_values(bad: object) -> None:
 
 def _batch(seed: int = 0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(8, 3, generator=g), torch.randn(8, 5, generator=g),
-            (torch.rand(8, 3, generator=g) > 0.5).float(), (torch.rand(8, 5, generator=g) > 0.7).float())
+    return (
+        torch.randn(8, 3, generator=g),
+        torch.randn(8, 5, generator=g),
+        (torch.rand(8, 3, generator=g) > 0.5).float(),
+        (torch.rand(8, 5, generator=g) > 0.7).float(),
+    )
 
 
 def test_alpha_zero_equals_the_single_task_loss() -> None:

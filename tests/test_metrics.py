@@ -44,8 +44,14 @@ def test_non_finite_probabilities_give_nan_scores_not_a_crash() -> None:
 
 
 # ------------------------------------------------ weighted macro metric (bootstrap)
-def _data(n: int, labels: int, seed: int, ties: bool = False, signal: float = 0.5,
-          prevalence: tuple[float, float] = (0.1, 0.5)) -> tuple[np.ndarray, np.ndarray]:
+def _data(
+    n: int,
+    labels: int,
+    seed: int,
+    ties: bool = False,
+    signal: float = 0.5,
+    prevalence: tuple[float, float] = (0.1, 0.5),
+) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = (rng.random((n, labels)) < rng.uniform(*prevalence, labels)).astype(int)
     y[0], y[1] = 1, 0  # every label has a positive and a negative

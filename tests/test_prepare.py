@@ -20,15 +20,26 @@ from mtlmood.config import DatasetConfig, FeatureConfig, RunConfig
 from mtlmood.datasets.base import SongRecord
 from mtlmood.errors import CacheError, DatasetError
 from mtlmood.features import features_from_file
-from mtlmood.prepare import (SHARD_DIR, SongOutcome, SongTask, _exclusive, compute_song, prepare_features,
-                             run_tasks, shard_name)
+from mtlmood.prepare import (
+    SHARD_DIR,
+    SongOutcome,
+    SongTask,
+    _exclusive,
+    compute_song,
+    prepare_features,
+    run_tasks,
+    shard_name,
+)
 from mtlmood_cli.main import main
 
 CFG = FeatureConfig()
 REPO_ROOT = Path(__file__).resolve().parents[1]
-LONG_CLIPS = ("Kevin_MacLeod_-_Vibe_Ace.ogg", "Karissa_Hobbs_-_Lets_Go_Fishin.ogg",
-              "Kevin_MacLeod_-_P_I_Tchaikovsky_Dance_of_the_Sugar_Plum_Fairy.ogg",
-              "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg")
+LONG_CLIPS = (
+    "Kevin_MacLeod_-_Vibe_Ace.ogg",
+    "Karissa_Hobbs_-_Lets_Go_Fishin.ogg",
+    "Kevin_MacLeod_-_P_I_Tchaikovsky_Dance_of_the_Sugar_Plum_Fairy.ogg",
+    "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg",
+)
 
 
 def _tones(folder: Path, n: int, seconds: float = 2.0) -> list[SongRecord]:
@@ -56,8 +67,12 @@ def _assert_cache_matches(cache: FeatureCache, songs: list[SongRecord]) -> None:
 
 
 def test_real_clips_are_cached_and_failures_reported(real_audio_dir: Path, tmp_path: Path) -> None:
-    names = ("sorohanro_-_solo-trumpet-06.ogg", "gs-16b-2c-44100hz.wav", "gs-16b-2c-44100hz.mp3",
-             "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg")
+    names = (
+        "sorohanro_-_solo-trumpet-06.ogg",
+        "gs-16b-2c-44100hz.wav",
+        "gs-16b-2c-44100hz.mp3",
+        "Hungarian_Dance_number_5_-_Allegro_in_F_sharp_minor_(string_orchestra).ogg",
+    )
     good = [SongRecord(name, real_audio_dir / name, ()) for name in names]
     corrupt = tmp_path / "corrupt.mp3"
     corrupt.write_bytes(np.random.default_rng(0).bytes(30000))
@@ -72,8 +87,10 @@ def test_real_clips_are_cached_and_failures_reported(real_audio_dir: Path, tmp_p
     assert "unsupported or corrupt audio" in reasons["corrupt"]
     with open(report.failures_path, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [(r["song_id"], r["path"]) for r in rows] == [("missing", str(tmp_path / "missing.ogg")),
-                                                         ("corrupt", str(corrupt))]
+    assert [(r["song_id"], r["path"]) for r in rows] == [
+        ("missing", str(tmp_path / "missing.ogg")),
+        ("corrupt", str(corrupt)),
+    ]
     assert "missing: file not found" in report.summary()
     cache = FeatureCache(cache_dir)
     cache.check_config(CFG)
@@ -122,9 +139,13 @@ def test_killed_run_resumes_and_caches_every_song_exactly_once(real_audio_dir: P
     n = 200
     cache_dir = tmp_path / "cache"
     shards = cache_dir / SHARD_DIR
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(real_audio_dir), str(cache_dir), str(n),
-                              *LONG_CLIPS], cwd=REPO_ROOT, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(real_audio_dir), str(cache_dir), str(n), *LONG_CLIPS],
+        cwd=REPO_ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and child.poll() is None:

@@ -22,8 +22,7 @@ from mtlmood.config import FeatureConfig  # noqa: E402
 from mtlmood.datasets.base import SongRecord  # noqa: E402
 from mtlmood.errors import CacheError  # noqa: E402
 from mtlmood.features import features_from_file  # noqa: E402
-from mtlmood.prepare import (FAILURES_FILE, SHARD_DIR, SongOutcome, SongTask, compute_song,  # noqa: E402
-                             prepare_features)
+from mtlmood.prepare import FAILURES_FILE, SHARD_DIR, SongOutcome, SongTask, compute_song, prepare_features  # noqa: E402
 from mtlmood_cli.main import main  # noqa: E402
 from study.prepare_ray import CRASHED, RayTaskRunner, compute_batch, not_shared_error  # noqa: E402
 
@@ -62,8 +61,9 @@ def _dataset(tmp_path: Path) -> tuple[list[SongRecord], set[str]]:
     """Generated WAVs + the real CC clips when present + a corrupt and a missing file."""
     songs = _tones(tmp_path / "audio", 7)
     if SHARED_AUDIO.is_dir():  # the real-audio part is skipped where the shared data is absent
-        songs += [SongRecord(f"real/{p.name}", p, ()) for p in sorted(SHARED_AUDIO.iterdir())
-                  if p.suffix in AUDIO_SUFFIXES]
+        songs += [
+            SongRecord(f"real/{p.name}", p, ()) for p in sorted(SHARED_AUDIO.iterdir()) if p.suffix in AUDIO_SUFFIXES
+        ]
     corrupt = tmp_path / "audio" / "corrupt.mp3"
     corrupt.write_bytes(np.random.default_rng(0).bytes(20000))
     bad = [SongRecord("corrupt", corrupt, ()), SongRecord("missing", tmp_path / "audio" / "missing.ogg", ())]
@@ -85,7 +85,8 @@ def _same_cache(a: Path, b: Path) -> None:
 
 
 def test_ray_cache_equals_the_local_one_bit_for_bit_and_a_rerun_skips_everything(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Relative audio and cache paths, as a user types them: Ray workers run elsewhere, so
     # the runner must send absolute paths, and report the paths as given.
     monkeypatch.chdir(tmp_path)
@@ -154,8 +155,9 @@ def test_cli_prepare_on_ray_with_a_study_config(tmp_path: Path, capsys: pytest.C
     rows = [f"{s.song_id},{s.audio_path.name},calm" for s in songs] + ["gone,gone.wav,calm"]
     (tmp_path / "manifest.csv").write_text("song_id,path,moods\n" + "\n".join(rows) + "\n")
     study = tmp_path / "study.yaml"  # a study config: prepare reads its run: section
-    study.write_text(f"name: s\nrun:\n  dataset:\n    name: csv\n    root: {tmp_path}\n"
-                     f"  cache_dir: {tmp_path / 'features'}\n")
+    study.write_text(
+        f"name: s\nrun:\n  dataset:\n    name: csv\n    root: {tmp_path}\n  cache_dir: {tmp_path / 'features'}\n"
+    )
     address = ray.get_runtime_context().gcs_address
     args = ["prepare", "--config", str(study), "--address", address, "--no-progress"]
 

@@ -13,12 +13,17 @@ from study.progress import ProgressTable  # noqa: E402
 
 
 def trial(trial_id: str, status: str = "RUNNING") -> SimpleNamespace:
-    return SimpleNamespace(trial_id=trial_id, status=status, last_result={},
-                           config={"n_moods": 6, "metadata": "artist", "alpha_factor": 1.0})
+    return SimpleNamespace(
+        trial_id=trial_id,
+        status=status,
+        last_result={},
+        config={"n_moods": 6, "metadata": "artist", "alpha_factor": 1.0},
+    )
 
 
-def test_summary_lines_skip_repeats_but_keep_a_heartbeat(monkeypatch: pytest.MonkeyPatch,
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_lines_skip_repeats_but_keep_a_heartbeat(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     clock = [1000.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
     table = ProgressTable("search", total=4, every_s=15, heartbeat_s=60)
@@ -35,8 +40,9 @@ def test_summary_lines_skip_repeats_but_keep_a_heartbeat(monkeypatch: pytest.Mon
     assert report(20, 50.0) == []  # nothing changed: no repeat
     assert report(30, 61.5)[0].startswith("[search] 0/4 trials finished (running 2); best val PR-AUC so far 61.50%")
     assert report(50, 61.5) == []
-    assert report(95, 61.5) == ["[search] 0/4 trials finished (running 2); best val PR-AUC so far 61.50%; "
-                                "1 min 35 s elapsed"]  # heartbeat after 60 s of sameness
+    assert report(95, 61.5) == [
+        "[search] 0/4 trials finished (running 2); best val PR-AUC so far 61.50%; 1 min 35 s elapsed"
+    ]  # heartbeat after 60 s of sameness
 
     trials[1].status = "TERMINATED"
     table.on_trial_complete(0, trials, trials[1])

@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-
 from mtl_synthetic import N_MELS, make_run_data, small_config
+
 from mtlmood.metrics import macro_scores
 from mtlmood.reference import ReferenceResult, fit_reference, song_statistics
 from mtlmood.rundata import RunData
@@ -50,16 +50,20 @@ def test_rows_align_with_the_test_song_ids(data: RunData, result: ReferenceResul
     assert macro_scores(result.y_true, result.y_prob, data.mood_names) == result.scores
     # Row i is song i: scoring a shuffled copy with its shuffled targets gives the same scores.
     order = np.random.default_rng(0).permutation(len(result.song_ids))
-    assert macro_scores(result.y_true[order], result.y_prob[order], data.mood_names)["pr_auc"] == \
-        pytest.approx(result.scores["pr_auc"])
+    assert macro_scores(result.y_true[order], result.y_prob[order], data.mood_names)["pr_auc"] == pytest.approx(
+        result.scores["pr_auc"]
+    )
 
 
 def test_labels_constant_in_training_predict_their_prevalence(data: RunData) -> None:
     n = len(data.labelled)
     moods = np.asarray(data.labelled.mood_targets)
     never, always = np.zeros((n, 1), np.float32), np.ones((n, 1), np.float32)
-    labelled = dataclasses.replace(data.labelled, mood_names=[*data.mood_names, "never", "always"],
-                                   mood_targets=np.concatenate([moods, never, always], axis=1))
+    labelled = dataclasses.replace(
+        data.labelled,
+        mood_names=[*data.mood_names, "never", "always"],
+        mood_targets=np.concatenate([moods, never, always], axis=1),
+    )
     result = fit_reference(dataclasses.replace(data, labelled=labelled), C_grid=(1.0,))
     assert (result.y_prob[:, 3] == 0).all() and (result.y_prob[:, 4] == 1).all()
     assert set(result.scores["excluded_labels"]) == {"never", "always"} and result.scores["n_labels"] == 3

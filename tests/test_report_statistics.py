@@ -1,4 +1,5 @@
-"""study.report: bootstrap comparisons, TOST, MDE, multiplicity (statistics), alpha* and slope (curves), verdict rows."""
+"""study.report: bootstrap comparisons, TOST, MDE, multiplicity (statistics), alpha* and
+slope (curves), verdict rows."""
 
 from __future__ import annotations
 
@@ -78,8 +79,8 @@ def test_point_estimates_equal_sklearn_mean_over_seeds(metric: str) -> None:
     assert c.paired
     # Paired by seed: the seed component is the unbiased variance of the per-seed differences over S.
     d = np.subtract(per_a, per_b)
-    assert c.se_seed ** 2 == pytest.approx(np.var(d, ddof=1) / 3, rel=1e-9)
-    assert c.se ** 2 == pytest.approx(c.se_seed ** 2 + c.se_song ** 2)
+    assert c.se_seed**2 == pytest.approx(np.var(d, ddof=1) / 3, rel=1e-9)
+    assert c.se**2 == pytest.approx(c.se_seed**2 + c.se_song**2)
     assert c.low < c.estimate < c.high
 
 
@@ -112,7 +113,7 @@ def test_unpaired_arms_use_both_seed_variances() -> None:
     per_a = [_sk_macro(y, p, "pr_auc") for p in a.probs]
     per_b = [_sk_macro(y, p, "pr_auc") for p in b.probs]
     assert not c.paired and (c.n_seeds_a, c.n_seeds_b) == (3, 4)
-    assert c.se_seed ** 2 == pytest.approx(np.var(per_a, ddof=1) / 3 + np.var(per_b, ddof=1) / 4, rel=1e-9)
+    assert c.se_seed**2 == pytest.approx(np.var(per_a, ddof=1) / 3 + np.var(per_b, ddof=1) / 4, rel=1e-9)
 
 
 def test_pairing_follows_seed_identity_not_order() -> None:
@@ -147,8 +148,13 @@ def test_single_seed_component_reduces_to_the_t_test() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(v1=st.floats(0.01, 10), v2=st.floats(0.01, 10), df1=st.integers(1, 9), df2=st.integers(10, 2000),
-       confidence=st.sampled_from([0.9, 0.95, 0.99]))
+@given(
+    v1=st.floats(0.01, 10),
+    v2=st.floats(0.01, 10),
+    df1=st.integers(1, 9),
+    df2=st.integers(10, 2000),
+    confidence=st.sampled_from([0.9, 0.95, 0.99]),
+)
 def test_p_value_and_interval_agree(v1: float, v2: float, df1: int, df2: int, confidence: float) -> None:
     """p < 1 - confidence exactly when the interval excludes 0; df reproduces the half-width."""
     components = [(v1, float(df1)), (v2, float(df2))]
@@ -184,11 +190,12 @@ def test_tost_with_components_matches_t_for_one_component() -> None:
     rng = np.random.default_rng(8)
     y = _labels(100, 3, rng)
     c = compare_arms(y, _arm(y, (0, 1, 2), 0.8, rng), _arm(y, (0, 1, 2), 0.7, rng), None, n_boot=100)
-    assert c.components and sum(v for v, _ in c.components) == pytest.approx(c.se ** 2)
+    assert c.components and sum(v for v, _ in c.components) == pytest.approx(c.se**2)
     p = tost(c, 5.0)
     assert 0 <= p <= 1
-    lone = Comparison(c.estimate, c.low, c.high, c.se, c.df, c.p_value, c.se, 0.0, True, 3, 3, c.mde,
-                      ((c.se ** 2, c.df),))
+    lone = Comparison(
+        c.estimate, c.low, c.high, c.se, c.df, c.p_value, c.se, 0.0, True, 3, 3, c.mde, ((c.se**2, c.df),)
+    )
     assert tost(lone, 5.0) == pytest.approx(tost(_comparison(c.estimate, c.se, c.df), 5.0), rel=1e-5)
 
 
@@ -289,8 +296,14 @@ def test_cell_verdicts_rows() -> None:
     cell = _cell(np.random.default_rng(11))
     rows, star = cell_verdicts(cell, margin=1.0, n_boot=200)
     assert list(rows.columns) == list(ROW_COLUMNS)
-    expected = ["heuristic - baseline", "best alpha - baseline", "best alpha - heuristic", "best alpha - heuristic",
-                "learned - heuristic", "learned - baseline"]
+    expected = [
+        "heuristic - baseline",
+        "best alpha - baseline",
+        "best alpha - heuristic",
+        "best alpha - heuristic",
+        "learned - heuristic",
+        "learned - baseline",
+    ]
     for metric in ("pr_auc", "roc_auc"):
         assert rows[rows.metric == metric].comparison.tolist() == expected
     tost_rows = rows[rows.test == "equivalence (TOST, margin 1)"]
@@ -301,8 +314,10 @@ def test_cell_verdicts_rows() -> None:
     direct = compare_arms(cell.y_true, cell.arms["heuristic"], cell.arms["baseline"], cell.clusters, n_boot=200)
     row = rows[(rows.comparison == "heuristic - baseline") & (rows.metric == "pr_auc")].iloc[0]
     assert row.estimate == pytest.approx(direct.estimate) and row.p_raw == pytest.approx(direct.p_value)
-    assert "learned - baseline" not in cell_verdicts(_cell(np.random.default_rng(11), learned=False),
-                                                     n_boot=50)[0].comparison.tolist()
+    assert (
+        "learned - baseline"
+        not in cell_verdicts(_cell(np.random.default_rng(11), learned=False), n_boot=50)[0].comparison.tolist()
+    )
 
 
 def test_best_alpha_is_cross_fitted() -> None:
@@ -319,19 +334,38 @@ def test_best_alpha_is_cross_fitted() -> None:
 
 
 def test_adjust_study_verdicts() -> None:
-    rows = pd.DataFrame({
-        "cell": ["c"] * 5,
-        "comparison": ["heuristic - baseline", "best alpha - baseline", "best alpha - heuristic",
-                       "best alpha - heuristic", "learned - baseline"],
-        "metric": ["pr_auc"] * 5,
-        "estimate": [1.2, -0.8, 0.1, 0.1, 0.3], "low": [0.0] * 5, "high": [0.0] * 5, "se": [0.1] * 5,
-        "df": [2.0] * 5, "p_raw": [0.001, 0.002, 0.6, 0.004, np.nan], "mde": [0.5, 0.5, 1.23, 1.23, np.nan],
-        "test": ["difference", "difference", "difference", "equivalence (TOST, margin 0.5)", "difference"],
-    })
+    rows = pd.DataFrame(
+        {
+            "cell": ["c"] * 5,
+            "comparison": [
+                "heuristic - baseline",
+                "best alpha - baseline",
+                "best alpha - heuristic",
+                "best alpha - heuristic",
+                "learned - baseline",
+            ],
+            "metric": ["pr_auc"] * 5,
+            "estimate": [1.2, -0.8, 0.1, 0.1, 0.3],
+            "low": [0.0] * 5,
+            "high": [0.0] * 5,
+            "se": [0.1] * 5,
+            "df": [2.0] * 5,
+            "p_raw": [0.001, 0.002, 0.6, 0.004, np.nan],
+            "mde": [0.5, 0.5, 1.23, 1.23, np.nan],
+            "test": ["difference", "difference", "difference", "equivalence (TOST, margin 0.5)", "difference"],
+        }
+    )
     out = adjust_study(rows)
-    assert out.p_adjusted.iloc[:4].tolist() == pytest.approx(multipletests([0.001, 0.002, 0.6, 0.004], method="holm")[1])
-    assert out.verdict.tolist() == ["significant gain", "significant loss", "no significant difference (MDE 1.2 points)",
-                                    "equivalent within ±0.5", "not testable (an arm has fewer than 2 seeds)"]
+    assert out.p_adjusted.iloc[:4].tolist() == pytest.approx(
+        multipletests([0.001, 0.002, 0.6, 0.004], method="holm")[1]
+    )
+    assert out.verdict.tolist() == [
+        "significant gain",
+        "significant loss",
+        "no significant difference (MDE 1.2 points)",
+        "equivalent within ±0.5",
+        "not testable (an arm has fewer than 2 seeds)",
+    ]
     assert adjust_study(rows.assign(p_raw=[0.001, 0.002, 0.6, 0.3, np.nan])).verdict.iloc[3] == "equivalence not shown"
 
 

@@ -63,20 +63,31 @@ def _labels(rng: np.random.Generator, n: int, noise: Noise) -> tuple[np.ndarray,
     n_clusters_ = -(-n // noise.songs_per_cluster)
     clusters = np.repeat(np.arange(n_clusters_), noise.songs_per_cluster)[:n]
     logit = np.log(PREVALENCE / (1 - PREVALENCE)) + (
-        0.8 * rng.normal(size=(n_clusters_, PREVALENCE.size)) if noise.songs_per_cluster > 1 else 0.0)
-    y = (rng.random((n, PREVALENCE.size)) < 1 / (1 + np.exp(-np.broadcast_to(logit, (n_clusters_, PREVALENCE.size))[clusters]))).astype(int)
+        0.8 * rng.normal(size=(n_clusters_, PREVALENCE.size)) if noise.songs_per_cluster > 1 else 0.0
+    )
+    y = (
+        rng.random((n, PREVALENCE.size))
+        < 1 / (1 + np.exp(-np.broadcast_to(logit, (n_clusters_, PREVALENCE.size))[clusters]))
+    ).astype(int)
     y[0], y[1] = 1, 0  # every label scorable
     return y, clusters
 
 
-def _run_probs(rng: np.random.Generator, y: np.ndarray, separation: np.ndarray, arm_effect: np.ndarray,
-               difficulty: np.ndarray, noise: Noise) -> np.ndarray:
+def _run_probs(
+    rng: np.random.Generator,
+    y: np.ndarray,
+    separation: np.ndarray,
+    arm_effect: np.ndarray,
+    difficulty: np.ndarray,
+    noise: Noise,
+) -> np.ndarray:
     logit = (separation + arm_effect) * y + difficulty + noise.sd_noise * rng.normal(size=y.shape)
     return 1 / (1 + np.exp(-logit))
 
 
-def simulate_cell(rng: np.random.Generator, gains: dict[str, float], noise: Noise = REALISTIC,
-                  n: int = N_SONGS) -> CellEvidence:
+def simulate_cell(
+    rng: np.random.Generator, gains: dict[str, float], noise: Noise = REALISTIC, n: int = N_SONGS
+) -> CellEvidence:
     """One cell: arms with the given planted gains (logit separation), 3 seeds each, validation tracking skill."""
     y, clusters = _labels(rng, n, noise)
     n_labels = y.shape[1]
@@ -85,8 +96,10 @@ def simulate_cell(rng: np.random.Generator, gains: dict[str, float], noise: Nois
     alphas = {"baseline": 0.0, "heuristic": 0.5, "x3": 1.5, "x1/3": 0.5 / 3}
     arms, val = {}, {}
     for name, gain in gains.items():
-        arm_effect = (noise.sd_arm_song * rng.normal(size=y.shape)
-                      + noise.sd_arm_cluster * rng.normal(size=(clusters.max() + 1, n_labels))[clusters])
+        arm_effect = (
+            noise.sd_arm_song * rng.normal(size=y.shape)
+            + noise.sd_arm_cluster * rng.normal(size=(clusters.max() + 1, n_labels))[clusters]
+        )
         runs, scores = [], []
         for s in range(len(SEEDS)):
             separation = noise.beta + gain + seed_effect[s] + noise.tau_run * rng.normal(size=n_labels)
@@ -111,11 +124,14 @@ def true_gain(gain: float, noise: Noise = REALISTIC, n: int = 50_000, draws: int
     for _ in range(draws):
         difficulty = noise.sd_difficulty * rng.normal(size=y.shape)
         arm_effect = noise.sd_arm_song * rng.normal(size=y.shape)
-        separation = (noise.beta + noise.tau_seed * rng.normal(size=y.shape[1])
-                      + noise.tau_run * rng.normal(size=y.shape[1]))
+        separation = (
+            noise.beta + noise.tau_seed * rng.normal(size=y.shape[1]) + noise.tau_run * rng.normal(size=y.shape[1])
+        )
         e = noise.sd_noise * rng.normal(size=y.shape)
-        score = [float(macro_metric(y, 1 / (1 + np.exp(-((separation + g + arm_effect) * y + difficulty + e)))))
-                 for g in (gain, 0.0)]
+        score = [
+            float(macro_metric(y, 1 / (1 + np.exp(-((separation + g + arm_effect) * y + difficulty + e)))))
+            for g in (gain, 0.0)
+        ]
         diffs.append(score[0] - score[1])
     return float(np.mean(diffs))
 
@@ -157,15 +173,19 @@ def test_null_heuristic_gain_is_declared_at_most_at_the_nominal_rate() -> None:
     print(f"null rejection rate (heuristic - baseline): {rate:.3f}")
     assert rate <= 0.07
     # The intervals are not uselessly wide either: the se tracks the real spread of the estimates.
-    assert 0.8 < np.sqrt(np.mean(gain.se ** 2)) / gain.estimate.std() < 1.3
+    assert 0.8 < np.sqrt(np.mean(gain.se**2)) / gain.estimate.std() < 1.3
 
 
 def test_null_cross_fitted_best_alpha_has_no_winners_curse() -> None:
-    """Picking the best of three equal arms per seed on its own validation would look like a gain; cross-fitting does not."""
+    """Picking the best of three equal arms per seed on its own validation would look like a
+    gain; cross-fitting does not."""
     rows = null_rows()
     best = rows[(rows.comparison == "best alpha - baseline") & (rows.test == "difference")]
     rate = _rate(best.p_raw < LEVEL)
-    print(f"null rejection rate (best alpha - baseline, cross-fitted): {rate:.3f}; mean estimate {best.estimate.mean():.2f}")
+    print(
+        f"null rejection rate (best alpha - baseline, cross-fitted): {rate:.3f}; "
+        f"mean estimate {best.estimate.mean():.2f}"
+    )
     assert rate <= 0.07
     assert abs(best.estimate.mean()) < 3 * best.estimate.std() / np.sqrt(len(best))
     # The same choice made on each seed's OWN validation score is optimistic (the point of cross-fitting).
@@ -183,7 +203,8 @@ def test_null_cross_fitted_best_alpha_has_no_winners_curse() -> None:
 
 
 def test_clustered_songs_need_the_cluster_bootstrap() -> None:
-    """Songs of one artist share an arm x artist effect: resampling clusters stays calibrated, resampling songs does not."""
+    """Songs of one artist share an arm x artist effect: resampling clusters stays calibrated,
+    resampling songs does not."""
     rng = np.random.default_rng(3)
     p_clustered: list[float] = []
     p_songs: list[float] = []
@@ -191,8 +212,11 @@ def test_clustered_songs_need_the_cluster_bootstrap() -> None:
         cell = simulate_cell(rng, {"baseline": 0.0, "heuristic": 0.0}, CLUSTERED)
         for clusters, out in ((cell.clusters, p_clustered), (np.arange(len(cell.clusters)), p_songs)):
             w = cluster_weights(clusters, N_BOOT, np.random.default_rng(i))
-            c = compare_draws(arm_draws(cell.y_true, cell.arms["heuristic"], w),
-                              arm_draws(cell.y_true, cell.arms["baseline"], w), n_clusters(clusters))
+            c = compare_draws(
+                arm_draws(cell.y_true, cell.arms["heuristic"], w),
+                arm_draws(cell.y_true, cell.arms["baseline"], w),
+                n_clusters(clusters),
+            )
             out.append(c.p_value)
     rate_clustered, rate_songs = _rate(np.array(p_clustered) < LEVEL), _rate(np.array(p_songs) < LEVEL)
     print(f"clustered null rejection rate: {rate_clustered:.3f}; ignoring clusters: {rate_songs:.3f}")
@@ -212,8 +236,10 @@ def test_planted_gain_is_detected_and_covered() -> None:
     gain = rows[(rows.comparison == "heuristic - baseline") & (rows.test == "difference")]
     power = _rate(gain.p_raw < LEVEL)
     coverage = _rate((gain.low <= truth) & (truth <= gain.high))
-    print(f"planted gain {truth:.2f} points: power {power:.3f}, coverage {coverage:.3f}, "
-          f"mean estimate {gain.estimate.mean():.2f}, median MDE {gain.mde.median():.2f}")
+    print(
+        f"planted gain {truth:.2f} points: power {power:.3f}, coverage {coverage:.3f}, "
+        f"mean estimate {gain.estimate.mean():.2f}, median MDE {gain.mde.median():.2f}"
+    )
     assert power >= 0.80
     assert coverage >= 0.90
     assert abs(gain.estimate.mean() - truth) < 0.1 * truth  # the point estimate is (nearly) unbiased
@@ -224,8 +250,10 @@ def test_cross_fitted_best_alpha_finds_the_planted_arm() -> None:
     best = rows[(rows.comparison == "best alpha - baseline") & (rows.test == "difference")]
     regret = rows[(rows.comparison == "best alpha - heuristic") & (rows.test == "difference")]
     by_construction = regret.note.str.contains("by construction")
-    print(f"best alpha - baseline power {_rate(best.p_raw < LEVEL):.3f}; the heuristic chosen for every seed in "
-          f"{_rate(by_construction):.3f} of cells; regret declared in {_rate(regret.p_raw < LEVEL):.3f}")
+    print(
+        f"best alpha - baseline power {_rate(best.p_raw < LEVEL):.3f}; the heuristic chosen for every seed in "
+        f"{_rate(by_construction):.3f} of cells; regret declared in {_rate(regret.p_raw < LEVEL):.3f}"
+    )
     assert _rate(best.p_raw < LEVEL) >= 0.70
     assert _rate(regret.p_raw < LEVEL) <= 0.07  # the heuristic IS the best arm: no significant regret
     assert regret.p_raw[by_construction].isna().all()  # and no equivalence "shown" from a zero spread
@@ -240,8 +268,9 @@ def _tost_rate(gain: float, margin: float, n_cells: int, seed: int) -> float:
     shown = []
     for i in range(n_cells):
         cell = simulate_cell(rng, {"baseline": 0.0, "heuristic": gain}, QUIET)
-        c = compare_arms(cell.y_true, cell.arms["heuristic"], cell.arms["baseline"], cell.clusters,
-                         n_boot=N_BOOT, seed=i)
+        c = compare_arms(
+            cell.y_true, cell.arms["heuristic"], cell.arms["baseline"], cell.clusters, n_boot=N_BOOT, seed=i
+        )
         shown.append(tost(c, margin) < LEVEL)
     return _rate(np.array(shown))
 

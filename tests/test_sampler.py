@@ -82,7 +82,7 @@ def test_windows_are_real_slices_with_end_padding_and_the_songs_targets(traced) 
 
 def _expected(features: np.ndarray, start: int) -> np.ndarray:
     out = np.zeros((T, features.shape[1]), np.float32)
-    piece = features[start: start + T]
+    piece = features[start : start + T]
     out[: len(piece)] = piece
     return out
 
@@ -103,11 +103,12 @@ def test_distributed_ranks_get_disjoint_slices_of_the_global_sequence(traced) ->
     kwargs = dict(batch_size=8, segment_frames=T, batches_per_epoch=12, seed=5)
     single = list(WindowSampler(cache, ids, moods, meta, **kwargs).epoch(1))
     world = 3
-    ranks = [list(WindowSampler(cache, ids, moods, meta, rank=r, world_size=world, **kwargs).epoch(1))
-             for r in range(world)]
+    ranks = [
+        list(WindowSampler(cache, ids, moods, meta, rank=r, world_size=world, **kwargs).epoch(1)) for r in range(world)
+    ]
     assert [len(r) for r in ranks] == [4, 4, 4]  # equal counts: no rank waits in a collective
     for r, batches in enumerate(ranks):
-        for k, (x, mood, _) in enumerate(batches):
+        for k, (x, _mood, _) in enumerate(batches):
             assert np.array_equal(x, single[r + k * world][0])  # rank r takes batches r, r+W, ...
     flat = [x.tobytes() for batches in ranks for x, _, _ in batches]
     assert len(set(flat)) == len(flat) == 12  # no batch is drawn twice

@@ -42,6 +42,7 @@ TIGHT_BODY_LIMIT = 256 * 1024  # fits the 6 s mono clip of the overload test (19
 
 # ------------------------------------------------------------------------ helpers
 
+
 def make_checkpoint(directory: Path, n_filters: int, seed: int = 0) -> Path:
     """A real checkpoint of an untrained MoodCNN (seeded): enough to test serving exactly."""
     import torch
@@ -51,8 +52,14 @@ def make_checkpoint(directory: Path, n_filters: int, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     config = ModelConfig(n_filters=n_filters)
     model = MoodCNN(config, len(MOODS), 3)
-    card = ModelCard(mood_names=list(MOODS), meta_names=["artist_a", "artist_b", "artist_c"], model=config,
-                     features=FeatureConfig(), alpha=5 / 3, labels=LabelConfig(n_moods=len(MOODS)))
+    card = ModelCard(
+        mood_names=list(MOODS),
+        meta_names=["artist_a", "artist_b", "artist_c"],
+        model=config,
+        features=FeatureConfig(),
+        alpha=5 / 3,
+        labels=LabelConfig(n_moods=len(MOODS)),
+    )
     save_checkpoint(directory, model, card)
     return directory
 
@@ -103,10 +110,15 @@ def small_app_config(checkpoint: Path, topology: str) -> Any:
     from serve.config import BatchingConfig, IngressSettings, ModelSettings, ServeConfig
 
     return ServeConfig(
-        checkpoint=str(checkpoint), max_body_bytes=MAIN_BODY_LIMIT, top_k=3, model_timeout_s=20.0,
-        topology=topology, batching=BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
+        checkpoint=str(checkpoint),
+        max_body_bytes=MAIN_BODY_LIMIT,
+        top_k=3,
+        model_timeout_s=20.0,
+        topology=topology,
+        batching=BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
         ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=0.1),
-        model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.1, num_gpus=0))
+        model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.1, num_gpus=0),
+    )
 
 
 @contextmanager
@@ -138,12 +150,15 @@ def assert_matches(body: dict[str, Any], expected: dict[str, float], tol: float 
 
 # ----------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("serve-ckpt")
-    return {"small": make_checkpoint(root / "small", n_filters=8),
-            # Paper width (128 filters): slow enough per request on one thread to fill a tiny queue.
-            "wide": make_checkpoint(root / "wide", n_filters=128)}
+    return {
+        "small": make_checkpoint(root / "small", n_filters=8),
+        # Paper width (128 filters): slow enough per request on one thread to fill a tiny queue.
+        "wide": make_checkpoint(root / "wide", n_filters=128),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -164,35 +179,50 @@ def server(checkpoints: dict[str, Path]) -> Iterator[dict[str, str]]:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
-             log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         # Fractional CPUs: the three apps (5 replicas, 1.7 CPUs) plus the one app a test deploys
         # for itself (0.2 CPUs: the CLI and replica-kill tests) fit in 2 CPUs.
         main = ServeConfig(
-            checkpoint=str(checkpoints["small"]), max_body_bytes=MAIN_BODY_LIMIT, top_k=3, model_timeout_s=20.0,
-            topology="split", batching=BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
+            checkpoint=str(checkpoints["small"]),
+            max_body_bytes=MAIN_BODY_LIMIT,
+            top_k=3,
+            model_timeout_s=20.0,
+            topology="split",
+            batching=BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
             ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=0.4),
-            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.4, num_gpus=0))
+            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.4, num_gpus=0),
+        )
         # topology left at auto: no GPUs here, so one combined deployment (0.2 + 0.2 CPU).
         one = ServeConfig(
-            checkpoint=str(checkpoints["small"]), max_body_bytes=MAIN_BODY_LIMIT, top_k=3, model_timeout_s=20.0,
+            checkpoint=str(checkpoints["small"]),
+            max_body_bytes=MAIN_BODY_LIMIT,
+            top_k=3,
+            model_timeout_s=20.0,
             batching=BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
             ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=0.2),
-            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.2, num_gpus=0))
+            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.2, num_gpus=0),
+        )
         tight = ServeConfig(
-            checkpoint=str(checkpoints["wide"]), max_body_bytes=TIGHT_BODY_LIMIT, model_timeout_s=20.0,
+            checkpoint=str(checkpoints["wide"]),
+            max_body_bytes=TIGHT_BODY_LIMIT,
+            model_timeout_s=20.0,
             topology="split",
             batching=BatchingConfig(max_batch_size=1, batch_wait_timeout_s=0.0),
             ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=0.25, max_ongoing_requests=100),
-            model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.25, num_gpus=0,
-                                max_ongoing_requests=1, max_queued_requests=1))
+            model=ModelSettings(
+                min_replicas=1, max_replicas=1, num_cpus=0.25, num_gpus=0, max_ongoing_requests=1, max_queued_requests=1
+            ),
+        )
         serve.run(build_app(main), name="main", route_prefix="/")
         serve.run(build_app(tight), name="tight", route_prefix="/tight")
         serve.run(build_app(one), name="one", route_prefix="/one")
-        yield {"main": f"http://127.0.0.1:{port}", "tight": f"http://127.0.0.1:{port}/tight",
-               "one": f"http://127.0.0.1:{port}/one"}
+        yield {
+            "main": f"http://127.0.0.1:{port}",
+            "tight": f"http://127.0.0.1:{port}/tight",
+            "one": f"http://127.0.0.1:{port}/one",
+        }
     finally:
         try:
             serve.shutdown()
@@ -202,8 +232,10 @@ def server(checkpoints: dict[str, Path]) -> Iterator[dict[str, str]]:
 
 # ------------------------------------------------------- config and CLI (no Ray)
 
-def test_config_validation_and_sources(tmp_path: Path, checkpoints: dict[str, Path],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_config_validation_and_sources(
+    tmp_path: Path, checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from serve.config import CHECKPOINT_ENV, STUDY_ENV, ServeConfig, load_serve_config, resolve_checkpoint
 
     monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
@@ -264,12 +296,18 @@ def test_serve_config_yaml_builds(checkpoints: dict[str, Path]) -> None:
     builder: Callable = getattr(importlib.import_module(module_name), attr)
     from ray.serve import Application
 
-    app = builder({**application.args, "checkpoint": str(checkpoints["small"]), "model": {
-        **application.args["model"], "num_gpus": 0}})
+    app = builder(
+        {
+            **application.args,
+            "checkpoint": str(checkpoints["small"]),
+            "model": {**application.args["model"], "num_gpus": 0},
+        }
+    )
     assert isinstance(app, Application)
 
 
 # ---------------------------------------------------------------------- happy path
+
 
 @pytest.mark.parametrize("app", ["main", "one"])
 def test_generated_wav_equals_library(server: dict[str, str], predictor, app: str) -> None:
@@ -304,8 +342,12 @@ def test_real_clips_equal_library(server: dict[str, str], predictor, real_audio_
     types = {".ogg": "audio/ogg", ".mp3": "audio/mpeg", ".flac": "audio/flac", ".wav": "audio/wav"}
     for clip in clips:
         expected = predictor.predict_file(clip)
-        response = requests.post(f"{server[app]}/predict", data=clip.read_bytes(),
-                                 headers={"Content-Type": types[clip.suffix]}, timeout=TIMEOUT)
+        response = requests.post(
+            f"{server[app]}/predict",
+            data=clip.read_bytes(),
+            headers={"Content-Type": types[clip.suffix]},
+            timeout=TIMEOUT,
+        )
         assert response.status_code == 200, (clip.name, response.text)
         assert_matches(response.json(), expected.probabilities)
         assert response.json()["n_segments"] == expected.n_segments
@@ -319,8 +361,9 @@ def test_real_clips_equal_library(server: dict[str, str], predictor, real_audio_
 def test_short_audio_silence_and_top_k(server: dict[str, str], predictor) -> None:
     short = tone(1.0)  # shorter than one 187-frame segment: zero-padded to one
     before = scored_counts(server["main"])
-    response = requests.post(f"{server['main']}/predict", data=short, headers={"Content-Type": "audio/wav"},
-                             timeout=TIMEOUT)
+    response = requests.post(
+        f"{server['main']}/predict", data=short, headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT
+    )
     assert response.status_code == 200, response.text
     assert response.json()["n_segments"] == 1 and response.json()["duration_s"] == pytest.approx(1.0, abs=0.02)
     assert_matches(response.json(), predictor.predict_bytes(short).probabilities)
@@ -329,8 +372,9 @@ def test_short_audio_silence_and_top_k(server: dict[str, str], predictor) -> Non
     after = scored_counts(server["main"])
     assert after["immediate"] == before["immediate"] + 1 and after["batches"] == before["batches"], (before, after)
     silence = wav_bytes(np.zeros(16000 * 5, dtype=np.float32), 16000)
-    response = requests.post(f"{server['main']}/predict", data=silence, headers={"Content-Type": "audio/wav"},
-                             timeout=TIMEOUT)
+    response = requests.post(
+        f"{server['main']}/predict", data=silence, headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT
+    )
     assert response.status_code == 200, response.text
     probs = np.array(list(response.json()["moods"].values()))
     assert np.isfinite(probs).all() and ((probs >= 0) & (probs <= 1)).all()
@@ -366,6 +410,7 @@ def test_health_model_card_and_docs(server: dict[str, str], predictor) -> None:
 
 # ---------------------------------------------------------------------- bad input
 
+
 def test_bad_input_gets_4xx_json(server: dict[str, str]) -> None:
     url = f"{server['main']}/predict"
 
@@ -381,8 +426,12 @@ def test_bad_input_gets_4xx_json(server: dict[str, str]) -> None:
     rng = np.random.default_rng(0)
     sine_mp3 = io.BytesIO()
     sf.write(sine_mp3, (0.3 * np.sin(np.arange(48000) / 5)).astype(np.float32), 16000, format="MP3")
-    for junk in (b"this is not audio" * 50, rng.bytes(50_000), sine_mp3.getvalue()[:300],
-                 b"RIFF\x24\x00\x00\x00WAVEfmt "):
+    for junk in (
+        b"this is not audio" * 50,
+        rng.bytes(50_000),
+        sine_mp3.getvalue()[:300],
+        b"RIFF\x24\x00\x00\x00WAVEfmt ",
+    ):
         assert_error(post(junk, content_type="audio/mpeg"), 422, "undecodable_audio")
     # NaN samples are refused by the decoder; finite but absurd samples overflow the mel power.
     assert_error(post(wav_bytes(np.full(16000, np.nan, np.float32), 16000, "FLOAT")), 422, "undecodable_audio")
@@ -392,11 +441,16 @@ def test_bad_input_gets_4xx_json(server: dict[str, str]) -> None:
 
     # Multipart without a `file` field, with an empty file, and a malformed body.
     assert_error(requests.post(url, files={"audio": ("a.wav", tone(1.0))}, timeout=TIMEOUT), 400, "missing_file")
-    assert_error(requests.post(url, data={"file": "not a file"}, files={"other": ("x", b"1")}, timeout=TIMEOUT),
-                 400, "missing_file")
+    assert_error(
+        requests.post(url, data={"file": "not a file"}, files={"other": ("x", b"1")}, timeout=TIMEOUT),
+        400,
+        "missing_file",
+    )
     assert_error(requests.post(url, files={"file": ("a.wav", b"")}, timeout=TIMEOUT), 400, "empty_body")
-    malformed = post(b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nabc",
-                     content_type="multipart/form-data; boundary=xyz")
+    malformed = post(
+        b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nabc',
+        content_type="multipart/form-data; boundary=xyz",
+    )
     assert malformed.status_code in (400, 422)
     assert_error(malformed, malformed.status_code)
 
@@ -406,20 +460,27 @@ def test_bad_input_gets_4xx_json(server: dict[str, str]) -> None:
 
 def test_body_limit_counts_actual_bytes(server: dict[str, str]) -> None:
     """A chunked upload (no Content-Length) over the limit is cut off by counting bytes."""
+
     def chunks() -> Iterator[bytes]:
         for _ in range(8):  # 8 x 40 KiB = 320 KiB > 256 KiB; small enough to sit in socket buffers
             yield b"\1" * 40960
 
-    response = requests.post(f"{server['tight']}/predict", data=chunks(),
-                             headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
+    response = requests.post(
+        f"{server['tight']}/predict", data=chunks(), headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT
+    )
     assert "content-length" not in {k.lower() for k in response.request.headers}
     assert_error(response, 413, "payload_too_large")
-    small = requests.post(f"{server['tight']}/predict", data=iter([tone(1.0, rate=16000, stereo=False)]),
-                          headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
+    small = requests.post(
+        f"{server['tight']}/predict",
+        data=iter([tone(1.0, rate=16000, stereo=False)]),
+        headers={"Content-Type": "audio/wav"},
+        timeout=TIMEOUT,
+    )
     assert small.status_code == 200, small.text
 
 
 # -------------------------------------------------------------------- concurrency
+
 
 @pytest.mark.parametrize("app", ["main", "one"])
 def test_200_requests_from_16_clients(server: dict[str, str], predictor, app: str) -> None:
@@ -429,8 +490,7 @@ def test_200_requests_from_16_clients(server: dict[str, str], predictor, app: st
     session_url = f"{server[app]}/predict"
 
     def call(i: int) -> tuple[int, int, dict[str, Any]]:
-        response = requests.post(session_url, data=clips[i % 3], headers={"Content-Type": "audio/wav"},
-                                 timeout=TIMEOUT)
+        response = requests.post(session_url, data=clips[i % 3], headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
         return i, response.status_code, response.json()
 
     before = scored_counts(server[app])
@@ -477,8 +537,12 @@ def test_overload_beyond_queue_gets_503_json(server: dict[str, str]) -> None:
     assert after.status_code == 200, after.text
 
 
-def test_cli_serves_until_interrupted(server: dict[str, str], checkpoints: dict[str, Path],
-                                      monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_serves_until_interrupted(
+    server: dict[str, str],
+    checkpoints: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """`mtlmood serve` deploys, answers while it blocks, and removes its app on Ctrl-C."""
     from ray import serve
 
@@ -494,15 +558,32 @@ def test_cli_serves_until_interrupted(server: dict[str, str], checkpoints: dict[
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_block", interrupt_after_a_request)
-    code = main(["serve", "--checkpoint", str(checkpoints["small"]), "--port", port,
-                 "--set", "app_name=cli", "--set", "route_prefix=/cli", "--set", "model.num_gpus=0",
-                 "--set", "ingress.num_cpus=0.1", "--set", "model.num_cpus=0.1"])
+    code = main(
+        [
+            "serve",
+            "--checkpoint",
+            str(checkpoints["small"]),
+            "--port",
+            port,
+            "--set",
+            "app_name=cli",
+            "--set",
+            "route_prefix=/cli",
+            "--set",
+            "model.num_gpus=0",
+            "--set",
+            "ingress.num_cpus=0.1",
+            "--set",
+            "model.num_cpus=0.1",
+        ]
+    )
     assert code == 0 and seen["health"] == 200
     assert f"127.0.0.1:{port}/cli/predict" in capsys.readouterr().out
     assert "cli" not in serve.status().applications
 
 
 # ----------------------------------------------------------------------- failures
+
 
 def _replica_names(app: str, deployment: str) -> list[str]:
     import ray
@@ -511,8 +592,16 @@ def _replica_names(app: str, deployment: str) -> list[str]:
     return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
 
 
-def _kill_under_load(url: str, app: str, deployment: str, clip: bytes, clients: int, ok_before_kill: int,
-                     max_requests: int, recovered: Callable[[list[int], float], bool]) -> list[tuple[int, str]]:
+def _kill_under_load(
+    url: str,
+    app: str,
+    deployment: str,
+    clip: bytes,
+    clients: int,
+    ok_before_kill: int,
+    max_requests: int,
+    recovered: Callable[[list[int], float], bool],
+) -> list[tuple[int, str]]:
     """``clients`` threads post ``clip`` to ``url``; once ``ok_before_kill`` answers were 200,
     the app's one replica of ``deployment`` is killed. Each client stops after ``max_requests``
     or when ``recovered(its statuses, seconds since the kill)``. Returns (status, body) of all."""
@@ -563,11 +652,20 @@ def test_killed_model_replica_is_replaced(server: dict[str, str], checkpoints: d
     clip = tone(4.0, seed=4)
     expected = predictor.predict_bytes(clip).probabilities
     with own_app(server, "killsplit", small_app_config(checkpoints["small"], "split")) as base:
+
         def recovered(seen: list[int], since_kill: float) -> bool:
             return len(seen) >= 8 and all(s == 200 for s in seen[-3:]) and since_kill > 3
 
-        results = _kill_under_load(f"{base}/predict", "killsplit", "MoodModel", clip, clients=6,
-                                   ok_before_kill=6, max_requests=40, recovered=recovered)
+        results = _kill_under_load(
+            f"{base}/predict",
+            "killsplit",
+            "MoodModel",
+            clip,
+            clients=6,
+            ok_before_kill=6,
+            max_requests=40,
+            recovered=recovered,
+        )
         assert sum(status == 200 for status, _ in results) >= 6
         for status, text in results:
             if status == 200:
@@ -582,23 +680,28 @@ def test_killed_model_replica_is_replaced(server: dict[str, str], checkpoints: d
         assert requests.get(f"{base}/healthz?deep=true", timeout=TIMEOUT).status_code == 200
 
 
-def test_killed_combined_replica_is_replaced(server: dict[str, str], checkpoints: dict[str, Path],
-                                             predictor) -> None:
+def test_killed_combined_replica_is_replaced(server: dict[str, str], checkpoints: dict[str, Path], predictor) -> None:
     """Combined topology: the one replica that decodes *and* scores dies under load; in-flight
     requests fail with a 5xx (from Serve's proxy: the replica that would answer is gone),
     none hangs, Serve starts a new replica and answers correctly again. On an app of its own."""
     clip = tone(4.0, seed=5)
     expected = predictor.predict_bytes(clip).probabilities
     with own_app(server, "killone", small_app_config(checkpoints["small"], "combined")) as base:
-        results = _kill_under_load(f"{base}/predict", "killone", "MoodIngress", clip, clients=4,
-                                   ok_before_kill=2, max_requests=30,
-                                   recovered=lambda seen, since_kill: since_kill > 2)
+        results = _kill_under_load(
+            f"{base}/predict",
+            "killone",
+            "MoodIngress",
+            clip,
+            clients=4,
+            ok_before_kill=2,
+            max_requests=30,
+            recovered=lambda seen, since_kill: since_kill > 2,
+        )
         statuses = [status for status, _ in results]
         assert statuses.count(200) >= 2 and set(statuses) <= {200, 500, 502, 503}, statuses
         after = None
         for _ in range(20):  # the proxy may need a moment to route to the new replica
-            after = requests.post(f"{base}/predict", data=clip, headers={"Content-Type": "audio/wav"},
-                                  timeout=TIMEOUT)
+            after = requests.post(f"{base}/predict", data=clip, headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
             if after.status_code == 200:
                 break
             time.sleep(0.5)

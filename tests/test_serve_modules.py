@@ -28,6 +28,7 @@ LIMIT = 64 * 1024
 
 # ------------------------------------------------------------------------- layout
 
+
 def test_each_serve_module_states_its_job_and_stays_small() -> None:
     for path in sorted((REPO / "serve").glob("*.py")):
         source = path.read_text()
@@ -45,6 +46,7 @@ def test_serve_app_import_path_is_light() -> None:
 
 
 # ------------------------------------------------------------------------ parsing
+
 
 class Client:
     """Posts to a bare FastAPI app whose one route runs serve.parsing.audio_from_request, in process."""
@@ -97,27 +99,46 @@ def test_raw_and_multipart_bodies_give_the_audio_bytes(client: Any) -> None:
 
 def test_unusable_bodies_get_a_clear_4xx(client: Any) -> None:
     _error(client.post("/audio", content=b"", headers={"Content-Type": "audio/wav"}), 400, "empty_body")
-    _error(client.post("/audio", content=b"{}", headers={"Content-Type": "application/json"}),
-           415, "unsupported_media_type")
-    _error(client.post("/audio", content=b"\0" * (LIMIT + 1), headers={"Content-Type": "audio/wav"}),
-           413, "payload_too_large")
+    _error(
+        client.post("/audio", content=b"{}", headers={"Content-Type": "application/json"}),
+        415,
+        "unsupported_media_type",
+    )
+    _error(
+        client.post("/audio", content=b"\0" * (LIMIT + 1), headers={"Content-Type": "audio/wav"}),
+        413,
+        "payload_too_large",
+    )
+
     # Chunked (no Content-Length): cut off by counting the bytes.
     async def chunks() -> Any:
         for _ in range(2):
             yield b"\0" * 40_000
 
     _error(client.post("/audio", content=chunks(), headers={"Content-Type": "audio/wav"}), 413, "payload_too_large")
-    _error(client.post("/audio", content=b"12", headers={"Content-Type": "audio/wav", "Content-Length": "x"}),
-           400, "bad_request")
+    _error(
+        client.post("/audio", content=b"12", headers={"Content-Type": "audio/wav", "Content-Length": "x"}),
+        400,
+        "bad_request",
+    )
     _error(client.post("/audio", files={"audio": ("a.wav", b"1")}), 400, "missing_file")
     _error(client.post("/audio", files={"file": ("a.wav", b"")}), 400, "empty_body")
-    _error(client.post("/audio", content=b"abc", headers={"Content-Type": "multipart/form-data"}),
-           400, "bad_multipart")  # no boundary
-    _error(client.post("/audio", content=b"--xyz\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--xyz--\r\n",
-                       headers={"Content-Type": "multipart/form-data; boundary=xyz"}), 400, "bad_multipart")
+    _error(
+        client.post("/audio", content=b"abc", headers={"Content-Type": "multipart/form-data"}), 400, "bad_multipart"
+    )  # no boundary
+    _error(
+        client.post(
+            "/audio",
+            content=b"--xyz\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--xyz--\r\n",
+            headers={"Content-Type": "multipart/form-data; boundary=xyz"},
+        ),
+        400,
+        "bad_multipart",
+    )
 
 
 # ------------------------------------------------------------------------- scorer
+
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -127,8 +148,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     config = ModelConfig(n_filters=8)
-    card = ModelCard(mood_names=list(MOODS), meta_names=["a", "b", "c"], model=config, features=FeatureConfig(),
-                     alpha=5 / 3, labels=LabelConfig(n_moods=len(MOODS)))
+    card = ModelCard(
+        mood_names=list(MOODS),
+        meta_names=["a", "b", "c"],
+        model=config,
+        features=FeatureConfig(),
+        alpha=5 / 3,
+        labels=LabelConfig(n_moods=len(MOODS)),
+    )
     directory = tmp_path_factory.mktemp("serve-modules") / "ckpt"
     save_checkpoint(directory, MoodCNN(config, len(MOODS), 3), card)
     return directory
@@ -156,8 +183,9 @@ def test_scorer_answers_what_predictor_does(scorer: Any, checkpoint: Path) -> No
         got = scorer.prediction(probs, len(segs), len(song), top_k=3)
         expected = predictor.prediction(song, top_k=3)
         assert list(got.probabilities) == MOODS and [m for m, _ in got.top] == [m for m, _ in expected.top]
-        np.testing.assert_allclose(list(got.probabilities.values()), list(expected.probabilities.values()),
-                                   rtol=0, atol=1e-6)
+        np.testing.assert_allclose(
+            list(got.probabilities.values()), list(expected.probabilities.values()), rtol=0, atol=1e-6
+        )
         assert (got.n_segments, got.duration_s) == (expected.n_segments, expected.duration_s)
 
 
@@ -198,6 +226,7 @@ def test_a_cuda_error_marks_the_scorer_unhealthy(checkpoint: Path, monkeypatch: 
 
 
 # ---------------------------------------------------------------------- responses
+
 
 def test_predict_body_is_a_predict_response(scorer: Any) -> None:
     from serve.schemas import PredictResponse, model_summary, predict_body

@@ -12,13 +12,24 @@ from serve.config import best_checkpoint_of_study, load_serve_config, resolve_ch
 
 
 def _pointer(run_dir: Path) -> None:
-    cells = {"3|artist": {"checkpoint": "runs/curve/3-artist/heuristic/seed-1/model", "arm": "heuristic",
-                          "val_pr_auc": 71.0, "n_moods": 3},
-             "50|artist": {"checkpoint": "runs/curve/50-artist/x3/seed-2/model", "arm": "x3",
-                           "val_pr_auc": 17.5, "n_moods": 50}}
+    cells = {
+        "3|artist": {
+            "checkpoint": "runs/curve/3-artist/heuristic/seed-1/model",
+            "arm": "heuristic",
+            "val_pr_auc": 71.0,
+            "n_moods": 3,
+        },
+        "50|artist": {
+            "checkpoint": "runs/curve/50-artist/x3/seed-2/model",
+            "arm": "x3",
+            "val_pr_auc": 17.5,
+            "n_moods": 50,
+        },
+    }
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "best_checkpoint.json").write_text(json.dumps(
-        {"default_cell": "50|artist", "checkpoint": cells["50|artist"]["checkpoint"], "cells": cells}))
+    (run_dir / "best_checkpoint.json").write_text(
+        json.dumps({"default_cell": "50|artist", "checkpoint": cells["50|artist"]["checkpoint"], "cells": cells})
+    )
 
 
 def test_default_cell_then_a_named_cell(tmp_path: Path) -> None:

@@ -11,12 +11,24 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mtlmood.config import ModelConfig
 from mtlmood.model import MoodCNN
-from study.sizing import (A10G_BF16, StudyPlan, activations, conv_blocks, model_flops, report, segments_per_second,
-                          study_estimate, train_flops, trial_estimate)
+from study.sizing import (
+    A10G_BF16,
+    StudyPlan,
+    activations,
+    conv_blocks,
+    model_flops,
+    report,
+    segments_per_second,
+    study_estimate,
+    train_flops,
+    trial_estimate,
+)
 
 
-@pytest.mark.parametrize("cfg,n_moods,n_meta", [(ModelConfig(), 50, 50), (ModelConfig(), 3, 0),
-                                                (ModelConfig(n_filters=16, n_blocks=4), 9, 59)])
+@pytest.mark.parametrize(
+    "cfg,n_moods,n_meta",
+    [(ModelConfig(), 50, 50), (ModelConfig(), 3, 0), (ModelConfig(n_filters=16, n_blocks=4), 9, 59)],
+)
 def test_flops_match_pytorchs_counter(cfg: ModelConfig, n_moods: int, n_meta: int) -> None:
     model = MoodCNN(cfg, n_moods, n_meta)
     x = torch.zeros(2, cfg.segment_frames, cfg.n_mels)
@@ -33,8 +45,9 @@ def test_paper_width_numbers() -> None:
     cfg = ModelConfig()
     assert [(b.height, b.width) for b in conv_blocks(cfg)] == [(187, 96), (93, 48), (46, 24), (23, 12), (11, 6)]
     # 3x3x1x128x187x96 + 4 x 3x3x128x128xHxW, then two 1920-wide heads: ~0.89 GMACs.
-    assert model_flops(cfg, 50, 50) == 2 * (9 * 128 * 187 * 96 + 9 * 128 * 128 * (93 * 48 + 46 * 24 + 23 * 12 + 11 * 6)
-                                            + 1920 * 100)
+    assert model_flops(cfg, 50, 50) == 2 * (
+        9 * 128 * 187 * 96 + 9 * 128 * 128 * (93 * 48 + 46 * 24 + 23 * 12 + 11 * 6) + 1920 * 100
+    )
     assert 2.9 < train_flops(cfg, 50, 50) / model_flops(cfg, 50, 50) < 3.0
 
 

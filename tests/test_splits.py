@@ -78,8 +78,10 @@ def test_official_split_counts_only_kept_songs(mtt50: LabelledSongs) -> None:
 
 
 def _toy(n: int, groups: list[str] | None = None) -> LabelledSongs:
-    records = [SongRecord(song_id=f"s{i}", audio_path=Path(f"s{i}.wav"), tags=("m",),
-                          group=groups[i] if groups else "") for i in range(n)]
+    records = [
+        SongRecord(song_id=f"s{i}", audio_path=Path(f"s{i}.wav"), tags=("m",), group=groups[i] if groups else "")
+        for i in range(n)
+    ]
     return build_labels(records, LabelConfig(n_moods=1, metadata="none"))
 
 

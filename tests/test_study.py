@@ -22,8 +22,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from mtlmood.inference import Predictor  # noqa: E402
 from study_data import make_study_data, prepare_study_features  # noqa: E402
+
+from mtlmood.inference import Predictor  # noqa: E402
 from study.config import load_study_config  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402
 from study.results import COLUMNS  # noqa: E402
@@ -36,12 +37,26 @@ REPO = Path(__file__).resolve().parents[1]
 def small_overrides(data_dir: Path | str, storage: Path | str, name: str) -> list[str]:
     """Small settings: 8 filters, 6 batches per epoch, 3 epochs; 2 search trials; a curve of
     alpha = 0, x1/3, the heuristic, tuned and learned over 2 fresh seeds (2 seeds per trial)."""
-    return [f"name={name}", f"storage_path={storage}", f"run.dataset.root={data_dir}",
-            "run.model.n_filters=8", "run.train.max_epochs=3", "run.train.patience=2",
-            "run.train.max_batches_per_epoch=6", "run.train.eval_batch_size=64", "run.train.num_threads=1",
-            "search.trials_per_cell=2", "search.n_moods=[4]", "search.metadata=[artist]", "search.seeds=[0]",
-            "curve.grid=[1/3,1]", "curve.seeds=[1,2]", "curve.seeds_per_trial=2", "scheduler.grace_period=1",
-            "report.n_boot=200"]
+    return [
+        f"name={name}",
+        f"storage_path={storage}",
+        f"run.dataset.root={data_dir}",
+        "run.model.n_filters=8",
+        "run.train.max_epochs=3",
+        "run.train.patience=2",
+        "run.train.max_batches_per_epoch=6",
+        "run.train.eval_batch_size=64",
+        "run.train.num_threads=1",
+        "search.trials_per_cell=2",
+        "search.n_moods=[4]",
+        "search.metadata=[artist]",
+        "search.seeds=[0]",
+        "curve.grid=[1/3,1]",
+        "curve.seeds=[1,2]",
+        "curve.seeds_per_trial=2",
+        "scheduler.grace_period=1",
+        "report.n_boot=200",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +87,21 @@ def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(
     Then the whole output: the same rows as an uninterrupted run, nothing twice, fresh curve seeds."""
     overrides = small_overrides("data", "studies", "interrupted")  # relative to the root, not to the repo
     address = ray.get_runtime_context().gcs_address
-    command = [sys.executable, "-m", "mtlmood_cli", "study", "run", "synthetic", "--address", address,
-               *[arg for o in overrides for arg in ("--set", o)]]
+    command = [
+        sys.executable,
+        "-m",
+        "mtlmood_cli",
+        "study",
+        "run",
+        "synthetic",
+        "--address",
+        address,
+        *[arg for o in overrides for arg in ("--set", o)],
+    ]
     environ = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    proc = subprocess.Popen(command, cwd=env["root"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        command, cwd=env["root"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
     run_dir = env["storage"] / "interrupted"
     deadline = time.monotonic() + 240
     try:
@@ -115,8 +140,17 @@ def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(
     assert all((run_dir / p).exists() for p in curve["predictions_path"])  # relative to the run directory
 
     report_dir = Path(outcome.run_dir) / "report"
-    for name in ("trials.csv", "trials.parquet", "table1.csv", "curves.csv", "verdicts.csv", "labels.csv",
-                 "alpha_star.csv", "report.md", "report.html"):
+    for name in (
+        "trials.csv",
+        "trials.parquet",
+        "table1.csv",
+        "curves.csv",
+        "verdicts.csv",
+        "labels.csv",
+        "alpha_star.csv",
+        "report.md",
+        "report.html",
+    ):
         assert (report_dir / name).stat().st_size > 0, name
     assert {p.name for p in (report_dir / "plots").glob("*.png")} >= {"curve-4-artist.png"}
     verdicts = pd.read_csv(report_dir / "verdicts.csv")
@@ -140,9 +174,23 @@ def test_a_deterministic_failure_stops_the_study_at_once_with_one_line(env, tmp_
     overrides = small_overrides(data, tmp_path / "studies", "no-features")
     address = ray.get_runtime_context().gcs_address
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "mtlmood_cli", "study", "run", "synthetic", "--address", address,
-                           *[arg for o in overrides for arg in ("--set", o)]], cwd=REPO, capture_output=True,
-                          text=True, timeout=240)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mtlmood_cli",
+            "study",
+            "run",
+            "synthetic",
+            "--address",
+            address,
+            *[arg for o in overrides for arg in ("--set", o)],
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-2000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("mtlmood")]
     assert len(errors) == 1 and "CacheError" in errors[0] and "not retried" in errors[0], done.stderr[-2000:]
@@ -154,8 +202,14 @@ def test_a_deterministic_failure_stops_the_study_at_once_with_one_line(env, tmp_
 
 def test_killed_training_worker_resumes_from_its_checkpoint(env) -> None:
     overrides = small_overrides(env["data"], env["storage"], "worker-kill") + [
-        "run.train.max_epochs=5", "run.train.patience=5", "run.train.max_batches_per_epoch=12",
-        "search.trials_per_cell=1", "curve.enabled=false", "scheduler.enabled=false", "report.reference=false"]
+        "run.train.max_epochs=5",
+        "run.train.patience=5",
+        "run.train.max_batches_per_epoch=12",
+        "search.trials_per_cell=1",
+        "curve.enabled=false",
+        "scheduler.enabled=false",
+        "report.reference=false",
+    ]
     study = load_study_config("synthetic", overrides)
     train_dir = env["storage"] / "worker-kill" / "train"
     killed: list[int] = []
@@ -166,8 +220,10 @@ def test_killed_training_worker_resumes_from_its_checkpoint(env) -> None:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and not killed:
             if list(train_dir.glob("*/checkpoint_*")):
-                alive = list_actors(address=ray.get_runtime_context().gcs_address,
-                                    filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+                alive = list_actors(
+                    address=ray.get_runtime_context().gcs_address,
+                    filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")],
+                )
                 for actor in alive:
                     if actor.pid:
                         os.kill(actor.pid, signal.SIGKILL)

@@ -23,8 +23,17 @@ from threadpoolctl import threadpool_limits
 
 from mtlmood.errors import ConfigError, DatasetError
 from mtlmood.synth import (
-    CUES, MANIFEST_COLUMNS, MOOD_PROFILES, SynthConfig, mood_profile, plan_songs, read_manifest,
-    read_mtg_jamendo_records, render_song, synthesize, synthesize_from_records,
+    CUES,
+    MANIFEST_COLUMNS,
+    MOOD_PROFILES,
+    SynthConfig,
+    mood_profile,
+    plan_songs,
+    read_manifest,
+    read_mtg_jamendo_records,
+    render_song,
+    synthesize,
+    synthesize_from_records,
 )
 from mtlmood_cli.main import main as cli_main
 
@@ -58,13 +67,15 @@ track_4,audio/track_4.ogg,calm,artist_2,2019
 
 def _digests(root: Path) -> dict[str, str]:
     """sha256 of every file under root, by relative path."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_manifest_and_every_file_decodes(tmp_path: Path) -> None:
-    cfg = SynthConfig(n_songs=8, n_artists=3, min_seconds=4.0, max_seconds=5.0,
-                      formats=("wav", "flac", "ogg", "mp3"))
+    cfg = SynthConfig(n_songs=8, n_artists=3, min_seconds=4.0, max_seconds=5.0, formats=("wav", "flac", "ogg", "mp3"))
     manifest = synthesize(tmp_path, cfg)
     assert manifest == tmp_path / "manifest.csv"
     with open(manifest, newline="") as fh:
@@ -83,7 +94,7 @@ def test_manifest_and_every_file_decodes(tmp_path: Path) -> None:
         assert sr == 16000 and wave.ndim == 1
         # mp3 adds encoder padding; every other codec keeps the length exactly
         assert 4.0 * sr <= len(wave) <= 5.0 * sr + 2500
-        assert np.abs(wave).max() <= 1.0 and np.sqrt(np.mean(wave ** 2)) > 0.01
+        assert np.abs(wave).max() <= 1.0 and np.sqrt(np.mean(wave**2)) > 0.01
     wav = next(r for r in rows if r["path"].endswith(".wav"))
     assert sf.info(str(tmp_path / wav["path"])).subtype == "PCM_16"
     stamp = json.loads((tmp_path / "synth_config.json").read_text())
@@ -139,7 +150,7 @@ def _window_features(wave: np.ndarray, rng: np.random.Generator, n_windows: int 
     out = []
     for _ in range(n_windows):
         start = rng.integers(0, len(logmel) - 187 + 1)
-        window = logmel[start:start + 187]
+        window = logmel[start : start + 187]
         flux = np.maximum(np.diff(window, axis=0), 0.0).sum(axis=1)
         spectrum = np.abs(np.fft.rfft(flux - flux.mean()))[1:]
         edges = np.unique(np.geomspace(1, len(spectrum), 9).astype(int))
@@ -212,10 +223,12 @@ def test_mood_profiles_known_and_hashed() -> None:
 
 
 def test_from_records_uses_real_tags_artists_and_eras(tmp_path: Path) -> None:
-    rows = [("track/1", ("happy", "film"), "artist_A", 1999),
-            ("track/2", "dark;spooky", "artist_A", None),
-            ("track 3", ["calm"], "artist_B", None),
-            ("track_4", ("spooky",), "artist_A", None)]
+    rows = [
+        ("track/1", ("happy", "film"), "artist_A", 1999),
+        ("track/2", "dark;spooky", "artist_A", None),
+        ("track 3", ["calm"], "artist_B", None),
+        ("track_4", ("spooky",), "artist_A", None),
+    ]
     cfg = SynthConfig(min_seconds=4.0, max_seconds=4.5)
     out = synthesize_from_records(tmp_path, rows, cfg)
     got = {r["song_id"]: r for r in read_manifest(out)}
@@ -226,18 +239,20 @@ def test_from_records_uses_real_tags_artists_and_eras(tmp_path: Path) -> None:
     assert all(cfg.min_year <= y <= cfg.max_year for y in years_a)
     assert abs(years_a[0] - years_a[1]) <= 25  # both near artist_A's era
     for r in got.values():
-        assert "/" not in r["path"][len("audio/"):] and " " not in r["path"]
+        assert "/" not in r["path"][len("audio/") :] and " " not in r["path"]
         assert sf.info(str(tmp_path / r["path"])).samplerate == 16000
     with pytest.raises(DatasetError, match="duplicate"):
         synthesize_from_records(tmp_path / "dup", [("x", "happy", "a", 2000), ("x", "sad", "a", 2000)], cfg)
 
 
 def _write_tsv(path: Path) -> Path:
-    lines = ["TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS",
-             "track_1\tartist_1\talbum_1\t01/1.mp3\t212.7\tmood/theme---happy",
-             "track_2\tartist_1\talbum_1\t02/2.mp3\t200.0\tmood/theme---film\tmood/theme---dark",
-             "track_3\tartist_2\talbum_2\t03/3.mp3\t199.0\tgenre---rock",
-             "track_4\tartist_2\talbum_2\t04/4.mp3\t180.0\tmood/theme---calm"]
+    lines = [
+        "TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS",
+        "track_1\tartist_1\talbum_1\t01/1.mp3\t212.7\tmood/theme---happy",
+        "track_2\tartist_1\talbum_1\t02/2.mp3\t200.0\tmood/theme---film\tmood/theme---dark",
+        "track_3\tartist_2\talbum_2\t03/3.mp3\t199.0\tgenre---rock",
+        "track_4\tartist_2\talbum_2\t04/4.mp3\t180.0\tmood/theme---calm",
+    ]
     path.write_bytes(("\r\n".join(lines) + "\r\n").encode())  # the official files use CRLF
     return path
 
@@ -265,8 +280,9 @@ def test_read_mtg_jamendo_records(tmp_path: Path) -> None:
     (tmp_path / "latin1.tsv").write_bytes(tsv.read_bytes().replace(b"artist_1", b"artist_\xe9"))
     with pytest.raises(DatasetError, match="cannot read MTG-Jamendo metadata"):
         read_mtg_jamendo_records(tmp_path / "latin1.tsv")
-    (tmp_path / "untagged.tsv").write_text(tsv.read_text().splitlines()[0] + "\n"
-                                           "track_3\tartist_2\talbum_2\t03/3.mp3\t199.0\tgenre---rock\n")
+    (tmp_path / "untagged.tsv").write_text(
+        tsv.read_text().splitlines()[0] + "\ntrack_3\tartist_2\talbum_2\t03/3.mp3\t199.0\tgenre---rock\n"
+    )
     with pytest.raises(DatasetError, match="no rows with mood/theme tags"):
         read_mtg_jamendo_records(tmp_path / "untagged.tsv")
 
@@ -284,16 +300,19 @@ def test_read_real_mtg_jamendo_metadata(mtg_jamendo_dir: Path) -> None:
     assert all(m and "\r" not in m and "---" not in m for r in records for m in r.moods)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"difficulty": 1.5}, "difficulty"),
-    ({"n_songs": 2, "n_artists": 3}, "n_songs"),
-    ({"min_seconds": 2.0}, "min_seconds"),
-    ({"moods": ("happy", "happy")}, "duplicates"),
-    ({"moods": ("happy;sad",)}, "mood"),
-    ({"formats": ("aiff",)}, "unknown format"),
-    ({"mood_count_probs": (0.5, 0.3, 0.2), "moods": ("a", "b")}, "mood_count_probs"),
-    ({"min_year": 2020, "max_year": 2000}, "min_year"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"difficulty": 1.5}, "difficulty"),
+        ({"n_songs": 2, "n_artists": 3}, "n_songs"),
+        ({"min_seconds": 2.0}, "min_seconds"),
+        ({"moods": ("happy", "happy")}, "duplicates"),
+        ({"moods": ("happy;sad",)}, "mood"),
+        ({"formats": ("aiff",)}, "unknown format"),
+        ({"mood_count_probs": (0.5, 0.3, 0.2), "moods": ("a", "b")}, "mood_count_probs"),
+        ({"min_year": 2020, "max_year": 2000}, "min_year"),
+    ],
+)
 def test_bad_settings_are_config_errors(change: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         SynthConfig(**change).validate()
@@ -301,8 +320,23 @@ def test_bad_settings_are_config_errors(change: dict, message: str) -> None:
 
 def test_cli_synth_summary_resume_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "data"
-    args = ["synth", str(out), "--songs", "6", "--artists", "2", "--duration", "4-4.5", "--seed", "3",
-            "--moods", "happy,sad,dark", "--formats", "flac", "-q"]
+    args = [
+        "synth",
+        str(out),
+        "--songs",
+        "6",
+        "--artists",
+        "2",
+        "--duration",
+        "4-4.5",
+        "--seed",
+        "3",
+        "--moods",
+        "happy,sad,dark",
+        "--formats",
+        "flac",
+        "-q",
+    ]
     assert cli_main(args) == 0
     text = capsys.readouterr().out
     assert "synthesized 6 songs from 2 artists" in text and "6 written, 0 kept" in text
@@ -320,8 +354,7 @@ def test_cli_synth_summary_resume_and_errors(tmp_path: Path, capsys: pytest.Capt
 
     tsv = _write_tsv(tmp_path / "moods.tsv")
     mtg = tmp_path / "mtg"
-    assert cli_main(["synth", str(mtg), "--from-mtg-jamendo", str(tsv), "--limit", "2",
-                     "--duration", "4", "-q"]) == 0
+    assert cli_main(["synth", str(mtg), "--from-mtg-jamendo", str(tsv), "--limit", "2", "--duration", "4", "-q"]) == 0
     assert [r["song_id"] for r in read_manifest(mtg / "manifest.csv")] == ["track_1", "track_2"]
     assert cli_main(["synth", str(tmp_path / "y"), "--from-mtg-jamendo", str(tsv), "--songs", "3"]) == 2
     assert "cannot be combined" in capsys.readouterr().err

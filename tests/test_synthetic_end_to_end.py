@@ -27,17 +27,31 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def small_config(data_dir: Path, metadata: str, alpha: str) -> RunConfig:
     """Small settings as ordinary config: 12 filters, 32 batches per epoch, 5 epochs."""
-    return load_config(RunConfig, None, [
-        f"dataset.root={data_dir}", "labels.n_moods=6", f"labels.metadata={metadata}", f"train.alpha={alpha}",
-        "model.n_filters=12", "model.bn_momentum=0.1", "train.max_batches_per_epoch=32", "train.max_epochs=5",
-        "train.patience=3", "train.num_threads=2", "train.eval_batch_size=128"])
+    return load_config(
+        RunConfig,
+        None,
+        [
+            f"dataset.root={data_dir}",
+            "labels.n_moods=6",
+            f"labels.metadata={metadata}",
+            f"train.alpha={alpha}",
+            "model.n_filters=12",
+            "model.bn_momentum=0.1",
+            "train.max_batches_per_epoch=32",
+            "train.max_epochs=5",
+            "train.patience=3",
+            "train.num_threads=2",
+            "train.eval_batch_size=128",
+        ],
+    )
 
 
 @pytest.mark.parametrize("metadata,alpha", [("none", "0"), ("artist", "auto")])
 def test_baseline_and_multitask_beat_prevalence(data_dir: Path, tmp_path: Path, metadata: str, alpha: str) -> None:
     config = small_config(data_dir, metadata, alpha)
-    report = prepare_features(load_run_songs(config), default_cache_dir(config), config.features,
-                              workers=2, progress=False)
+    report = prepare_features(
+        load_run_songs(config), default_cache_dir(config), config.features, workers=2, progress=False
+    )
     assert not report.failures
     result = train_run(config, tmp_path / "run")
     test = result.test

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-
 from mtl_synthetic import ddp_worker, make_run_data, small_config
+
 from mtlmood.checkpoint import ModelCard, load_checkpoint, load_train_state, save_train_state
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.rundata import RunData
@@ -53,8 +53,9 @@ def baseline(data: RunData) -> FitResult:
     return fit(data, config)
 
 
-def test_baseline_and_multitask_beat_chance_on_test(data: RunData, baseline: FitResult,
-                                                    multitask: dict[str, Any]) -> None:
+def test_baseline_and_multitask_beat_chance_on_test(
+    data: RunData, baseline: FitResult, multitask: dict[str, Any]
+) -> None:
     mt: FitResult = multitask["result"]
     for result in (baseline, mt):
         test = result.test
@@ -68,8 +69,7 @@ def test_baseline_and_multitask_beat_chance_on_test(data: RunData, baseline: Fit
     # alpha=auto is the paper's heuristic N_mood / N_meta.
     assert mt.alpha == pytest.approx(data.n_moods / data.n_meta) and mt.n_meta == data.n_meta
     assert mt.model.meta_head is not None
-    assert all(h.train_loss == pytest.approx(h.train_mood_loss + mt.alpha * h.train_meta_loss)
-               for h in mt.history)
+    assert all(h.train_loss == pytest.approx(h.train_mood_loss + mt.alpha * h.train_meta_loss) for h in mt.history)
     # A fixed alpha is reported every epoch, unchanged; the card says it was fixed.
     assert baseline.alpha_mode == mt.alpha_mode == "fixed" and mt.model_card().alpha_mode == "fixed"
     assert all(h.alpha == mt.alpha and h.metrics()["alpha"] == mt.alpha for h in mt.history)
@@ -88,8 +88,9 @@ def test_best_epoch_is_the_best_validation_score(multitask: dict[str, Any]) -> N
 def test_best_weights_are_restored_over_the_last_ones(data: RunData) -> None:
     """Whichever epoch was best, the returned model holds its weights: after the last
     epoch the callback spoils the live weights, so only a restore can give them back."""
-    config = dataclasses.replace(data.config, train=dataclasses.replace(data.config.train, max_epochs=2,
-                                                                        max_batches_per_epoch=3))
+    config = dataclasses.replace(
+        data.config, train=dataclasses.replace(data.config.train, max_epochs=2, max_batches_per_epoch=3)
+    )
     seen: dict[str, dict[str, torch.Tensor]] = {}
 
     def spoil_after_the_last_epoch(epoch, state) -> None:
@@ -135,16 +136,19 @@ def test_early_stopping_with_patience(data: RunData) -> None:
     # lr = 0 and frozen BatchNorm statistics: the validation score never changes, so only
     # epoch 1 is a "best", and patience 2 stops training after epoch 3.
     config = dataclasses.replace(
-        data.config, model=dataclasses.replace(data.config.model, bn_momentum=0.0),
-        train=dataclasses.replace(data.config.train, lr=0.0, patience=2, max_epochs=10, max_batches_per_epoch=2))
+        data.config,
+        model=dataclasses.replace(data.config.model, bn_momentum=0.0),
+        train=dataclasses.replace(data.config.train, lr=0.0, patience=2, max_epochs=10, max_batches_per_epoch=2),
+    )
     result = fit(data, config)
     assert result.stopped_early and result.best_epoch == 1
     assert [h.bad_epochs for h in result.history] == [0, 1, 2]
     assert [h.is_best for h in result.history] == [True, False, False]
     # Resuming a finished run trains no more.
     again = fit(data, config, resume=_finished_state(data, config))
-    assert [(h.epoch, h.train_loss, h.val) for h in again.history] == \
-        [(h.epoch, h.train_loss, h.val) for h in result.history]
+    assert [(h.epoch, h.train_loss, h.val) for h in again.history] == [
+        (h.epoch, h.train_loss, h.val) for h in result.history
+    ]
 
 
 def _finished_state(data: RunData, config) -> dict[str, Any]:
@@ -174,9 +178,14 @@ def test_distributed_data_parallel_on_two_gloo_ranks(tmp_path: Path) -> None:
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     assert ranks[0]["epochs"] == ranks[1]["epochs"] == [1, 2]  # the callback ran on every rank
     assert ranks[0]["val"] == ranks[1]["val"]  # rank 0's validation scores reached rank 1
-    assert ranks[0]["history"] == [{**h, "seconds": ranks[0]["history"][i]["seconds"],
-                                    "segments_per_second": ranks[0]["history"][i]["segments_per_second"]}
-                                   for i, h in enumerate(ranks[1]["history"])]
+    assert ranks[0]["history"] == [
+        {
+            **h,
+            "seconds": ranks[0]["history"][i]["seconds"],
+            "segments_per_second": ranks[0]["history"][i]["segments_per_second"],
+        }
+        for i, h in enumerate(ranks[1]["history"])
+    ]
     assert _state_equal(ranks[0]["weights"], ranks[1]["weights"])  # DDP kept the replicas in sync
     assert ranks[0]["test"] == ranks[1]["test"] and not math.isnan(ranks[0]["test"]["pr_auc"])
 
@@ -184,8 +193,9 @@ def test_distributed_data_parallel_on_two_gloo_ranks(tmp_path: Path) -> None:
 def test_callback_can_save_a_servable_best_checkpoint(data: RunData, tmp_path: Path) -> None:
     config = dataclasses.replace(data.config, train=dataclasses.replace(data.config.train, max_epochs=2))
     cards = []
-    result = fit(data, config,
-                 callback=lambda epoch, state: cards.append(state.save_best(tmp_path / f"e{epoch.epoch}")))
+    result = fit(
+        data, config, callback=lambda epoch, state: cards.append(state.save_best(tmp_path / f"e{epoch.epoch}"))
+    )
     model, card = load_checkpoint(tmp_path / "e2")
     assert card == cards[-1] and card.metrics["best_epoch"] == result.best_epoch
     final = ModelCard.from_fit(result, test_metrics={"pr_auc": 1.0})
@@ -196,8 +206,12 @@ def test_callback_can_save_a_servable_best_checkpoint(data: RunData, tmp_path: P
 
 
 def test_bf16_autocast_and_channels_last_train(data: RunData) -> None:
-    config = dataclasses.replace(data.config, train=dataclasses.replace(
-        data.config.train, bf16=True, channels_last=True, max_epochs=1, max_batches_per_epoch=3))
+    config = dataclasses.replace(
+        data.config,
+        train=dataclasses.replace(
+            data.config.train, bf16=True, channels_last=True, max_epochs=1, max_batches_per_epoch=3
+        ),
+    )
     result = fit(data, config)
     assert math.isfinite(result.history[0].train_loss) and result.test is not None
     assert result.model.mood_head.weight.dtype == torch.float32  # autocast, not a bf16 model
@@ -208,7 +222,6 @@ def test_callers_keep_importing_the_state_types_from_train() -> None:
     import mtlmood.train as train
     from mtlmood import distributed, train_state
 
-    for name in ("EpochResult", "TrainState", "FitResult", "SplitEvaluation", "Callback", "build_card",
-                 "STATE_FORMAT"):
+    for name in ("EpochResult", "TrainState", "FitResult", "SplitEvaluation", "Callback", "build_card", "STATE_FORMAT"):
         assert getattr(train, name) is getattr(train_state, name), name
     assert train.resolve_device is distributed.resolve_device

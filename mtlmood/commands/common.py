@@ -10,8 +10,15 @@ from mtlmood.config import RunConfig, load_config, resolve_run_paths
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--config FILE and repeated --set section.key=value."""
     parser.add_argument("--config", "-c", metavar="FILE", help="YAML run config (defaults = the paper)")
-    parser.add_argument("--set", "-s", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
-                        help="override one setting, e.g. --set train.max_epochs=3 (repeatable)")
+    parser.add_argument(
+        "--set",
+        "-s",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one setting, e.g. --set train.max_epochs=3 (repeatable)",
+    )
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -19,17 +19,23 @@ from mtlmood.config import METADATA_SETS, RunConfig
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `data` (with its `stats` subcommand) to the CLI."""
-    data = subparsers.add_parser("data", help="inspect a dataset's metadata, labels and splits",
-                                 description="Inspect a dataset's metadata, labels and splits.")
+    data = subparsers.add_parser(
+        "data",
+        help="inspect a dataset's metadata, labels and splits",
+        description="Inspect a dataset's metadata, labels and splits.",
+    )
     actions = data.add_subparsers(dest="data_command", metavar="ACTION")
     data.set_defaults(func=lambda args: _help(data))
 
     stats = actions.add_parser(
-        "stats", help="songs, mood labels, metadata coverage, split sizes, missing audio",
-        description="Print what a run config's dataset, labels and split come to (no audio is read).")
+        "stats",
+        help="songs, mood labels, metadata coverage, split sizes, missing audio",
+        description="Print what a run config's dataset, labels and split come to (no audio is read).",
+    )
     add_config_arguments(stats)
-    stats.add_argument("--dataset", metavar="NAME", help="= --set dataset.name=NAME (mtg-jamendo, "
-                       "magnatagatune, csv, synthetic)")
+    stats.add_argument(
+        "--dataset", metavar="NAME", help="= --set dataset.name=NAME (mtg-jamendo, magnatagatune, csv, synthetic)"
+    )
     stats.add_argument("--root", metavar="PATH", help="= --set dataset.root=PATH")
     stats.add_argument("--audio-root", metavar="PATH", help="= --set dataset.audio_root=PATH")
     stats.add_argument("--tag-set", choices=("moods", "all"), help="= --set dataset.tag_set=...")
@@ -48,11 +54,19 @@ def _help(parser: argparse.ArgumentParser) -> int:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """--config / --set, then the short flags (applied directly, so paths are never YAML-parsed)."""
     config = run_config_from_args(args)
-    dataset = {key: value for key, value in (("name", args.dataset), ("root", args.root),
-                                             ("audio_root", args.audio_root), ("tag_set", args.tag_set))
-               if value is not None}
-    labels = {key: value for key, value in (("n_moods", args.n_moods), ("metadata", args.metadata))
-              if value is not None}
+    dataset = {
+        key: value
+        for key, value in (
+            ("name", args.dataset),
+            ("root", args.root),
+            ("audio_root", args.audio_root),
+            ("tag_set", args.tag_set),
+        )
+        if value is not None
+    }
+    labels = {
+        key: value for key, value in (("n_moods", args.n_moods), ("metadata", args.metadata)) if value is not None
+    }
     split = {"method": args.split} if args.split else {}
     return dataclasses.replace(
         config,

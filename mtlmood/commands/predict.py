@@ -19,9 +19,11 @@ INTERRUPTED = "interrupted; no files were written"
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `predict` to the CLI."""
     parser = subparsers.add_parser(
-        "predict", help="top moods of audio files, from a checkpoint",
+        "predict",
+        help="top moods of audio files, from a checkpoint",
         description="Decode each file, compute log-mel features of its first 29 s, and average the "
-                    "model's mood probabilities over its 3 s segments.")
+        "model's mood probabilities over its 3 s segments.",
+    )
     parser.add_argument("checkpoint", metavar="CKPT", help="checkpoint directory (weights.pt + model_card.json)")
     parser.add_argument("files", metavar="FILE", nargs="+", help="audio files (mp3, ogg, flac, wav, ...)")
     parser.add_argument("--top-k", "-k", type=int, default=3, help="moods to show per file (default 3)")

@@ -1,8 +1,8 @@
 """`mtlmood synth`: write a synthetic dataset (audio + manifest) that needs no download.
 
-    mtlmood synth                                   # the embedded default -> runs/synthetic
-    mtlmood synth runs/hard --difficulty 0.9 --songs 600 --artists 30
-    mtlmood synth runs/mtg --from-mtg-jamendo ../shared/data/mtg-jamendo/autotagging_moodtheme.tsv --limit 500
+mtlmood synth                                   # the embedded default -> runs/synthetic
+mtlmood synth runs/hard --difficulty 0.9 --songs 600 --artists 30
+mtlmood synth runs/mtg --from-mtg-jamendo ../shared/data/mtg-jamendo/autotagging_moodtheme.tsv --limit 500
 """
 
 from __future__ import annotations
@@ -42,38 +42,58 @@ def _list(text: str) -> tuple[str, ...]:
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `synth` subcommand."""
     p = subparsers.add_parser(
-        "synth", help="write a synthetic dataset with audible moods, artists and years",
+        "synth",
+        help="write a synthetic dataset with audible moods, artists and years",
         description="Render songs whose moods, artists and years are audible in a log-mel "
-                    "spectrogram, and write OUT_DIR/audio/*, OUT_DIR/manifest.csv "
-                    "(song_id,path,moods,artist,year) and OUT_DIR/synth_config.json. Same "
-                    "settings -> byte-identical files; re-running resumes an interrupted run.")
-    p.add_argument("out_dir", nargs="?", default=DEFAULT_OUT, metavar="OUT_DIR",
-                   help=f"output directory (default {DEFAULT_OUT})")
+        "spectrogram, and write OUT_DIR/audio/*, OUT_DIR/manifest.csv "
+        "(song_id,path,moods,artist,year) and OUT_DIR/synth_config.json. Same "
+        "settings -> byte-identical files; re-running resumes an interrupted run.",
+    )
+    p.add_argument(
+        "out_dir", nargs="?", default=DEFAULT_OUT, metavar="OUT_DIR", help=f"output directory (default {DEFAULT_OUT})"
+    )
     p.add_argument("--config", "-c", metavar="FILE", help="YAML file of SynthConfig fields (flags win)")
     p.add_argument("--songs", type=int, metavar="N", help="number of songs (default 240)")
     p.add_argument("--artists", type=int, metavar="K", help="number of artists (default 12)")
-    p.add_argument("--moods", type=_list, metavar="LIST", help="comma-separated mood names "
-                   "(default happy,sad,energetic,calm,dark,epic; unknown names get hashed cues)")
+    p.add_argument(
+        "--moods",
+        type=_list,
+        metavar="LIST",
+        help="comma-separated mood names (default happy,sad,energetic,calm,dark,epic; unknown names get hashed cues)",
+    )
     p.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
-    p.add_argument("--difficulty", type=float, metavar="D",
-                   help="0 = obvious mood cues ... 1 = cues drowned in per-song variation (default 0.3)")
+    p.add_argument(
+        "--difficulty",
+        type=float,
+        metavar="D",
+        help="0 = obvious mood cues ... 1 = cues drowned in per-song variation (default 0.3)",
+    )
     p.add_argument("--duration", metavar="SECONDS", help="song length, N or MIN-MAX (default 8-12)")
     p.add_argument("--sample-rate", type=int, metavar="HZ", help="Hz (default 16000)")
     p.add_argument("--years", metavar="MIN-MAX", help="year range (default 1975-2019)")
-    p.add_argument("--moods-per-song", type=_list, metavar="P1,P2,...",
-                   help="probabilities of 1, 2, ... moods per song (default 0.65,0.35)")
-    p.add_argument("--artist-prior-strength", type=float, metavar="P",
-                   help="0 = artists pick moods like everyone ... 1 = each sticks to its favourites "
-                        "(default 0.7)")
-    p.add_argument("--formats", type=_list, metavar="LIST",
-                   help="codecs used in turn: wav,flac,ogg,mp3 (default wav,flac,ogg)")
-    p.add_argument("--from-mtg-jamendo", metavar="TSV",
-                   help="one song per row of an MTG-Jamendo TSV, or of the "
-                        "autotagging_moodtheme.tsv in a folder (its tracks, artists and mood/theme tags)")
-    p.add_argument("--limit", type=int, metavar="N",
-                   help="with --from-mtg-jamendo: only the first N tagged rows")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace a dataset made with other settings in OUT_DIR")
+    p.add_argument(
+        "--moods-per-song",
+        type=_list,
+        metavar="P1,P2,...",
+        help="probabilities of 1, 2, ... moods per song (default 0.65,0.35)",
+    )
+    p.add_argument(
+        "--artist-prior-strength",
+        type=float,
+        metavar="P",
+        help="0 = artists pick moods like everyone ... 1 = each sticks to its favourites (default 0.7)",
+    )
+    p.add_argument(
+        "--formats", type=_list, metavar="LIST", help="codecs used in turn: wav,flac,ogg,mp3 (default wav,flac,ogg)"
+    )
+    p.add_argument(
+        "--from-mtg-jamendo",
+        metavar="TSV",
+        help="one song per row of an MTG-Jamendo TSV, or of the "
+        "autotagging_moodtheme.tsv in a folder (its tracks, artists and mood/theme tags)",
+    )
+    p.add_argument("--limit", type=int, metavar="N", help="with --from-mtg-jamendo: only the first N tagged rows")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset made with other settings in OUT_DIR")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -85,9 +105,17 @@ def config_from_args(args: argparse.Namespace) -> "SynthConfig":
 
     cfg = load_config(SynthConfig, args.config) if args.config else SynthConfig()
     changes: dict = {}
-    simple = {"songs": "n_songs", "artists": "n_artists", "moods": "moods", "seed": "seed",
-              "difficulty": "difficulty", "sample_rate": "sample_rate", "formats": "formats",
-              "artist_prior_strength": "artist_prior_strength", "limit": "limit"}
+    simple = {
+        "songs": "n_songs",
+        "artists": "n_artists",
+        "moods": "moods",
+        "seed": "seed",
+        "difficulty": "difficulty",
+        "sample_rate": "sample_rate",
+        "formats": "formats",
+        "artist_prior_strength": "artist_prior_strength",
+        "limit": "limit",
+    }
     for flag, name in simple.items():
         if getattr(args, flag) is not None:
             changes[name] = getattr(args, flag)
@@ -99,13 +127,14 @@ def config_from_args(args: argparse.Namespace) -> "SynthConfig":
         try:
             changes["mood_count_probs"] = tuple(float(x) for x in args.moods_per_song)
         except ValueError:
-            raise ConfigError(f"--moods-per-song must be numbers, "
-                              f"got {','.join(args.moods_per_song)}") from None
+            raise ConfigError(f"--moods-per-song must be numbers, got {','.join(args.moods_per_song)}") from None
     if args.from_mtg_jamendo:
         clash = [f"--{f}" for f in ("songs", "artists", "moods") if getattr(args, f) is not None]
         if clash:
-            raise ConfigError(f"{', '.join(clash)} cannot be combined with --from-mtg-jamendo "
-                              f"(songs, artists and moods come from the TSV; use --limit)")
+            raise ConfigError(
+                f"{', '.join(clash)} cannot be combined with --from-mtg-jamendo "
+                f"(songs, artists and moods come from the TSV; use --limit)"
+            )
         changes["source"] = str(Path(args.from_mtg_jamendo).resolve())
         changes["source_format"] = "mtg-jamendo"
     elif args.limit is not None and not cfg.source:
@@ -122,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
     # Files of an earlier run with the same settings are kept (resume); count them for the summary.
     existed: set[str] = set()
     try:
-        same = (json.loads((out / CONFIG_NAME).read_text()).get("config")
-                == json.loads(json.dumps(dataclasses.asdict(cfg))))
+        same = json.loads((out / CONFIG_NAME).read_text()).get("config") == json.loads(
+            json.dumps(dataclasses.asdict(cfg))
+        )
     except (OSError, ValueError, AttributeError):
         same = False
     if same and (out / "audio").is_dir():
@@ -140,9 +170,11 @@ def run(args: argparse.Namespace) -> int:
     moods = Counter(m for r in rows for m in r["moods"].split(";"))
     multi = sum(";" in r["moods"] for r in rows)
     speed = f", {written / elapsed:.1f} songs/s" if written and not kept else ""
-    print(f"synthesized {len(rows)} songs from {len(artists)} artists, years {min(years)}-{max(years)}, "
-          f"{cfg.min_seconds:g}-{cfg.max_seconds:g} s at {cfg.sample_rate} Hz, difficulty {cfg.difficulty:g} "
-          f"({written} written, {kept} kept from an earlier run; {elapsed:.1f} s{speed})")
+    print(
+        f"synthesized {len(rows)} songs from {len(artists)} artists, years {min(years)}-{max(years)}, "
+        f"{cfg.min_seconds:g}-{cfg.max_seconds:g} s at {cfg.sample_rate} Hz, difficulty {cfg.difficulty:g} "
+        f"({written} written, {kept} kept from an earlier run; {elapsed:.1f} s{speed})"
+    )
     shown = ", ".join(f"{m} {n}" for m, n in moods.most_common(12))
     more = f", ... {len(moods) - 12} more" if len(moods) > 12 else ""
     print(f"moods: {shown}{more}; songs with several moods: {multi}")

@@ -34,5 +34,13 @@ def missing_audio(records: list[SongRecord]) -> list[SongRecord]:
     return [record for record in records if not record.audio_path.is_file()]
 
 
-__all__ = ["REGISTRY", "DatasetAdapter", "SongRecord", "get_adapter", "load_run_songs", "load_songs",
-           "missing_audio", "register"]
+__all__ = [
+    "REGISTRY",
+    "DatasetAdapter",
+    "SongRecord",
+    "get_adapter",
+    "load_run_songs",
+    "load_songs",
+    "missing_audio",
+    "register",
+]

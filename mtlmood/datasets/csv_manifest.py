@@ -39,8 +39,7 @@ MANIFEST_NAMES = ("manifest.csv", "manifest.tsv")
 REQUIRED_COLUMNS = ("path", "moods")
 OPTIONAL_COLUMNS = ("artist", "year", "song_id", "group", "split")
 MOOD_SEPARATORS = re.compile(r"[;|]")
-_SPLITS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation",
-           "test": "test"}
+_SPLITS = {"train": "train", "validation": "validation", "valid": "validation", "val": "validation", "test": "test"}
 
 
 def manifest_path(root: str | Path) -> Path:
@@ -104,8 +103,10 @@ def read_manifest(path: Path, audio_root: str = "", limit: int = 0) -> list[Song
         columns = {name.strip().lower(): i for i, name in enumerate(header)}
         missing = [c for c in REQUIRED_COLUMNS if c not in columns]
         if missing:
-            raise DatasetError(f"{path}:1: missing required column(s) {', '.join(missing)} "
-                               f"(header: {', '.join(header)}; delimiter {delimiter!r})")
+            raise DatasetError(
+                f"{path}:1: missing required column(s) {', '.join(missing)} "
+                f"(header: {', '.join(header)}; delimiter {delimiter!r})"
+            )
 
         def cell(row: list[str], name: str) -> str:
             index = columns.get(name)
@@ -118,8 +119,10 @@ def read_manifest(path: Path, audio_root: str = "", limit: int = 0) -> list[Song
                 continue
             where = f"{path}:{reader.line_num}"
             if len(row) > len(header):
-                raise DatasetError(f"{where}: {len(row)} fields but the header has {len(header)} "
-                                   f"(quote fields that contain {delimiter!r})")
+                raise DatasetError(
+                    f"{where}: {len(row)} fields but the header has {len(header)} "
+                    f"(quote fields that contain {delimiter!r})"
+                )
             raw_path = cell(row, "path")
             if not raw_path:
                 raise DatasetError(f"{where}: column path is empty")
@@ -129,18 +132,19 @@ def read_manifest(path: Path, audio_root: str = "", limit: int = 0) -> list[Song
             seen[song_id] = reader.line_num
             split_value = cell(row, "split").lower()
             if split_value and split_value not in _SPLITS:
-                raise DatasetError(f"{where}: column split holds {split_value!r}, "
-                                   f"expected train, validation or test")
+                raise DatasetError(f"{where}: column split holds {split_value!r}, expected train, validation or test")
             audio = Path(raw_path)
-            records.append(SongRecord(
-                song_id=song_id,
-                audio_path=audio if audio.is_absolute() else base / audio,
-                tags=parse_moods(cell(row, "moods")),
-                artist=cell(row, "artist") or None,
-                year=_parse_year(cell(row, "year"), where),
-                group=cell(row, "group"),
-                official_split=_SPLITS.get(split_value),
-            ))
+            records.append(
+                SongRecord(
+                    song_id=song_id,
+                    audio_path=audio if audio.is_absolute() else base / audio,
+                    tags=parse_moods(cell(row, "moods")),
+                    artist=cell(row, "artist") or None,
+                    year=_parse_year(cell(row, "year"), where),
+                    group=cell(row, "group"),
+                    official_split=_SPLITS.get(split_value),
+                )
+            )
             if limit and len(records) >= limit:
                 break
     return records

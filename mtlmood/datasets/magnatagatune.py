@@ -51,9 +51,27 @@ SPLIT_FILE = "magnatagatune.json.gz"
 
 # How the music feels (see the module docstring for the rule); ordered by clip count.
 MOOD_TAGS: tuple[str, ...] = (
-    "slow", "fast", "loud", "quiet", "soft", "weird", "heavy", "upbeat", "dark", "spacey",
-    "strange", "calm", "mellow", "fast beat", "sad", "airy", "eerie", "light", "scary",
-    "happy", "quick",
+    "slow",
+    "fast",
+    "loud",
+    "quiet",
+    "soft",
+    "weird",
+    "heavy",
+    "upbeat",
+    "dark",
+    "spacey",
+    "strange",
+    "calm",
+    "mellow",
+    "fast beat",
+    "sad",
+    "airy",
+    "eerie",
+    "light",
+    "scary",
+    "happy",
+    "quick",
 )
 _SPLIT_NAMES = {"train": "train", "valid": "validation", "validation": "validation", "test": "test"}
 
@@ -61,8 +79,10 @@ _SPLIT_NAMES = {"train": "train", "valid": "validation", "validation": "validati
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """(line number, fields) of every non-empty row, header included."""
     if not path.is_file():
-        raise DatasetError(f"MagnaTagATune file not found: {path} "
-                           f"(dataset.root must be the folder holding {ANNOTATIONS_FILE} and {CLIP_INFO_FILE})")
+        raise DatasetError(
+            f"MagnaTagATune file not found: {path} "
+            f"(dataset.root must be the folder holding {ANNOTATIONS_FILE} and {CLIP_INFO_FILE})"
+        )
     # newline="" lets the csv module handle the files' CRLF endings and quoted fields.
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle, delimiter="\t")
@@ -154,15 +174,17 @@ class MagnaTagATune:
             info = clip_info.get(clip_id)
             if info is None:
                 raise DatasetError(f"{where}: clip_id {clip_id} has no row in {root / CLIP_INFO_FILE}")
-            records.append(SongRecord(
-                song_id=clip_id,
-                audio_path=audio_root / mp3_path,
-                tags=tuple(tags),
-                artist=info["artist"] or None,
-                year=None,
-                group=f"{info['artist']} / {info['album']} / {info['track_number']}",
-                official_split=membership.get(clip_id),
-            ))
+            records.append(
+                SongRecord(
+                    song_id=clip_id,
+                    audio_path=audio_root / mp3_path,
+                    tags=tuple(tags),
+                    artist=info["artist"] or None,
+                    year=None,
+                    group=f"{info['artist']} / {info['album']} / {info['track_number']}",
+                    official_split=membership.get(clip_id),
+                )
+            )
             if config.limit and len(records) >= config.limit:
                 break
         return records

@@ -41,18 +41,19 @@ def _metadata_path(root: Path, setting: str = "dataset.root") -> Path:
     """The metadata file: ``root`` itself, or ``root/autotagging_moodtheme.tsv`` for a folder."""
     path = root / METADATA_FILE if root.is_dir() else root
     if not path.is_file():
-        raise DatasetError(f"MTG-Jamendo metadata not found: {path} "
-                           f"({setting} must be the folder holding {METADATA_FILE}, or that file)")
+        raise DatasetError(
+            f"MTG-Jamendo metadata not found: {path} "
+            f"({setting} must be the folder holding {METADATA_FILE}, or that file)"
+        )
     return path
 
 
 def _tag_name(raw: str, tag_set: str, where: str) -> Optional[str]:
     """``mood/theme---happy`` -> ``happy``; other categories per ``tag_set``; None = skip."""
     if raw.startswith(MOOD_PREFIX):
-        return raw[len(MOOD_PREFIX):]
+        return raw[len(MOOD_PREFIX) :]
     if "---" not in raw:
-        raise DatasetError(f"{where}: tag {raw!r} is not of the form 'category---tag' "
-                           f"(like 'mood/theme---happy')")
+        raise DatasetError(f"{where}: tag {raw!r} is not of the form 'category---tag' (like 'mood/theme---happy')")
     if tag_set != "all":
         return None
     category, name = raw.split("---", 1)
@@ -65,9 +66,10 @@ def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
     try:
         with path.open(encoding="utf-8") as handle:
             header = handle.readline().rstrip("\r\n").split("\t")
-            if tuple(header[:len(HEADER)]) != HEADER:
-                raise DatasetError(f"{path}:1: expected header starting with {' '.join(HEADER)} TAGS, "
-                                   f"got {' '.join(header)!r}")
+            if tuple(header[: len(HEADER)]) != HEADER:
+                raise DatasetError(
+                    f"{path}:1: expected header starting with {' '.join(HEADER)} TAGS, got {' '.join(header)!r}"
+                )
             for number, line in enumerate(handle, start=2):
                 line = line.rstrip("\r\n")
                 if not line.strip():
@@ -75,8 +77,9 @@ def _read_rows(path: Path) -> list[tuple[int, list[str]]]:
                 fields = line.split("\t")
                 if len(fields) < len(HEADER):
                     missing = HEADER[len(fields)]
-                    raise DatasetError(f"{path}:{number}: {len(fields)} tab-separated fields, "
-                                       f"column {missing} is missing")
+                    raise DatasetError(
+                        f"{path}:{number}: {len(fields)} tab-separated fields, column {missing} is missing"
+                    )
                 rows.append((number, fields))
     except (OSError, UnicodeDecodeError) as exc:  # unreadable or not text: one line, no traceback
         raise DatasetError(f"cannot read MTG-Jamendo metadata {path}: {exc}") from None
@@ -91,8 +94,10 @@ def read_official_split(metadata: Path, k: int) -> dict[str, str]:
     split_dir = splits_dir / f"split-{k}"
     if not split_dir.is_dir():
         available = sorted(p.name for p in splits_dir.glob("split-*"))
-        raise DatasetError(f"official split {k} not found: {split_dir} does not exist "
-                           f"(available: {', '.join(available) or 'none'}); set split.official_split")
+        raise DatasetError(
+            f"official split {k} not found: {split_dir} does not exist "
+            f"(available: {', '.join(available) or 'none'}); set split.official_split"
+        )
     membership: dict[str, str] = {}
     for split in SPLIT_NAMES:
         path = split_dir / f"{metadata.stem}-{split}.tsv"
@@ -101,14 +106,16 @@ def read_official_split(metadata: Path, k: int) -> dict[str, str]:
         for number, fields in _read_rows(path):
             track = fields[0]
             if track in membership:
-                raise DatasetError(f"{path}:{number}: track {track} is already in the "
-                                   f"{membership[track]} part of split-{k}")
+                raise DatasetError(
+                    f"{path}:{number}: track {track} is already in the {membership[track]} part of split-{k}"
+                )
             membership[track] = split
     return membership
 
 
-def read_tracks(root: str | Path, tag_set: str = "moods", audio_root: str | Path = "", *,
-                setting: str = "dataset.root") -> Iterator[SongRecord]:
+def read_tracks(
+    root: str | Path, tag_set: str = "moods", audio_root: str | Path = "", *, setting: str = "dataset.root"
+) -> Iterator[SongRecord]:
     """Every track of the metadata at ``root`` (the folder or the ``.tsv``) in file order,
     without split membership (``official_split`` None). Lazy, so a caller that stops early
     (a limit) is not failed by a bad line further down; ``setting`` names where ``root``
@@ -124,7 +131,7 @@ def read_tracks(root: str | Path, tag_set: str = "moods", audio_root: str | Path
             raise DatasetError(f"{where}: track {track} already appears on line {seen[track]}")
         seen[track] = number
         tags: list[str] = []
-        for raw in fields[len(HEADER):]:
+        for raw in fields[len(HEADER) :]:
             raw = raw.strip()
             name = _tag_name(raw, tag_set, where) if raw else None
             if name is not None and name not in tags:

@@ -28,6 +28,8 @@ class Synthetic:
         """Every synthetic song (or the first ``config.limit``); ``official_split`` is ignored."""
         path = Path(config.root) / MANIFEST
         if not path.is_file():
-            raise DatasetError(f"no synthetic dataset at {config.root}: {path} does not exist; "
-                               f"create one with `mtlmood synth` (or set dataset.root)")
+            raise DatasetError(
+                f"no synthetic dataset at {config.root}: {path} does not exist; "
+                f"create one with `mtlmood synth` (or set dataset.root)"
+            )
         return read_manifest(path, config.audio_root, config.limit)

@@ -43,11 +43,28 @@ from mtlmood.synth.cues import CUES, MOOD_PROFILES, mood_profile
 from mtlmood.synth.plan import SongPlan, SynthConfig, SynthRecord, plan_songs, read_mtg_jamendo_records
 from mtlmood.synth.render import render_song
 from mtlmood.synth.write import (
-    CONFIG_NAME, MANIFEST_COLUMNS, MANIFEST_NAME, read_manifest, synthesize, synthesize_from_records,
+    CONFIG_NAME,
+    MANIFEST_COLUMNS,
+    MANIFEST_NAME,
+    read_manifest,
+    synthesize,
+    synthesize_from_records,
 )
 
 __all__ = [
-    "CONFIG_NAME", "CUES", "MANIFEST_COLUMNS", "MANIFEST_NAME", "MOOD_PROFILES", "SongPlan", "SynthConfig",
-    "SynthRecord", "mood_profile", "plan_songs", "read_manifest", "read_mtg_jamendo_records", "render_song",
-    "synthesize", "synthesize_from_records",
+    "CONFIG_NAME",
+    "CUES",
+    "MANIFEST_COLUMNS",
+    "MANIFEST_NAME",
+    "MOOD_PROFILES",
+    "SongPlan",
+    "SynthConfig",
+    "SynthRecord",
+    "mood_profile",
+    "plan_songs",
+    "read_manifest",
+    "read_mtg_jamendo_records",
+    "render_song",
+    "synthesize",
+    "synthesize_from_records",
 ]

@@ -13,8 +13,20 @@ from typing import Sequence
 
 import numpy as np
 
-CUES = ("mode", "tempo", "brightness", "loudness", "density", "register",
-        "noise", "legato", "width", "swell", "dissonance", "space")
+CUES = (
+    "mode",
+    "tempo",
+    "brightness",
+    "loudness",
+    "density",
+    "register",
+    "noise",
+    "legato",
+    "width",
+    "swell",
+    "dissonance",
+    "space",
+)
 
 # Each mood's targets on the cues it moves, in [-1, 1] (cues not named stay random).
 # Every core mood has at least one cue nobody else pushes the same way, so any pair
@@ -25,8 +37,15 @@ MOOD_PROFILES: dict[str, dict[str, float]] = {
     "energetic": {"loudness": 1.0, "density": 1.0, "tempo": 0.9, "legato": -0.8, "brightness": 0.3},
     "calm": {"loudness": -0.9, "density": -1.0, "legato": 1.0, "tempo": -0.5, "dissonance": -0.6},
     "dark": {"register": -1.0, "noise": 1.0, "dissonance": 0.9, "brightness": -0.8, "mode": -0.5},
-    "epic": {"width": 1.0, "swell": 1.0, "space": 1.0, "loudness": 0.7, "register": -0.4, "tempo": -0.3,
-             "density": 0.3},
+    "epic": {
+        "width": 1.0,
+        "swell": 1.0,
+        "space": 1.0,
+        "loudness": 0.7,
+        "register": -0.4,
+        "tempo": -0.3,
+        "density": 0.3,
+    },
     # A few frequent MTG-Jamendo mood/theme tags, so real metadata sounds sensible;
     # any other tag gets a profile derived from a hash of its name (mood_profile).
     "relaxing": {"loudness": -0.7, "density": -0.8, "legato": 0.8, "space": 0.4, "tempo": -0.4},
@@ -107,8 +126,9 @@ def artist_voice(name: str, seed: int, min_year: int, max_year: int) -> ArtistVo
     )
 
 
-def song_cues(moods: Sequence[str], voice: ArtistVoice, difficulty: float,
-              rng: np.random.Generator) -> dict[str, float]:
+def song_cues(
+    moods: Sequence[str], voice: ArtistVoice, difficulty: float, rng: np.random.Generator
+) -> dict[str, float]:
     """A song's cue values in [-1, 1]: its moods' targets blended with per-song
     variation (which leans the artist's way); ``difficulty`` sets the blend.
 

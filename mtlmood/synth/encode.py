@@ -40,13 +40,13 @@ def _fix_ogg_serial(data: bytes, serial: int) -> bytes:
     out = bytearray(data)
     pos = 0
     while pos < len(out):
-        if out[pos:pos + 4] != b"OggS":
+        if out[pos : pos + 4] != b"OggS":
             raise RuntimeError("unexpected Ogg page layout from libsndfile")  # a bug, not user input
         n_segments = out[pos + 26]
-        size = 27 + n_segments + sum(out[pos + 27:pos + 27 + n_segments])
-        out[pos + 14:pos + 18] = serial.to_bytes(4, "little")
-        out[pos + 22:pos + 26] = b"\0\0\0\0"  # the CRC is computed with its own field zeroed
-        out[pos + 22:pos + 26] = _ogg_crc(bytes(out[pos:pos + size])).to_bytes(4, "little")
+        size = 27 + n_segments + sum(out[pos + 27 : pos + 27 + n_segments])
+        out[pos + 14 : pos + 18] = serial.to_bytes(4, "little")
+        out[pos + 22 : pos + 26] = b"\0\0\0\0"  # the CRC is computed with its own field zeroed
+        out[pos + 22 : pos + 26] = _ogg_crc(bytes(out[pos : pos + size])).to_bytes(4, "little")
         pos += size
     return bytes(out)
 

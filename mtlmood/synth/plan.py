@@ -70,6 +70,7 @@ class SynthConfig:
 
     def validate(self) -> "SynthConfig":
         """Raise ConfigError naming the first bad field; return self for chaining."""
+
         def bad(msg: str) -> ConfigError:
             return ConfigError(f"synth config: {msg}")
 
@@ -84,20 +85,28 @@ class SynthConfig:
                 raise bad(f"moods contain duplicates: {list(self.moods)}")
             for mood in self.moods:
                 _check_tag(mood)
-            if not self.mood_count_probs or any(p < 0 for p in self.mood_count_probs) \
-                    or sum(self.mood_count_probs) <= 0:
-                raise bad(f"mood_count_probs must be non-negative with a positive sum, "
-                          f"got {list(self.mood_count_probs)}")
+            if (
+                not self.mood_count_probs
+                or any(p < 0 for p in self.mood_count_probs)
+                or sum(self.mood_count_probs) <= 0
+            ):
+                raise bad(
+                    f"mood_count_probs must be non-negative with a positive sum, got {list(self.mood_count_probs)}"
+                )
             if len(self.mood_count_probs) > len(self.moods):
-                raise bad(f"mood_count_probs allows {len(self.mood_count_probs)} moods per song "
-                          f"but there are only {len(self.moods)} moods")
+                raise bad(
+                    f"mood_count_probs allows {len(self.mood_count_probs)} moods per song "
+                    f"but there are only {len(self.moods)} moods"
+                )
         elif self.source_format != "mtg-jamendo":
             raise bad(f"source_format {self.source_format!r} is not supported (only 'mtg-jamendo')")
         if self.limit < 0:
             raise bad(f"limit must be >= 0, got {self.limit}")
         if not MIN_SECONDS <= self.min_seconds <= self.max_seconds <= 600:
-            raise bad(f"need {MIN_SECONDS} <= min_seconds <= max_seconds <= 600 "
-                      f"(a training window is ~3 s), got {self.min_seconds}-{self.max_seconds}")
+            raise bad(
+                f"need {MIN_SECONDS} <= min_seconds <= max_seconds <= 600 "
+                f"(a training window is ~3 s), got {self.min_seconds}-{self.max_seconds}"
+            )
         if not 8000 <= self.sample_rate <= 48000:
             raise bad(f"sample_rate must be within 8000-48000 Hz, got {self.sample_rate}")
         if not 0.0 <= self.difficulty <= 1.0:
@@ -139,9 +148,11 @@ class SongPlan:
 
 def _check_tag(name: str) -> None:
     """Raise ConfigError unless ``name`` can be a mood in a manifest (";" separates moods there)."""
-    if not name or name != name.strip() or any(c in name for c in ";,\n\r\t\""):
-        raise ConfigError(f"synth config: mood {name!r} must be non-empty, without surrounding "
-                          f"spaces and without any of ; , \" or control characters")
+    if not name or name != name.strip() or any(c in name for c in ';,\n\r\t"'):
+        raise ConfigError(
+            f"synth config: mood {name!r} must be non-empty, without surrounding "
+            f'spaces and without any of ; , " or control characters'
+        )
 
 
 def plan_dataset(cfg: SynthConfig) -> list[SongPlan]:

@@ -19,9 +19,9 @@ from scipy import signal
 from mtlmood.synth.cues import ArtistVoice, artist_voice, song_cues, stable_int
 from mtlmood.synth.plan import SongPlan, SynthConfig
 
-_KICK_W = np.array([1, 0, .15, 0, .45, 0, .15, .1, .8, 0, .15, 0, .45, 0, .2, .1])
-_SNARE_W = np.array([0, 0, 0, 0, 1, 0, 0, .1, 0, 0, 0, 0, 1, 0, .1, .2])
-_HAT_W = np.tile([1.0, .35, .7, .35], 4)
+_KICK_W = np.array([1, 0, 0.15, 0, 0.45, 0, 0.15, 0.1, 0.8, 0, 0.15, 0, 0.45, 0, 0.2, 0.1])
+_SNARE_W = np.array([0, 0, 0, 0, 1, 0, 0, 0.1, 0, 0, 0, 0, 1, 0, 0.1, 0.2])
+_HAT_W = np.tile([1.0, 0.35, 0.7, 0.35], 4)
 
 
 def _midi_hz(midi: np.ndarray | float) -> np.ndarray:
@@ -44,7 +44,7 @@ def _wavetable(amps: np.ndarray, phases: np.ndarray, max_harmonic: int, size: in
     """One period of a band-limited waveform (harmonics above ``max_harmonic`` dropped: no aliasing)."""
     k = max(1, min(len(amps), max_harmonic))
     spectrum = np.zeros(size // 2 + 1, dtype=np.complex128)
-    spectrum[1:k + 1] = amps[:k] * np.exp(1j * phases[:k])
+    spectrum[1 : k + 1] = amps[:k] * np.exp(1j * phases[:k])
     table = np.fft.irfft(spectrum, n=size)
     return (table / np.abs(table).max()).astype(np.float32)
 
@@ -58,8 +58,9 @@ def _oscillate(freq: np.ndarray, table: np.ndarray, sr: int) -> np.ndarray:
     return table[index]
 
 
-def _envelope(dt: np.ndarray, length: np.ndarray | float, attack: float, decay: float,
-              release: float = 0.04) -> np.ndarray:
+def _envelope(
+    dt: np.ndarray, length: np.ndarray | float, attack: float, decay: float, release: float = 0.04
+) -> np.ndarray:
     """Attack ramp, exponential decay, and a short release after the note's end."""
     env = np.minimum(dt / attack, 1.0) * np.exp(-dt / decay)
     return env * np.clip(1.0 - (dt - length) / release, 0.0, 1.0)
@@ -71,18 +72,21 @@ def _drum_sounds(voice: ArtistVoice, sr: int, rng: np.random.Generator) -> dict[
     kick_f = voice.kick_hz * (1.0 + 3.0 * np.exp(-t / 0.02))  # pitch drop: the "thump"
     kick = np.sin(2 * np.pi * np.cumsum(kick_f) / sr) * np.exp(-t / 0.14)
     ts = t[: int(0.2 * sr)]
-    snare_noise = signal.sosfilt(signal.butter(2, [1000, min(5000, 0.45 * sr)], "bandpass", fs=sr,
-                                               output="sos"), rng.standard_normal(len(ts)))
-    snare = (1.5 * snare_noise * np.exp(-ts / 0.07) + 0.6 * np.sin(2 * np.pi * 190 * ts) * np.exp(-ts / 0.05))
+    snare_noise = signal.sosfilt(
+        signal.butter(2, [1000, min(5000, 0.45 * sr)], "bandpass", fs=sr, output="sos"), rng.standard_normal(len(ts))
+    )
+    snare = 1.5 * snare_noise * np.exp(-ts / 0.07) + 0.6 * np.sin(2 * np.pi * 190 * ts) * np.exp(-ts / 0.05)
     th = t[: int(0.08 * sr)]
-    hat_noise = signal.sosfilt(signal.butter(2, min(voice.hat_hz, 0.42 * sr), "highpass", fs=sr,
-                                             output="sos"), rng.standard_normal(len(th)))
+    hat_noise = signal.sosfilt(
+        signal.butter(2, min(voice.hat_hz, 0.42 * sr), "highpass", fs=sr, output="sos"), rng.standard_normal(len(th))
+    )
     hat = hat_noise * np.exp(-th / 0.022)
     return {"kick": kick.astype(np.float32), "snare": snare.astype(np.float32), "hat": hat.astype(np.float32)}
 
 
-def _drum_loop(n: int, sr: int, step: float, density: float, sounds: dict[str, np.ndarray],
-               rng: np.random.Generator) -> np.ndarray:
+def _drum_loop(
+    n: int, sr: int, step: float, density: float, sounds: dict[str, np.ndarray], rng: np.random.Generator
+) -> np.ndarray:
     """A one-bar pattern (16 steps) whose hit probabilities grow with ``density``, looped."""
     out = np.zeros(n + int(0.4 * sr), dtype=np.float32)
     for name, weights in (("kick", _KICK_W), ("snare", _SNARE_W), ("hat", _HAT_W)):
@@ -93,7 +97,7 @@ def _drum_loop(n: int, sr: int, step: float, density: float, sounds: dict[str, n
         for s in range(n_steps):
             if hits[s % 16]:
                 start = int(round(s * step * sr))
-                out[start:start + len(sound)] += velocity[s % 16] * sound
+                out[start : start + len(sound)] += velocity[s % 16] * sound
     return out[:n]
 
 
@@ -101,7 +105,7 @@ def _reverb(x: np.ndarray, sr: int, rt60: float, wet: float, rng: np.random.Gene
     """Convolution with decaying noise: a cheap room whose size and level are cues."""
     t = np.arange(int(rt60 * sr)) / sr
     ir = rng.standard_normal(len(t)) * np.exp(-6.9 * t / rt60)
-    ir /= np.sqrt(np.sum(ir ** 2))
+    ir /= np.sqrt(np.sum(ir**2))
     tail = signal.oaconvolve(x, ir.astype(np.float32))[: len(x)]  # float32 FFTs: twice as fast
     return (1.0 - wet) * x + wet * tail
 
@@ -163,8 +167,12 @@ def _pads(song: _Song, bar_root: np.ndarray, bar_third: np.ndarray, bar_idx: np.
     table = _wavetable(voice.pad, voice.phases, int(song.nyquist_safe / pad_f.max()))
     pads = _oscillate(pad_f[:, bar_idx], table, song.sr).sum(axis=0)
     period = song.bar if c["legato"] > 0.6 else (2 * song.beat if c["legato"] > 0.3 else song.beat)
-    return pads * _envelope(song.t % period, period * (0.25 + 0.75 * c["legato"]),
-                            voice.attack + 0.35 * c["legato"] ** 2, voice.decay * (1.0 + 3.0 * c["legato"]))
+    return pads * _envelope(
+        song.t % period,
+        period * (0.25 + 0.75 * c["legato"]),
+        voice.attack + 0.35 * c["legato"] ** 2,
+        voice.decay * (1.0 + 3.0 * c["legato"]),
+    )
 
 
 def _melody(song: _Song, bar_root: np.ndarray, bar_major: np.ndarray) -> np.ndarray:
@@ -242,7 +250,7 @@ def _produce(song: _Song, mix: np.ndarray, year_fraction: float) -> np.ndarray:
     fade = min(n // 2, int(0.01 * sr))
     ramp = np.linspace(0.0, 1.0, fade)
     mix[:fade] *= ramp
-    mix[n - fade:] *= ramp[::-1]
+    mix[n - fade :] *= ramp[::-1]
     return mix.astype(np.float32)
 
 
@@ -253,15 +261,23 @@ def render_song(plan: SongPlan, cfg: SynthConfig, voice: Optional[ArtistVoice] =
     cues = song_cues(plan.moods, voice, cfg.difficulty, rng)
     c = {k: (v + 1.0) / 2.0 for k, v in cues.items()}
     sr = cfg.sample_rate
-    song = _Song(sr=sr, t=(np.arange(int(round(plan.seconds * sr))) / sr).astype(np.float32),
-                 c=c, cues=cues, voice=voice, rng=rng)
+    song = _Song(
+        sr=sr,
+        t=(np.arange(int(round(plan.seconds * sr))) / sr).astype(np.float32),
+        c=c,
+        cues=cues,
+        voice=voice,
+        rng=rng,
+    )
     song.beat = 60.0 / (60.0 * (170.0 / 60.0) ** c["tempo"])  # 60..170 BPM, even steps in log tempo
     song.bar = 4 * song.beat
 
     bar_root, bar_third, bar_major, bar_idx = _harmony(song)
-    tonal = (0.8 * _unit(_pads(song, bar_root, bar_third, bar_idx))
-             + _unit(_melody(song, bar_root, bar_major))
-             + 0.7 * _unit(_bass(song, bar_root, bar_idx)))
+    tonal = (
+        0.8 * _unit(_pads(song, bar_root, bar_third, bar_idx))
+        + _unit(_melody(song, bar_root, bar_major))
+        + 0.7 * _unit(_bass(song, bar_root, bar_idx))
+    )
     # Swell: a crescendo that restarts every ~2.2 s, so a 3 s window always holds one.
     depth = 0.9 * max(0.0, 2.0 * c["swell"] - 1.0)
     if depth > 0.0:
@@ -281,4 +297,3 @@ def render_song(plan: SongPlan, cfg: SynthConfig, voice: Optional[ArtistVoice] =
     mix += _distractors(song, cfg.difficulty, sounds)
     year_fraction = (plan.year - cfg.min_year) / max(1, cfg.max_year - cfg.min_year)
     return _produce(song, mix, float(np.clip(year_fraction, 0.0, 1.0)))
-

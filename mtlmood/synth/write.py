@@ -34,13 +34,18 @@ MANIFEST_COLUMNS = ("song_id", "path", "moods", "artist", "year")
 def _stamp(cfg: SynthConfig, plans: list[SongPlan]) -> dict:
     """What identifies a dataset: a folder with an equal stamp may keep its audio files."""
     digest = hashlib.sha256(json.dumps([asdict(p) for p in plans]).encode()).hexdigest()
-    stamp = {"generator_version": GENERATOR_VERSION, "config": asdict(cfg), "n_songs": len(plans),
-             "plan_sha256": digest}
+    stamp = {
+        "generator_version": GENERATOR_VERSION,
+        "config": asdict(cfg),
+        "n_songs": len(plans),
+        "plan_sha256": digest,
+    }
     return json.loads(json.dumps(stamp))  # tuples -> lists: compares equal to the stamp read back
 
 
-def _write_dataset(out_dir: str | Path, cfg: SynthConfig, plans: list[SongPlan],
-                   progress: bool, overwrite: bool) -> Path:
+def _write_dataset(
+    out_dir: str | Path, cfg: SynthConfig, plans: list[SongPlan], progress: bool, overwrite: bool
+) -> Path:
     """Render and write ``plans`` under ``out_dir`` (resuming or refusing as the stamp says)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -56,12 +61,15 @@ def _write_dataset(out_dir: str | Path, cfg: SynthConfig, plans: list[SongPlan],
             old = None
         same = isinstance(old, dict) and all(old.get(k) == v for k, v in stamp.items())
         if not same and not overwrite:
-            raise DatasetError(f"{out} already holds a synthetic dataset made with other settings "
-                               f"(see {stamp_path}); choose another directory or overwrite it "
-                               f"(--overwrite)")
+            raise DatasetError(
+                f"{out} already holds a synthetic dataset made with other settings "
+                f"(see {stamp_path}); choose another directory or overwrite it "
+                f"(--overwrite)"
+            )
     elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(f"{out} is not empty and holds no {CONFIG_NAME}; choose an empty "
-                           f"directory or overwrite it (--overwrite)")
+        raise DatasetError(
+            f"{out} is not empty and holds no {CONFIG_NAME}; choose an empty directory or overwrite it (--overwrite)"
+        )
     if not same:
         # Overwriting: the old dataset's audio goes before the new stamp is written, so a
         # resumed run can never take an old file (same name, other content) for a new one.
@@ -88,8 +96,12 @@ def _write_dataset(out_dir: str | Path, cfg: SynthConfig, plans: list[SongPlan],
             continue  # written by an earlier (interrupted) run of the same config
         if plan.artist not in voices:
             voices[plan.artist] = artist_voice(plan.artist, cfg.seed, cfg.min_year, cfg.max_year)
-        write_audio(target, render_song(plan, cfg, voices[plan.artist]), cfg.sample_rate,
-                    serial=stable_int("ogg", plan.song_id) & 0x7FFFFFFF)
+        write_audio(
+            target,
+            render_song(plan, cfg, voices[plan.artist]),
+            cfg.sample_rate,
+            serial=stable_int("ogg", plan.song_id) & 0x7FFFFFFF,
+        )
 
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
@@ -102,8 +114,9 @@ def _write_dataset(out_dir: str | Path, cfg: SynthConfig, plans: list[SongPlan],
     return manifest
 
 
-def synthesize(out_dir: str | Path, cfg: SynthConfig = SynthConfig(), *, progress: bool = False,
-               overwrite: bool = False) -> Path:
+def synthesize(
+    out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: bool = False, overwrite: bool = False
+) -> Path:
     """Write a synthetic dataset under ``out_dir`` and return the manifest's path.
 
     Writes ``audio/<song_id>.<fmt>``, ``manifest.csv`` (song_id,path,moods,artist,year;
@@ -111,12 +124,18 @@ def synthesize(out_dir: str | Path, cfg: SynthConfig = SynthConfig(), *, progres
     Re-running with the same config keeps the files already written (resume); a
     directory holding another dataset is an error unless ``overwrite``.
     """
+    cfg = cfg if cfg is not None else SynthConfig()
     return _write_dataset(out_dir, cfg, plan_dataset(cfg), progress, overwrite)
 
 
-def synthesize_from_records(out_dir: str | Path, records: Iterable[Sequence],
-                            cfg: SynthConfig = SynthConfig(), *, progress: bool = False,
-                            overwrite: bool = False) -> Path:
+def synthesize_from_records(
+    out_dir: str | Path,
+    records: Iterable[Sequence],
+    cfg: SynthConfig | None = None,
+    *,
+    progress: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Like ``synthesize``, with one song per real metadata row ``(song_id, moods, artist, year)``:
     the song sounds like its tags (known moods by design, others by a hash of the tag)
     and its artist. ``year`` None picks a year in the artist's era."""

@@ -70,7 +70,8 @@ def _argmax_rows(x: np.ndarray, curves: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 def _alpha_star_rows(x: np.ndarray, curves: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """log alpha*, "quadratic used" and "at edge" for each curve (R, K) over log alphas x (K,); NaN rows with no score."""
+    """log alpha*, "quadratic used" and "at edge" for each curve (R, K) over log alphas x (K,);
+    NaN rows with no score."""
     # Centre and scale log alpha so the 3x3 normal equations are well conditioned.
     centre, scale = float(x.mean()), float(np.ptp(x)) or 1.0
     z = (x - centre) / scale
@@ -101,8 +102,9 @@ def _seed_mean_curves(val: np.ndarray, counts: np.ndarray) -> np.ndarray:
         return np.where(n > 0, total / n, np.nan).T
 
 
-def alpha_star(alphas: np.ndarray, val: np.ndarray, n_boot: int = 2000, seed: int = 0,
-               confidence: float = 0.95) -> AlphaStar:
+def alpha_star(
+    alphas: np.ndarray, val: np.ndarray, n_boot: int = 2000, seed: int = 0, confidence: float = 0.95
+) -> AlphaStar:
     """Best alpha on validation PR-AUC, with a percentile interval over bootstrap resamples of the seeds.
 
     alphas: (K,) alphas > 0 of the scored arms (grid and tuned; duplicates
@@ -201,7 +203,9 @@ def _ols(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return slope, intercept
 
 
-def _residual_interval(x: np.ndarray, y: np.ndarray, confidence: float) -> tuple[tuple[float, float], tuple[float, float]]:
+def _residual_interval(
+    x: np.ndarray, y: np.ndarray, confidence: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """Classical OLS t-intervals of (slope, intercept) from the residual scatter (C - 2 df)."""
     c = x.size
     slope, intercept = (float(v[0]) for v in _ols(x, y))
@@ -214,8 +218,9 @@ def _residual_interval(x: np.ndarray, y: np.ndarray, confidence: float) -> tuple
     return (slope - t * se_slope, slope + t * se_slope), (intercept - t * se_int, intercept + t * se_int)
 
 
-def fit_slope(log_ratio: np.ndarray, log_alpha_star_draws: np.ndarray, log_alpha_star: np.ndarray,
-              confidence: float = 0.95) -> SlopeFit:
+def fit_slope(
+    log_ratio: np.ndarray, log_alpha_star_draws: np.ndarray, log_alpha_star: np.ndarray, confidence: float = 0.95
+) -> SlopeFit:
     """Fit log alpha* = intercept + slope * log(N_mood / N_meta) across cells.
 
     log_ratio: (C,) log of each cell's heuristic alpha. log_alpha_star: (C,)
@@ -243,8 +248,13 @@ def fit_slope(log_ratio: np.ndarray, log_alpha_star_draws: np.ndarray, log_alpha
     c = int(x.size)
     nan = math.nan
     if c < 2 or np.ptp(x) == 0:
-        note = ("no cell has an alpha*" if c == 0 else "one cell cannot test a rule about ratios" if c == 1
-                else "all cells share one ratio N_mood/N_meta: the slope is not identifiable")
+        note = (
+            "no cell has an alpha*"
+            if c == 0
+            else "one cell cannot test a rule about ratios"
+            if c == 1
+            else "all cells share one ratio N_mood/N_meta: the slope is not identifiable"
+        )
         return SlopeFit(nan, nan, nan, nan, nan, nan, c, "none", note)
     slope, intercept = (float(v[0]) for v in _ols(x, y))
     tail = (1.0 - confidence) / 2.0
@@ -260,12 +270,24 @@ def fit_slope(log_ratio: np.ndarray, log_alpha_star_draws: np.ndarray, log_alpha
         notes.append("no joint bootstrap draws (a cell with fewer than 2 seeds): alpha* uncertainty not carried")
     if c == 2:
         method = "OLS through two cells; interval: percentile of refits on joint bootstrap draws of alpha*"
-        notes.append("two cells: the line is exact, with no residual degrees of freedom; the interval covers only "
-                     "each cell's alpha* uncertainty, not scatter around the rule")
+        notes.append(
+            "two cells: the line is exact, with no residual degrees of freedom; the interval covers only "
+            "each cell's alpha* uncertainty, not scatter around the rule"
+        )
         return SlopeFit(slope, s_lo, s_hi, intercept, i_lo, i_hi, c, method, "; ".join(notes))
     (rs_lo, rs_hi), (ri_lo, ri_hi) = _residual_interval(x, y, confidence)
-    method = ("OLS on point estimates; interval: the wider per bound of the percentile interval of refits on joint "
-              f"bootstrap draws of alpha* and the OLS residual t-interval ({c - 2} df)")
-    return SlopeFit(slope, float(np.nanmin([s_lo, rs_lo])), float(np.nanmax([s_hi, rs_hi])),
-                    intercept, float(np.nanmin([i_lo, ri_lo])), float(np.nanmax([i_hi, ri_hi])),
-                    c, method, "; ".join(notes))
+    method = (
+        "OLS on point estimates; interval: the wider per bound of the percentile interval of refits on joint "
+        f"bootstrap draws of alpha* and the OLS residual t-interval ({c - 2} df)"
+    )
+    return SlopeFit(
+        slope,
+        float(np.nanmin([s_lo, rs_lo])),
+        float(np.nanmax([s_hi, rs_hi])),
+        intercept,
+        float(np.nanmin([i_lo, ri_lo])),
+        float(np.nanmax([i_hi, ri_hi])),
+        c,
+        method,
+        "; ".join(notes),
+    )

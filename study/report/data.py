@@ -35,8 +35,9 @@ def read_predictions(path: Path) -> Optional[Predictions]:
     """A run's ``test_predictions.npz``, or None when it is missing or unreadable."""
     try:
         with np.load(path, allow_pickle=False) as f:
-            return Predictions(f["song_ids"].astype(str), f["y_true"].astype(np.float32),
-                               f["y_prob"].astype(np.float64))
+            return Predictions(
+                f["song_ids"].astype(str), f["y_true"].astype(np.float32), f["y_prob"].astype(np.float64)
+            )
     except (OSError, KeyError, ValueError):
         return None
 
@@ -65,8 +66,9 @@ def clusters_of(songs: pd.DataFrame, unit: str) -> np.ndarray:
     return np.where(values == "", "song:" + songs["song_id"].to_numpy(dtype=str), column + ":" + values)
 
 
-def _arm_runs(rows: pd.DataFrame, run_dir: Path, order: pd.Index) -> tuple[Optional[ArmRuns], np.ndarray,
-                                                                           Optional[np.ndarray]]:
+def _arm_runs(
+    rows: pd.DataFrame, run_dir: Path, order: pd.Index
+) -> tuple[Optional[ArmRuns], np.ndarray, Optional[np.ndarray]]:
     """An arm's test predictions over its seeds (rows aligned to ``order``), its per-seed
     validation scores and the test labels."""
     seeds, probs, val = [], [], []
@@ -112,9 +114,15 @@ def cell_evidence(trials: pd.DataFrame, cell: Cell, run_dir: Path, unit_setting:
             y_true = labels
     if y_true is None or BASELINE not in arms or "heuristic" not in arms:
         return None
-    return CellEvidence(cell=cell.label, heuristic_alpha=cell.heuristic_alpha, y_true=y_true,
-                        clusters=clusters_of(songs, bootstrap_unit(unit_setting, cell.dataset)), arms=arms,
-                        alphas=alphas, val=val)
+    return CellEvidence(
+        cell=cell.label,
+        heuristic_alpha=cell.heuristic_alpha,
+        y_true=y_true,
+        clusters=clusters_of(songs, bootstrap_unit(unit_setting, cell.dataset)),
+        arms=arms,
+        alphas=alphas,
+        val=val,
+    )
 
 
 def learned_alpha(evidence: CellEvidence) -> float:

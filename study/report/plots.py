@@ -25,8 +25,14 @@ from matplotlib.figure import Figure  # noqa: E402
 from study.report.curves import AlphaStar, SlopeFit  # noqa: E402
 
 DPI = 110
-COLORS = {"curve": "#1b9e77", "heuristic": "#d95f02", "baseline": "#555555", "learned": "#7570b3",
-          "star": "#e7298a", "tuned": "#66a61e"}
+COLORS = {
+    "curve": "#1b9e77",
+    "heuristic": "#d95f02",
+    "baseline": "#555555",
+    "learned": "#7570b3",
+    "star": "#e7298a",
+    "tuned": "#66a61e",
+}
 
 
 def figure_png(fig: Figure) -> bytes:
@@ -45,8 +51,15 @@ def plot_curve(curve: pd.DataFrame, star: AlphaStar, heuristic: float, title: st
     for ax, column, label in ((ax_test, "PR-AUC", "test"), (ax_val, "val PR-AUC", "validation")):
         if column == "PR-AUC":
             yerr = np.vstack([grid["PR-AUC"] - grid["PR-AUC low"], grid["PR-AUC high"] - grid["PR-AUC"]])
-            ax.errorbar(grid["alpha"], grid["PR-AUC"], yerr=np.nan_to_num(yerr), fmt="o-",
-                        color=COLORS["curve"], capsize=3, label="alpha arms (mean, CI)")
+            ax.errorbar(
+                grid["alpha"],
+                grid["PR-AUC"],
+                yerr=np.nan_to_num(yerr),
+                fmt="o-",
+                color=COLORS["curve"],
+                capsize=3,
+                label="alpha arms (mean, CI)",
+            )
         else:
             ax.plot(grid["alpha"], grid[column], "o-", color=COLORS["curve"], label="alpha arms (mean over seeds)")
         tuned = grid[grid["arm"] == "tuned"]
@@ -64,8 +77,15 @@ def plot_curve(curve: pd.DataFrame, star: AlphaStar, heuristic: float, title: st
             err = None
             if column == "PR-AUC" and math.isfinite(row["PR-AUC low"]):
                 err = [[row["PR-AUC"] - row["PR-AUC low"]], [row["PR-AUC high"] - row["PR-AUC"]]]
-            ax.errorbar([row["alpha"]], [row[column]], yerr=err, fmt="D", color=COLORS["learned"], capsize=3,
-                        label="learned weight (at its final alpha)")
+            ax.errorbar(
+                [row["alpha"]],
+                [row[column]],
+                yerr=err,
+                fmt="D",
+                color=COLORS["learned"],
+                capsize=3,
+                label="learned weight (at its final alpha)",
+            )
         ax.axvline(heuristic, color=COLORS["heuristic"], ls=":", label="heuristic N_mood/N_meta")
         if math.isfinite(star.alpha):
             ax.axvline(star.alpha, color=COLORS["star"], lw=1, label="alpha* (validation)")
@@ -98,8 +118,12 @@ def plot_alpha_star(points: pd.DataFrame, fit: SlopeFit) -> Optional[Figure]:
     span = np.array([min(x.min(), low.min()) / 2, max(x.max(), high.max()) * 2])
     ax.plot(span, span, color=COLORS["heuristic"], ls="--", label="alpha* = N_mood/N_meta (the heuristic)")
     if math.isfinite(fit.slope):
-        ax.plot(span, np.exp(fit.intercept) * span ** fit.slope, color="#333333",
-                label=f"fit: slope {fit.slope:.2f} [{fit.slope_low:.2f}, {fit.slope_high:.2f}]")
+        ax.plot(
+            span,
+            np.exp(fit.intercept) * span**fit.slope,
+            color="#333333",
+            label=f"fit: slope {fit.slope:.2f} [{fit.slope_low:.2f}, {fit.slope_high:.2f}]",
+        )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("N_mood / N_meta (log)")

@@ -20,12 +20,12 @@ def fmt(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) >= 10 ** -digits or value == 0 else f"{value:.2g}"
+        return f"{value:.{digits}f}" if abs(value) >= 10**-digits or value == 0 else f"{value:.2g}"
     return str(value)
 
 
 def fmt_ci(mean: float, low: float, high: float, digits: int = 1) -> str:
-    """"mean [low, high]" (just the mean when the interval is unknown)."""
+    """ "mean [low, high]" (just the mean when the interval is unknown)."""
     if not math.isfinite(low) or not math.isfinite(high):
         return fmt(mean, digits)
     return f"{fmt(mean, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
@@ -74,8 +74,10 @@ class Report:
 
     def html(self) -> str:
         body = markdown.markdown(self.markdown(), extensions=["tables"])
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{self.title}</title>"
-                f"<style>{CSS}</style></head><body>{body}</body></html>\n")
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{self.title}</title>"
+            f"<style>{CSS}</style></head><body>{body}</body></html>\n"
+        )
 
 
 def display(frame: pd.DataFrame, digits: Union[int, dict[str, int]] = 2) -> pd.DataFrame:

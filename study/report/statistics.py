@@ -105,7 +105,8 @@ Component = tuple[float, float]
 # ------------------------------------------------------------------ data types
 @dataclass(frozen=True)
 class ArmRuns:
-    """Test predictions of one arm of a cell: one probability matrix per training seed, rows aligned to the cell's test songs."""
+    """Test predictions of one arm of a cell: one probability matrix per training seed,
+    rows aligned to the cell's test songs."""
 
     seeds: tuple[int, ...]
     probs: np.ndarray  # (S, n_songs, n_labels)
@@ -289,7 +290,8 @@ def _critical(components: Sequence[Component], alpha: float) -> float:
 
 
 def _one_sided_p(x: float, components: Sequence[Component]) -> float:
-    """Smallest alpha with x >= the upper-alpha critical value: the one-sided p-value of a statistic x (H0: mean <= 0)."""
+    """Smallest alpha with x >= the upper-alpha critical value: the one-sided p-value of a
+    statistic x (H0: mean <= 0)."""
     if x < 0:
         return 1.0 - _one_sided_p(-x, components)
     if x == 0:
@@ -307,7 +309,10 @@ def _effective_df(components: Sequence[Component], alpha: float) -> float:
     se = math.sqrt(sum(v for v, _ in components))
     dfs = [d for _, d in components]
     target = _critical(components, alpha) / se
-    quantile = lambda d: -float(special.stdtrit(d, alpha))
+
+    def quantile(d: float) -> float:
+        return -float(special.stdtrit(d, alpha))
+
     lo, hi = min(dfs), max(dfs)
     if quantile(hi) >= target or hi == lo:
         return float(hi)
@@ -316,7 +321,9 @@ def _effective_df(components: Sequence[Component], alpha: float) -> float:
     return float(optimize.brentq(lambda d: quantile(d) - target, lo, hi, xtol=1e-6))
 
 
-def _summary(estimate: float, components: Sequence[Component], confidence: float) -> tuple[float, float, float, float, float]:
+def _summary(
+    estimate: float, components: Sequence[Component], confidence: float
+) -> tuple[float, float, float, float, float]:
     """(se, effective df, low, high, two-sided p) of an estimate with independent variance components."""
     comps = [(v, d) for v, d in components if v > 0]
     se = math.sqrt(sum(v for v, _ in comps))
@@ -387,13 +394,27 @@ def compare_draws(a: ArmDraws, b: ArmDraws, n_units: int, confidence: float = 0.
     if not (math.isfinite(v_seed) and math.isfinite(v_song) and math.isfinite(estimate)):
         # One seed in an arm: seed noise cannot be estimated, so no interval rather than a too-narrow one.
         se_song = math.sqrt(raw) if math.isfinite(raw) else math.nan
-        return Comparison(estimate, math.nan, math.nan, math.nan, math.nan, math.nan, se_seed, se_song,
-                          paired, s_a, s_b, math.nan)
+        return Comparison(
+            estimate, math.nan, math.nan, math.nan, math.nan, math.nan, se_seed, se_song, paired, s_a, s_b, math.nan
+        )
     components = tuple(seed_parts) + ((v_song, float(n_units - 1)),)
     se, df, low, high, p = _summary(estimate, components, confidence)
     mde = minimum_detectable_effect(se, df, 1.0 - confidence, power)
-    return Comparison(estimate, low, high, se, df, p, se_seed, math.sqrt(v_song), paired, s_a, s_b, mde,
-                      tuple((v, d) for v, d in components if v > 0))
+    return Comparison(
+        estimate,
+        low,
+        high,
+        se,
+        df,
+        p,
+        se_seed,
+        math.sqrt(v_song),
+        paired,
+        s_a,
+        s_b,
+        mde,
+        tuple((v, d) for v, d in components if v > 0),
+    )
 
 
 def arm_estimate(
@@ -437,8 +458,9 @@ def compare_arms(
     y = np.asarray(y_true)
     c = default_clusters(clusters, y.shape[0])
     weights = cluster_weights(c, n_boot, np.random.default_rng(seed))
-    return compare_draws(arm_draws(y, a, weights, metric), arm_draws(y, b, weights, metric), n_clusters(c),
-                         confidence, power)
+    return compare_draws(
+        arm_draws(y, a, weights, metric), arm_draws(y, b, weights, metric), n_clusters(c), confidence, power
+    )
 
 
 # ------------------------------------------------------------------ equivalence & multiplicity

@@ -36,9 +36,15 @@ def labels_table(cells: list[Cell]) -> pd.DataFrame:
     and the train/test artist overlap (from the labelled, split songs)."""
     rows = []
     for cell in cells:
-        rows.append({"cell": cell.label, "mood labels": cell.n_mood_labels, "N_meta": cell.n_meta,
-                     "heuristic alpha": cell.heuristic_alpha if cell.metadata != "none" else math.nan,
-                     **{k: v for k, v in _scalar_facts(cell.facts).items() if k not in ("n_mood_labels", "n_meta")}})
+        rows.append(
+            {
+                "cell": cell.label,
+                "mood labels": cell.n_mood_labels,
+                "N_meta": cell.n_meta,
+                "heuristic alpha": cell.heuristic_alpha if cell.metadata != "none" else math.nan,
+                **{k: v for k, v in _scalar_facts(cell.facts).items() if k not in ("n_mood_labels", "n_meta")},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -55,8 +61,10 @@ def best_alpha_arm(e: CellEvidence) -> Optional[ArmRuns]:
 
 
 def _estimates(e: CellEvidence, arm: ArmRuns, n_boot: int, confidence: float) -> dict[str, Estimate]:
-    return {metric: arm_estimate(e.y_true, arm, e.clusters, metric, n_boot=n_boot, seed=0, confidence=confidence)
-            for metric in METRIC_NAMES}
+    return {
+        metric: arm_estimate(e.y_true, arm, e.clusters, metric, n_boot=n_boot, seed=0, confidence=confidence)
+        for metric in METRIC_NAMES
+    }
 
 
 def _estimate_columns(estimates: dict[str, Estimate]) -> dict[str, float]:
@@ -67,8 +75,9 @@ def _estimate_columns(estimates: dict[str, Estimate]) -> dict[str, float]:
     return out
 
 
-def curve_table(e: CellEvidence, cell: Cell, tuned_factor: Optional[float], n_boot: int,
-                confidence: float) -> pd.DataFrame:
+def curve_table(
+    e: CellEvidence, cell: Cell, tuned_factor: Optional[float], n_boot: int, confidence: float
+) -> pd.DataFrame:
     """The alpha-response curve of one cell: every arm with its alpha, seeds, validation and
     test scores (mean and CI over seeds and songs). When the tuned alpha is a grid point the
     table says so on that row instead of repeating it."""
@@ -80,21 +89,33 @@ def curve_table(e: CellEvidence, cell: Cell, tuned_factor: Optional[float], n_bo
             note = "alpha = 0: no metadata head (shared by the metadata sets of this mood count)"
         elif name == LEARNED:
             note = "uncertainty weighting (Kendall et al. 2018): alpha = its mean effective weight at the best epoch"
-        elif tuned_factor is not None and name != "tuned" and \
-                math.isclose(alpha, tuned_factor * cell.heuristic_alpha, rel_tol=1e-6):
+        elif (
+            tuned_factor is not None
+            and name != "tuned"
+            and math.isclose(alpha, tuned_factor * cell.heuristic_alpha, rel_tol=1e-6)
+        ):
             note = "also the tuned alpha of the search"
         if name == HEURISTIC:
             note = (note + "; " if note else "") + "the paper's heuristic N_mood / N_meta"
-        rows.append({"cell": cell.label, "arm": name, "alpha": alpha,
-                     "x heuristic": alpha / cell.heuristic_alpha if cell.heuristic_alpha else math.nan,
-                     "seeds": len(arm.seeds), "val PR-AUC": float(np.nanmean(e.val[name])),
-                     **_estimate_columns(_estimates(e, arm, n_boot, confidence)), "note": note})
+        rows.append(
+            {
+                "cell": cell.label,
+                "arm": name,
+                "alpha": alpha,
+                "x heuristic": alpha / cell.heuristic_alpha if cell.heuristic_alpha else math.nan,
+                "seeds": len(arm.seeds),
+                "val PR-AUC": float(np.nanmean(e.val[name])),
+                **_estimate_columns(_estimates(e, arm, n_boot, confidence)),
+                "note": note,
+            }
+        )
     table = pd.DataFrame(rows)
     return table.sort_values("alpha", kind="stable").reset_index(drop=True)
 
 
-def table1_rows(e: CellEvidence, cell: Cell, reference: Optional[dict[str, Any]], n_test: int, n_boot: int,
-                confidence: float) -> list[dict[str, Any]]:
+def table1_rows(
+    e: CellEvidence, cell: Cell, reference: Optional[dict[str, Any]], n_test: int, n_boot: int, confidence: float
+) -> list[dict[str, Any]]:
     """The paper's Table 1 layout for one cell: baseline, heuristic, best alpha (chosen on
     validation, cross-fitted over seeds), learned weight, and the non-deep reference."""
     arms: list[tuple[str, Optional[ArmRuns], float]] = [
@@ -107,25 +128,54 @@ def table1_rows(e: CellEvidence, cell: Cell, reference: Optional[dict[str, Any]]
     for config, arm, alpha in arms:
         if arm is None:
             continue
-        rows.append({"cell": cell.label, "config": config, "N_meta": cell.n_meta if config[0] == "m" else 0,
-                     "alpha": alpha, "test songs": n_test, "seeds": len(arm.seeds),
-                     **_estimate_columns(_estimates(e, arm, n_boot, confidence))})
+        rows.append(
+            {
+                "cell": cell.label,
+                "config": config,
+                "N_meta": cell.n_meta if config[0] == "m" else 0,
+                "alpha": alpha,
+                "test songs": n_test,
+                "seeds": len(arm.seeds),
+                **_estimate_columns(_estimates(e, arm, n_boot, confidence)),
+            }
+        )
     if reference is not None:
-        rows.append({"cell": cell.label, "config": "reference: logistic regression on log-mel mean/std",
-                     "N_meta": 0, "alpha": math.nan, "test songs": n_test, "seeds": 1,
-                     "ROC-AUC": reference["test_roc_auc"], "ROC-AUC low": math.nan, "ROC-AUC high": math.nan,
-                     "PR-AUC": reference["test_pr_auc"], "PR-AUC low": math.nan, "PR-AUC high": math.nan})
+        rows.append(
+            {
+                "cell": cell.label,
+                "config": "reference: logistic regression on log-mel mean/std",
+                "N_meta": 0,
+                "alpha": math.nan,
+                "test songs": n_test,
+                "seeds": 1,
+                "ROC-AUC": reference["test_roc_auc"],
+                "ROC-AUC low": math.nan,
+                "ROC-AUC high": math.nan,
+                "PR-AUC": reference["test_pr_auc"],
+                "PR-AUC low": math.nan,
+                "PR-AUC high": math.nan,
+            }
+        )
     return rows
 
 
 def alpha_star_row(cell: Cell, star: AlphaStar, verdicts: pd.DataFrame) -> dict[str, Any]:
     """alpha* on validation with its interval, next to the heuristic and its regret on test."""
-    regret = verdicts[(verdicts["comparison"] == f"{BEST} - {HEURISTIC}") & (verdicts["metric"] == "pr_auc") &
-                      (verdicts["test"] == "difference")]
+    regret = verdicts[
+        (verdicts["comparison"] == f"{BEST} - {HEURISTIC}")
+        & (verdicts["metric"] == "pr_auc")
+        & (verdicts["test"] == "difference")
+    ]
     r = regret.iloc[0] if not regret.empty else None
-    return {"cell": cell.label, "N_mood / N_meta": cell.heuristic_alpha, "alpha*": star.alpha,
-            "alpha* low": star.low, "alpha* high": star.high, "alpha* method": star.method,
-            "at edge of grid": star.at_edge,
-            "regret (PR-AUC points)": r["estimate"] if r is not None else math.nan,
-            "regret low": r["low"] if r is not None else math.nan,
-            "regret high": r["high"] if r is not None else math.nan}
+    return {
+        "cell": cell.label,
+        "N_mood / N_meta": cell.heuristic_alpha,
+        "alpha*": star.alpha,
+        "alpha* low": star.low,
+        "alpha* high": star.high,
+        "alpha* method": star.method,
+        "at edge of grid": star.at_edge,
+        "regret (PR-AUC points)": r["estimate"] if r is not None else math.nan,
+        "regret low": r["low"] if r is not None else math.nan,
+        "regret high": r["high"] if r is not None else math.nan,
+    }

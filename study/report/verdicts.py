@@ -55,11 +55,24 @@ HEURISTIC = "heuristic"
 LEARNED = "learned"
 BEST = "best alpha"
 DIFFERENCE = "difference"
-ROW_COLUMNS: tuple[str, ...] = ("cell", "comparison", "metric", "estimate", "low", "high", "se", "df",
-                                "p_raw", "mde", "test", "note")
+ROW_COLUMNS: tuple[str, ...] = (
+    "cell",
+    "comparison",
+    "metric",
+    "estimate",
+    "low",
+    "high",
+    "se",
+    "df",
+    "p_raw",
+    "mde",
+    "test",
+    "note",
+)
 FEW_SEEDS = "an arm has fewer than 2 seeds"
-REGRET_BY_CONSTRUCTION = ("the cross-fitted best alpha is the heuristic for every seed: "
-                          "regret 0 by construction, no spread to test")
+REGRET_BY_CONSTRUCTION = (
+    "the cross-fitted best alpha is the heuristic for every seed: regret 0 by construction, no spread to test"
+)
 
 
 def equivalence_test(margin: float) -> str:
@@ -103,8 +116,9 @@ def validation_matrix(e: CellEvidence, names: Sequence[str]) -> tuple[tuple[int,
     for k, name in enumerate(names):
         scores = np.asarray(e.val[name], dtype=float).ravel()
         if scores.size != len(e.arms[name].seeds):
-            raise ValueError(f"{e.cell}: arm {name!r} has {scores.size} validation scores "
-                             f"for {len(e.arms[name].seeds)} seeds")
+            raise ValueError(
+                f"{e.cell}: arm {name!r} has {scores.size} validation scores for {len(e.arms[name].seeds)} seeds"
+            )
         for s, v in zip(e.arms[name].seeds, scores):
             val[k, column[s]] = v
     return tuple(seeds), val
@@ -120,15 +134,28 @@ def best_alpha_runs(e: CellEvidence, names: Sequence[str]) -> list[tuple[str, in
 def _row(cell: str, comparison: str, metric: str, c: Comparison, test: str, p: float, note: str = "") -> dict:
     if not note and not math.isfinite(p):
         note = FEW_SEEDS
-    return {"cell": cell, "comparison": comparison, "metric": metric, "estimate": c.estimate, "low": c.low,
-            "high": c.high, "se": c.se, "df": c.df, "p_raw": p, "mde": c.mde, "test": test, "note": note}
+    return {
+        "cell": cell,
+        "comparison": comparison,
+        "metric": metric,
+        "estimate": c.estimate,
+        "low": c.low,
+        "high": c.high,
+        "se": c.se,
+        "df": c.df,
+        "p_raw": p,
+        "mde": c.mde,
+        "test": test,
+        "note": note,
+    }
 
 
 def _untestable(c: Comparison) -> Comparison:
     """The comparison with its spread removed (NaN se, CI, p, MDE): for a difference that is 0 by construction."""
     nan = math.nan
-    return Comparison(c.estimate, nan, nan, nan, nan, nan, c.se_seed, c.se_song, c.paired, c.n_seeds_a,
-                      c.n_seeds_b, nan)
+    return Comparison(
+        c.estimate, nan, nan, nan, nan, nan, c.se_seed, c.se_song, c.paired, c.n_seeds_a, c.n_seeds_b, nan
+    )
 
 
 def _comparisons(e: CellEvidence, has_best: bool) -> list[tuple[str, str]]:
@@ -141,9 +168,15 @@ def _comparisons(e: CellEvidence, has_best: bool) -> list[tuple[str, str]]:
     return pairs
 
 
-def cell_verdicts(e: CellEvidence, margin: float = 0.5, n_boot: int = 2000, seed: int = 0,
-                  confidence: float = 0.95, power: float = 0.8,
-                  metrics: Sequence[str] = METRICS) -> tuple[pd.DataFrame, AlphaStar]:
+def cell_verdicts(
+    e: CellEvidence,
+    margin: float = 0.5,
+    n_boot: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    power: float = 0.8,
+    metrics: Sequence[str] = METRICS,
+) -> tuple[pd.DataFrame, AlphaStar]:
     """All verdict rows of one cell (columns ``ROW_COLUMNS``) and the cell's alpha* on validation.
 
     One row per comparison and metric (see the module docstring), plus a TOST
@@ -175,16 +208,16 @@ def cell_verdicts(e: CellEvidence, margin: float = 0.5, n_boot: int = 2000, seed
                 # variability, and a TOST on it would "show" equivalence for any margin.
                 c = _untestable(c)
                 rows.append(_row(e.cell, label, metric, c, DIFFERENCE, math.nan, REGRET_BY_CONSTRUCTION))
-                rows.append(_row(e.cell, label, metric, c, equivalence_test(margin), math.nan,
-                                 REGRET_BY_CONSTRUCTION))
+                rows.append(_row(e.cell, label, metric, c, equivalence_test(margin), math.nan, REGRET_BY_CONSTRUCTION))
                 continue
             rows.append(_row(e.cell, label, metric, c, DIFFERENCE, c.p_value))
             if (a, b) == (BEST, HEURISTIC):
                 rows.append(_row(e.cell, label, metric, c, equivalence_test(margin), tost(c, margin)))
     if curve:
         _, val = validation_matrix(e, curve)
-        star = alpha_star(np.array([e.alphas[name] for name in curve]), val, n_boot=n_boot, seed=seed,
-                          confidence=confidence)
+        star = alpha_star(
+            np.array([e.alphas[name] for name in curve]), val, n_boot=n_boot, seed=seed, confidence=confidence
+        )
     else:
         star = AlphaStar(math.nan, math.nan, math.nan, "none", False, np.full(n_boot, np.nan))
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS)), star

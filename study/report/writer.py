@@ -48,11 +48,18 @@ def best_per_cell(trials: pd.DataFrame) -> dict[str, dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
     for key, rows in usable.groupby("cell"):
         row = rows.loc[rows["val_pr_auc"].idxmax()]
-        best[str(key)] = {"checkpoint": row["checkpoint_path"], "arm": row["arm"], "phase": row["phase"],
-                          "alpha": float(row["alpha"]), "seed": int(row["seed"]),
-                          "n_moods": int(row["n_moods"]), "metadata": row["metadata"],
-                          "val_pr_auc": float(row["val_pr_auc"]), "test_pr_auc": float(row["test_pr_auc"]),
-                          "test_roc_auc": float(row["test_roc_auc"])}
+        best[str(key)] = {
+            "checkpoint": row["checkpoint_path"],
+            "arm": row["arm"],
+            "phase": row["phase"],
+            "alpha": float(row["alpha"]),
+            "seed": int(row["seed"]),
+            "n_moods": int(row["n_moods"]),
+            "metadata": row["metadata"],
+            "val_pr_auc": float(row["val_pr_auc"]),
+            "test_pr_auc": float(row["test_pr_auc"]),
+            "test_roc_auc": float(row["test_roc_auc"]),
+        }
     return best
 
 
@@ -76,16 +83,22 @@ def write_best_pointer(study: StudyConfig, trials: pd.DataFrame) -> str:
     default = default_serve_cell(study, best)
     if default is None:
         return ""
-    atomic_write_json(run_dir / BEST_CHECKPOINTS_FILE, {
-        "default_cell": default, "checkpoint": best[default]["checkpoint"],
-        "selected_by": "highest validation PR-AUC (%) within each cell; cells are never ranked against each other",
-        "cells": best})
+    atomic_write_json(
+        run_dir / BEST_CHECKPOINTS_FILE,
+        {
+            "default_cell": default,
+            "checkpoint": best[default]["checkpoint"],
+            "selected_by": "highest validation PR-AUC (%) within each cell; cells are never ranked against each other",
+            "cells": best,
+        },
+    )
     return str(run_dir / best[default]["checkpoint"])
 
 
 # ------------------------------------------------------------------ report
-def _cell_sections(study: StudyConfig, trials: pd.DataFrame, cells: dict[str, Cell], run_dir: Path,
-                   plots_dir: Path) -> dict[str, Any]:
+def _cell_sections(
+    study: StudyConfig, trials: pd.DataFrame, cells: dict[str, Cell], run_dir: Path, plots_dir: Path
+) -> dict[str, Any]:
     """Evidence, tables, verdicts and figures of every metadata cell."""
     r = study.report
     search = trials[trials["phase"] == "search"]
@@ -95,8 +108,9 @@ def _cell_sections(study: StudyConfig, trials: pd.DataFrame, cells: dict[str, Ce
         if evidence is None:
             out["sections"].append((cell, None, None, None))
             continue
-        rows, star = cell_verdicts(evidence, margin=r.equivalence_margin, n_boot=r.n_boot, seed=index,
-                                   confidence=r.confidence, power=r.power)
+        rows, star = cell_verdicts(
+            evidence, margin=r.equivalence_margin, n_boot=r.n_boot, seed=index, confidence=r.confidence, power=r.power
+        )
         tuned = tuned_alpha_factor(search, cell.key) if not search.empty else None
         curve = curve_table(evidence, cell, tuned, r.n_boot, r.confidence)
         reference = load_reference(run_dir, cell.n_moods)
@@ -118,9 +132,10 @@ def _slope(stars: list[tuple[Cell, AlphaStar, pd.DataFrame]], confidence: float)
     width = max((s.draws.size for _, s, _ in stars), default=0)
     draws = np.full((len(stars), width), np.nan)
     for i, (_, star, _) in enumerate(stars):
-        draws[i, :star.draws.size] = star.draws
-    fit = fit_slope(np.log(points["N_mood / N_meta"].to_numpy(float)), draws,
-                    np.log(points["alpha*"].to_numpy(float)), confidence)
+        draws[i, : star.draws.size] = star.draws
+    fit = fit_slope(
+        np.log(points["N_mood / N_meta"].to_numpy(float)), draws, np.log(points["alpha*"].to_numpy(float)), confidence
+    )
     return points, fit
 
 
@@ -132,26 +147,32 @@ def _budget_warning(trials: pd.DataFrame, study: StudyConfig) -> str:
     capped = float((~curve["early_stopped"].astype(bool)).mean())
     best_last = float((curve["best_epoch"] >= curve["epochs"]).mean())
     if capped > 0.5 and best_last > 0.3:
-        return (f"**Budget warning.** {capped:.0%} of the curve's runs used all {study.run.train.max_epochs} "
-                f"epochs without early stopping and {best_last:.0%} had their best epoch last: these models were "
-                f"still learning. Differences between arms may change with a larger budget "
-                f"(`run.train.max_epochs`, `run.train.max_batches_per_epoch`).")
+        return (
+            f"**Budget warning.** {capped:.0%} of the curve's runs used all {study.run.train.max_epochs} "
+            f"epochs without early stopping and {best_last:.0%} had their best epoch last: these models were "
+            f"still learning. Differences between arms may change with a larger budget "
+            f"(`run.train.max_epochs`, `run.train.max_batches_per_epoch`)."
+        )
     return ""
 
 
 def _headline(points: pd.DataFrame, fit: SlopeFit, verdicts: pd.DataFrame, margin: float) -> list[str]:
     lines = []
     if math.isfinite(fit.slope):
-        lines.append(f"Across {fit.n_cells} cells, log α\\* = {fmt(fit.intercept)} + {fmt(fit.slope)} · "
-                     f"log(N_mood/N_meta); slope {fmt_ci(fit.slope, fit.slope_low, fit.slope_high, 2)}, intercept "
-                     f"{fmt_ci(fit.intercept, fit.intercept_low, fit.intercept_high, 2)} (the heuristic is slope 1, "
-                     f"intercept 0). {fit.note}".strip())
+        lines.append(
+            f"Across {fit.n_cells} cells, log α\\* = {fmt(fit.intercept)} + {fmt(fit.slope)} · "
+            f"log(N_mood/N_meta); slope {fmt_ci(fit.slope, fit.slope_low, fit.slope_high, 2)}, intercept "
+            f"{fmt_ci(fit.intercept, fit.intercept_low, fit.intercept_high, 2)} (the heuristic is slope 1, "
+            f"intercept 0). {fit.note}".strip()
+        )
     else:
         lines.append(f"No slope across cells: {fit.note}.")
     for _, row in verdicts[(verdicts["metric"] == "pr_auc")].iterrows():
         if row["comparison"] in ("heuristic - baseline", "best alpha - heuristic", "learned - heuristic"):
-            lines.append(f"- {row['cell']}: {row['comparison']} = {fmt_ci(row['estimate'], row['low'], row['high'])} "
-                         f"PR-AUC points ({row['test']}, p adj {fmt_p(row['p_adjusted'])}): **{row['verdict']}**")
+            lines.append(
+                f"- {row['cell']}: {row['comparison']} = {fmt_ci(row['estimate'], row['low'], row['high'])} "
+                f"PR-AUC points ({row['test']}, p adj {fmt_p(row['p_adjusted'])}): **{row['verdict']}**"
+            )
     return lines
 
 
@@ -180,8 +201,10 @@ def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Option
     _csv(out / "curves.csv", curves)
     points, fit = _slope(parts["stars"], study.report.confidence)
     _csv(out / "alpha_star.csv", points)
-    atomic_write_json(out / "slope.json", {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
-                                            for k, v in vars(fit).items()})
+    atomic_write_json(
+        out / "slope.json",
+        {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in vars(fit).items()},
+    )
     star_png = ""
     figure = plot_alpha_star(points, fit) if not points.empty else None
     if figure is not None:
@@ -190,12 +213,17 @@ def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Option
 
     report = Report(f"α study {study.name!r} on {study.run.dataset.name}")
     report.heading("Verdict on the heuristic α = N_mood / N_meta")
-    for line in (_headline(points, fit, verdicts, study.report.equivalence_margin) if not verdicts.empty
-                 else ["No cell has curve runs yet: no verdict."]):
+    for line in (
+        _headline(points, fit, verdicts, study.report.equivalence_margin)
+        if not verdicts.empty
+        else ["No cell has curve runs yet: no verdict."]
+    ):
         report.paragraph(line)
     if star_png:
-        report.image(f"plots/{star_png}", "α* (validation, interval over seeds) against N_mood/N_meta, log-log; "
-                                          "dashed: the heuristic (identity)")
+        report.image(
+            f"plots/{star_png}",
+            "α* (validation, interval over seeds) against N_mood/N_meta, log-log; dashed: the heuristic (identity)",
+        )
     if not points.empty:
         report.table(display(points.drop(columns=["alpha* method"])))
     warning = _budget_warning(trials, study)
@@ -208,35 +236,75 @@ def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Option
         if curve is None:
             report.paragraph("No usable curve runs (the baseline and the heuristic arm are needed).")
             continue
-        report.paragraph(f"Heuristic α = {cell.n_mood_labels}/{cell.n_meta} = {fmt(cell.heuristic_alpha, 4)}; "
-                         f"α\\* on validation = {fmt_ci(star.alpha, star.low, star.high, 3)} ({star.method}"
-                         f"{', at the edge of the grid: a bound' if star.at_edge else ''}).")
-        report.image(f"plots/{png}", f"α-response curve of {cell.label}: test PR-AUC (mean, CI over seeds and "
-                                     "songs) and validation PR-AUC")
-        shown = curve.assign(**{"test PR-AUC": [fmt_ci(m, lo, hi) for m, lo, hi in
-                                                zip(curve["PR-AUC"], curve["PR-AUC low"], curve["PR-AUC high"])],
-                                "test ROC-AUC": [fmt_ci(m, lo, hi) for m, lo, hi in
-                                                 zip(curve["ROC-AUC"], curve["ROC-AUC low"], curve["ROC-AUC high"])]})
-        report.table(display(shown[["arm", "alpha", "x heuristic", "seeds", "val PR-AUC", "test PR-AUC",
-                                    "test ROC-AUC", "note"]], {"alpha": 4}))
+        report.paragraph(
+            f"Heuristic α = {cell.n_mood_labels}/{cell.n_meta} = {fmt(cell.heuristic_alpha, 4)}; "
+            f"α\\* on validation = {fmt_ci(star.alpha, star.low, star.high, 3)} ({star.method}"
+            f"{', at the edge of the grid: a bound' if star.at_edge else ''})."
+        )
+        report.image(
+            f"plots/{png}",
+            f"α-response curve of {cell.label}: test PR-AUC (mean, CI over seeds and songs) and validation PR-AUC",
+        )
+        shown = curve.assign(
+            **{
+                "test PR-AUC": [
+                    fmt_ci(m, lo, hi) for m, lo, hi in zip(curve["PR-AUC"], curve["PR-AUC low"], curve["PR-AUC high"])
+                ],
+                "test ROC-AUC": [
+                    fmt_ci(m, lo, hi)
+                    for m, lo, hi in zip(curve["ROC-AUC"], curve["ROC-AUC low"], curve["ROC-AUC high"])
+                ],
+            }
+        )
+        report.table(
+            display(
+                shown[["arm", "alpha", "x heuristic", "seeds", "val PR-AUC", "test PR-AUC", "test ROC-AUC", "note"]],
+                {"alpha": 4},
+            )
+        )
         cell_table1 = table1[table1["cell"] == cell.label] if not table1.empty else table1
         if not cell_table1.empty:
             report.paragraph("Table 1 layout (test set, %, mean [CI] over seeds and test songs):")
-            report.table(pd.DataFrame({
-                "config": cell_table1["config"], "N_meta": cell_table1["N_meta"],
-                "α": [fmt(a, 4) for a in cell_table1["alpha"]], "songs (test)": cell_table1["test songs"],
-                "seeds": cell_table1["seeds"],
-                "ROC-AUC": [fmt_ci(m, lo, hi) for m, lo, hi in zip(cell_table1["ROC-AUC"], cell_table1["ROC-AUC low"],
-                                                                  cell_table1["ROC-AUC high"])],
-                "PR-AUC": [fmt_ci(m, lo, hi) for m, lo, hi in zip(cell_table1["PR-AUC"], cell_table1["PR-AUC low"],
-                                                                 cell_table1["PR-AUC high"])]}))
+            report.table(
+                pd.DataFrame(
+                    {
+                        "config": cell_table1["config"],
+                        "N_meta": cell_table1["N_meta"],
+                        "α": [fmt(a, 4) for a in cell_table1["alpha"]],
+                        "songs (test)": cell_table1["test songs"],
+                        "seeds": cell_table1["seeds"],
+                        "ROC-AUC": [
+                            fmt_ci(m, lo, hi)
+                            for m, lo, hi in zip(
+                                cell_table1["ROC-AUC"], cell_table1["ROC-AUC low"], cell_table1["ROC-AUC high"]
+                            )
+                        ],
+                        "PR-AUC": [
+                            fmt_ci(m, lo, hi)
+                            for m, lo, hi in zip(
+                                cell_table1["PR-AUC"], cell_table1["PR-AUC low"], cell_table1["PR-AUC high"]
+                            )
+                        ],
+                    }
+                )
+            )
         rows = verdicts[verdicts["cell"] == cell.label]
-        report.table(pd.DataFrame({
-            "comparison": rows["comparison"], "metric": rows["metric"],
-            "estimate [CI]": [fmt_ci(e, lo, hi, 2) for e, lo, hi in zip(rows["estimate"], rows["low"], rows["high"])],
-            "test": rows["test"], "p raw": [fmt_p(p) for p in rows["p_raw"]],
-            "p adjusted": [fmt_p(p) for p in rows["p_adjusted"]], "MDE": [fmt(m) for m in rows["mde"]],
-            "verdict": rows["verdict"]}))
+        report.table(
+            pd.DataFrame(
+                {
+                    "comparison": rows["comparison"],
+                    "metric": rows["metric"],
+                    "estimate [CI]": [
+                        fmt_ci(e, lo, hi, 2) for e, lo, hi in zip(rows["estimate"], rows["low"], rows["high"])
+                    ],
+                    "test": rows["test"],
+                    "p raw": [fmt_p(p) for p in rows["p_raw"]],
+                    "p adjusted": [fmt_p(p) for p in rows["p_adjusted"]],
+                    "MDE": [fmt(m) for m in rows["mde"]],
+                    "verdict": rows["verdict"],
+                }
+            )
+        )
     report.heading("Method")
     report.paragraph(
         f"Search: per cell, Optuna TPE over α = factor × N_mood/N_meta (factor log-uniform in "
@@ -250,7 +318,8 @@ def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Option
         f"'best α' is cross-fitted (each seed's best α is chosen on the other seeds' validation scores); "
         f"p-values adjusted over the whole report ({study.report.adjust}); equivalence only by TOST with margin "
         f"±{study.report.equivalence_margin:g} PR-AUC points; MDE at {study.report.power:.0%} power. "
-        f"All metrics in percent.")
+        f"All metrics in percent."
+    )
     report.heading("Runs")
     counts = trials.groupby(["phase", "status"]).size().reset_index(name="runs")
     report.table(counts)
@@ -267,16 +336,18 @@ def verdict_summary(run_dir: Path) -> str:
     if slope.exists():
         fit = json.loads(slope.read_text())
         if fit.get("slope") is not None:
-            lines.append(f"alpha* vs N_mood/N_meta: slope {fit['slope']:.2f} "
-                         f"[{fit.get('slope_low') or float('nan'):.2f}, {fit.get('slope_high') or float('nan'):.2f}]"
-                         f" (1 = the heuristic tracks the optimum)")
+            lines.append(
+                f"alpha* vs N_mood/N_meta: slope {fit['slope']:.2f} "
+                f"[{fit.get('slope_low') or float('nan'):.2f}, {fit.get('slope_high') or float('nan'):.2f}]"
+                f" (1 = the heuristic tracks the optimum)"
+            )
         elif fit.get("note"):
             lines.append(f"alpha* vs N_mood/N_meta: {fit['note']}")
     if path.exists() and path.stat().st_size > 1:
         v = pd.read_csv(path)
         for _, row in v[v["metric"] == "pr_auc"].iterrows():
-            lines.append(f"{row['cell']}: {row['comparison']} {row['estimate']:+.2f} "
-                         f"[{row['low']:+.2f}, {row['high']:+.2f}] PR-AUC points -> {row['verdict']}")
+            lines.append(
+                f"{row['cell']}: {row['comparison']} {row['estimate']:+.2f} "
+                f"[{row['low']:+.2f}, {row['high']:+.2f}] PR-AUC points -> {row['verdict']}"
+            )
     return "\n".join(lines)
-
-
