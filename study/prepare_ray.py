@@ -179,7 +179,7 @@ class RayTaskRunner:
                         num_cpus=self.cpus_per_task,
                         max_retries=1 if isolated else 0,
                         name="mtlmood-prepare-song" if isolated else "mtlmood-prepare-batch",
-                    ).remote(batch, str(probe), self.compute)
+                    ).remote(batch, str(probe), self.compute)  # type: ignore[call-arg]  # Ray's stubs count 1 arg
                     in_flight[ref] = (batch, isolated)
                 ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=RESCAN_S)
                 for ref in ready:

@@ -96,6 +96,7 @@ def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[s
         if history is not None and "val_pr_auc" in history:
             best_val = float(pd.to_numeric(history["val_pr_auc"], errors="coerce").max())
         out = next(Path(run_dir, "runs", "search", cell.slug, trial_id).glob(f"seed-*/{RESULT_FILE}"), None)
+        row: dict[str, Any]
         if finished and out is not None:
             row = row_from_result(json.loads(out.read_text()), out.parent, run_dir, cell)
         else:
@@ -147,7 +148,7 @@ def curve_rows(
             if (out_dir / RESULT_FILE).exists():
                 rows.append(row_from_result(json.loads((out_dir / RESULT_FILE).read_text()), out_dir, run_dir, cell))
                 continue
-            row = {c: math.nan for c in COLUMNS}
+            row: dict[str, Any] = {c: math.nan for c in COLUMNS}
             row.update(
                 {
                     "phase": "curve",

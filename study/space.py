@@ -106,7 +106,7 @@ class CellSearcher(Searcher):
     def suggest(self, trial_id: str) -> Optional[dict]:
         key = self._next_cell()
         if key is None:
-            return Searcher.FINISHED
+            return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel is a str; its annotation omits it
         config = self.searchers[key].suggest(trial_id)
         if config is None or config == Searcher.FINISHED:
             return config
@@ -148,7 +148,14 @@ class CellASHA(FIFOScheduler):
     def asha_of(self, trial: Any) -> Any:
         key = str((trial.config or {}).get(CELL, ""))
         if key not in self.cells:
-            self.cells[key] = ASHAScheduler(time_attr="training_iteration", metric=METRIC, mode=MODE, **self.settings)
+            self.cells[key] = ASHAScheduler(
+                time_attr="training_iteration",
+                metric=METRIC,
+                mode=MODE,
+                max_t=self.settings["max_t"],
+                grace_period=self.settings["grace_period"],
+                reduction_factor=self.settings["reduction_factor"],
+            )
         return self.cells[key]
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:

@@ -236,7 +236,7 @@ def make_trial_driver(study_dict: dict[str, Any], cells: dict[str, dict[str, Any
                 # last checkpoint instead of starting a new one.
                 name=f"{phase}-{trial_id}",
                 storage_path=join_storage(study.run_dir, "train"),
-                callbacks=[TuneReportCallback()],
+                callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train V2 callback; stubs say V1
                 failure_config=ray.train.FailureConfig(max_failures=study.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             ),
