@@ -23,7 +23,7 @@ class ProgressTable(Callback):
         self.last_summary = ""
         self.latest: dict[str, dict[str, Any]] = {}
         self.finished = 0
-        self.best = float("nan")
+        self.best: dict[str, float] = {}  # per cell: PR-AUC of different cells is not comparable
         self.header_printed = False
 
     def _print(self, text: str) -> None:
@@ -34,11 +34,14 @@ class ProgressTable(Callback):
     def _row(self, trial: Any, result: dict[str, Any], status: str) -> str:
         cfg = trial.config
         job = {**cfg.get("job", {}), **cfg}
-        alpha = result.get("alpha", job.get("alpha", job.get("alpha_factor", 0.0)))
+        alpha = result.get("alpha", job.get("alpha", float("nan")))
+        alpha_text = f"{float(alpha):.3g}" if isinstance(alpha, (int, float)) else str(alpha)
+        seeds = job.get("seeds") or [result.get("seed", "?")]
         test = result.get("test_pr_auc")
+        # The last run's scores (a curve trial may train several seeds); cells are never ranked.
         return (
-            f"  {trial.trial_id:<16} {self.phase:<7} moods={job.get('n_moods', '?'):<3} "
-            f"meta={job.get('metadata', '?'):<12} alpha={float(alpha or 0):<8.3g} "
+            f"  {trial.trial_id:<16} {self.phase:<7} cell={job.get('cell', '?'):<14} "
+            f"arm={job.get('arm', 'search'):<10} alpha={alpha_text:<8} seeds={','.join(map(str, seeds)):<8} "
             f"epoch={result.get('epoch', 0):<3} val PR-AUC%={result.get('val_pr_auc', float('nan')):6.2f} "
             f"test PR-AUC%={test if test is not None else float('nan'):6.2f}  {status}"
         )
@@ -46,8 +49,10 @@ class ProgressTable(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.latest[trial.trial_id] = result
         value = result.get("val_pr_auc")
-        if value is not None and not (value <= self.best):  # also replaces the initial NaN
-            self.best = float(value)
+        cfg = trial.config or {}
+        cell = str({**cfg.get("job", {}), **cfg}.get("cell", "?"))
+        if value is not None and not (value <= self.best.get(cell, float("nan"))):  # NaN: the first value
+            self.best[cell] = float(value)
         now = time.monotonic()
         if now - self.last_print < self.every_s:
             return
@@ -55,9 +60,10 @@ class ProgressTable(Callback):
         for t in trials:
             states[t.status] = states.get(t.status, 0) + 1
         counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(states.items()))
+        bests = ", ".join(f"{cell} {value:.2f}" for cell, value in sorted(self.best.items()))
         summary = (
             f"[{self.phase}] {self.finished}/{self.total} trials finished ({counts}); "
-            f"best val PR-AUC so far {self.best:.2f}%"
+            f"best val PR-AUC % per cell: {bests}"
         )
         # A repeat of the last line says nothing new: print it only as a heartbeat.
         if summary == self.last_summary and now - self.last_print < self.heartbeat_s:

@@ -48,6 +48,7 @@ COLUMNS = [
     "checkpoint_path",
     "predictions_path",
     "error",
+    "val_curve",
 ]
 
 
@@ -91,10 +92,8 @@ def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[s
             continue
         trial_id = str(metrics.get("trial_id") or Path(result.path or "").name)
         finished = bool(metrics.get("final")) and FATAL not in metrics
-        history = result.metrics_dataframe
-        best_val = math.nan
-        if history is not None and "val_pr_auc" in history:
-            best_val = float(pd.to_numeric(history["val_pr_auc"], errors="coerce").max())
+        curve = validation_curve(result.metrics_dataframe)
+        best_val = max(curve) if curve else math.nan
         out = next(Path(run_dir, "runs", "search", cell.slug, trial_id).glob(f"seed-*/{RESULT_FILE}"), None)
         row: dict[str, Any]
         if finished and out is not None:
@@ -132,6 +131,7 @@ def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[s
                 }
             )
         row["trial_id"] = trial_id
+        row["val_curve"] = json.dumps([round(v, 4) for v in curve])
         rows.append(row)
     return rows
 
@@ -192,13 +192,27 @@ def trial_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
+def validation_curve(history: pd.DataFrame | None) -> list[float]:
+    """A search trial's validation PR-AUC per epoch, in order (its final, tested report excluded)."""
+    if history is None or "val_pr_auc" not in history or "epoch" not in history:
+        return []
+    rows = history[history["final"].astype(str) != "True"] if "final" in history else history
+    values = pd.to_numeric(rows["val_pr_auc"], errors="coerce")
+    return [float(v) for v in values if math.isfinite(float(v))]
+
+
 def tuned_alpha_factor(search: pd.DataFrame, key: str) -> float | None:
-    """The tuned alpha of one cell, as a multiple of its heuristic: the best *validation*
-    PR-AUC among the cell's search trials that ran to their end (ASHA lets the best go on);
-    if ASHA stopped all of them, the best validation score any reached. Never test scores."""
-    rows = search[(search["cell"] == key) & search["val_pr_auc"].notna() & (search["status"] == "TERMINATED")]
-    if rows.empty:
+    """The tuned alpha of one cell, as a multiple of its heuristic, chosen on *validation* at
+    equal budgets: the best validation PR-AUC reached within the deepest epoch that at least
+    two of the cell's trials reached. (Comparing "trials that finished" would favour the first
+    trial of every ASHA rung, which ASHA never stops: with a small budget, the seeded
+    heuristic.) A cell with one trial takes it. Never test scores."""
+    rows = search[(search["cell"] == key) & (search["status"] == "TERMINATED")]
+    curves = {int(i): json.loads(c) for i, c in zip(rows.index, rows["val_curve"].fillna("[]")) if c and c != "[]"}
+    if not curves:
         return None
-    finished = rows[~rows["asha_stopped"].astype(bool)]
-    pool = finished if not finished.empty else rows
-    return float(pool.loc[pool["val_pr_auc"].idxmax(), "alpha_factor"])
+    lengths = sorted((len(c) for c in curves.values()), reverse=True)
+    depth = lengths[1] if len(lengths) > 1 else lengths[0]
+    factors = dict(zip(rows.index, rows["alpha_factor"].astype(float)))
+    best = max((i for i, c in curves.items() if len(c) >= depth), key=lambda i: max(curves[i][:depth]))
+    return factors[best]

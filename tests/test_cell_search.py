@@ -106,3 +106,30 @@ def test_searcher_survives_a_pickle_round_trip(tmp_path) -> None:
     restored.restore(str(tmp_path / "s.pkl"))
     assert restored.issued == searcher.issued and first[3][CELL] == CELLS[0]
     assert searcher.suggest("t4") == restored.suggest("t4")
+
+
+def test_tuned_alpha_is_chosen_at_equal_budgets() -> None:
+    """ASHA never stops the first trial of a rung, so with a small budget the heuristic (first)
+    always "finishes": the tuned alpha compares trials at the deepest epoch two of them reached."""
+    import json
+
+    import pandas as pd
+
+    from study.results import tuned_alpha_factor
+
+    search = pd.DataFrame(
+        {
+            "cell": ["3|artist"] * 3 + ["3|year"],
+            "status": ["TERMINATED"] * 4,
+            "alpha_factor": [1.0, 0.3, 3.0, 1.0],
+            "val_curve": [
+                json.dumps([60, 70, 75, 78, 80, 82, 90, 95]),  # the heuristic, never stopped
+                json.dumps([65, 74, 77, 80, 83, 86]),  # stopped at epoch 6, ahead of it there
+                json.dumps([50, 55]),  # stopped at epoch 2
+                json.dumps([40, 41]),
+            ],
+        }
+    )
+    assert tuned_alpha_factor(search, "3|artist") == 0.3
+    assert tuned_alpha_factor(search, "3|year") == 1.0  # one trial: it
+    assert tuned_alpha_factor(search, "9|artist") is None

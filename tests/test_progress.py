@@ -17,7 +17,7 @@ def trial(trial_id: str, status: str = "RUNNING") -> SimpleNamespace:
         trial_id=trial_id,
         status=status,
         last_result={},
-        config={"n_moods": 6, "metadata": "artist", "alpha_factor": 1.0},
+        config={"cell": "6|artist", "alpha_factor": 1.0},
     )
 
 
@@ -35,13 +35,17 @@ def test_summary_lines_skip_repeats_but_keep_a_heartbeat(
         return [line for line in capsys.readouterr().out.splitlines() if line]
 
     first = report(0, 50.0)
-    assert first == ["[search] 0/4 trials finished (running 2); best val PR-AUC so far 50.00%; 0 min 00 s elapsed"]
+    assert first == [
+        "[search] 0/4 trials finished (running 2); best val PR-AUC % per cell: 6|artist 50.00; 0 min 00 s elapsed"
+    ]
     assert report(5, 50.0) == []  # within every_s
     assert report(20, 50.0) == []  # nothing changed: no repeat
-    assert report(30, 61.5)[0].startswith("[search] 0/4 trials finished (running 2); best val PR-AUC so far 61.50%")
+    assert report(30, 61.5)[0].startswith(
+        "[search] 0/4 trials finished (running 2); best val PR-AUC % per cell: 6|artist 61.50"
+    )
     assert report(50, 61.5) == []
     assert report(95, 61.5) == [
-        "[search] 0/4 trials finished (running 2); best val PR-AUC so far 61.50%; 1 min 35 s elapsed"
+        "[search] 0/4 trials finished (running 2); best val PR-AUC % per cell: 6|artist 61.50; 1 min 35 s elapsed"
     ]  # heartbeat after 60 s of sameness
 
     trials[1].status = "TERMINATED"
