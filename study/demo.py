@@ -4,6 +4,7 @@ and every step is resumable: re-running skips finished work."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -32,7 +33,7 @@ def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None)
     data_dir = output / "data"
     print(f"[1/4] synthesizing the demo dataset in {data_dir}", flush=True)
     if not (data_dir / "manifest.csv").exists():
-        synthesize(data_dir, DEMO_DATA)
+        synthesize(data_dir, DEMO_DATA, workers=max(1, min(os.cpu_count() or 1, 8)))
     else:
         print("      (already there, kept)")
 

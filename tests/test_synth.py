@@ -364,3 +364,17 @@ def test_cli_synth_summary_resume_and_errors(tmp_path: Path, capsys: pytest.Capt
     assert cli_main(["synth", str(tmp_path / "z"), "--config", str(config), "--seed", "5", "-q"]) == 0
     stamp = json.loads((tmp_path / "z" / "synth_config.json").read_text())["config"]
     assert stamp["n_songs"] == 4 and stamp["seed"] == 5 and stamp["formats"] == ["wav"]
+
+
+def test_several_processes_write_the_same_files_as_one(tmp_path: Path) -> None:
+    import hashlib
+
+    cfg = SynthConfig(n_songs=8, n_artists=3, min_seconds=3.5, max_seconds=4.0, formats=("wav", "flac", "ogg"))
+
+    def digests(root: Path) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((root / "audio").iterdir())}
+
+    synthesize(tmp_path / "one", cfg)
+    synthesize(tmp_path / "two", cfg, workers=2)
+    assert digests(tmp_path / "one") == digests(tmp_path / "two") and len(digests(tmp_path / "one")) == 8
+    assert (tmp_path / "one" / "manifest.csv").read_text() == (tmp_path / "two" / "manifest.csv").read_text()

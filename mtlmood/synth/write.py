@@ -43,8 +43,32 @@ def _stamp(cfg: SynthConfig, plans: list[SongPlan]) -> dict:
     return json.loads(json.dumps(stamp))  # tuples -> lists: compares equal to the stamp read back
 
 
+def _render_and_write(out: Path, cfg: SynthConfig, plans: list[SongPlan], progress: bool = False) -> None:
+    """Render each planned song and write its audio file (atomically)."""
+    voices: dict[str, ArtistVoice] = {}
+    iterator: Iterable[SongPlan] = plans
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(plans, desc="synth", unit="song")
+    for plan in iterator:
+        if plan.artist not in voices:
+            voices[plan.artist] = artist_voice(plan.artist, cfg.seed, cfg.min_year, cfg.max_year)
+        write_audio(
+            out / plan.path,
+            render_song(plan, cfg, voices[plan.artist]),
+            cfg.sample_rate,
+            serial=stable_int("ogg", plan.song_id) & 0x7FFFFFFF,
+        )
+
+
 def _write_dataset(
-    out_dir: str | Path, cfg: SynthConfig, plans: list[SongPlan], progress: bool, overwrite: bool
+    out_dir: str | Path,
+    cfg: SynthConfig,
+    plans: list[SongPlan],
+    progress: bool,
+    overwrite: bool,
+    workers: int = 1,
 ) -> Path:
     """Render and write ``plans`` under ``out_dir`` (resuming or refusing as the stamp says)."""
     out = Path(out_dir)
@@ -84,24 +108,17 @@ def _write_dataset(
     for stale in audio_dir.glob(".*.tmp"):  # left by a hard kill during an atomic write
         stale.unlink()
 
-    voices: dict[str, ArtistVoice] = {}
-    iterator: Iterable[SongPlan] = plans
-    if progress:
-        from tqdm import tqdm
+    todo = [plan for plan in plans if not (out / plan.path).exists()]  # kept: written by an earlier run
+    if workers > 1 and len(todo) > 1:
+        from concurrent.futures import ProcessPoolExecutor
 
-        iterator = tqdm(plans, desc="synth", unit="song")
-    for plan in iterator:
-        target = out / plan.path
-        if target.exists():
-            continue  # written by an earlier (interrupted) run of the same config
-        if plan.artist not in voices:
-            voices[plan.artist] = artist_voice(plan.artist, cfg.seed, cfg.min_year, cfg.max_year)
-        write_audio(
-            target,
-            render_song(plan, cfg, voices[plan.artist]),
-            cfg.sample_rate,
-            serial=stable_int("ogg", plan.song_id) & 0x7FFFFFFF,
-        )
+        # Songs are independent (each one's randomness comes from its own id), so processes
+        # render them in any order and the files are the same as with one process.
+        chunks = [todo[i::workers] for i in range(workers)]
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(_render_and_write, [out] * workers, [cfg] * workers, chunks))
+    else:
+        _render_and_write(out, cfg, todo, progress)
 
     rows = io.StringIO()
     writer = csv.writer(rows, lineterminator="\n")
@@ -115,17 +132,23 @@ def _write_dataset(
 
 
 def synthesize(
-    out_dir: str | Path, cfg: SynthConfig | None = None, *, progress: bool = False, overwrite: bool = False
+    out_dir: str | Path,
+    cfg: SynthConfig | None = None,
+    *,
+    progress: bool = False,
+    overwrite: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Write a synthetic dataset under ``out_dir`` and return the manifest's path.
 
     Writes ``audio/<song_id>.<fmt>``, ``manifest.csv`` (song_id,path,moods,artist,year;
     moods ";"-separated; paths relative to ``out_dir``) and ``synth_config.json``.
     Re-running with the same config keeps the files already written (resume); a
-    directory holding another dataset is an error unless ``overwrite``.
+    directory holding another dataset is an error unless ``overwrite``. ``workers`` > 1
+    renders songs in that many processes (the same files as one process).
     """
     cfg = cfg if cfg is not None else SynthConfig()
-    return _write_dataset(out_dir, cfg, plan_dataset(cfg), progress, overwrite)
+    return _write_dataset(out_dir, cfg, plan_dataset(cfg), progress, overwrite, workers)
 
 
 def synthesize_from_records(
@@ -139,6 +162,7 @@ def synthesize_from_records(
     """Like ``synthesize``, with one song per real metadata row ``(song_id, moods, artist, year)``:
     the song sounds like its tags (known moods by design, others by a hash of the tag)
     and its artist. ``year`` None picks a year in the artist's era."""
+    cfg = cfg if cfg is not None else SynthConfig()
     cfg.validate()
     records = list(records)
     if cfg.limit:
