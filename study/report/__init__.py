@@ -1,4 +1,4 @@
-"""Statistics of the alpha-study report (pure numpy/scipy/statsmodels; no Ray, no torch).
+"""The alpha-study report: statistics, curves and verdicts (pure numpy/scipy/statsmodels), the evidence read from a study's files, tables, plots, rendering and the writer.
 
 Modules:
 
