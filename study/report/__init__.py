@@ -1,4 +1,5 @@
-"""The alpha-study report: statistics, curves and verdicts (pure numpy/scipy/statsmodels), the evidence read from a study's files, tables, plots, rendering and the writer.
+"""The alpha-study report: statistics, curves and verdicts (pure numpy/scipy/statsmodels),
+the evidence read from a study's files, tables, plots, rendering and the writer.
 
 Modules:
 
