@@ -42,7 +42,8 @@ class ProgressTable(Callback):
         return (
             f"  {trial.trial_id:<16} {self.phase:<7} cell={job.get('cell', '?'):<14} "
             f"arm={job.get('arm', 'search'):<10} alpha={alpha_text:<8} seeds={','.join(map(str, seeds)):<8} "
-            f"epoch={result.get('epoch', result.get('epochs', 0)):<3} val PR-AUC%={result.get('val_pr_auc', float('nan')):6.2f} "
+            f"epoch={result.get('epoch', result.get('epochs', 0)):<3} "
+            f"val PR-AUC%={result.get('val_pr_auc', float('nan')):6.2f} "
             f"test PR-AUC%={test if test is not None else float('nan'):6.2f}  {status}"
         )
 
