@@ -149,7 +149,7 @@ C = TypeVar("C")
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Convert a YAML/CLI value to the annotated type, or raise ConfigError naming the key."""
     origin = get_origin(annotation)
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
         return from_dict(annotation, value, where)

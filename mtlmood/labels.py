@@ -237,11 +237,12 @@ def _year_targets(
             return None
         return (year - first) // size
 
-    present = sorted({slot(record.year) for record in source} - {None})
+    present = sorted({bucket for record in source if (bucket := slot(record.year)) is not None})
     column = {bucket: j for j, bucket in enumerate(present)}
     block = np.zeros((len(kept), len(present)), dtype=np.float32)
     for row, record in enumerate(kept):
-        j = column.get(slot(record.year))
+        bucket = slot(record.year)
+        j = column.get(bucket) if bucket is not None else None
         if j is not None:  # songs in a dropped bucket, or newer than every training song: all zero
             block[row, j] = 1.0
     return [grid[bucket].name for bucket in present], block

@@ -86,12 +86,14 @@ class MoodCNN(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def use_channels_last(self, enabled: bool = True) -> "MoodCNN":
         """Store conv weights (and feed inputs) in NHWC, which is faster on recent GPUs/CPUs."""
         self._channels_last = enabled
-        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+        # torch's stubs for Module.to lack the memory_format keyword that it accepts at runtime.
+        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)  # type: ignore[call-overload]
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The flattened trunk output, (B, flatten_size), for x of shape (B, T, F)."""

@@ -205,10 +205,10 @@ def run_tasks(
     try:
         while True:
             # Keep every worker busy with a short queue of its own, never the whole dataset.
-            while len(in_flight) < 4 * workers and (task := next(queue, None)) is not None:
+            while len(in_flight) < 4 * workers and (queued := next(queue, None)) is not None:
                 if pool is None:
                     pool = _start_pool(workers, context)
-                in_flight[pool.submit(compute, task)] = task
+                in_flight[pool.submit(compute, queued)] = queued
             if not in_flight:
                 return
             done, _ = wait(in_flight, return_when=FIRST_COMPLETED)

@@ -13,9 +13,10 @@ the JSON answers in serve.schemas, the model in serve.scorer.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Union, cast
 
 from ray import serve
+from ray.serve import Deployment
 
 from serve.config import (
     DeploymentSettings,
@@ -51,12 +52,17 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
             config.ingress.num_cpus + config.model.num_cpus,
             max(num_gpus, config.ingress.num_gpus),
         )
-        return MoodIngress.options(**options).bind(None, checkpoint, as_dict)
-    model = MoodModel.options(**_deployment_options(config.model, config.model, config.model.num_cpus, num_gpus)).bind(
-        checkpoint, as_dict
-    )
+        return _deployment(MoodIngress).options(**options).bind(None, checkpoint, as_dict)
+    model_options = _deployment_options(config.model, config.model, config.model.num_cpus, num_gpus)
+    model = _deployment(MoodModel).options(**model_options).bind(checkpoint, as_dict)
     options = _deployment_options(config.ingress, config.ingress, config.ingress.num_cpus, config.ingress.num_gpus)
-    return MoodIngress.options(**options).bind(model, checkpoint, as_dict)
+    return _deployment(MoodIngress).options(**options).bind(model, checkpoint, as_dict)
+
+
+def _deployment(decorated: object) -> Deployment:
+    """A class decorated with ``@serve.deployment`` as what it is at runtime, a Deployment: mypy does not
+    apply class decorators, so it still sees the class (which has no ``options``)."""
+    return cast(Deployment, decorated)
 
 
 def resolved_topology(config: ServeConfig, num_gpus: float) -> str:

@@ -96,8 +96,8 @@ class BatchedScorer:
         # What this replica has done (in /healthz?deep=true): requests scored at once because
         # the replica was idle, forwards of batches, the requests in them, the largest batch.
         self.counts = {"immediate": 0, "batches": 0, "batched_requests": 0, "largest_batch": 0}
-        self._batched.set_max_batch_size(cfg.batching.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)
+        self._batched.set_max_batch_size(cfg.batching.max_batch_size)  # type: ignore[attr-defined]  # Ray stubs omit it
+        self._batched.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)  # type: ignore[attr-defined]  # ditto
 
     async def score(self, features: np.ndarray, top_k: int, caller_busy: bool = False) -> "Prediction":
         """One song's prediction from its (t, F) features, its segments' forward shared when batching.

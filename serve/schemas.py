@@ -8,7 +8,7 @@ the ingress. No traceback ever reaches a client.
 """
 
 # No `from __future__ import annotations`: FastAPI reads these models' annotations at route time.
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -73,7 +73,8 @@ class ErrorResponse(BaseModel):
     detail: Any
 
 
-ERROR_RESPONSES = {
+# The type FastAPI's ``responses=`` takes (keys may also be ranges such as "4XX").
+ERROR_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "empty body, malformed multipart, or no `file` field",

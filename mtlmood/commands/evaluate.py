@@ -12,8 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from typing import TYPE_CHECKING
 
 from mtlmood.commands.common import add_config_arguments
+
+if TYPE_CHECKING:
+    from mtlmood.metrics import Scores
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,7 +39,7 @@ def _fmt(value: float) -> str:
     return "   n/a" if value is None or math.isnan(value) else f"{value:6.2f}"
 
 
-def render_scores(scores: dict, title: str) -> str:
+def render_scores(scores: Scores, title: str) -> str:
     """A text table: macro scores, then one row per mood label."""
     lines = [title, f"{'label':<28} {'ROC-AUC %':>9} {'PR-AUC %':>9} {'positives':>9}"]
     for name, s in scores.get("per_label", {}).items():

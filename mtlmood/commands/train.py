@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from typing import TYPE_CHECKING
 
 from mtlmood.commands.common import add_config_arguments, run_config_from_args
+
+if TYPE_CHECKING:
+    from mtlmood.train_state import EpochResult, TrainState
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +40,7 @@ def run_train(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, output_dir=args.output)
     tc = config.train
 
-    def progress(result, state) -> None:  # noqa: ANN001 (EpochResult, TrainState)
+    def progress(result: EpochResult, state: TrainState) -> None:
         print(format_epoch(result, tc.max_epochs, tc.monitor), flush=True)
 
     result = train_run(config, config.output_dir, callback=progress)

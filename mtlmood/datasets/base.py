@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol, TypeVar
 
 from mtlmood.config import DatasetConfig
 from mtlmood.errors import DatasetError
@@ -45,11 +45,13 @@ class DatasetAdapter(Protocol):
 
 REGISTRY: dict[str, Callable[[], DatasetAdapter]] = {}
 
+AdapterClass = TypeVar("AdapterClass", bound=type[DatasetAdapter])
 
-def register(name: str) -> Callable[[type], type]:
+
+def register(name: str) -> Callable[[AdapterClass], AdapterClass]:
     """Class decorator: make an adapter available by name (no if/elif chains over names)."""
 
-    def decorate(cls: type) -> type:
+    def decorate(cls: AdapterClass) -> AdapterClass:
         cls.name = name
         REGISTRY[name] = cls
         return cls
