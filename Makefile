@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   # creates .venv if needed, then runs the main job on the embedded default
 #   make test   # creates .venv if needed, then runs the test suite
+# make lint checks style, formatting and types (ruff, mypy; configured in pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -28,6 +29,13 @@ demo: setup
 
 test: setup
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+LINT_PATHS := mtlmood study serve mtlmood_cli tests benchmarks
+
+lint: setup
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy mtlmood study serve mtlmood_cli
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)
