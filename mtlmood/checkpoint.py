@@ -40,9 +40,6 @@ from mtlmood.fileio import atomic_write_bytes, atomic_write_json, read_json_obje
 from mtlmood.model import MoodCNN
 
 WEIGHTS_FILE = "weights.pt"
-# A study's pointer to the best checkpoint of each of its cells (written by study/report,
-# read by serve): one name for both sides.
-BEST_CHECKPOINTS_FILE = "best_checkpoint.json"
 CARD_FILE = "model_card.json"
 CARD_FORMAT = 1
 

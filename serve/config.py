@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from mtlmood.checkpoint import BEST_CHECKPOINTS_FILE
 from mtlmood.config import from_dict, load_config, to_dict
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.fileio import read_json_object
+from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 
 CHECKPOINT_ENV = "MTLMOOD_SERVE_CHECKPOINT"  # fallback for `serve deploy` configs without args
 STUDY_ENV = "MTLMOOD_SERVE_STUDY"

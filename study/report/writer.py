@@ -13,8 +13,8 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from mtlmood.checkpoint import BEST_CHECKPOINTS_FILE
 from mtlmood.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 from study.cells import Cell, metadata_cells
 from study.config import StudyConfig
 from study.reference import load_reference
