@@ -7,6 +7,10 @@ import socket
 from typing import Optional
 
 API_SERVER_ENV = "RAY_API_SERVER_ADDRESS"  # where Ray's State API client looks first
+# Ray Train V2's controller collects what workers report on every health check, every 2 s by
+# default, and a worker waits for it: with short epochs (the demo: ~1 s) that wait was most
+# of a trial (16 reports: 50 s vs 18 s at 0.2 s, measured). Polling more often costs little.
+POLL_ENV, POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
 
 
 def _free_port() -> int:
@@ -29,8 +33,9 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> N
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if ray.is_initialized():
         return
+    poll = {POLL_ENV: os.environ.get(POLL_ENV, POLL_S)}
     if address:
-        ray.init(address=address, include_dashboard=True, log_to_driver=False)
+        ray.init(address=address, include_dashboard=True, log_to_driver=False, runtime_env={"env_vars": poll})
         return
     port = _free_port()
     api_server = f"http://127.0.0.1:{port}"
@@ -41,6 +46,6 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> N
         dashboard_port=port,
         log_to_driver=False,
         object_store_memory=200 * 1024 * 1024,
-        runtime_env={"env_vars": {API_SERVER_ENV: api_server}},
+        runtime_env={"env_vars": {API_SERVER_ENV: api_server, **poll}},
     )
     os.environ[API_SERVER_ENV] = api_server  # this driver's own State API calls too
