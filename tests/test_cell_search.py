@@ -133,3 +133,44 @@ def test_tuned_alpha_is_chosen_at_equal_budgets() -> None:
     assert tuned_alpha_factor(search, "3|artist") == 0.3
     assert tuned_alpha_factor(search, "3|year") == 1.0  # one trial: it
     assert tuned_alpha_factor(search, "9|artist") is None
+
+
+def test_study_plan_on_real_mtg_jamendo_metadata(mtg_jamendo_dir, capsys) -> None:
+    """The dry run reads only metadata: three mood counts, each its own search budget, the
+    paper's song counts, N_meta from the training songs."""
+    from mtlmood_cli.main import main
+
+    code = main(
+        [
+            "study",
+            "plan",
+            "mtg-jamendo",
+            "--set",
+            f"run.dataset.root={mtg_jamendo_dir}",
+            "--set",
+            "search.trials_per_cell=16",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+
+    def table_rows(column: str) -> list[dict[str, str]]:
+        lines = out.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith("| cell") and column in line)
+        header = [c.strip() for c in lines[start].strip("|").split("|")]
+        rows = []
+        for line in lines[start + 2 :]:
+            if not line.startswith("|"):
+                break
+            rows.append(dict(zip(header, (c.strip() for c in line.strip("|").split("|")))))
+        return rows
+
+    cells = {row["cell"]: row for row in table_rows("mood labels")}
+    for n_moods, songs in ((3, 4346), (9, 10041), (50, 17946)):
+        row = cells[f"mtg-jamendo · {n_moods} moods · artist"]
+        assert int(row["N_meta"]) == 50  # 50 artist classes, counted on the training songs
+        assert sum(int(float(row[f"songs.{s}"])) for s in ("train", "validation", "test")) == songs
+    plan = table_rows("search trials")
+    searched = [row for row in plan if row["cell"].endswith("· artist")]
+    assert len(searched) == 3 and all(row["search trials"] == "16" for row in searched)
+    assert all(row["search trials"] == "0" for row in plan if row["cell"].endswith("· none"))

@@ -139,6 +139,32 @@ def _slope(stars: list[tuple[Cell, AlphaStar, pd.DataFrame]], confidence: float)
     return points, fit
 
 
+def _split_sentence(study: StudyConfig, cells: dict[str, Cell]) -> str:
+    """How songs were split, and whether test artists were seen in training."""
+    split = study.run.split
+    if split.method == "official":
+        how = f"the dataset's official split {split.official_split}"
+    else:
+        test = 1 - split.train_fraction - split.validation_fraction
+        how = (
+            f"a random song-level split {split.train_fraction:.0%}/{split.validation_fraction:.0%}/{test:.0%} "
+            f"(seed {split.seed}; clips of one track stay together)"
+        )
+    values = [c.facts.get("test_songs_artist_in_train_percent") for c in cells.values()]
+    shares = sorted({round(float(v)) for v in values if isinstance(v, (int, float))})
+    if shares and shares[-1] == 0:
+        overlap = "artist-disjoint: no test song is by an artist seen in training"
+    elif shares:
+        span = f"{shares[0]}" if len(shares) == 1 else f"{shares[0]}-{shares[-1]}"
+        overlap = f"{span} % of test songs are by an artist seen in training"
+    else:
+        overlap = "artist overlap unknown (no artist metadata)"
+    return (
+        f"Split: {how}; {overlap}. Artist and year classes (N_meta) come from the training songs only, "
+        "so the heuristic N_mood/N_meta counts classes the model can learn."
+    )
+
+
 def _budget_warning(trials: pd.DataFrame, study: StudyConfig) -> str:
     """Say so when the curve's runs mostly ran out of epochs instead of stopping early."""
     curve = trials[(trials["phase"] == "curve") & (trials["status"] == "TERMINATED")]
@@ -230,6 +256,7 @@ def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Option
     if warning:
         report.paragraph(warning)
     report.heading("Labels, splits and artist overlap per cell")
+    report.paragraph(_split_sentence(study, cells))
     report.table(display(labels))
     for cell, curve, star, png in parts["sections"]:
         report.heading(f"Cell {cell.label}")
