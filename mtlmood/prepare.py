@@ -39,7 +39,7 @@ import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -50,6 +50,7 @@ from mtlmood.config import FeatureConfig
 from mtlmood.datasets.base import SongRecord
 from mtlmood.errors import AudioDecodeError, CacheError, DatasetError, MtlmoodError
 from mtlmood.fileio import atomic_save_npy, atomic_write_json, atomic_write_text
+from mtlmood.runlock import RunLock, held_here
 
 SHARD_DIR = "shards"
 FAILURES_FILE = "failures.csv"
@@ -275,10 +276,21 @@ def _run_isolated(
 
 @contextmanager
 def _exclusive(cache_dir: Path) -> Iterator[None]:
-    """Hold an OS lock on the cache directory: two prepares writing one cache would race."""
+    """Hold the cache directory's run lock (``mtlmood.runlock``: refuses naming the other
+    process, on any host; unless this process holds it already, e.g. `mtlmood prepare`
+    takes it before starting Ray) and an OS lock on it: two prepares writing one cache would race."""
+    with ExitStack() as stack:
+        if not held_here(cache_dir):
+            stack.enter_context(RunLock(cache_dir))
+        with _os_lock(cache_dir):
+            yield
+
+
+@contextmanager
+def _os_lock(cache_dir: Path) -> Iterator[None]:
     try:
         import fcntl
-    except ImportError:  # Windows: no advisory locks; single-writer is then up to the user
+    except ImportError:  # Windows: no advisory locks; the run lock above still holds
         yield
         return
     with open(cache_dir / LOCK_FILE, "a+") as handle:

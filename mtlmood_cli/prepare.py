@@ -7,7 +7,9 @@ with local processes (the core, no Ray) or, with ``--address``, as Ray tasks on 
     mtlmood prepare --config study/configs/mtg-jamendo.yaml --address auto   # on a Ray cluster
 
 Interrupt it at any time: finished songs are kept, and a re-run computes only the rest.
-The cache goes to ``cache_dir`` (default ``<dataset.root>/features``).
+The cache goes to ``cache_dir`` (default ``<dataset.root>/features``). One prepare at a
+time writes a cache (``mtlmood.runlock``, on any host): a second is refused at once,
+naming the first.
 
 ``--config`` also takes a study config: its ``run:`` section is used, so the cache is
 exactly the one the study's trials read. ``--address`` computes the songs as Ray tasks
@@ -105,6 +107,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     from mtlmood.datasets import load_run_songs
     from mtlmood.errors import ConfigError
     from mtlmood.prepare import prepare_features
+    from mtlmood.runlock import RunLock
 
     if args.workers < 0:
         raise ConfigError(f"--workers must be >= 0 (0 = every core), got {args.workers}")
@@ -120,12 +123,20 @@ def run_prepare(args: argparse.Namespace) -> int:
         print(f"dataset {config.dataset.name!r} at {config.dataset.root} has no songs; nothing to prepare")
         return 1
     cache_dir = default_cache_dir(config)
-    if args.address:
-        report = _prepare_on_ray(args, songs, cache_dir, config)
-    else:
-        report = prepare_features(
-            songs, cache_dir, config.features, workers=args.workers, progress=not args.no_progress, rebuild=args.rebuild
-        )
+    # One writer per cache, on any host; taken before Ray starts, so a second prepare is
+    # refused at once (prepare_features sees that this process holds it).
+    with RunLock(cache_dir):
+        if args.address:
+            report = _prepare_on_ray(args, songs, cache_dir, config)
+        else:
+            report = prepare_features(
+                songs,
+                cache_dir,
+                config.features,
+                workers=args.workers,
+                progress=not args.no_progress,
+                rebuild=args.rebuild,
+            )
     print(report.summary())
     return 1 if report.computed + report.skipped == 0 else 0
 

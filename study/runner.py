@@ -24,6 +24,7 @@ from ray import tune
 from mtlmood.config import save_config, to_dict
 from mtlmood.errors import MtlmoodError
 from mtlmood.fileio import atomic_write_json
+from mtlmood.runlock import RunLock
 from study.cells import Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
 from study.results import curve_rows, job_name, search_rows, trial_table, tuned_alpha_factor
@@ -243,24 +244,28 @@ def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) 
 def run_study(study: StudyConfig) -> StudyOutcome:
     """Search, curve, the non-deep reference, then the trial table, the report and the best checkpoints.
 
-    Ray must already be initialised (``ray.init``) by the caller.
+    Ray must already be initialised (``ray.init``) by the caller. Holds the run
+    directory's lock (``mtlmood.runlock.RunLock``) throughout: RunDirInUse when another
+    process runs this study.
     """
     from study.reference import run_references
     from study.report.writer import write_study_report
 
     run_dir = Path(study.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(study, run_dir / "study_config.yaml")
-    cells = study_cells(study, write_to=run_dir / CELLS_DIR)
-    atomic_write_json(run_dir / "cells.json", {k: vars(c) for k, c in cells.items()})
-    search = run_search(study, cells)
-    tables = [search]
-    if study.curve.enabled:
-        tables.append(run_curve(study, search, cells))
-    if study.report.reference:
-        run_references(study, cells)
-    trials = pd.concat([t for t in tables if not t.empty], ignore_index=True)
-    best = write_study_report(study, trials)
+    # One driver per study directory (mtlmood.runlock): a second `study run` is refused,
+    # naming the first; a killed driver's lock is taken over by the next run.
+    with RunLock(run_dir):
+        save_config(study, run_dir / "study_config.yaml")
+        cells = study_cells(study, write_to=run_dir / CELLS_DIR)
+        atomic_write_json(run_dir / "cells.json", {k: vars(c) for k, c in cells.items()})
+        search = run_search(study, cells)
+        tables = [search]
+        if study.curve.enabled:
+            tables.append(run_curve(study, search, cells))
+        if study.report.reference:
+            run_references(study, cells)
+        trials = pd.concat([t for t in tables if not t.empty], ignore_index=True)
+        best = write_study_report(study, trials)
     return StudyOutcome(run_dir=str(run_dir), trials=trials, best_checkpoint=best)
 
 

@@ -1,0 +1,408 @@
+"""One writer per run directory: ``<dir>/.mtlmood.lock``.
+
+    with RunLock(output_dir):      # RunDirInUse (one line naming the owner) if another process has it
+        train(...)
+
+Two processes writing one run directory (two `mtlmood train --output DIR`, two `mtlmood
+prepare` on one cache, two `mtlmood study run` of one study) would interleave checkpoints,
+states and tables. The lock file says who writes the directory: JSON with ``pid``,
+``hostname``, ``command``, ``started`` and ``heartbeat`` (UTC, ISO 8601), plus a random
+``token`` naming this holder and, on Linux, the owner's process start time.
+
+Taking it is atomic: the content is written to a temp file first and hard-linked to the
+lock's name, which fails when the name exists (``O_CREAT | O_EXCL`` where hard links are
+not supported), so two processes can never both create it and a reader never sees a
+half-written lock. A daemon thread rewrites it (temp file + rename) every ``heartbeat_s``
+seconds; leaving the ``with`` block, normally or by an exception (Ctrl-C too), stops the
+thread and removes the file.
+
+A process killed outright (SIGKILL, power loss) leaves its lock behind. The next taker
+treats it as stale, and takes it over with one log line, when its owner is gone:
+
+* on this host (same hostname), when its pid is not running, is a zombie, or is now a
+  different process (another start time; or our own pid, which is not holding it);
+* on another host, whose processes cannot be seen from here, when its heartbeat is older
+  than ``stale_after_s`` (default 60 s; the owner refreshes it every 5 s).
+
+The takeover renames the stale file to a private name and checks that what it moved is
+byte for byte the stale lock it judged (an owner that was only late and has just written
+a heartbeat is put back and keeps its lock); then it creates its own as above, so two
+takers of one stale lock cannot both win.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import secrets
+import shlex
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Optional, Sequence, Type, Union
+
+from mtlmood.errors import MtlmoodError
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = ".mtlmood.lock"
+HEARTBEAT_S = 5.0
+STALE_AFTER_S = 60.0
+_MAX_COMMAND = 300  # characters of the command line kept in the lock
+_ATTEMPTS = 5  # create / take-over rounds before giving up (others keep taking it)
+
+# The locks this process holds, token -> directory: a lock with our pid but another token
+# is a leftover of an earlier process that had the same pid (containers reuse small pids).
+_HELD: dict[str, Path] = {}
+
+
+class RunDirInUse(MtlmoodError):
+    """Another process is writing the directory (the CLI prints it as one line, exit 2)."""
+
+
+def command_line(argv: Optional[Sequence[str]] = None) -> str:
+    """This process's command line, as a user would type it (``mtlmood train ...``)."""
+    argv = list(sys.argv if argv is None else argv) or ["python"]
+    program = Path(argv[0]).name
+    if program == "__main__.py":  # python -m package
+        program = Path(argv[0]).parent.name
+    if program in ("mtlmood_cli", "main.py"):
+        program = "mtlmood"
+    text = shlex.join([program, *argv[1:]])
+    return text if len(text) <= _MAX_COMMAND else text[: _MAX_COMMAND - 3] + "..."
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _age_seconds(stamp: str) -> Optional[float]:
+    """Seconds since an ISO time stamp (None when unparseable)."""
+    try:
+        then = datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return None
+    if then.tzinfo is None:
+        then = then.replace(tzinfo=timezone.utc)
+    return (datetime.now(timezone.utc) - then).total_seconds()
+
+
+def _proc_stat(pid: int) -> Optional[list[str]]:
+    """The fields of /proc/<pid>/stat after the command name (Linux), None elsewhere or when gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[-1].split()
+
+
+def process_start(pid: int) -> str:
+    """The start time of ``pid`` in clock ticks since boot ("" when unknown): a pid plus its
+    start time names one process, even after the pid is reused."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else ""
+
+
+def pid_running(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process on this host."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by another user
+        return True
+    except OSError:
+        return True  # cannot tell: assume it runs, which never steals a live lock
+    fields = _proc_stat(pid)
+    return not (fields is not None and fields and fields[0] in ("Z", "X"))
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    """What a lock file says about its holder."""
+
+    pid: int
+    hostname: str
+    command: str
+    started: str
+    heartbeat: str
+    token: str = ""
+    pid_start: str = ""
+
+    @classmethod
+    def from_json(cls, data: Any) -> "LockOwner":
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return cls(
+            pid=int(data["pid"]),
+            hostname=str(data["hostname"]),
+            command=str(data.get("command", "")),
+            started=str(data.get("started", "")),
+            heartbeat=str(data.get("heartbeat", data.get("started", ""))),
+            token=str(data.get("token", "")),
+            pid_start=str(data.get("pid_start", "")),
+        )
+
+    def describe(self) -> str:
+        """``pid 123 on host (`mtlmood train ...`) since <time>, heartbeat 2 s ago``."""
+        age = _age_seconds(self.heartbeat)
+        beat = f", heartbeat {age:.0f} s ago" if age is not None else ""
+        command = f" (`{self.command}`)" if self.command else ""
+        return f"pid {self.pid} on {self.hostname}{command} since {self.started}{beat}"
+
+
+def _read(path: Path) -> Optional[bytes]:
+    """The raw lock file, None when there is none."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _parse(raw: bytes) -> Optional[LockOwner]:
+    """The owner a lock file names, None when it is unreadable."""
+    try:
+        return LockOwner.from_json(json.loads(raw.decode("utf-8")))
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+class RunLock:
+    """The lock of one run directory (see the module docstring); a context manager.
+
+    ``command`` is what the lock says this process is doing (default: its command line).
+    ``heartbeat_s``: how often the lock is refreshed; ``stale_after_s``: how old another
+    host's heartbeat must be before its lock is taken over.
+    """
+
+    def __init__(
+        self,
+        directory: Union[str, os.PathLike[str]],
+        command: Optional[str] = None,
+        heartbeat_s: float = HEARTBEAT_S,
+        stale_after_s: float = STALE_AFTER_S,
+    ) -> None:
+        self.directory = Path(directory)
+        self.path = self.directory / LOCK_FILE
+        self.command = command if command is not None else command_line()
+        self.heartbeat_s = heartbeat_s
+        self.stale_after_s = stale_after_s
+        self.token = secrets.token_hex(8)
+        self.hostname = socket.gethostname()
+        self.started = ""
+        self.lost = False  # set when another process took the lock from us (we were presumed dead)
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    # ------------------------------------------------------------ file content
+
+    def _payload(self) -> bytes:
+        pid = os.getpid()
+        data = {
+            "pid": pid,
+            "hostname": self.hostname,
+            "command": self.command,
+            "started": self.started,
+            "heartbeat": _now(),
+            "token": self.token,
+            "pid_start": process_start(pid),
+        }
+        return (json.dumps(data, indent=2) + "\n").encode("utf-8")
+
+    def _temp(self, kind: str) -> Path:
+        return self.directory / f"{LOCK_FILE}.{self.token}.{kind}"
+
+    def _create(self) -> bool:
+        """Create the lock file with our content, atomically; False when it exists."""
+        payload = self._payload()
+        tmp = self._temp("new")
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(tmp, self.path)  # fails when the name exists: the one atomic step
+                return True
+            except FileExistsError:
+                return False
+            except OSError as exc:  # no hard links here (some network or FUSE file systems)
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS):
+                    raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+
+    # ------------------------------------------------------------ staleness
+
+    def _stale(self, owner: Optional[LockOwner]) -> bool:
+        """Whether the lock's owner is gone (see the module docstring)."""
+        if owner is None:  # unreadable: a crash while it was written without hard links
+            try:
+                written = self.path.stat().st_mtime
+            except FileNotFoundError:
+                return True
+            return time.time() - written > self.stale_after_s
+        if owner.hostname == self.hostname:
+            if owner.pid == os.getpid():
+                return owner.token not in _HELD  # ours only if this process holds that token
+            if not pid_running(owner.pid):
+                return True
+            now_start = process_start(owner.pid)
+            return bool(owner.pid_start and now_start and owner.pid_start != now_start)  # pid reused
+        beat_age = _age_seconds(owner.heartbeat)
+        return beat_age is None or beat_age > self.stale_after_s
+
+    def _remove_stale(self, raw: bytes) -> bool:
+        """Remove the lock file if it still holds exactly ``raw``; True when it is gone."""
+        grave = self._temp("stale")
+        try:
+            os.rename(self.path, grave)
+        except FileNotFoundError:
+            return True  # someone else removed it: try to create ours
+        try:
+            if grave.read_bytes() == raw:
+                return True
+            # We moved a lock that changed since we judged it (a late heartbeat, or another
+            # taker's fresh lock): put it back unless a newer one is already there.
+            try:
+                os.link(grave, self.path)
+            except FileExistsError:
+                pass
+            except OSError:
+                os.replace(grave, self.path)
+            return False
+        finally:
+            grave.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ acquire / release
+
+    def acquire(self) -> "RunLock":
+        """Take the lock, or raise RunDirInUse naming its owner; starts the heartbeat."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MtlmoodError(f"cannot use {self.directory} as a run directory: {exc}") from None
+        self.started = _now()
+        for _ in range(_ATTEMPTS):
+            if self._create():
+                _HELD[self.token] = self.directory.resolve()
+                self.lost = False
+                self._stop.clear()
+                self._thread = threading.Thread(
+                    target=self._beat_forever, name=f"runlock-heartbeat {self.directory}", daemon=True
+                )
+                self._thread.start()
+                return self
+            raw = _read(self.path)
+            if raw is None:
+                continue  # released between our two steps
+            owner = _parse(raw)
+            if not self._stale(owner):
+                if owner is None:
+                    raise RunDirInUse(
+                        f"{self.directory} is being locked by another process right now ({self.path} is "
+                        "unreadable); try again, or delete it if no other mtlmood process uses the directory"
+                    )
+                same = owner.pid == os.getpid() and owner.hostname == self.hostname
+                raise RunDirInUse(
+                    f"{self.directory} is in use by "
+                    + ("this process, " if same else "")
+                    + f"{owner.describe()}; wait for it to finish or stop it "
+                    f"(if it is gone for good, delete {self.path})"
+                )
+            if self._remove_stale(raw):
+                what = owner.describe() if owner is not None else "an unreadable lock"
+                log.warning("taking over the stale lock of %s: %s (its owner is gone)", self.directory, what)
+        raise RunDirInUse(f"could not lock {self.directory}: other processes keep taking {self.path}")
+
+    def beat(self) -> None:
+        """Refresh the heartbeat now (the thread does it every ``heartbeat_s``)."""
+        raw = _read(self.path)
+        owner = _parse(raw) if raw is not None else None
+        if owner is None or owner.token != self.token:
+            if not self.lost:
+                self.lost = True
+                taker = owner.describe() if owner is not None else "nobody (the lock file is gone)"
+                log.error("lost the lock of %s, now held by %s; stop this process", self.directory, taker)
+            self._stop.set()
+            return
+        tmp = self._temp("beat")
+        try:
+            tmp.write_bytes(self._payload())
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _beat_forever(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                self.beat()
+            except OSError as exc:  # a full disk or a storage hiccup: keep trying
+                log.warning("cannot refresh the lock heartbeat of %s: %s", self.directory, exc)
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock file if it is still ours."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(10.0, 2 * self.heartbeat_s))
+            self._thread = None
+        _HELD.pop(self.token, None)
+        raw = _read(self.path)
+        owner = _parse(raw) if raw is not None else None
+        if owner is not None and owner.token == self.token:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        self.release()
+
+
+def held_here(directory: Union[str, os.PathLike[str]]) -> bool:
+    """Whether this process holds the lock of ``directory`` (so a callee need not take it)."""
+    return Path(directory).resolve() in _HELD.values()
+
+
+def read_owner(directory: Union[str, os.PathLike[str]]) -> Optional[LockOwner]:
+    """Who holds the lock of ``directory`` (None when nobody does, or it is unreadable)."""
+    raw = _read(Path(directory) / LOCK_FILE)
+    return _parse(raw) if raw is not None else None
+
+
+__all__ = [
+    "LOCK_FILE",
+    "HEARTBEAT_S",
+    "STALE_AFTER_S",
+    "RunDirInUse",
+    "RunLock",
+    "LockOwner",
+    "command_line",
+    "pid_running",
+    "process_start",
+    "read_owner",
+    "held_here",
+]
