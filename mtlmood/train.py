@@ -20,6 +20,14 @@ resume=state_dict)`` continues exactly where that state left off. The state and
 result types live in mtlmood/train_state.py, the device and rank helpers in
 mtlmood/distributed.py; both are re-exported here.
 
+``train_run(config, output_dir)`` is what `mtlmood train` runs: after every epoch it
+writes the resolved ``config.yaml`` (first epoch) and the full ``TrainState``
+(``train_state.pt``, atomically) into the output directory, so a killed run loses at
+most the epoch in flight; ``inspect_output_dir`` says what a directory holds (nothing,
+a run to resume, a finished run) and which settings differ from the config at hand, and
+``train_run(..., resume=state)`` continues it to the same final weights as an
+uninterrupted run.
+
 ``train.alpha: learned`` trains the loss weights too (uncertainty weighting,
 ``mtlmood.loss.UncertaintyWeights``): its two log-variances are optimised by the
 same Adam, saved and restored with the rest of the state, and every epoch reports
@@ -39,6 +47,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -46,8 +55,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from mtlmood.checkpoint import cpu_copy, save_checkpoint
-from mtlmood.config import RunConfig, save_config
+from mtlmood.checkpoint import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    cpu_copy,
+    load_train_state,
+    save_checkpoint,
+    save_train_state,
+)
+from mtlmood.config import RunConfig, from_dict, save_config, to_dict
 from mtlmood.distributed import (
     average_gradients,
     collective_device,
@@ -57,7 +73,7 @@ from mtlmood.distributed import (
     to_device,
 )
 from mtlmood.errors import ConfigError
-from mtlmood.fileio import atomic_write_json
+from mtlmood.fileio import atomic_write_json, read_json_object
 from mtlmood.inference import song_probabilities
 from mtlmood.loss import UncertaintyWeights, alpha_mode, multitask_loss, resolve_alpha
 from mtlmood.metrics import macro_scores
@@ -92,6 +108,14 @@ SAMPLERS = ("auto", "host", "device")
 # and, with a fractional resources.gpus_per_worker, other trials on the same GPU (each
 # sees the memory left when it starts). Falling back to the host sampler only costs speed.
 DEVICE_BANK_BUDGET = 0.5
+# What train_run writes into its output directory. The model card is written last: it
+# marks a finished run.
+CONFIG_FILE = "config.yaml"
+STATE_FILE = "train_state.pt"
+METRICS_FILE = "metrics.json"
+RUN_FILES = (CARD_FILE, WEIGHTS_FILE, METRICS_FILE, STATE_FILE, CONFIG_FILE)  # card first: removal order
+# Settings that may differ between a run and its resume: where the directory is now.
+_NOT_COMPARED = ("output_dir",)
 # Validation scores kept per epoch (per-label scores only go to the final test metrics).
 _VAL_KEYS = ("roc_auc", "pr_auc", "prevalence", "n_songs", "n_labels", "excluded_labels")
 
@@ -377,18 +401,128 @@ def format_epoch(result: EpochResult, max_epochs: int, monitor: str = "pr_auc") 
     )
 
 
+@dataclass
+class OutputDir:
+    """What a training output directory holds, compared with the config about to run in it.
+
+    ``differences``: the settings (dotted keys) whose saved value differs from the config,
+    each as ``key (saved -> now)``; a non-empty list means the directory holds another run.
+    ``state``: the last epoch's ``TrainState.to_dict()`` when there is one to resume.
+    ``finished``: the run completed (its model card, written last, exists); ``metrics``
+    its metrics.json when readable.
+    """
+
+    path: Path
+    differences: list[str] = field(default_factory=list)
+    state: Optional[dict[str, Any]] = None
+    finished: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_differences(saved: dict[str, Any], config: RunConfig) -> list[str]:
+    """The settings in which ``config`` differs from a saved resolved config (a dict of
+    ``config.yaml``), as ``key (saved -> now)``; ``output_dir`` is not compared."""
+    try:
+        normalised = to_dict(from_dict(RunConfig, saved))  # defaults for keys it did not save
+    except ConfigError as exc:
+        raise ConfigError(f"cannot compare with the saved config: {exc}") from None
+    before, now = _flatten(normalised), _flatten(to_dict(config))
+    return [
+        f"{key} ({before.get(key)!r} -> {now.get(key)!r})"
+        for key in sorted(set(before) | set(now))
+        if key not in _NOT_COMPARED and before.get(key) != now.get(key)
+    ]
+
+
+def inspect_output_dir(config: RunConfig, output_dir: Union[str, Path]) -> OutputDir:
+    """What ``output_dir`` holds for a run of ``config`` (see ``OutputDir``). The saved
+    config is ``config.yaml``, else the training state's, else the model card's."""
+    import yaml
+
+    path = Path(output_dir)
+    found = OutputDir(path=path, finished=(path / CARD_FILE).exists())
+    state_path = path / STATE_FILE
+    # A finished run's state is not needed (and may be large): its config is in config.yaml.
+    state = load_train_state(state_path) if state_path.exists() and not found.finished else None
+    saved: Optional[dict[str, Any]] = None
+    if (path / CONFIG_FILE).exists():
+        try:
+            loaded = yaml.safe_load((path / CONFIG_FILE).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read {path / CONFIG_FILE}: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"cannot read {path / CONFIG_FILE}: not a mapping")
+        saved = loaded
+    elif state is not None and isinstance(state.get("config"), dict):
+        saved = state["config"]
+    elif found.finished:
+        card = read_json_object(path / CARD_FILE, ConfigError, "model card")
+        saved = card.get("run_config") if isinstance(card.get("run_config"), dict) else None
+    if saved is not None:
+        found.differences = config_differences(saved, config)
+    if found.finished and (path / METRICS_FILE).exists():
+        try:
+            found.metrics = read_json_object(path / METRICS_FILE, ConfigError, "metrics")
+        except ConfigError:
+            found.metrics = {}
+    found.state = state
+    return found
+
+
+def clear_output_dir(output_dir: Union[str, Path]) -> list[str]:
+    """Delete what train_run wrote into ``output_dir`` (the model card first, so the
+    directory never looks finished half-way); returns the names removed. Other files stay."""
+    path = Path(output_dir)
+    removed = []
+    for name in RUN_FILES:
+        if (path / name).exists():
+            (path / name).unlink()
+            removed.append(name)
+    return removed
+
+
 def train_run(
-    config: RunConfig, output_dir: Union[str, Path, None] = None, callback: Optional[Callback] = None
+    config: RunConfig,
+    output_dir: Union[str, Path, None] = None,
+    callback: Optional[Callback] = None,
+    resume: Optional[dict[str, Any]] = None,
 ) -> FitResult:
-    """load_run_data + fit + test scores, then write into ``output_dir`` (default ``config.output_dir``):
-    ``config.yaml`` (resolved), ``metrics.json``, and the checkpoint (``weights.pt`` +
-    ``model_card.json``, written last as the commit marker). Every file is written atomically."""
+    """load_run_data + fit + test scores, writing into ``output_dir`` (default ``config.output_dir``).
+
+    After every epoch: ``config.yaml`` (resolved; from the first epoch on) and ``train_state.pt``
+    (the full ``TrainState.to_dict()``), then ``callback``. At the end: ``metrics.json`` and
+    the checkpoint (``weights.pt`` + ``model_card.json``, written last as the commit
+    marker). Every file is written atomically. ``resume``: a state from ``train_state.pt``
+    (``inspect_output_dir(...).state``) to continue from; the caller checks that it
+    belongs to this config (``OutputDir.differences``)."""
     output_dir = Path(output_dir or config.output_dir)
+    writer = rank_and_world()[1] == 0
     data = load_run_data(config)
-    result = fit(data, config, callback=callback)
-    if rank_and_world()[1] == 0:
-        save_config(config, output_dir / "config.yaml")
-        atomic_write_json(output_dir / "metrics.json", result.to_dict())
+    config_written = False
+
+    def save_epoch(result: EpochResult, state: TrainState) -> Optional[bool]:
+        nonlocal config_written
+        if writer:
+            if not config_written:  # the first finished epoch: the directory now holds this run
+                save_config(config, output_dir / CONFIG_FILE)
+                config_written = True
+            save_train_state(output_dir / STATE_FILE, state.to_dict())
+        return callback(result, state) if callback is not None else None
+
+    result = fit(data, config, callback=save_epoch, resume=resume)
+    if writer:
+        save_config(config, output_dir / CONFIG_FILE)
+        atomic_write_json(output_dir / METRICS_FILE, result.to_dict())
         save_checkpoint(output_dir, result.model, result.model_card())
     return result
 
@@ -404,6 +538,13 @@ __all__ = [
     "fit",
     "evaluate_split",
     "train_run",
+    "OutputDir",
+    "inspect_output_dir",
+    "clear_output_dir",
+    "config_differences",
+    "CONFIG_FILE",
+    "STATE_FILE",
+    "METRICS_FILE",
     "build_card",
     "format_epoch",
     "resolve_device",

@@ -5,8 +5,9 @@ and the final result.
 ``TrainState.to_dict()`` is a snapshot of plain tensors and Python values (loadable
 with ``torch.load(weights_only=True)``) that ``fit(..., resume=snapshot)`` continues
 from exactly: ``restore_state`` checks that a snapshot fits the run (outputs, alpha)
-before loading it. ``FitResult`` is what ``fit`` returns; ``FitResult.to_dict()`` is
-the content of metrics.json.
+before loading it (`mtlmood train` writes it to ``<output>/train_state.pt`` after
+every epoch, see ``mtlmood.train.train_run``). ``FitResult`` is what ``fit`` returns;
+``FitResult.to_dict()`` is the content of metrics.json.
 """
 
 from __future__ import annotations
