@@ -13,6 +13,7 @@ import json
 import math
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +25,7 @@ from ray import tune
 from mtlmood.config import save_config, to_dict
 from mtlmood.errors import MtlmoodError
 from mtlmood.fileio import atomic_write_json
-from mtlmood.runlock import RunLock
+from mtlmood.runlock import RunLock, held_here
 from study.cells import Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
 from study.results import curve_rows, job_name, search_rows, trial_table, tuned_alpha_factor
@@ -245,16 +246,17 @@ def run_study(study: StudyConfig) -> StudyOutcome:
     """Search, curve, the non-deep reference, then the trial table, the report and the best checkpoints.
 
     Ray must already be initialised (``ray.init``) by the caller. Holds the run
-    directory's lock (``mtlmood.runlock.RunLock``) throughout: RunDirInUse when another
-    process runs this study.
+    directory's lock (``mtlmood.runlock.RunLock``, unless the caller holds it already)
+    throughout: RunDirInUse when another process runs this study.
     """
     from study.reference import run_references
     from study.report.writer import write_study_report
 
     run_dir = Path(study.run_dir)
     # One driver per study directory (mtlmood.runlock): a second `study run` is refused,
-    # naming the first; a killed driver's lock is taken over by the next run.
-    with RunLock(run_dir):
+    # naming the first; a killed driver's lock is taken over by the next run. A caller may
+    # take it first (e.g. before starting Ray, to refuse at once).
+    with nullcontext() if held_here(run_dir) else RunLock(run_dir):
         save_config(study, run_dir / "study_config.yaml")
         cells = study_cells(study, write_to=run_dir / CELLS_DIR)
         atomic_write_json(run_dir / "cells.json", {k: vars(c) for k, c in cells.items()})
