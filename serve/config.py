@@ -13,9 +13,21 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Annotated, Any, Mapping, Optional
 
-from mtlmood.config import from_dict, load_config, to_dict
+from pydantic import AfterValidator, Field
+
+from mtlmood.config import (
+    Count,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PathText,
+    PositiveFloat,
+    check_config,
+    from_dict,
+    load_config,
+    to_dict,
+)
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.fileio import read_json_object
 from mtlmood.filenames import BEST_CHECKPOINTS_FILE
@@ -23,6 +35,28 @@ from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 CHECKPOINT_ENV = "MTLMOOD_SERVE_CHECKPOINT"  # fallback for `serve deploy` configs without args
 STUDY_ENV = "MTLMOOD_SERVE_STUDY"
 TOPOLOGIES = ("auto", "split", "combined")
+
+
+def _queue_bound(value: int) -> int:
+    if value < -1 or value == 0:
+        raise ValueError("must be >= 1 (or -1 = unbounded)")
+    return value
+
+
+def _gpus(value: float) -> float:
+    if value < 0 and value != -1:
+        raise ValueError("must be >= 0 (or -1 = auto)")
+    return value
+
+
+def _route_prefix(value: str) -> str:
+    if not value.startswith("/"):
+        raise ValueError("must start with '/'")
+    return value
+
+
+QueueBound = Annotated[int, AfterValidator(_queue_bound)]
+Gpus = Annotated[float, AfterValidator(_gpus)]
 
 
 @dataclass(frozen=True)
@@ -34,9 +68,9 @@ class BatchingConfig:
     """
 
     enabled: bool = True
-    max_batch_size: int = 16  # requests per forward
+    max_batch_size: Count = 16  # requests per forward
     # How long a batch waits for more requests; 10 ms is small next to a ~50-100 ms forward.
-    batch_wait_timeout_s: float = 0.01
+    batch_wait_timeout_s: NonNegativeFloat = 0.01
     # A request that finds the replica idle (nothing waiting or in a forward) is scored at
     # once instead of waiting batch_wait_timeout_s for company: lower latency at low load.
     immediate_when_idle: bool = True
@@ -46,22 +80,22 @@ class BatchingConfig:
 class DeploymentSettings:
     """Replica count, autoscaling, queue bounds and resources of one deployment."""
 
-    min_replicas: int = 1
-    max_replicas: int = 2
+    min_replicas: NonNegativeInt = 1
+    max_replicas: Count = 2
     # Autoscaling aims at this many ongoing requests per replica.
-    target_ongoing_requests: float = 8.0
-    upscale_delay_s: float = 5.0
-    downscale_delay_s: float = 60.0  # Serve's default (600 s) keeps idle replicas for 10 minutes
-    max_ongoing_requests: int = 32  # per replica, running + waiting inside it
+    target_ongoing_requests: PositiveFloat = 8.0
+    upscale_delay_s: NonNegativeFloat = 5.0
+    downscale_delay_s: NonNegativeFloat = 60.0  # Serve's default (600 s) keeps idle replicas for 10 minutes
+    max_ongoing_requests: Count = 32  # per replica, running + waiting inside it
     # Waiting in the caller's queue when every replica is full; more are refused with 503.
     # Serve's default (-1) is unbounded, which turns overload into ever-growing latency.
-    max_queued_requests: int = 64
-    num_cpus: float = 1.0
+    max_queued_requests: QueueBound = 64
+    num_cpus: NonNegativeFloat = 1.0
     # -1 = auto: one GPU per replica when the cluster has GPUs at deploy time (model only).
-    num_gpus: float = 0.0
+    num_gpus: Gpus = 0.0
     # Worker threads per replica: torch intra-op threads (model, on CPU) or decode threads
     # (ingress). 0 = from num_cpus (at least 1).
-    threads: int = 0
+    threads: NonNegativeInt = 0
 
     def autoscaling(self) -> dict[str, Any]:
         """The ``autoscaling_config`` mapping Serve expects."""
@@ -80,31 +114,31 @@ class IngressSettings(DeploymentSettings):
     """The HTTP ingress: validation, decoding and features (CPU work, scaled on its own)."""
 
     # Decoding a 29 s clip takes tens of ms of one core; most requests just wait on the model.
-    target_ongoing_requests: float = 16.0
-    max_ongoing_requests: int = 64
-    max_queued_requests: int = 128
+    target_ongoing_requests: PositiveFloat = 16.0
+    max_ongoing_requests: Count = 64
+    max_queued_requests: QueueBound = 128
 
 
 @dataclass(frozen=True)
 class ModelSettings(DeploymentSettings):
     """The model replicas: one checkpoint loaded per replica, batched forwards."""
 
-    num_gpus: float = -1.0
+    num_gpus: Gpus = -1.0
 
 
 @dataclass(frozen=True)
 class ServeConfig:
     """Everything `mtlmood serve` and `serve deploy` need to run the endpoint."""
 
-    checkpoint: str = ""  # an mtlmood checkpoint directory ...
-    study: str = ""  # ... or a study run directory (its best_checkpoint.json)
+    checkpoint: PathText = ""  # an mtlmood checkpoint directory ...
+    study: PathText = ""  # ... or a study run directory (its best_checkpoint.json)
     cell: str = ""  # with study: the cell to serve, "n_moods|metadata" ("" = the study's default cell)
     host: str = "127.0.0.1"  # loopback by default; 0.0.0.0 exposes the endpoint
-    port: int = 8000
-    app_name: str = "mtlmood"
-    route_prefix: str = "/"
-    max_body_bytes: int = 20 * 1024 * 1024  # a 29 s mp3 is ~0.5 MB, a 29 s 48 kHz wav ~5.6 MB
-    top_k: int = 5  # default length of the "top" list (query ?top_k= overrides it)
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    app_name: Annotated[str, Field(min_length=1)] = "mtlmood"
+    route_prefix: Annotated[str, AfterValidator(_route_prefix)] = "/"
+    max_body_bytes: Count = 20 * 1024 * 1024  # a 29 s mp3 is ~0.5 MB, a 29 s 48 kHz wav ~5.6 MB
+    top_k: NonNegativeInt = 5  # default length of the "top" list (query ?top_k= overrides it)
     device: str = "auto"  # model replicas: auto | cpu | cuda
     # split: ingress replicas call separate model replicas; combined: one replica decodes and
     # scores (saves a hop: faster on CPU-only nodes); auto: split when the model gets GPUs.
@@ -113,46 +147,28 @@ class ServeConfig:
     # AVX-512 BF16 CPUs, probabilities within ~1e-3); see mtlmood.inference.
     precision: str = "fp32"
     # Ingress: requests allowed to wait for or run decoding in one replica; more get 503 JSON.
-    max_pending_decodes: int = 32
-    model_timeout_s: float = 30.0  # ingress gives up on the model after this long (504)
+    max_pending_decodes: Count = 32
+    model_timeout_s: PositiveFloat = 30.0  # ingress gives up on the model after this long (504)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     ingress: IngressSettings = field(default_factory=IngressSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
 
     def validate(self) -> "ServeConfig":
-        """Raise ConfigError for settings Serve would reject later with a less clear message."""
+        """Raise ConfigError (one line) for settings Serve would reject later with a less clear
+        message: each setting's type and range, then the rules that tie settings together."""
+        check_config(self)
         problems: list[str] = []
-        if self.max_body_bytes < 1:
-            problems.append(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
-        if self.top_k < 0:
-            problems.append(f"top_k must be >= 0, got {self.top_k}")
         if self.device not in ("auto", "cpu", "cuda"):
             problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.topology not in TOPOLOGIES:
             problems.append(f"topology must be one of {', '.join(TOPOLOGIES)}, got {self.topology!r}")
         if self.precision not in ("fp32", "bf16"):
             problems.append(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if not 0 < self.port < 65536:
-            problems.append(f"port must be in 1..65535, got {self.port}")
-        if not self.route_prefix.startswith("/"):
-            problems.append(f"route_prefix must start with '/', got {self.route_prefix!r}")
-        if self.max_pending_decodes < 1 or self.model_timeout_s <= 0:
-            problems.append("max_pending_decodes >= 1 and model_timeout_s > 0 are required")
-        if self.batching.max_batch_size < 1 or self.batching.batch_wait_timeout_s < 0:
-            problems.append("batching.max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
         for name, dep in (("ingress", self.ingress), ("model", self.model)):
-            if not 0 <= dep.min_replicas <= dep.max_replicas or dep.max_replicas < 1:
-                problems.append(f"{name}: need 0 <= min_replicas <= max_replicas and max_replicas >= 1")
-            if dep.max_ongoing_requests < 1 or dep.target_ongoing_requests <= 0:
-                problems.append(f"{name}: max_ongoing_requests >= 1 and target_ongoing_requests > 0 are required")
-            if dep.max_queued_requests < -1 or dep.max_queued_requests == 0:
-                problems.append(f"{name}: max_queued_requests must be >= 1 (or -1 = unbounded)")
-            if dep.threads < 0:
-                problems.append(f"{name}: threads must be >= 0 (0 = from num_cpus)")
-            if dep.num_cpus < 0 or (dep.num_gpus < 0 and dep.num_gpus != -1):
-                problems.append(f"{name}: num_cpus must be >= 0 and num_gpus >= 0 (or -1 = auto)")
-            if dep.upscale_delay_s < 0 or dep.downscale_delay_s < 0:
-                problems.append(f"{name}: autoscaling delays must be >= 0")
+            if dep.min_replicas > dep.max_replicas:
+                problems.append(
+                    f"{name}.min_replicas={dep.min_replicas}: must be <= {name}.max_replicas ({dep.max_replicas})"
+                )
         if self.device == "cuda" and self.model.num_gpus == 0:
             problems.append(
                 "device: cuda needs model.num_gpus > 0 (or -1 = auto); a replica without a GPU cannot see one"

@@ -14,16 +14,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Optional, Sequence
+from typing import Annotated, Iterable, NamedTuple, Optional, Sequence
 
 import numpy as np
+from pydantic import Field
 
+from mtlmood.config import Count, NonNegativeFloat, NonNegativeInt, PathText, Seed, UnitInterval, check_config
 from mtlmood.datasets.mtg_jamendo import read_tracks
 from mtlmood.errors import ConfigError, DatasetError
 from mtlmood.synth.cues import artist_voice, stable_int
 from mtlmood.synth.encode import FORMATS
 
 MIN_SECONDS = 3.5  # a training window is 187 frames (~3 s); songs must hold one
+MAX_SECONDS = 600.0
+Seconds = Annotated[float, Field(ge=MIN_SECONDS, le=MAX_SECONDS)]
 DEFAULT_MOODS = ("happy", "sad", "energetic", "calm", "dark", "epic")
 
 
@@ -36,31 +40,31 @@ class SynthConfig:
     the paper's 29 s (enough for 2-4 non-overlapping 3 s segments each).
     """
 
-    n_songs: int = 240
-    n_artists: int = 12
+    n_songs: Count = 240
+    n_artists: Count = 12
     moods: tuple[str, ...] = DEFAULT_MOODS  # most popular first (tag counts fall like real ones)
-    min_seconds: float = 8.0
-    max_seconds: float = 12.0
-    sample_rate: int = 16000
-    seed: int = 0
+    min_seconds: Seconds = 8.0
+    max_seconds: Seconds = 12.0
+    sample_rate: Annotated[int, Field(ge=8000, le=48000)] = 16000
+    seed: Seed = 0
     # A cue's value = w * (its moods' target) + (1 - w) * (random), w = 1 - 0.9 * difficulty;
     # distractor layers come with probability = difficulty. 0 = obvious, 1 = very weak cues.
     # 0.3: clear but not trivial (a logistic regression on 3 s log-mel summaries gets a
     # mean ROC-AUC ~0.87 over the 6 moods; ~0.95 at 0, ~0.82 at 0.5, ~0.55 at 0.95).
-    difficulty: float = 0.3
+    difficulty: UnitInterval = 0.3
     min_year: int = 1975  # 1975-2019 = 45 years = the paper's 9 buckets of 5 years
     max_year: int = 2019
     # P(a song has 1, 2, ... moods); multi-mood songs blend their moods' cues.
-    mood_count_probs: tuple[float, ...] = (0.65, 0.35)
+    mood_count_probs: tuple[NonNegativeFloat, ...] = (0.65, 0.35)
     # 0 = every artist picks moods like the population; 1 = each sticks to its favourites.
-    artist_prior_strength: float = 0.7
+    artist_prior_strength: UnitInterval = 0.7
     # Codecs, assigned to songs in turn; compressed ones exercise the decoders.
     formats: tuple[str, ...] = ("wav", "flac", "ogg")
     # Real metadata instead of a random plan: an MTG-Jamendo TSV or its folder (songs,
     # artists and tags are taken from it; n_songs, n_artists and moods are then ignored).
-    source: str = ""
+    source: PathText = ""
     source_format: str = "mtg-jamendo"
-    limit: int = 0  # keep only the first N songs of the source (0 = all)
+    limit: NonNegativeInt = 0  # keep only the first N songs of the source (0 = all)
 
     def __post_init__(self) -> None:
         # YAML/JSON hand us lists; tuples keep the config hashable and comparable.
@@ -69,14 +73,20 @@ class SynthConfig:
         object.__setattr__(self, "formats", tuple(self.formats))
 
     def validate(self) -> "SynthConfig":
-        """Raise ConfigError naming the first bad field; return self for chaining."""
+        """Raise ConfigError (one line) naming the first bad field; return self for chaining.
+
+        Each field's type and range first (pydantic, via ``check_config``), then the rules
+        that tie fields together.
+        """
 
         def bad(msg: str) -> ConfigError:
             return ConfigError(f"synth config: {msg}")
 
+        try:
+            check_config(self)
+        except ConfigError as exc:
+            raise bad(str(exc)) from None
         if not self.source:
-            if self.n_artists < 1:
-                raise bad(f"n_artists must be >= 1, got {self.n_artists}")
             if self.n_songs < self.n_artists:
                 raise bad(f"n_songs ({self.n_songs}) must be >= n_artists ({self.n_artists})")
             if not self.moods:
@@ -85,11 +95,7 @@ class SynthConfig:
                 raise bad(f"moods contain duplicates: {list(self.moods)}")
             for mood in self.moods:
                 _check_tag(mood)
-            if (
-                not self.mood_count_probs
-                or any(p < 0 for p in self.mood_count_probs)
-                or sum(self.mood_count_probs) <= 0
-            ):
+            if not self.mood_count_probs or sum(self.mood_count_probs) <= 0:
                 raise bad(
                     f"mood_count_probs must be non-negative with a positive sum, got {list(self.mood_count_probs)}"
                 )
@@ -100,19 +106,11 @@ class SynthConfig:
                 )
         elif self.source_format != "mtg-jamendo":
             raise bad(f"source_format {self.source_format!r} is not supported (only 'mtg-jamendo')")
-        if self.limit < 0:
-            raise bad(f"limit must be >= 0, got {self.limit}")
-        if not MIN_SECONDS <= self.min_seconds <= self.max_seconds <= 600:
+        if not self.min_seconds <= self.max_seconds:
             raise bad(
-                f"need {MIN_SECONDS} <= min_seconds <= max_seconds <= 600 "
+                f"need {MIN_SECONDS} <= min_seconds <= max_seconds <= {MAX_SECONDS:g} "
                 f"(a training window is ~3 s), got {self.min_seconds}-{self.max_seconds}"
             )
-        if not 8000 <= self.sample_rate <= 48000:
-            raise bad(f"sample_rate must be within 8000-48000 Hz, got {self.sample_rate}")
-        if not 0.0 <= self.difficulty <= 1.0:
-            raise bad(f"difficulty must be within [0, 1], got {self.difficulty}")
-        if not 0.0 <= self.artist_prior_strength <= 1.0:
-            raise bad(f"artist_prior_strength must be within [0, 1], got {self.artist_prior_strength}")
         if self.min_year > self.max_year:
             raise bad(f"min_year ({self.min_year}) must be <= max_year ({self.max_year})")
         if not self.formats:
@@ -120,8 +118,6 @@ class SynthConfig:
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown:
             raise bad(f"unknown format(s) {unknown}; known: {', '.join(FORMATS)}")
-        if self.seed < 0:
-            raise bad(f"seed must be >= 0, got {self.seed}")
         return self
 
 
