@@ -74,6 +74,7 @@ from mtlmood.distributed import (
 )
 from mtlmood.errors import ConfigError
 from mtlmood.fileio import atomic_write_json, read_json_object
+from mtlmood.filenames import TRAIN_STATE_FILE
 from mtlmood.inference import song_probabilities
 from mtlmood.loss import UncertaintyWeights, alpha_mode, multitask_loss, resolve_alpha
 from mtlmood.metrics import macro_scores
@@ -111,7 +112,7 @@ DEVICE_BANK_BUDGET = 0.5
 # What train_run writes into its output directory. The model card is written last: it
 # marks a finished run.
 CONFIG_FILE = "config.yaml"
-STATE_FILE = "train_state.pt"
+STATE_FILE = TRAIN_STATE_FILE
 METRICS_FILE = "metrics.json"
 RUN_FILES = (CARD_FILE, WEIGHTS_FILE, METRICS_FILE, STATE_FILE, CONFIG_FILE)  # card first: removal order
 # Settings that may differ between a run and its resume: where the directory is now.

@@ -97,13 +97,16 @@ def print_outcome(run_dir: Path, best: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mtlmood.runlock import RunLock
     from study.config import load_study_config
     from study.ray_session import init_ray
     from study.runner import run_study
 
     study = load_study_config(args.config, args.overrides)
-    init_ray(args.address, args.num_cpus)
-    outcome = run_study(study)
+    # One writer per study directory, refused before Ray starts (run_study sees the lock held).
+    with RunLock(study.run_dir, command="mtlmood study run"):
+        init_ray(args.address, args.num_cpus)
+        outcome = run_study(study)
     print_outcome(Path(outcome.run_dir), outcome.best_checkpoint)
     return 0
 

@@ -31,8 +31,8 @@ from typing import Any, Optional
 import numpy as np
 
 from mtlmood.config import RunConfig, from_dict, to_dict
+from mtlmood.filenames import TRAIN_STATE_FILE as STATE_FILE
 
-STATE_FILE = "train_state.pt"
 PREDICTIONS_FILE = "test_predictions.npz"
 RESULT_FILE = "result.json"
 MODEL_DIR = "model"  # a regular mtlmood checkpoint (weights + model card)

@@ -262,3 +262,19 @@ def test_run_study_is_refused_while_another_process_runs_the_study(
     with pytest.raises(RunDirInUse, match=f"pid {process.pid} .*holder of the test"):
         run_study(study)  # before Ray is touched
     assert not (directory / "study_config.yaml").exists()
+
+
+def test_study_run_command_is_refused_before_ray_starts(
+    holder: tuple[subprocess.Popen, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    process, directory = holder
+    started = time.monotonic()
+    code = main(
+        ["study", "run", "synthetic", "--set", f"storage_path={directory.parent}", "--set", f"name={directory.name}"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and f"pid {process.pid}" in err and len(err.strip().splitlines()) == 1
+    assert time.monotonic() - started < 30  # no Ray start: refused at once
+    import ray
+
+    assert not ray.is_initialized()
