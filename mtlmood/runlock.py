@@ -297,6 +297,9 @@ class RunLock:
     def acquire(self) -> "RunLock":
         """Take the lock, or raise RunDirInUse naming its owner; starts the heartbeat."""
         try:
+            # A directory this lock made and the run left empty goes again at release:
+            # a run refused for bad data or settings leaves nothing behind.
+            self.created = not self.directory.exists()
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MtlmoodError(f"cannot use {self.directory} as a run directory: {exc}") from None
@@ -369,6 +372,11 @@ class RunLock:
         owner = _parse(raw) if raw is not None else None
         if owner is not None and owner.token == self.token:
             self.path.unlink(missing_ok=True)
+            if getattr(self, "created", False):
+                try:
+                    self.directory.rmdir()  # only when empty
+                except OSError:
+                    pass
 
     def __enter__(self) -> "RunLock":
         return self.acquire()

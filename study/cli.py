@@ -97,12 +97,14 @@ def print_outcome(run_dir: Path, best: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from mtlmood.datasets import load_run_songs
     from mtlmood.runlock import RunLock
     from study.config import load_study_config
     from study.ray_session import init_ray
     from study.runner import run_study
 
     study = load_study_config(args.config, args.overrides)
+    load_run_songs(study.run)  # a missing or malformed dataset is one line, before a lock or Ray
     # One writer per study directory, refused before Ray starts (run_study sees the lock held).
     with RunLock(study.run_dir, command="mtlmood study run"):
         init_ray(args.address, args.num_cpus)

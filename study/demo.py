@@ -31,15 +31,16 @@ def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None)
     start = time.monotonic()
     output = output.resolve()
     data_dir = output / "data"
+    # Settings first: a bad --set is one line before minutes of synthesis.
+    study = load_study_config(
+        "synthetic", [f"run.dataset.root={data_dir}", f"storage_path={output / 'studies'}", *overrides]
+    )
     print(f"[1/4] synthesizing the demo dataset in {data_dir}", flush=True)
     if not (data_dir / "manifest.csv").exists():
         synthesize(data_dir, DEMO_DATA, workers=max(1, min(os.cpu_count() or 1, 8)))
     else:
         print("      (already there, kept)")
 
-    study = load_study_config(
-        "synthetic", [f"run.dataset.root={data_dir}", f"storage_path={output / 'studies'}", *overrides]
-    )
     print("[2/4] computing log-mel features (cached, resumable)", flush=True)
     cache_dir = default_cache_dir(study.run)
     report = prepare_features(load_run_songs(study.run), cache_dir, study.run.features)

@@ -330,10 +330,6 @@ def test_cli_prints_one_line_and_writes_nothing(
     assert _tree(tmp_path) == before
 
 
-@pytest.mark.xfail(
-    reason="study/cli.py cmd_run starts Ray (init_ray) before run_study reads the dataset (study_cells)",
-    strict=False,
-)
 def test_study_run_checks_the_dataset_before_starting_ray(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

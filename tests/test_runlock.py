@@ -268,9 +268,13 @@ def test_study_run_command_is_refused_before_ray_starts(
     holder: tuple[subprocess.Popen, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     process, directory = holder
+    data = directory.parent / "data"
+    data.mkdir()
+    (data / "manifest.csv").write_text("song_id,path,moods,artist,year\ns1,audio/s1.wav,happy,a1,2001\n")
     started = time.monotonic()
     code = main(
         ["study", "run", "synthetic", "--set", f"storage_path={directory.parent}", "--set", f"name={directory.name}"]
+        + ["--set", f"run.dataset.root={data}"]
     )
     err = capsys.readouterr().err
     assert code == 2 and f"pid {process.pid}" in err and len(err.strip().splitlines()) == 1
