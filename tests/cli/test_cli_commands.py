@@ -12,7 +12,7 @@ import pytest
 
 from mtlmood_cli.main import COMMAND_MODULES, build_parser
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ("synth", "prepare", "data", "train", "evaluate", "predict", "study", "demo", "serve")
 
 

@@ -33,7 +33,7 @@ from mtlmood.prepare import (
 from mtlmood_cli.main import main
 
 CFG = FeatureConfig()
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 LONG_CLIPS = (
     "Kevin_MacLeod_-_Vibe_Ace.ogg",
     "Karissa_Hobbs_-_Lets_Go_Fishin.ogg",

@@ -17,7 +17,7 @@ import pytest
 import mtlmood.prepare
 from mtlmood_cli.main import CommandModule, build_parser, interrupted_message, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SYNTH = CommandModule("mtlmood.commands.synth", ("synth",))
 
 

@@ -5,7 +5,7 @@ On 2 CPU cores a 2-worker trial fits with fractional CPUs: 2 x 0.9 for the worke
 (gloo on CPU) + 0.1 for the Tune trial driver. Ray starts once for the module, with
 the dashboard on (Train V2 needs it to free trial resources; see RAY_NOTES).
 That ranks draw disjoint slices of the global batch sequence is tested in
-tests/test_sampler.py (test_distributed_ranks_get_disjoint_slices_of_the_global_sequence).
+tests/mtlmood/test_sampler.py (test_distributed_ranks_get_disjoint_slices_of_the_global_sequence).
 """
 
 from __future__ import annotations
@@ -119,10 +119,12 @@ def test_two_worker_trial_matches_one_worker(env) -> None:
         }
     )
     # Same data, same seed, the same number of windows per epoch (2 ranks x half the batches);
-    # DDP averages the gradients of 2 batches, so the runs are close, not equal.
-    assert abs(one["val_roc_auc"] - two["val_roc_auc"]) < 25
-    assert abs(one["test_roc_auc"] - two["test_roc_auc"]) < 25
-    assert abs(one_reports[0]["train_loss"] - two_reports[0]["train_loss"]) < 0.25
+    # DDP averages the gradients of 2 half batches, so the runs are close, not equal. Observed:
+    # first-epoch loss 1.798 vs 1.833, validation ROC-AUC 70.8 vs 72.9 (27 validation songs).
+    # The test split (a handful of songs) is too small to compare; the DDP invariant itself is
+    # checked exactly below (identical replicas and losses on both ranks).
+    assert abs(one_reports[0]["train_loss"] - two_reports[0]["train_loss"]) < 0.1
+    assert abs(one["val_roc_auc"] - two["val_roc_auc"]) < 10
 
 
 # ---------------------------------------------------------------- DDP invariant, without Ray

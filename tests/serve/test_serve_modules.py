@@ -21,7 +21,7 @@ from fastapi import Request  # at module level: FastAPI resolves the route's ann
 from mtlmood.checkpoint import ModelCard, save_checkpoint
 from mtlmood.config import FeatureConfig, LabelConfig, ModelConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MOODS = ["happy", "sad", "energetic", "calm", "dark"]
 LIMIT = 64 * 1024
 

@@ -29,7 +29,7 @@ from study.prepare_ray import CRASHED, RayTaskRunner, compute_batch, not_shared_
 pytestmark = pytest.mark.slow
 CFG = FeatureConfig()
 # The same setting as tests/conftest.py; the real-clip part of the dataset is skipped without it.
-SHARED_DATA = Path(os.environ.get("MTLMOOD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("MTLMOOD_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
 SHARED_AUDIO = SHARED_DATA / "audio"
 AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
 

@@ -289,7 +289,7 @@ def test_serve_config_yaml_builds(checkpoints: dict[str, Path]) -> None:
 
     from ray.serve.schema import ServeDeploySchema
 
-    data = yaml.safe_load((Path(__file__).resolve().parents[1] / "serve" / "serve_config.yaml").read_text())
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "serve" / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(data)
     application = schema.applications[0]
     module_name, attr = application.import_path.split(":")

@@ -350,7 +350,7 @@ def test_cli_synth_summary_resume_and_errors(tmp_path: Path, capsys: pytest.Capt
     assert cli_main(["synth", str(out), "--songs", "7", "--artists", "2", "-q"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert cli_main(["synth", str(tmp_path / "x"), "--difficulty", "2", "-q"]) == 2
-    assert "difficulty must be within [0, 1]" in capsys.readouterr().err
+    assert "difficulty=2.0: must be less than or equal to 1" in capsys.readouterr().err
 
     tsv = _write_tsv(tmp_path / "moods.tsv")
     mtg = tmp_path / "mtg"

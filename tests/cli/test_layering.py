@@ -18,7 +18,7 @@ from typing import Iterator
 
 import mtlmood
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Top-level packages that the code of each package must never import.
 FORBIDDEN: dict[str, frozenset[str]] = {

@@ -31,7 +31,7 @@ from mtlmood.runlock import LOCK_FILE
 from mtlmood.train import STATE_FILE
 from mtlmood_cli.main import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 4
 TIMEOUT = 240  # seconds any one `mtlmood train` process may take on a busy 2-core machine
 
