@@ -218,12 +218,13 @@ class StudyPlan:
     """The trials of a study, by cell size. Defaults: study/configs/mtg-jamendo.yaml."""
 
     songs_per_n_moods: dict[int, int] = field(default_factory=lambda: {3: 4346, 9: 10041, 50: 17946})
-    search_trials: int = 48  # spread evenly over the n_moods values (an assumption: TPE chooses)
-    # Mean epochs per search trial with ASHA (grace 3, factor 3): the 6 seeded trials (never
-    # stopped) run to early stopping (~12), the 42 others mostly stop at 3, a few reach ~12:
-    # (6 x 12 + 42 x ~5) / 48 ~ 6.
+    search_trials: int = 48  # search.trials_per_cell = 16 in each of the 3 cells
+    # Mean epochs per search trial with ASHA per cell (grace 3, factor 3): about a third of a
+    # cell's trials pass the first rung, the best run to early stopping (~12): ~6 on average.
     search_epochs: float = 6.0
-    confirm_trials_per_cell: int = 15  # baseline, heuristic and best alpha x 5 seeds
+    # The curve per mood count: the baseline + (5 grid multiples, tuned, learned) of the
+    # artist cell = 8 arms x 5 fresh seeds.
+    confirm_trials_per_cell: int = 40
     confirm_epochs: int = 12  # early stopping (patience 3) typically ends a run at 10-15
     gpus: int = 8  # gpu_worker max_workers: trials at once
     head_usd_per_hour: float = 0.384  # m6i.2xlarge on-demand, running for the whole study
