@@ -1,20 +1,24 @@
 """Training: Ray Train overhead, sampler vs model step rate, bf16 / channels-last on CPU.
 
-    .venv/bin/python -m benchmarks.train_bench [--epochs 4] [--rounds 2]
+    .venv/bin/python -m benchmarks.train_bench [--epochs 4] [--rounds 3] [--out DIR]
 
-All on the synthetic default (benchmarks/.cache/synthetic, made on first use; the
-study's base run: 16 filters, 24 batches of 32 per epoch, 1 torch thread, 6 moods,
-artist metadata).
+All on the synthetic default (benchmarks/.cache/synthetic, made on first use) with the
+embedded study's base run (study/configs/synthetic.yaml: its width, mel bands, window,
+batches per epoch and torch threads), 6 moods, artist metadata, alpha = the heuristic.
 
 1. **Ray overhead.** The same RunConfig trained by ``mtlmood.train.fit`` in this
    process ("plain") and as a Ray Train trial (a ``TorchTrainer`` running
-   study.trial.train_worker_loop, 1 worker x 1 CPU, reporting metrics and a checkpoint
-   every epoch, as a study does), alternating, ``--rounds`` times each. Steady-state
-   throughput = median ``EpochResult.segments_per_second`` of epochs 2.. (read back from
-   the trial's final checkpoint); start-up = wall time minus the epochs' own time.
-   A bare hand-written PyTorch loop over the same batches is the floor.
+   ``study.trial.train_worker_loop`` on a one-run job -- ``{"runs": [run], "log_file"}``,
+   the run shaped as ``study.trial.job_runs`` shapes a study's -- 1 worker x 1 CPU,
+   reporting metrics and a checkpoint every epoch and writing the run's model, test
+   predictions and result.json at the end, as a study does), alternating, ``--rounds``
+   times each. Steady-state throughput = median ``EpochResult.segments_per_second`` of
+   epochs 2.. (for Ray, read back from the training state in the trial's last epoch
+   checkpoint); start-up = wall time minus the epochs' own time. A bare hand-written
+   PyTorch loop over the same batches is the floor.
 2. **Sampler vs model.** Batches/s of ``WindowSampler`` alone vs optimizer steps/s of
-   the model (forward + backward + Adam) at the study's width and at paper width.
+   the model (forward + backward + Adam) at width 16 (1 thread) and at paper width 128
+   (all cores), on the run's window (its mel bands x segment frames, batch 32).
 3. **bf16 / channels-last.** Step time of fp32 NCHW, fp32 channels-last and bf16
    autocast + channels-last (TrainConfig.bf16 / channels_last) at both widths, and a
    quick accuracy check: the same seeded fit in fp32 and in bf16 + channels-last.
@@ -37,7 +41,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from benchmarks.common import fmt, interleaved, machine, machine_line, publish, table
+from benchmarks.common import RESULTS, fmt, interleaved, machine, machine_line, publish, table
 from benchmarks.synthdata import ensure_synthetic
 
 
@@ -74,18 +78,41 @@ def run_plain(config: Any) -> dict[str, Any]:
     }
 
 
+def ray_run(config: Any, out_dir: Path, name: str) -> dict[str, Any]:
+    """The one run of a benchmark trial, shaped as ``study.trial.job_runs`` shapes a study's runs."""
+    from mtlmood.config import to_dict
+    from study.cells import cell_key
+
+    n_moods, metadata = config.labels.n_moods, config.labels.metadata
+    return {
+        "phase": "bench",
+        "cell": cell_key(n_moods, metadata),
+        "n_moods": n_moods,
+        "metadata": metadata,
+        "arm": name,
+        "alpha_factor": 1.0,  # train.alpha=auto: the heuristic
+        "seed": int(config.train.seed),
+        "trial_id": name,
+        "run_config": to_dict(config),
+        "out_dir": str(out_dir),
+    }
+
+
 def run_ray(config: Any, storage: Path, name: str) -> dict[str, Any]:
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from mtlmood.checkpoint import load_train_state
-    from mtlmood.config import to_dict
-    from study.trial import STATE_FILE, train_worker_loop
+    from mtlmood.filenames import TRAIN_STATE_FILE
+    from study.trial import train_worker_loop
 
     t0 = time.perf_counter()
     trainer = TorchTrainer(
         train_worker_loop,
-        train_loop_config={"run": to_dict(config)},
+        train_loop_config={
+            "runs": [ray_run(config, storage / "runs" / name, name)],
+            "log_file": str(storage / "logs" / f"{name}.log"),
+        },
         scaling_config=ray.train.ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": 1}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(storage), checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)
@@ -93,8 +120,11 @@ def run_ray(config: Any, storage: Path, name: str) -> dict[str, Any]:
     )
     result = trainer.fit()
     wall = time.perf_counter() - t0
+    if result.checkpoint is None:  # a deterministic failure reports one line and no checkpoint
+        log = storage / "logs" / f"{name}.log"
+        raise RuntimeError(f"the Ray Train trial {name} wrote no checkpoint: {log.read_text() if log.exists() else ''}")
     with result.checkpoint.as_directory() as ckpt:
-        state = load_train_state(Path(ckpt) / STATE_FILE)
+        state = load_train_state(Path(ckpt) / TRAIN_STATE_FILE)
     history = list(state["history"])
     return {
         "wall_s": wall,
@@ -211,7 +241,8 @@ def steps(study: Any, rounds: int) -> dict[str, Any]:
     data = load_run_data(config)
     ids = data.song_ids("train")
     mood, meta = data.targets("train")
-    sampler = WindowSampler(data.cache, ids, mood, meta, 32, 187, batches_per_epoch=10_000, seed=0)
+    frames = config.model.segment_frames  # the run's window: the model's head is sized for it
+    sampler = WindowSampler(data.cache, ids, mood, meta, 32, frames, batches_per_epoch=10_000, seed=0)
     batch = sampler.batch(1, 0)
     n_sampler = 200
 
@@ -258,7 +289,12 @@ def steps(study: Any, rounds: int) -> dict[str, Any]:
             variants[f"step width {width}: {kind}"] = make_step(width, bf16, cl)
     t = interleaved(variants, rounds, warmup=1, progress="steps")
     sampler_rate = n_sampler / t.median("sampler: 200 batches")
-    out: dict[str, Any] = {"sampler_batches_per_s": sampler_rate, "steps": {}}
+    out: dict[str, Any] = {
+        "sampler_batches_per_s": sampler_rate,
+        "n_mels": config.model.n_mels,
+        "segment_frames": frames,
+        "steps": {},
+    }
     for width in (16, 128):
         base = None
         for kind in kinds:
@@ -291,7 +327,7 @@ def accelerator_steps(
     data = load_run_data(config)
     ids = data.song_ids("train")
     mood, meta = data.targets("train")
-    kwargs = dict(batch_size=32, segment_frames=187, batches_per_epoch=100_000, seed=0)
+    kwargs = dict(batch_size=32, segment_frames=config.model.segment_frames, batches_per_epoch=100_000, seed=0)
     host = WindowSampler(data.cache, ids, mood, meta, **kwargs)
     on_device = DeviceWindowSampler(data.cache, ids, mood, meta, device=device, **kwargs)
     alpha = resolve_alpha("auto", data.n_moods, data.n_meta)
@@ -387,6 +423,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     )
     parser.add_argument("--accelerator-steps", type=int, default=50, help="training steps per timed round")
     parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variant")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where train.json / train.md go")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     info = machine()
@@ -456,7 +493,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             ]
         )
     md += [
-        "## Sampler vs model step; bf16 / channels-last (batch 32)",
+        f"## Sampler vs model step; bf16 / channels-last (batch 32, {step['n_mels']} mel bands x "
+        f"{step['segment_frames']} frames)",
         "",
         f"WindowSampler: {step['sampler_batches_per_s']:,.0f} batches/s (one thread).",
         "",
@@ -499,7 +537,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "accuracy": accuracy,
         "accelerator": accel,
     }
-    return publish("train", payload, md)
+    return publish("train", payload, md, out_dir=args.out)
 
 
 if __name__ == "__main__":
