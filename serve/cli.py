@@ -14,6 +14,8 @@ import argparse
 import time
 from typing import Optional
 
+from mtlmood.commands.common import add_override_argument
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,15 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
     parser.add_argument("--config", "-c", metavar="FILE", help="YAML with ServeConfig fields (serve/config.py)")
-    parser.add_argument(
-        "--set",
-        "-s",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting, e.g. --set model.max_replicas=4 (repeatable)",
-    )
+    add_override_argument(parser, "model.max_replicas=4")
     parser.add_argument(
         "--address", default=None, help="Ray cluster to join ('auto' inside a cluster); default starts a local Ray"
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mtlmood.commands.common import add_override_argument
 from mtlmood.errors import ConfigError
 
 
@@ -19,15 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     run = actions.add_parser("run", help="run (or resume) a study from a YAML config")
     run.add_argument("config", help="study YAML, or a name from study/configs (e.g. synthetic)")
-    run.add_argument(
-        "--set",
-        "-s",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting, e.g. --set search.trials_per_cell=8 (repeatable)",
-    )
+    add_override_argument(run, "search.trials_per_cell=8")
     run.add_argument(
         "--address",
         default=None,
@@ -42,15 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="dry run: print the cells (labels, N_meta, heuristic, splits) and the planned trials without training",
     )
     plan.add_argument("config", help="study YAML, or a name from study/configs (e.g. mtg-jamendo)")
-    plan.add_argument(
-        "--set",
-        "-s",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting (repeatable)",
-    )
+    add_override_argument(plan, "search.trials_per_cell=16")
     plan.set_defaults(func=cmd_plan)
 
     report = actions.add_parser("report", help="write the trial table, Table 1 with CIs, verdicts and plots")
@@ -66,15 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "run a small study on local Ray, write the report",
     )
     demo.add_argument("--output", default="runs/demo", help="where data, study and report go")
-    demo.add_argument(
-        "--set",
-        "-s",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a study setting (repeatable)",
-    )
+    add_override_argument(demo, "curve.seeds=[1,2,3]")
     demo.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     demo.set_defaults(
         func=cmd_demo, interrupted="interrupted; finished steps are kept; re-run the same command to resume"

@@ -7,9 +7,8 @@ import argparse
 from mtlmood.config import RunConfig, load_config, resolve_run_paths
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """--config FILE and repeated --set section.key=value."""
-    parser.add_argument("--config", "-c", metavar="FILE", help="YAML run config (defaults = the paper)")
+def add_override_argument(parser: argparse.ArgumentParser, example: str = "train.max_epochs=3") -> None:
+    """Repeated --set section.key=value (every command that reads a config takes it)."""
     parser.add_argument(
         "--set",
         "-s",
@@ -17,8 +16,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         action="append",
         default=[],
-        help="override one setting, e.g. --set train.max_epochs=3 (repeatable)",
+        help=f"override one setting, e.g. --set {example} (repeatable)",
     )
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config FILE and repeated --set section.key=value."""
+    parser.add_argument("--config", "-c", metavar="FILE", help="YAML run config (defaults = the paper)")
+    add_override_argument(parser)
 
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
