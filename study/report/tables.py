@@ -60,10 +60,22 @@ def best_alpha_arm(e: CellEvidence) -> Optional[ArmRuns]:
     return ArmRuns(seeds, np.stack([e.arms[name].probs[i] for name, i in picks]))
 
 
-def _estimates(e: CellEvidence, arm: ArmRuns, n_boot: int, confidence: float) -> dict[str, Estimate]:
+Estimates = dict[str, dict[str, Estimate]]  # arm (BEST: the cross-fitted best alpha) -> metric -> estimate
+
+
+def arm_estimates(e: CellEvidence, n_boot: int, confidence: float) -> Estimates:
+    """Mean and CI of every arm of a cell (and of the cross-fitted best alpha), per metric:
+    computed once, read by the curve table and by Table 1."""
+    arms = dict(e.arms)
+    best = best_alpha_arm(e)
+    if best is not None:
+        arms[BEST] = best
     return {
-        metric: arm_estimate(e.y_true, arm, e.clusters, metric, n_boot=n_boot, seed=0, confidence=confidence)
-        for metric in METRIC_NAMES
+        name: {
+            metric: arm_estimate(e.y_true, arm, e.clusters, metric, n_boot=n_boot, seed=0, confidence=confidence)
+            for metric in METRIC_NAMES
+        }
+        for name, arm in arms.items()
     }
 
 
@@ -75,9 +87,7 @@ def _estimate_columns(estimates: dict[str, Estimate]) -> dict[str, float]:
     return out
 
 
-def curve_table(
-    e: CellEvidence, cell: Cell, tuned_factor: Optional[float], n_boot: int, confidence: float
-) -> pd.DataFrame:
+def curve_table(e: CellEvidence, cell: Cell, tuned_factor: Optional[float], estimates: Estimates) -> pd.DataFrame:
     """The alpha-response curve of one cell: every arm with its alpha, seeds, validation and
     test scores (mean and CI over seeds and songs). When the tuned alpha is a grid point the
     table says so on that row instead of repeating it."""
@@ -105,7 +115,7 @@ def curve_table(
                 "x heuristic": alpha / cell.heuristic_alpha if cell.heuristic_alpha else math.nan,
                 "seeds": len(arm.seeds),
                 "val PR-AUC": float(np.nanmean(e.val[name])),
-                **_estimate_columns(_estimates(e, arm, n_boot, confidence)),
+                **_estimate_columns(estimates[name]),
                 "note": note,
             }
         )
@@ -114,29 +124,29 @@ def curve_table(
 
 
 def table1_rows(
-    e: CellEvidence, cell: Cell, reference: Optional[dict[str, Any]], n_test: int, n_boot: int, confidence: float
+    e: CellEvidence, cell: Cell, reference: Optional[dict[str, Any]], n_test: int, estimates: Estimates
 ) -> list[dict[str, Any]]:
     """The paper's Table 1 layout for one cell: baseline, heuristic, best alpha (chosen on
     validation, cross-fitted over seeds), learned weight, and the non-deep reference."""
-    arms: list[tuple[str, Optional[ArmRuns], float]] = [
-        ("baseline (alpha = 0)", e.arms.get(BASELINE), 0.0),
-        ("multi-task, heuristic alpha", e.arms.get(HEURISTIC), e.alphas.get(HEURISTIC, math.nan)),
-        (f"multi-task, {BEST} (validation, cross-fitted)", best_alpha_arm(e), math.nan),
-        ("multi-task, learned weight", e.arms.get(LEARNED), e.alphas.get(LEARNED, math.nan)),
+    configs = [  # (row name, arm, multi-task?)
+        ("baseline (alpha = 0)", BASELINE, False),
+        ("multi-task, heuristic alpha", HEURISTIC, True),
+        (f"multi-task, {BEST} (validation, cross-fitted)", BEST, True),
+        ("multi-task, learned weight", LEARNED, True),
     ]
     rows = []
-    for config, arm, alpha in arms:
-        if arm is None:
+    for config, name, multi_task in configs:
+        if name not in estimates:
             continue
         rows.append(
             {
                 "cell": cell.label,
                 "config": config,
-                "N_meta": cell.n_meta if config[0] == "m" else 0,
-                "alpha": alpha,
+                "N_meta": cell.n_meta if multi_task else 0,
+                "alpha": e.alphas.get(name, math.nan) if name != BASELINE else 0.0,
                 "test songs": n_test,
-                "seeds": len(arm.seeds),
-                **_estimate_columns(_estimates(e, arm, n_boot, confidence)),
+                "seeds": next(iter(estimates[name].values())).n_seeds,
+                **_estimate_columns(estimates[name]),
             }
         )
     if reference is not None:

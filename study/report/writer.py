@@ -22,7 +22,7 @@ from study.report.curves import AlphaStar, SlopeFit, fit_slope
 from study.report.data import cell_evidence
 from study.report.plots import figure_png, plot_alpha_star, plot_curve
 from study.report.render import Report, display, fmt, fmt_ci, fmt_p
-from study.report.tables import alpha_star_row, curve_table, labels_table, table1_rows
+from study.report.tables import alpha_star_row, arm_estimates, curve_table, labels_table, table1_rows
 from study.report.verdicts import adjust_study, cell_verdicts
 from study.results import tuned_alpha_factor
 
@@ -112,11 +112,12 @@ def _cell_sections(
             evidence, margin=r.equivalence_margin, n_boot=r.n_boot, seed=index, confidence=r.confidence, power=r.power
         )
         tuned = tuned_alpha_factor(search, cell.key) if not search.empty else None
-        curve = curve_table(evidence, cell, tuned, r.n_boot, r.confidence)
+        estimates = arm_estimates(evidence, r.n_boot, r.confidence)
+        curve = curve_table(evidence, cell, tuned, estimates)
         reference = load_reference(run_dir, cell.n_moods)
         n_test = int(evidence.y_true.shape[0])
         out["curves"].append(curve)
-        out["table1"].extend(table1_rows(evidence, cell, reference, n_test, r.n_boot, r.confidence))
+        out["table1"].extend(table1_rows(evidence, cell, reference, n_test, estimates))
         out["verdicts"].append(rows)
         out["stars"].append((cell, star, rows))
         png = f"curve-{cell.slug}.png"
