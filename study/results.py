@@ -17,7 +17,7 @@ from typing import Any, Iterable
 import pandas as pd
 
 from study.cells import Cell
-from study.trial import FATAL, RESULT_FILE
+from study.trial import FATAL, LEARNED, RESULT_FILE
 
 COLUMNS = [
     "phase",
@@ -57,6 +57,29 @@ def _relative(path: Path, run_dir: Path) -> str:
         return str(path.resolve().relative_to(run_dir.resolve()))
     except ValueError:
         return str(path)
+
+
+def unfinished_row(cell: Cell, **fields: Any) -> dict[str, Any]:
+    """A row for a run with no result.json (stopped by ASHA, or failed): the cell's columns,
+    the given fields, NaN for every score."""
+    row: dict[str, Any] = {c: math.nan for c in COLUMNS}
+    row.update(
+        {
+            "cell": cell.key,
+            "dataset": cell.dataset,
+            "n_moods": cell.n_moods,
+            "metadata": cell.metadata,
+            "n_mood_labels": cell.n_mood_labels,
+            "n_meta": cell.n_meta,
+            "heuristic_alpha": cell.heuristic_alpha,
+            "asha_stopped": False,
+            "early_stopped": False,
+            "checkpoint_path": "",
+            "predictions_path": "",
+            **fields,
+        }
+    )
+    return row
 
 
 def row_from_result(record: dict[str, Any], out_dir: Path, run_dir: Path, cell: Cell) -> dict[str, Any]:
@@ -100,35 +123,21 @@ def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[s
             row = row_from_result(json.loads(out.read_text()), out.parent, run_dir, cell)
         else:
             factor = float(config.get("alpha_factor", math.nan))
-            row = {c: math.nan for c in COLUMNS}
-            row.update(
-                {
-                    "phase": "search",
-                    "trial_id": trial_id,
-                    "cell": key,
-                    "dataset": cell.dataset,
-                    "n_moods": cell.n_moods,
-                    "metadata": cell.metadata,
-                    "n_mood_labels": cell.n_mood_labels,
-                    "n_meta": cell.n_meta,
-                    "arm": "search",
-                    "alpha": factor * cell.heuristic_alpha,
-                    "alpha_factor": factor,
-                    "alpha_mode": "fixed",
-                    "heuristic_alpha": cell.heuristic_alpha,
-                    "seed": metrics.get("seed", math.nan),
-                    "epochs": metrics.get("epoch", math.nan),
-                    "val_pr_auc": best_val,
-                    "checkpoint_path": "",
-                    "predictions_path": "",
-                    "status": "ERROR" if result.error or FATAL in metrics else "TERMINATED",
-                    # A trial that never sent its final (tested) report was stopped by ASHA.
-                    "asha_stopped": result.error is None and FATAL not in metrics,
-                    "early_stopped": False,
-                    "error": str(
-                        metrics.get(FATAL) or (str(result.error).splitlines()[0][:300] if result.error else "")
-                    ),
-                }
+            row = unfinished_row(
+                cell,
+                phase="search",
+                trial_id=trial_id,
+                arm="search",
+                alpha=factor * cell.heuristic_alpha,
+                alpha_factor=factor,
+                alpha_mode="fixed",
+                seed=metrics.get("seed", math.nan),
+                epochs=metrics.get("epoch", math.nan),
+                val_pr_auc=best_val,
+                status="ERROR" if result.error or FATAL in metrics else "TERMINATED",
+                # A trial that never sent its final (tested) report was stopped by ASHA.
+                asha_stopped=result.error is None and FATAL not in metrics,
+                error=str(metrics.get(FATAL) or (str(result.error).splitlines()[0][:300] if result.error else "")),
             )
         row["trial_id"] = trial_id
         row["val_curve"] = json.dumps([round(v, 4) for v in curve])
@@ -148,30 +157,18 @@ def curve_rows(
             if (out_dir / RESULT_FILE).exists():
                 rows.append(row_from_result(json.loads((out_dir / RESULT_FILE).read_text()), out_dir, run_dir, cell))
                 continue
-            row: dict[str, Any] = {c: math.nan for c in COLUMNS}
-            row.update(
-                {
-                    "phase": "curve",
-                    "trial_id": "",
-                    "cell": job["cell"],
-                    "dataset": cell.dataset,
-                    "n_moods": cell.n_moods,
-                    "metadata": cell.metadata,
-                    "n_mood_labels": cell.n_mood_labels,
-                    "n_meta": cell.n_meta,
-                    "arm": job["arm"],
-                    "alpha": job["alpha"] if job["arm"] != "learned" else math.nan,
-                    "alpha_factor": job.get("alpha_factor", math.nan),
-                    "alpha_mode": "learned" if job["arm"] == "learned" else "fixed",
-                    "heuristic_alpha": cell.heuristic_alpha,
-                    "seed": run["seed"],
-                    "status": "ERROR",
-                    "asha_stopped": False,
-                    "early_stopped": False,
-                    "checkpoint_path": "",
-                    "predictions_path": "",
-                    "error": errors.get(job_name(job), "the run did not finish"),
-                }
+            learned = job["arm"] == LEARNED
+            row = unfinished_row(
+                cell,
+                phase="curve",
+                trial_id="",
+                arm=job["arm"],
+                alpha=math.nan if learned else job["alpha"],
+                alpha_factor=job.get("alpha_factor", math.nan),
+                alpha_mode="learned" if learned else "fixed",
+                seed=run["seed"],
+                status="ERROR",
+                error=errors.get(job_name(job), "the run did not finish"),
             )
             rows.append(row)
     return rows
