@@ -59,6 +59,22 @@ def small_overrides(data_dir: Path | str, storage: Path | str, name: str) -> lis
     ]
 
 
+def study_run_command(overrides: list[str]) -> list[str]:
+    """`mtlmood study run synthetic --set ...` joining this module's Ray."""
+    address = ray.get_runtime_context().gcs_address
+    return [
+        sys.executable,
+        "-m",
+        "mtlmood_cli",
+        "study",
+        "run",
+        "synthetic",
+        "--address",
+        address,
+        *[arg for o in overrides for arg in ("--set", o)],
+    ]
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("study")
@@ -86,18 +102,7 @@ def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(
     directory; its driver is killed after the first finished search trial and the study resumed.
     Then the whole output: the same rows as an uninterrupted run, nothing twice, fresh curve seeds."""
     overrides = small_overrides("data", "studies", "interrupted")  # relative to the root, not to the repo
-    address = ray.get_runtime_context().gcs_address
-    command = [
-        sys.executable,
-        "-m",
-        "mtlmood_cli",
-        "study",
-        "run",
-        "synthetic",
-        "--address",
-        address,
-        *[arg for o in overrides for arg in ("--set", o)],
-    ]
+    command = study_run_command(overrides)
     environ = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     proc = subprocess.Popen(
         command, cwd=env["root"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -172,20 +177,9 @@ def test_a_deterministic_failure_stops_the_study_at_once_with_one_line(env, tmp_
     study stops with one line naming the cause and the trial, the traceback in its log."""
     data = make_study_data(tmp_path / "unprepared", seed=4)
     overrides = small_overrides(data, tmp_path / "studies", "no-features")
-    address = ray.get_runtime_context().gcs_address
     started = time.monotonic()
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mtlmood_cli",
-            "study",
-            "run",
-            "synthetic",
-            "--address",
-            address,
-            *[arg for o in overrides for arg in ("--set", o)],
-        ],
+        study_run_command(overrides),
         cwd=REPO,
         capture_output=True,
         text=True,
