@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Every CUDA check of mtlmood in one run, under 8 minutes on one GPU; figures in one file.
+#
+#   bash benchmarks/gpu_check.sh [OUT_DIR]      (default benchmarks/results/gpu)
+#
+# Writes OUT_DIR/gpu_check.md (every figure: device, CUDA tests, training and inference
+# benchmarks on CUDA with their CPU baselines measured in the same run, a one-trial
+# study on the GPU) and OUT_DIR/gpu_check.log (all output). Each step has its own time
+# limit; a failed step is recorded and the next one still runs. Exit status: the number
+# of failed steps.
+#
+# Needs python3 with a CUDA build of torch. The project's other dependencies must be
+# importable; on a machine without them (a lent GPU box with no registry), carry wheels
+# in .whl/ and they are installed to a private folder first. Real clips are read from
+# $MTLMOOD_SHARED_DATA/audio (default ../shared/data/audio).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=$(mkdir -p "${1:-benchmarks/results/gpu}" && cd "${1:-benchmarks/results/gpu}" && pwd)
+REPORT=$OUT_DIR/gpu_check.md
+LOG=$OUT_DIR/gpu_check.log
+WORK=$(mktemp -d /tmp/mtlmood-gpu-check.XXXXXX)
+PY=${PYTHON:-python3}
+# GPU_CHECK_DEVICE=cpu runs the same steps on the CPU: a dry run of this script without a GPU.
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+ACCEL_STEPS=${GPU_CHECK_STEPS:-50}  # training steps per timed round of the accelerator section
+# GPU_CHECK_ONLY=study,inference (say) reruns some steps: tests, train, inference, study.
+ONLY=",${GPU_CHECK_ONLY:-tests,train,inference,study},"
+USE_GPU=$([ "$DEVICE" = cpu ] && echo false || echo true)
+export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
+: >"$LOG"
+
+if compgen -G ".whl/*.whl" >/dev/null && ! $PY -c "import ray, optuna, librosa, pydantic, fastapi" 2>/dev/null; then
+    echo "installing carried wheels into $WORK/site" | tee -a "$LOG"
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$WORK/site" .whl/*.whl >>"$LOG" 2>&1 || exit 1
+    export PYTHONPATH=$WORK/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the repository's packages, for Ray's workers too
+
+FAILED=0
+STEPS=()
+# step KEY NAME LIMIT_S COMMAND...: runs with a time limit, logs, records status and seconds.
+step() {
+    local key=$1 name=$2 limit=$3 t0 rc
+    shift 3
+    [[ $ONLY == *",$key,"* ]] || return 0
+    echo "=== $name (limit ${limit} s): $*" | tee -a "$LOG"
+    t0=$(date +%s)
+    timeout --kill-after=10 "$limit" "$@" >>"$LOG" 2>&1
+    rc=$?
+    [ "$rc" -ne 0 ] && FAILED=$((FAILED + 1))
+    STEPS+=("| $name | $([ "$rc" -eq 0 ] && echo ok || echo "FAILED (exit $rc)") | $(($(date +%s) - t0)) |")
+    echo "=== $name: exit $rc" | tee -a "$LOG"
+}
+
+{
+    echo "# GPU check, $(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo
+    echo "Commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); host $(hostname); $(nproc) CPU cores."
+    echo
+    echo '```'
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+    $PY -c "import torch, ray, optuna, librosa; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), '| ray', ray.__version__, '| optuna', optuna.__version__, '| librosa', librosa.__version__)" 2>&1
+    echo '```'
+} >"$REPORT"
+
+# 1. The CUDA tests (skipped on machines without CUDA, so CI never runs them).
+step tests "CUDA tests" 240 $PY -m pytest -q -p no:cacheprovider -p no:randomly \
+    tests/mtlmood/test_cuda.py tests/mtlmood/test_device_sampler.py --junitxml="$WORK/tests.xml"
+
+# 2. Training on CUDA: host sampler + copy (baseline) vs device-resident sampler, bf16,
+#    channels-last, torch.compile; the CPU sections of the benchmark run too, briefly.
+step train "training benchmark" 240 $PY -m benchmarks.train_bench --skip-ray --step-rounds 2 --accuracy-epochs 2 \
+    --accelerator "$DEVICE" --accelerator-steps "$ACCEL_STEPS" --out "$WORK"
+
+# 3. Inference on CUDA vs the CPU default path, same clips, same run.
+step inference "inference benchmark" 150 $PY -m benchmarks.cuda_inference_bench --rounds 5 --device "$DEVICE" --out "$WORK"
+
+# 4. A one-trial study on the GPU (the demo's data and settings, one cell, one search
+#    trial, no curve), with the GPU's memory sampled every second while it runs.
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -l 1 >"$WORK/gpu_usage.csv" 2>/dev/null &
+SAMPLER=$!
+step study "one-trial study on the GPU" 240 $PY -m mtlmood_cli demo --output "$WORK/demo" --num-cpus "$(nproc)" \
+    --set search.trials_per_cell=1 --set 'search.metadata=[artist]' --set curve.enabled=false \
+    --set resources.use_gpu=$USE_GPU --set resources.cpus_per_worker=1
+kill "$SAMPLER" 2>/dev/null
+
+{
+    echo
+    echo "## Steps"
+    echo
+    echo "| step | status | seconds |"
+    echo "|---|---|---|"
+    printf '%s\n' "${STEPS[@]}"
+    echo
+    echo "## CUDA tests"
+    echo
+    $PY - "$WORK/tests.xml" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError) as exc:
+    print(f"no test report ({exc})")
+    raise SystemExit(0)
+for case in root.iter("testcase"):
+    outcome = "passed"
+    for tag in ("failure", "error", "skipped"):
+        node = case.find(tag)
+        if node is not None:
+            outcome = f"{tag}: {(node.get('message') or '')[:160]}"
+    print(f"- `{case.get('name')}` ({float(case.get('time', 0)):.1f} s): {outcome}")
+EOF
+    for name in train cuda_inference; do
+        if [ -f "$WORK/$name.md" ]; then
+            echo
+            sed 's/^#/##/' "$WORK/$name.md"
+        fi
+    done
+    echo
+    echo "## One-trial study on the GPU"
+    echo
+    $PY - "$WORK" <<'EOF'
+import csv
+import glob
+import json
+import sys
+from pathlib import Path
+
+work = Path(sys.argv[1])
+rows = list(csv.reader(open(work / "gpu_usage.csv"))) if (work / "gpu_usage.csv").exists() else []
+if rows:
+    util = [float(r[1]) for r in rows if len(r) > 2 and r[1].strip().replace(".", "").isdigit()]
+    mem = [float(r[2]) for r in rows if len(r) > 2 and r[2].strip().replace(".", "").isdigit()]
+    if util and mem:
+        print(f"GPU sampled {len(rows)} times at 1 s: peak utilisation {max(util):.0f} %, "
+              f"peak memory used {max(mem):.0f} MiB (idle {min(mem):.0f} MiB)")
+        print()
+results = sorted(glob.glob(str(work / "demo" / "studies" / "*" / "runs" / "**" / "result.json"), recursive=True))
+tables = sorted(glob.glob(str(work / "demo" / "studies" / "*" / "report" / "trials.csv")))
+for path in results:
+    r = json.loads(Path(path).read_text())
+    keep = {k: r[k] for k in ("alpha", "best_epoch", "seconds", "stopped_early") if k in r}
+    print(f"- `{Path(path).relative_to(work)}`: {keep}")
+columns = ["phase", "cell", "alpha", "status", "epochs", "best_epoch", "val_pr_auc", "test_pr_auc", "train_seconds"]
+for path in tables:
+    print(f"\n`{Path(path).name}`:\n")
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    for row in csv.DictReader(open(path)):
+        print("| " + " | ".join(row.get(c, "") for c in columns) + " |")
+best = glob.glob(str(work / "demo" / "studies" / "*" / "best_checkpoint.json"))
+print(f"\nbest_checkpoint.json: {'written' if best else 'MISSING'}")
+EOF
+    echo
+    echo "## Failed steps: $FAILED"
+} >>"$REPORT" 2>&1
+
+echo "report: $REPORT"
+rm -rf "$WORK"
+exit "$FAILED"
