@@ -15,6 +15,7 @@ import pandas as pd
 
 from mtlmood.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from mtlmood.filenames import BEST_CHECKPOINTS_FILE
+from mtlmood.model_card import write_study_model_cards
 from study.cells import Cell, metadata_cells
 from study.config import StudyConfig
 from study.reference import load_reference
@@ -92,6 +93,7 @@ def write_best_pointer(study: StudyConfig, trials: pd.DataFrame) -> str:
             "cells": best,
         },
     )
+    write_study_model_cards(run_dir)  # MODEL_CARD.md beside each cell's best checkpoint
     return str(run_dir / best[default]["checkpoint"])
 
 

@@ -13,7 +13,19 @@ import pytest
 from mtlmood_cli.main import COMMAND_MODULES, build_parser
 
 REPO = Path(__file__).resolve().parents[2]
-COMMANDS = ("synth", "prepare", "data", "train", "evaluate", "predict", "study", "demo", "serve")
+COMMANDS = (
+    "synth",
+    "prepare",
+    "data",
+    "train",
+    "evaluate",
+    "predict",
+    "export",
+    "model-card",
+    "study",
+    "demo",
+    "serve",
+)
 
 
 def _command_paths(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
