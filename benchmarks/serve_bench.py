@@ -8,11 +8,16 @@ bounded time (warm-up discarded) and records requests/s and p50/p95/p99 latency:
 
 - ``direct``: ``Predictor.predict_bytes`` from a thread pool in this process (decode in
   parallel, one forward at a time: the library path a user would write);
-- ``serve_combined`` (the default on CPU nodes: one replica decodes and scores, with
-  ``@serve.batch``), ``serve_split`` (ingress replica -> model replica, batched; the
-  GPU-cluster layout) and ``serve_combined_unbatched``: HTTP POST /predict against the
-  Serve app on loopback, one replica per deployment (so the numbers are about topology
-  and batching, not autoscaling).
+- ``serve_default``: what ``mtlmood serve`` runs on a CPU node, ServeConfig's defaults
+  untouched: two router replicas (0 CPU) in front of two combined ingress replicas
+  (decode + batched model, 1 CPU and one torch thread each);
+- ``serve_combined`` (one replica decodes and scores, with ``@serve.batch``; the default
+  before the router and the second replica), ``serve_split`` (ingress replica -> model
+  replica, batched; the GPU-cluster layout) and ``serve_combined_unbatched``: one router
+  replica, then one replica per deployment with the CPUs and threads below (so the numbers
+  are about topology and batching, not autoscaling).
+
+Every mode answers HTTP POST /predict on loopback.
 
 Everything shares one machine: the HTTP clients, the proxy, both replicas and the
 direct path compete for the same cores, as they would on a single node. Results go to
@@ -54,6 +59,7 @@ from benchmarks.common import cpu_model, publish  # noqa: E402  (after the sys.p
 AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
 # (mode, topology, batching on, immediate_when_idle): the first is what `mtlmood serve` runs on a CPU node.
 SERVE_MODES = (
+    ("serve_default", "auto", True, True),  # ServeConfig() as is: the other fields of the row are ignored
     ("serve_combined", "combined", True, True),
     ("serve_split", "split", True, True),
     ("serve_combined_unbatched", "combined", False, True),
@@ -283,7 +289,7 @@ def bench_serve(
     from ray import serve
 
     from serve.app import build_app
-    from serve.config import BatchingConfig, IngressSettings, ModelSettings, ServeConfig
+    from serve.config import BatchingConfig, IngressSettings, ModelSettings, RouterSettings, ServeConfig
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -295,6 +301,7 @@ def bench_serve(
             checkpoint=str(checkpoint),
             port=port,
             model_timeout_s=120.0,
+            request_timeout_s=180.0,
             max_pending_decodes=256,
             topology=topology,
             precision=args.precision,
@@ -304,6 +311,7 @@ def bench_serve(
                 batch_wait_timeout_s=args.batch_wait_ms / 1000,
                 immediate_when_idle=immediate_when_idle,
             ),
+            router=RouterSettings(min_replicas=1, max_replicas=1),
             # One replica each: the comparison is batching vs not, on the same cores.
             ingress=IngressSettings(
                 min_replicas=1,
@@ -323,6 +331,8 @@ def bench_serve(
                 max_queued_requests=256,
             ),
         )
+        if mode == "serve_default":
+            config = ServeConfig(checkpoint=str(checkpoint), port=port, precision=args.precision)
         serve.run(
             build_app(config),
             name="bench",
@@ -350,7 +360,7 @@ def bench_serve(
                 f"  {mode:<15} c={c:<3} {results[-1].rps:7.2f} req/s  p50 {results[-1].p50_ms:7.1f} ms  errors {err}",
                 flush=True,
             )
-        if args.cpu_seconds and mode in ("serve_combined", "serve_split"):
+        if args.cpu_seconds and mode in ("serve_default", "serve_combined", "serve_split"):
             cpu[mode] = cpu_per_request(call, max(levels), args.cpu_seconds)
         serve.delete("bench")
     return results
@@ -403,7 +413,9 @@ def markdown(meta: dict, results: list[LevelResult], ratios: dict[str, float]) -
         f"{meta['mean_segments']:.1f} segments per request on average; machine: {meta['cpus']} CPUs "
         f"({meta['processor'] or meta['machine']}), torch {meta['torch']}, ray {meta['ray']}.",
         f"Closed loop, {meta['duration_s']} s measured per row after {meta['warmup_s']} s warm-up. "
-        f"Serve: split = one ingress replica ({meta['ingress_cpus']} CPU) + one model replica "
+        "Serve: default = ServeConfig() as is (two routers, two combined ingress replicas of 1 CPU and "
+        "one torch thread each); the others behind one router: "
+        f"split = one ingress replica ({meta['ingress_cpus']} CPU) + one model replica "
         f"({meta['model_cpus']} CPU), combined = one replica with both; {meta['torch_threads'] or 'auto'} "
         f"torch threads, precision {meta.get('precision', 'fp32')}, "
         f"batch ≤ {meta['max_batch_size']} requests / {meta['batch_wait_ms']} ms. "

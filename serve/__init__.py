@@ -3,11 +3,15 @@
     mtlmood serve --study runs/demo/study          # the best checkpoint of a study
     mtlmood serve --checkpoint runs/train/best     # or any checkpoint directory
 
-``serve.app.build_app(config)`` returns the bound application (FastAPI ingress ->
-batched model deployment); ``serve/serve_config.yaml`` deploys it with ``serve deploy``.
-One job per module: ``config`` (settings), ``app`` (the builder), ``deployments`` (the
-Serve deployments, batching, health), ``parsing`` (request -> audio bytes or a 4xx),
-``scorer`` (features -> prediction through mtlmood.inference.Predictor), ``schemas``
-(response and error shapes), ``cli`` (``mtlmood serve``). This package is a thin layer
-over :mod:`mtlmood`; Ray is imported only by its modules.
+``serve.app.build_app(config)`` returns the bound application (router -> ingress replicas
+that decode -> batched model, in one or two deployments); ``serve/serve_config.yaml``
+deploys it with ``serve deploy``. One job per module: ``config`` (settings), ``app`` (the
+builder), ``router`` (HTTP routes, and an answer when a replica behind dies),
+``deployments`` (the ingress and model replicas, health), ``batching`` (``@serve.batch``
+around the scorer), ``remote`` (Ray's failures of a call to another deployment as HTTP
+answers), ``parsing`` (request -> audio bytes or a 4xx), ``scorer`` (features ->
+prediction through mtlmood.inference.Predictor), ``schemas`` (response and error shapes),
+``replicas`` (which replica processes run an app, for tests and benchmarks), ``cli``
+(``mtlmood serve``). This package is a thin layer over :mod:`mtlmood`; Ray is imported only
+by its modules.
 """

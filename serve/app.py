@@ -1,14 +1,16 @@
 """Builds the Serve application from a ServeConfig: ``serve.app:build_app`` is what ``serve deploy``
 (serve/serve_config.yaml, k8s/rayservice.yaml) and ``mtlmood serve`` import.
 
-Two topologies (``ServeConfig.topology``; ``auto`` picks split when the model replicas
-get GPUs, combined otherwise):
+A thin router always faces HTTP, so that a replica dying behind it costs its requests a
+JSON 503 with Retry-After instead of Serve's plain-text 500. Behind it, two topologies
+(``ServeConfig.topology``; ``auto`` picks split when the model replicas get GPUs, combined
+otherwise):
 
-    split:    HTTP -> MoodIngress replicas (``ingress`` settings) -> MoodModel replicas (``model`` settings)
-    combined: HTTP -> MoodIngress replicas that score requests themselves
+    split:    HTTP -> MoodRouter (``router``) -> MoodIngress (``ingress``) -> MoodModel (``model``)
+    combined: HTTP -> MoodRouter (``router``) -> MoodIngress replicas that score requests themselves
 
-What the deployments do is in serve.deployments; the request parsing in serve.parsing,
-the JSON answers in serve.schemas, the model in serve.scorer.
+The router is in serve.router, the other deployments in serve.deployments, the request
+parsing in serve.parsing, the JSON answers in serve.schemas, the model in serve.scorer.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from serve.config import (
     serve_config_to_dict,
 )
 from serve.deployments import MoodIngress, MoodModel
+from serve.router import MoodRouter
 
 
 def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve.Application:
@@ -35,28 +38,36 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
     config file). The checkpoint comes from ``checkpoint``, ``study`` (its best
     checkpoint) or the env vars MTLMOOD_SERVE_CHECKPOINT / MTLMOOD_SERVE_STUDY.
 
-    ``split``: MoodIngress replicas (``ingress`` settings) call MoodModel replicas
-    (``model`` settings). ``combined``: MoodIngress replicas score requests themselves;
-    each gets the CPUs of both sections, the GPUs, replica counts and autoscaling of
-    ``model``, and the request limits of ``ingress`` (it is the HTTP-facing one).
+    MoodRouter replicas (``router`` settings, no GPU) face HTTP. ``split``: they call
+    MoodIngress replicas (``ingress`` settings), which call MoodModel replicas (``model``
+    settings). ``combined``: the MoodIngress replicas score requests themselves; each gets
+    the replica counts, autoscaling and request limits of ``ingress``, the CPUs of both
+    sections and the GPUs of ``model``.
     """
+    from mtlmood.checkpoint import read_card
+
     config = args if isinstance(args, ServeConfig) else serve_config_from_mapping(dict(args or {}))
     config = config.validate()
     checkpoint = str(resolve_checkpoint(config))
+    # The router gets the card as data: it never loads torch or reads the checkpoint itself.
+    card = read_card(checkpoint).to_dict()
     as_dict = serve_config_to_dict(config)
     num_gpus = _resolved_gpus(config)
-    if resolved_topology(config, num_gpus) == "combined":
+    topology = resolved_topology(config, num_gpus)
+    if topology == "combined":
         options = _deployment_options(
-            config.model,
             config.ingress,
             config.ingress.num_cpus + config.model.num_cpus,
             max(num_gpus, config.ingress.num_gpus),
         )
-        return _deployment(MoodIngress).options(**options).bind(None, checkpoint, as_dict)
-    model_options = _deployment_options(config.model, config.model, config.model.num_cpus, num_gpus)
-    model = _deployment(MoodModel).options(**model_options).bind(checkpoint, as_dict)
-    options = _deployment_options(config.ingress, config.ingress, config.ingress.num_cpus, config.ingress.num_gpus)
-    return _deployment(MoodIngress).options(**options).bind(model, checkpoint, as_dict)
+        ingress = _deployment(MoodIngress).options(**options).bind(None, checkpoint, as_dict)
+    else:
+        model_options = _deployment_options(config.model, config.model.num_cpus, num_gpus)
+        model = _deployment(MoodModel).options(**model_options).bind(checkpoint, as_dict)
+        options = _deployment_options(config.ingress, config.ingress.num_cpus, config.ingress.num_gpus)
+        ingress = _deployment(MoodIngress).options(**options).bind(model, checkpoint, as_dict)
+    router_options = _deployment_options(config.router, config.router.num_cpus, 0.0)
+    return _deployment(MoodRouter).options(**router_options).bind(ingress, card, as_dict, topology)
 
 
 def _deployment(decorated: object) -> Deployment:
@@ -67,7 +78,7 @@ def _deployment(decorated: object) -> Deployment:
 
 def resolved_topology(config: ServeConfig, num_gpus: float) -> str:
     """``auto`` -> ``split`` when the model replicas get GPUs (the CPU-heavy decoding then
-    scales on its own, on CPU nodes), else ``combined`` (one replica does everything)."""
+    scales on its own, on CPU nodes), else ``combined`` (each ingress replica also scores)."""
     if config.topology != "auto":
         return config.topology
     return "split" if num_gpus > 0 else "combined"
@@ -83,17 +94,15 @@ def _resolved_gpus(config: ServeConfig) -> float:
     return 1.0 if has_gpu and config.device != "cpu" else 0.0
 
 
-def _deployment_options(
-    scaling: DeploymentSettings, limits: DeploymentSettings, num_cpus: float, num_gpus: float
-) -> dict[str, Any]:
-    """``Deployment.options``: replica counts and autoscaling of ``scaling``, request limits
-    of ``limits``, and one replica's CPUs and GPUs (the GPU key only when there are any)."""
+def _deployment_options(settings: DeploymentSettings, num_cpus: float, num_gpus: float) -> dict[str, Any]:
+    """``Deployment.options``: replica counts, autoscaling and request limits of ``settings``,
+    and one replica's CPUs and GPUs (the GPU key only when there are any)."""
     actor: dict[str, Any] = {"num_cpus": num_cpus}
     if num_gpus > 0:
         actor["num_gpus"] = num_gpus
     return {
-        "autoscaling_config": scaling.autoscaling(),
-        "max_ongoing_requests": limits.max_ongoing_requests,
-        "max_queued_requests": limits.max_queued_requests,
+        "autoscaling_config": settings.autoscaling(),
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "max_queued_requests": settings.max_queued_requests,
         "ray_actor_options": actor,
     }

@@ -2,7 +2,7 @@
 
     mtlmood serve --study runs/demo/study                  # best checkpoint of a study
     mtlmood serve --checkpoint runs/train/best --port 8080
-    mtlmood serve --checkpoint DIR --config serve.yaml --set model.max_replicas=4
+    mtlmood serve --checkpoint DIR --config serve.yaml --set ingress.max_replicas=4
 
 For a long-lived deployment on a cluster use ``serve deploy serve/serve_config.yaml``.
 Ray is imported inside the run function only, so `mtlmood --help` stays fast.
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default=None, help="address to bind (default 127.0.0.1; 0.0.0.0 exposes it)")
     parser.add_argument("--port", type=int, default=None, help="HTTP port (default 8000)")
     parser.add_argument("--config", "-c", metavar="FILE", help="YAML with ServeConfig fields (serve/config.py)")
-    add_override_argument(parser, "model.max_replicas=4")
+    add_override_argument(parser, "ingress.max_replicas=4")
     parser.add_argument(
         "--address", default=None, help="Ray cluster to join ('auto' inside a cluster); default starts a local Ray"
     )

@@ -1,8 +1,10 @@
 """Typed settings of the Serve application, one dataclass per concern.
 
-The defaults suit a laptop or a small CPU node; a YAML file (``--config serve.yaml``)
-and dotted overrides (``--set model.max_replicas=4``) change them, with the same
-loader and error messages as the training configs (:mod:`mtlmood.config`).
+The defaults suit a laptop or a small CPU node: on 2 CPUs they run two router replicas
+(0 CPU) and two worker replicas of 1 CPU each, so the death of one worker costs only the
+requests it held. A YAML file (``--config serve.yaml``) and dotted overrides (``--set
+ingress.max_replicas=8``) change them, with the same loader and error messages as the
+training configs (:mod:`mtlmood.config`).
 
 Where the model comes from: ``checkpoint`` (an mtlmood checkpoint directory) or
 ``study`` (a study run directory; its ``best_checkpoint.json`` names the winner).
@@ -110,19 +112,48 @@ class DeploymentSettings:
 
 
 @dataclass(frozen=True)
-class IngressSettings(DeploymentSettings):
-    """The HTTP ingress: validation, decoding and features (CPU work, scaled on its own)."""
+class RouterSettings(DeploymentSettings):
+    """The HTTP front (MoodRouter): parses requests and relays them to the ingress replicas.
 
+    It decodes nothing and holds no model, so it needs no CPU reservation and is the
+    replica least likely to die; it answers for the replicas behind it when they do.
+    ``threads`` is not used; ``num_gpus`` must stay 0.
+    """
+
+    min_replicas: NonNegativeInt = 2
+    max_replicas: Count = 2
+    target_ongoing_requests: PositiveFloat = 64.0
+    # Must hold every request the ingress replicas can hold (validate() checks it): a full
+    # router is refused by Serve's proxy with a plain-text 503, a full ingress queue by us in JSON.
+    max_ongoing_requests: Count = 512
+    max_queued_requests: QueueBound = 256
+    num_cpus: NonNegativeFloat = 0.0
+
+
+@dataclass(frozen=True)
+class IngressSettings(DeploymentSettings):
+    """The ingress replicas (MoodIngress): decoding and features, and in the ``combined``
+    topology the scoring too. They do the work that can kill a replica, so there are two
+    by default: one death costs only the requests that replica held."""
+
+    min_replicas: NonNegativeInt = 2
+    max_replicas: Count = 4
     # Decoding a 29 s clip takes tens of ms of one core; most requests just wait on the model.
     target_ongoing_requests: PositiveFloat = 16.0
     max_ongoing_requests: Count = 64
     max_queued_requests: QueueBound = 128
+    num_cpus: NonNegativeFloat = 0.5
 
 
 @dataclass(frozen=True)
 class ModelSettings(DeploymentSettings):
-    """The model replicas: one checkpoint loaded per replica, batched forwards."""
+    """The model replicas: one checkpoint loaded per replica, batched forwards. In the
+    ``combined`` topology there is no model deployment: its CPUs and threads go to each
+    ingress replica."""
 
+    # One by default: in the split topology each model replica takes a whole GPU.
+    min_replicas: NonNegativeInt = 1
+    num_cpus: NonNegativeFloat = 0.5
     num_gpus: Gpus = -1.0
 
 
@@ -140,8 +171,9 @@ class ServeConfig:
     max_body_bytes: Count = 20 * 1024 * 1024  # a 29 s mp3 is ~0.5 MB, a 29 s 48 kHz wav ~5.6 MB
     top_k: NonNegativeInt = 5  # default length of the "top" list (query ?top_k= overrides it)
     device: str = "auto"  # model replicas: auto | cpu | cuda
-    # split: ingress replicas call separate model replicas; combined: one replica decodes and
-    # scores (saves a hop: faster on CPU-only nodes); auto: split when the model gets GPUs.
+    # Behind the router (always there): split: ingress replicas decode and call separate model
+    # replicas; combined: each ingress replica decodes and scores (saves a hop: faster on
+    # CPU-only nodes); auto: split when the model gets GPUs.
     topology: str = "auto"
     # fp32 (exact) or bf16 (convolutions in bfloat16: ~2-3x the network's speed on AMX /
     # AVX-512 BF16 CPUs, probabilities within ~1e-3); see mtlmood.inference.
@@ -149,7 +181,10 @@ class ServeConfig:
     # Ingress: requests allowed to wait for or run decoding in one replica; more get 503 JSON.
     max_pending_decodes: Count = 32
     model_timeout_s: PositiveFloat = 30.0  # ingress gives up on the model after this long (504)
+    # The router gives up on an ingress replica after this long (504): decoding + model_timeout_s.
+    request_timeout_s: PositiveFloat = 60.0
     batching: BatchingConfig = field(default_factory=BatchingConfig)
+    router: RouterSettings = field(default_factory=RouterSettings)
     ingress: IngressSettings = field(default_factory=IngressSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
 
@@ -164,7 +199,7 @@ class ServeConfig:
             problems.append(f"topology must be one of {', '.join(TOPOLOGIES)}, got {self.topology!r}")
         if self.precision not in ("fp32", "bf16"):
             problems.append(f"precision must be fp32 or bf16, got {self.precision!r}")
-        for name, dep in (("ingress", self.ingress), ("model", self.model)):
+        for name, dep in (("router", self.router), ("ingress", self.ingress), ("model", self.model)):
             if dep.min_replicas > dep.max_replicas:
                 problems.append(
                     f"{name}.min_replicas={dep.min_replicas}: must be <= {name}.max_replicas ({dep.max_replicas})"
@@ -188,9 +223,35 @@ class ServeConfig:
                 f"model.max_ongoing_requests ({self.model.max_ongoing_requests}) must be >= "
                 f"batching.max_batch_size ({self.batching.max_batch_size})"
             )
+        if self.router.num_gpus != 0:
+            problems.append("router.num_gpus must be 0: the router decodes nothing and holds no model")
+        if self.request_timeout_s <= self.model_timeout_s:
+            # Otherwise the router answers 504 before the ingress can say the model timed out.
+            problems.append(
+                f"request_timeout_s ({self.request_timeout_s}) must be > model_timeout_s ({self.model_timeout_s})"
+            )
+        problems += self._router_capacity_problems()
         if problems:
             raise ConfigError("invalid serve config: " + "; ".join(problems))
         return self
+
+    def _router_capacity_problems(self) -> list[str]:
+        """Overload must fill the ingress queue (answered by the router: JSON 503) before a
+        router replica is full (answered by Serve's proxy: a plain-text 503). A router replica
+        holds at most every ingress replica's requests plus its own queue of waiting ones."""
+        ingress = self.ingress
+        if ingress.max_queued_requests == -1:
+            return [
+                "ingress.max_queued_requests=-1 (unbounded) lets requests pile up in the router until "
+                "Serve's proxy refuses them in plain text; give it a bound"
+            ]
+        needed = ingress.max_replicas * ingress.max_ongoing_requests + ingress.max_queued_requests
+        if self.router.max_ongoing_requests < needed:
+            return [
+                f"router.max_ongoing_requests ({self.router.max_ongoing_requests}) must be >= "
+                f"ingress.max_replicas x ingress.max_ongoing_requests + ingress.max_queued_requests ({needed})"
+            ]
+        return []
 
 
 def load_serve_config(

@@ -1,156 +1,39 @@
-"""The Ray Serve deployments: the HTTP ingress, the model replicas, batching and health.
+"""The deployments behind the router: ingress replicas (decode, featurise, score) and model replicas.
 
-    split:    HTTP -> MoodIngress (validate, decode, log-mel; CPU work, its own replicas)
-                   -> MoodModel   (a BatchedScorer per replica: checkpoint loaded once,
-                                   @serve.batch joins the segments of concurrent requests
-                                   into one forward)
-    combined: HTTP -> MoodIngress (all of the above in one replica: no second hop)
+    split:    MoodRouter -> MoodIngress (decode, log-mel; CPU work, its own replicas)
+                         -> MoodModel   (a BatchedScorer per replica: checkpoint loaded once,
+                                         @serve.batch joins the segments of concurrent requests)
+    combined: MoodRouter -> MoodIngress (decode, log-mel and a BatchedScorer of its own)
 
-Routes: ``POST /predict`` (raw audio body or multipart field ``file``; ``?top_k=``),
-``GET /healthz`` (``?deep=true`` also asks a model replica), ``GET /model`` and the
-OpenAPI page at ``/docs``. Errors are ``serve.schemas.ApiError`` rendered as JSON: bad
-input 4xx (serve.parsing; undecodable audio or non-finite features or predictions 422,
-bad query parameters 422); overload 503 with ``Retry-After: 1`` (the ingress's decode
-queue or the model deployment's bounded queue is full); a model replica that dies
-mid-request 503, no answer within ``model_timeout_s`` 504 (Serve replaces the replica).
-Audio shorter than one 187-frame segment (~3 s) is zero-padded to one segment.
+The router (serve.router) owns HTTP; an ingress replica gets the audio bytes and answers an
+``Answer`` (a prediction body or an error), never an exception: undecodable audio or
+non-finite features or predictions 422; its decode queue full 503 ``overloaded``; the model
+replica it called died 503 ``replica_unavailable`` (serve.remote), its device failed 503
+``model_unavailable``; no forward within ``model_timeout_s`` 504 ``model_timeout``. Audio
+shorter than one 187-frame segment (~3 s) is zero-padded to one segment.
 """
 
-# No `from __future__ import annotations` here: Serve rebuilds the ingress methods'
-# signatures for FastAPI, which then cannot resolve string annotations (Request, Optional).
 import asyncio
 import io
 import logging
 import math
-import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
-from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import mtlmood
-from serve.config import ServeConfig, serve_config_from_mapping, serve_config_to_dict, study_selection
-from serve.parsing import audio_from_request
-from serve.schemas import (
-    ERROR_RESPONSES,
-    PREDICT_BODY,
-    RETRY_AFTER,
-    ApiError,
-    ErrorResponse,
-    PredictResponse,
-    error_response,
-    model_summary,
-    predict_body,
-)
-from serve.scorer import Scorer
+from serve.batching import BatchedScorer
+from serve.config import ServeConfig, serve_config_from_mapping
+from serve.remote import call_deployment
+from serve.schemas import RETRY_AFTER, Answer, ApiError, model_summary, predict_body
 
 if TYPE_CHECKING:  # torch is imported by the replicas, not by whoever imports this module
     from mtlmood.inference import Prediction
 
 logger = logging.getLogger("ray.serve")
-
-api = FastAPI(
-    title="mtlmood",
-    version=mtlmood.__version__,
-    description="Music-mood classification (Kumar & Dahiya 2022, multi-task learning with metadata). "
-    "POST audio (mp3, ogg, flac, wav) to /predict; the first 29 s are analysed.",
-)
-
-
-@api.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    detail = "; ".join(
-        f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'request'}: {err.get('msg')}" for err in exc.errors()
-    )
-    return error_response(422, "invalid_request", detail)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    # 404 / 405 from routing: the same JSON shape as our own errors.
-    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, error, exc.detail, getattr(exc, "headers", None))
-
-
-# ------------------------------------------------------------------- model scoring
-
-
-class BatchedScorer:
-    """A Scorer whose forwards ``@serve.batch`` shares between concurrent requests. Lives in the
-    MoodModel replica (``split`` topology) or inside the ingress replica itself (``combined``)."""
-
-    def __init__(self, checkpoint: str, cfg: ServeConfig) -> None:
-        self.scorer = Scorer(
-            checkpoint, cfg.device, cfg.precision, cfg.model.threads or max(1, int(round(cfg.model.num_cpus)))
-        )
-        self.batching = cfg.batching
-        self.scoring = 0  # requests inside score() now: waiting in a batch or in a forward
-        # What this replica has done (in /healthz?deep=true): requests scored at once because
-        # the replica was idle, forwards of batches, the requests in them, the largest batch.
-        self.counts = {"immediate": 0, "batches": 0, "batched_requests": 0, "largest_batch": 0}
-        self._batched.set_max_batch_size(cfg.batching.max_batch_size)  # type: ignore[attr-defined]  # Ray stubs omit it
-        self._batched.set_batch_wait_timeout_s(cfg.batching.batch_wait_timeout_s)  # type: ignore[attr-defined]  # ditto
-
-    async def score(self, features: np.ndarray, top_k: int, caller_busy: bool = False) -> "Prediction":
-        """One song's prediction from its (t, F) features, its segments' forward shared when batching.
-
-        ``caller_busy``: the ingress that sends this request has others in flight (still
-        decoding, say), so a batch partner is likely on its way."""
-        # Cut and checked here, per request: inside a batch one bad item would fail its neighbours.
-        segments = self.scorer.segments(features)
-        # A request that finds the replica idle is scored at once: waiting batch_wait_timeout_s
-        # for company that is not coming only adds latency. "Idle" needs the caller's view
-        # too: under load the scoring stage can be empty for a moment while the next requests
-        # are still being decoded, and scoring those one by one would forgo batching
-        # (measured: saturation throughput fell to the unbatched level).
-        idle = self.scoring == 0 and not caller_busy
-        self.scoring += 1
-        try:
-            if self.batching.enabled and not (idle and self.batching.immediate_when_idle):
-                probs = await self._batched(segments)
-            else:
-                self.counts["immediate"] += 1
-                probs = (await asyncio.to_thread(self.scorer.score_songs, [segments]))[0]
-        finally:
-            self.scoring -= 1
-        return self.scorer.prediction(probs, len(segments), len(features), top_k)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)  # reset from the config in __init__
-    async def _batched(self, items: list[np.ndarray]) -> list[np.ndarray]:
-        """One forward for the segments of many requests, split back per request."""
-        self.counts["batches"] += 1
-        self.counts["batched_requests"] += len(items)
-        self.counts["largest_batch"] = max(self.counts["largest_batch"], len(items))
-        # In a thread: the event loop stays free for health checks and new arrivals.
-        return await asyncio.to_thread(self.scorer.score_songs, items)
-
-    @property
-    def failure(self) -> Optional[str]:
-        return self.scorer.failure
-
-    def check_health(self) -> None:
-        self.scorer.check_health()
-
-    def info(self) -> dict[str, Any]:
-        """How this replica runs the model, what it has scored and how it batches."""
-        return {
-            **self.scorer.info(),
-            "scored": dict(self.counts),
-            "batching": {
-                "enabled": self.batching.enabled,
-                "max_batch_size": self.batching.max_batch_size,
-                "batch_wait_timeout_s": self.batching.batch_wait_timeout_s,
-                "immediate_when_idle": self.batching.immediate_when_idle,
-            },
-        }
 
 
 @serve.deployment(
@@ -180,16 +63,9 @@ class MoodModel:
         """Called by Serve every health_check_period_s; raising makes Serve replace the replica."""
         self.scorer.check_health()
 
-    def card(self) -> dict[str, Any]:
-        """The model card of the loaded checkpoint."""
-        return self.scorer.scorer.predictor.card.to_dict()
-
     def info(self) -> dict[str, Any]:
         """How this replica runs the model."""
         return self.scorer.info()
-
-
-# -------------------------------------------------------------------------- ingress
 
 
 def _silence_wav(seconds: float = 0.5, rate: int = 16000) -> bytes:
@@ -205,15 +81,15 @@ def _silence_wav(seconds: float = 0.5, rate: int = 16000) -> bytes:
 @serve.deployment(
     name="MoodIngress", health_check_period_s=10.0, health_check_timeout_s=30.0, graceful_shutdown_timeout_s=10.0
 )
-@serve.ingress(api)
 class MoodIngress:
-    """HTTP front: validates the request, decodes and featurises the audio, then scores it.
+    """Decodes and featurises the audio the router relays, then scores it.
 
     ``model`` is the MoodModel handle (``split`` topology), or None (``combined``): the
     replica then loads the checkpoint itself and batches its own requests' segments, which
     saves the hop to a second replica (a copy of every request's features through the
     object store and two more event-loop passes) — the better trade on CPU-only nodes,
-    where both halves compete for the same cores anyway.
+    where both halves compete for the same cores anyway. (The name predates the router:
+    it is the first stage that works on the audio, configured by ``ingress``.)
     """
 
     def __init__(self, model: Optional[DeploymentHandle], checkpoint: str, config: Mapping[str, Any]) -> None:
@@ -222,17 +98,17 @@ class MoodIngress:
         self.config: ServeConfig = serve_config_from_mapping(config)
         self.model = model
         self.scorer: Optional[BatchedScorer] = None if model is not None else BatchedScorer(checkpoint, self.config)
-        self.topology = "split" if model is not None else "combined"
         self.card = read_card(checkpoint)
         # Decoding releases the GIL for most of its time, so threads use the replica's CPUs.
         threads = self.config.ingress.threads or max(1, int(math.ceil(self.config.ingress.num_cpus)))
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="mtlmood-decode")
         self.pending_decodes = 0
-        self.in_flight = 0  # /predict requests in this replica now (any stage)
+        self.in_flight = 0  # predict() calls in this replica now (any stage)
         self.summary = model_summary(self.card)
         # Decode once now: imports librosa and sets up the resampler before the first request.
         self._features(_silence_wav(), "<warm-up>")
-        logger.info("MoodIngress for %s (%s topology, %d decode threads)", checkpoint, self.topology, threads)
+        topology = "split" if model is not None else "combined"
+        logger.info("MoodIngress for %s (%s topology, %d decode threads)", checkpoint, topology, threads)
 
     def _features(self, data: bytes, name: str) -> np.ndarray:
         from mtlmood.features import features_from_bytes
@@ -244,6 +120,22 @@ class MoodIngress:
         """Called by Serve every health_check_period_s; raising makes Serve replace the replica."""
         if self.scorer is not None:
             self.scorer.check_health()
+
+    async def predict(self, data: bytes, name: str, top_k: int) -> Answer:
+        """The answer to one /predict request whose body the router has checked: a prediction
+        (200) or an error (4xx/5xx), as data. Never raises (a bug becomes a 500 answer)."""
+        self.in_flight += 1
+        try:
+            features = await self._decode(data, name)
+            prediction = await self._score(features, top_k)
+            return Answer(200, predict_body(prediction, self.summary))
+        except ApiError as exc:
+            return exc.answer()
+        except Exception:  # a bug, not bad input: log it here, answer without the traceback
+            logger.exception("unexpected error in predict")
+            return Answer(500, {"error": "internal_error", "detail": "unexpected server error; see the replica log"})
+        finally:
+            self.in_flight -= 1
 
     async def _decode(self, data: bytes, name: str) -> np.ndarray:
         """Log-mel features in the decode thread pool; ApiError for undecodable or non-finite audio."""
@@ -268,35 +160,17 @@ class MoodIngress:
         return features
 
     async def _score(self, features: np.ndarray, top_k: int) -> "Prediction":
-        """The model deployment's prediction; ApiError 503/504 when it cannot answer."""
+        """The model's prediction, here (combined) or from a model replica (split); ApiError 5xx when it fails."""
         if self.scorer is not None:
             return await self._score_here(features, top_k)
-        from ray.exceptions import RayActorError, RayTaskError
-        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
         assert self.model is not None
-        response = self.model.predict.remote(features, top_k, self.in_flight > 1)
-
-        async def wait() -> "Prediction":
-            return await response
-
-        try:
-            prediction = await asyncio.wait_for(wait(), timeout=self.config.model_timeout_s)
-        except asyncio.TimeoutError:
-            response.cancel()
-            raise ApiError(
-                504, "model_timeout", f"the model did not answer within {self.config.model_timeout_s} s"
-            ) from None
-        except BackPressureError:
-            raise ApiError(503, "overloaded", "the model's request queue is full; retry shortly", RETRY_AFTER) from None
-        except (RayActorError, DeploymentUnavailableError) as exc:
-            logger.warning("model replica unavailable: %s", type(exc).__name__)
-            raise ApiError(
-                503, "model_unavailable", "the model replica handling this request failed; retry", RETRY_AFTER
-            ) from None
-        except RayTaskError as exc:
-            logger.error("model call failed: %s", exc)
-            raise ApiError(500, "model_error", "the model failed on this request") from None
+        prediction = await call_deployment(
+            self.model.predict.remote(features, top_k, self.in_flight > 1),
+            self.config.model_timeout_s,
+            "model",
+            timeout_error="model_timeout",
+            failure_error="model_error",
+        )
         return self._checked(prediction)
 
     async def _score_here(self, features: np.ndarray, top_k: int) -> "Prediction":
@@ -323,78 +197,11 @@ class MoodIngress:
             raise ApiError(422, "non_finite_prediction", "the audio gives non-finite model outputs")
         return prediction
 
-    @api.post(
-        "/predict",
-        response_model=PredictResponse,
-        responses=ERROR_RESPONSES,
-        openapi_extra=PREDICT_BODY,
-        summary="Mood probabilities of an audio file",
-    )
-    async def predict(
-        self,
-        request: Request,
-        top_k: Optional[int] = Query(
-            None, ge=0, le=10_000, description="length of the `top` list (default from config)"
-        ),
-    ) -> Union[JSONResponse, dict[str, Any]]:
-        """Send the audio as the raw body (``Content-Type: audio/*`` or ``application/octet-stream``)
-        or as a multipart upload in the field ``file``. Only the first 29 s are analysed; audio
-        shorter than one ~3 s segment is zero-padded."""
-        started = time.perf_counter()
-        self.in_flight += 1
-        try:
-            data, name = await audio_from_request(request, self.config.max_body_bytes)
-            features = await self._decode(data, name)
-            prediction = await self._score(features, self.config.top_k if top_k is None else top_k)
-        except ApiError as exc:
-            return exc.response()
-        except Exception:  # a bug, not bad input: log it here, answer without the traceback
-            logger.exception("unexpected error in /predict")
-            return error_response(500, "internal_error", "unexpected server error; see the replica log")
-        finally:
-            self.in_flight -= 1
-        logger.debug("predicted %s in %.3f s", name, time.perf_counter() - started)
-        return predict_body(prediction, self.summary)
-
-    @api.get(
-        "/healthz",
-        response_model=None,
-        responses={503: {"model": ErrorResponse}},
-        summary="Liveness (deep=true: model too)",
-    )
-    async def healthz(
-        self, deep: bool = Query(False, description="also ask a model replica (2 s timeout)")
-    ) -> Union[JSONResponse, dict[str, Any]]:
-        """200 when the ingress is up; with ``deep=true`` only when a model replica answers too,
-        and then with how that replica runs the model and what it has scored (``model``)."""
-        answer: dict[str, Any] = {"status": "ok", "checkpoint_id": self.card.checkpoint_id}
-        if deep:
-            try:
-                answer["model"] = await asyncio.wait_for(self._info(), timeout=2.0)
-            except Exception as exc:
-                return error_response(
-                    503, "model_unavailable", f"no model replica answered ({type(exc).__name__})", RETRY_AFTER
-                )
-        return answer
-
-    async def _info(self) -> dict[str, Any]:
+    async def info(self) -> dict[str, Any]:
+        """How the model runs behind this replica (raises when it cannot score: the router's
+        deep health check then answers 503)."""
         if self.scorer is not None:
             self.scorer.check_health()
             return self.scorer.info()
         assert self.model is not None
         return await self.model.info.remote()
-
-    @api.get("/model", summary="The model card of the served checkpoint")
-    async def model_card(self) -> dict[str, Any]:
-        """Labels, configs, alpha, dataset, metrics and provenance of the checkpoint, plus serving settings."""
-        card = self.card.to_dict()
-        card["serving"] = {
-            "max_body_bytes": self.config.max_body_bytes,
-            "top_k": self.config.top_k,
-            "topology": self.topology,
-            "precision": self.config.precision,
-            "batching": serve_config_to_dict(self.config)["batching"],
-        }
-        if self.config.study:  # which cell and arm of the study this model is, and why
-            card["study"] = study_selection(Path(self.config.study), self.config.cell)
-        return card

@@ -1,11 +1,12 @@
 """The Ray Serve endpoint end to end: real Ray, real Serve, real (small) checkpoints.
 
-One Ray + Serve per module (ray.init takes seconds on 2 cores). Three shared applications:
-``main`` (normal limits, split topology: ingress -> model replicas), ``one`` (the
-CPU default, combined topology: one replica decodes and scores) and ``tight`` (a
-paper-width model behind a queue of one, to force 503s). A test that breaks an app
-(the replica-kill tests) or adds one (the CLI test) deploys its own and removes it, and
-no test relies on what another left behind, so they pass in any order. Every HTTP call
+One Ray + Serve per module (ray.init takes seconds on 2 cores). Three shared applications,
+each behind one router replica: ``main`` (normal limits, split topology: ingress -> model
+replicas), ``one`` (combined topology, as on a CPU node: one replica decodes and scores) and
+``tight`` (a paper-width model behind a queue of one, to force 503s). A test that breaks an
+app (the replica-kill tests) or adds one (the CLI test) deploys its own and removes it, and
+no test relies on what another left behind, so they pass in any order. The default layout
+(two ingress replicas on 2 CPUs) losing a replica under load is in test_serve_replica_death.py. Every HTTP call
 has a timeout and every loop a bound, so a broken server fails the test instead of
 hanging it; nothing asserts on wall-clock time.
 """
@@ -15,9 +16,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import socket
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,63 +25,26 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from serve_helpers import (
+    MOODS,
+    TIMEOUT,
+    assert_clean_answer,
+    free_port,
+    kill_under_load,
+    make_checkpoint,
+    tone,
+    wav_bytes,
+)
 
-from mtlmood.checkpoint import ModelCard, save_checkpoint
-from mtlmood.config import FeatureConfig, LabelConfig, ModelConfig
 from mtlmood.errors import ConfigError
 
 requests = pytest.importorskip("requests")
 
-MOODS = ["happy", "sad", "energetic", "calm", "dark"]
-TIMEOUT = 60  # seconds per HTTP request; generous for a loaded 2-core machine
 MAIN_BODY_LIMIT = 4 * 1024 * 1024  # above the largest real clip (2.8 MB wav)
 TIGHT_BODY_LIMIT = 256 * 1024  # fits the 6 s mono clip of the overload test (192 KB)
 
 
 # ------------------------------------------------------------------------ helpers
-
-
-def make_checkpoint(directory: Path, n_filters: int, seed: int = 0) -> Path:
-    """A real checkpoint of an untrained MoodCNN (seeded): enough to test serving exactly."""
-    import torch
-
-    from mtlmood.model import MoodCNN
-
-    torch.manual_seed(seed)
-    config = ModelConfig(n_filters=n_filters)
-    model = MoodCNN(config, len(MOODS), 3)
-    card = ModelCard(
-        mood_names=list(MOODS),
-        meta_names=["artist_a", "artist_b", "artist_c"],
-        model=config,
-        features=FeatureConfig(),
-        alpha=5 / 3,
-        labels=LabelConfig(n_moods=len(MOODS)),
-    )
-    save_checkpoint(directory, model, card)
-    return directory
-
-
-def wav_bytes(samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format="WAV", subtype=subtype)
-    return buffer.getvalue()
-
-
-def tone(seconds: float, rate: int = 22050, stereo: bool = True, seed: int = 0) -> bytes:
-    """A chord plus a little noise, stereo at 22.05 kHz (exercises downmix and resampling)."""
-    t = np.arange(int(seconds * rate)) / rate
-    rng = np.random.default_rng(seed)
-    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 330 * t) + 0.02 * rng.standard_normal(t.size)
-    right = 0.3 * np.sin(2 * np.pi * 277 * t) + 0.02 * rng.standard_normal(t.size)
-    samples = np.stack([left, right], axis=1) if stereo else left
-    return wav_bytes(samples.astype(np.float32), rate)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def assert_error(response: "requests.Response", status: int, error: Optional[str] = None) -> dict[str, Any]:
@@ -105,11 +66,19 @@ def cli_main() -> Callable[[list[str]], int]:
     return main
 
 
+def one_router() -> Any:
+    """One router replica (0 CPU): the shared apps need no second one, and each costs a process."""
+    from serve.config import RouterSettings
+
+    return RouterSettings(min_replicas=1, max_replicas=1)
+
+
 def small_app_config(checkpoint: Path, topology: str) -> Any:
     """A one-replica app on 0.1 + 0.1 CPU: fits beside the shared apps in the test's 2 CPUs."""
     from serve.config import BatchingConfig, IngressSettings, ModelSettings, ServeConfig
 
     return ServeConfig(
+        router=one_router(),
         checkpoint=str(checkpoint),
         max_body_bytes=MAIN_BODY_LIMIT,
         top_k=3,
@@ -182,9 +151,10 @@ def server(checkpoints: dict[str, Path]) -> Iterator[dict[str, str]]:
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        # Fractional CPUs: the three apps (5 replicas, 1.7 CPUs) plus the one app a test deploys
-        # for itself (0.2 CPUs: the CLI and replica-kill tests) fit in 2 CPUs.
+        # Fractional CPUs: the three apps (5 replicas, 1.7 CPUs; routers take none) plus the one
+        # app a test deploys for itself (0.2 CPUs: the CLI and replica-kill tests) fit in 2 CPUs.
         main = ServeConfig(
+            router=one_router(),
             checkpoint=str(checkpoints["small"]),
             max_body_bytes=MAIN_BODY_LIMIT,
             top_k=3,
@@ -196,6 +166,7 @@ def server(checkpoints: dict[str, Path]) -> Iterator[dict[str, str]]:
         )
         # topology left at auto: no GPUs here, so one combined deployment (0.2 + 0.2 CPU).
         one = ServeConfig(
+            router=one_router(),
             checkpoint=str(checkpoints["small"]),
             max_body_bytes=MAIN_BODY_LIMIT,
             top_k=3,
@@ -205,6 +176,7 @@ def server(checkpoints: dict[str, Path]) -> Iterator[dict[str, str]]:
             model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.2, num_gpus=0),
         )
         tight = ServeConfig(
+            router=one_router(),
             checkpoint=str(checkpoints["wide"]),
             max_body_bytes=TIGHT_BODY_LIMIT,
             model_timeout_s=20.0,
@@ -274,6 +246,20 @@ def test_config_validation_and_sources(
         load_serve_config(overrides=["topology=single"])
     with pytest.raises(ConfigError, match="precision must be fp32 or bf16"):
         load_serve_config(overrides=["precision=int8"])
+    # Overload must be refused by the ingress queue (JSON 503), not by Serve's proxy (plain text).
+    with pytest.raises(ConfigError, match=r"router.max_ongoing_requests \(512\) must be >= .* \(768\)"):
+        load_serve_config(overrides=["ingress.max_replicas=10"])
+    with pytest.raises(ConfigError, match="unbounded"):
+        load_serve_config(overrides=["ingress.max_queued_requests=-1"])
+    with pytest.raises(ConfigError, match="request_timeout_s"):
+        load_serve_config(overrides=["model_timeout_s=60"])
+    with pytest.raises(ConfigError, match="router.num_gpus must be 0"):
+        load_serve_config(overrides=["router.num_gpus=1"])
+    # The default fits a 2-CPU node with two ingress replicas (combined: 0.5 + 0.5 CPU each).
+    default = ServeConfig()
+    per_replica = default.ingress.num_cpus + default.model.num_cpus
+    assert default.ingress.min_replicas == 2 and default.ingress.min_replicas * per_replica <= 2
+    assert default.router.num_cpus == 0 and default.router.min_replicas == 2
 
 
 def test_cli_fails_in_one_line_without_a_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -400,6 +386,10 @@ def test_health_model_card_and_docs(server: dict[str, str], predictor) -> None:
     assert one["serving"]["topology"] == "combined" and one["serving"]["precision"] == "fp32"
     assert requests.get(f"{server['one']}/healthz?deep=true", timeout=TIMEOUT).status_code == 200
     spec = requests.get(f"{server['main']}/openapi.json", timeout=TIMEOUT).json()
+    # What a client gets when a replica dies, or the service is full, is in the OpenAPI text.
+    responses = spec["paths"]["/predict"]["post"]["responses"]
+    assert "replica_unavailable" in responses["503"]["description"] and "Retry-After" in responses["503"]["description"]
+    assert {"500", "504"} <= set(responses) and "plain text" in spec["info"]["description"]
     content = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"audio/*", "application/octet-stream", "multipart/form-data"} <= set(content)
     assert {"/healthz", "/model"} <= set(spec["paths"])
@@ -575,6 +565,10 @@ def test_cli_serves_until_interrupted(
             "ingress.num_cpus=0.1",
             "--set",
             "model.num_cpus=0.1",
+            "--set",
+            "ingress.min_replicas=1",
+            "--set",
+            "router.min_replicas=1",
         ]
     )
     assert code == 0 and seen["health"] == 200
@@ -585,125 +579,27 @@ def test_cli_serves_until_interrupted(
 # ----------------------------------------------------------------------- failures
 
 
-def _replica_names(app: str, deployment: str) -> list[str]:
-    import ray
-
-    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
-    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
-
-
-def _kill_under_load(
-    url: str,
-    app: str,
-    deployment: str,
-    clip: bytes,
-    clients: int,
-    ok_before_kill: int,
-    max_requests: int,
-    recovered: Callable[[list[int], float], bool],
-) -> list[tuple[int, str]]:
-    """``clients`` threads post ``clip`` to ``url``; once ``ok_before_kill`` answers were 200,
-    the app's one replica of ``deployment`` is killed. Each client stops after ``max_requests``
-    or when ``recovered(its statuses, seconds since the kill)``. Returns (status, body) of all."""
-    import ray
-
-    names = _replica_names(app, deployment)
-    assert len(names) == 1, names
-    ok = threading.Semaphore(0)
-    killed_at: list[float] = []
-
-    def client(_: int) -> list[tuple[int, str]]:
-        seen: list[tuple[int, str]] = []
-        for _ in range(max_requests):
-            response = requests.post(url, data=clip, headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
-            seen.append((response.status_code, response.text))
-            if response.status_code == 200:
-                ok.release()
-            if killed_at and recovered([s for s, _ in seen], time.monotonic() - killed_at[0]):
-                break
-        return seen
-
-    with ThreadPoolExecutor(max_workers=clients) as pool:
-        futures = [pool.submit(client, i) for i in range(clients)]
-        for _ in range(ok_before_kill):  # the load is there: requests are in flight
-            assert ok.acquire(timeout=TIMEOUT), "no answers before the kill"
-        ray.kill(ray.get_actor(names[0], namespace="serve"), no_restart=True)
-        killed_at.append(time.monotonic())
-        results = [r for f in futures for r in f.result(timeout=600)]
-
-    statuses = [s for s, _ in results]
-    print("statuses around the kill:", {s: statuses.count(s) for s in set(statuses)})  # shown with -s
-    from ray import serve
-
-    new: list[str] = []
-    for _ in range(120):  # a new replica, and the deployment healthy again
-        new = _replica_names(app, deployment)
-        status = serve.status().applications[app].deployments[deployment].status
-        if new and new != names and str(status).endswith("HEALTHY"):
-            break
-        time.sleep(0.5)
-    assert new and new != names, (new, names)
-    return results
-
-
-def test_killed_model_replica_is_replaced(server: dict[str, str], checkpoints: dict[str, Path], predictor) -> None:
-    """Kill the model replica under load: only in-flight requests fail (5xx JSON), none hang,
-    Serve starts a new replica and the endpoint answers correctly again. On an app of its own."""
+@pytest.mark.parametrize(
+    "topology, deployment",
+    [("split", "MoodModel"), ("split", "MoodIngress"), ("combined", "MoodIngress")],
+)
+def test_killed_replica_costs_503_json_and_is_replaced(
+    server: dict[str, str], checkpoints: dict[str, Path], predictor, topology: str, deployment: str
+) -> None:
+    """SIGKILL of the only replica of a deployment under load, in each topology: the requests it
+    held, and those sent before Serve replaced it, get 503 JSON with Retry-After (the replica in
+    front answers for it); none gets another 5xx or hangs; afterwards every answer is 200 and
+    correct. On an app of its own. (Two replicas, the default, in test_serve_replica_death.py.)"""
     clip = tone(4.0, seed=4)
     expected = predictor.predict_bytes(clip).probabilities
-    with own_app(server, "killsplit", small_app_config(checkpoints["small"], "split")) as base:
-
-        def recovered(seen: list[int], since_kill: float) -> bool:
-            return len(seen) >= 8 and all(s == 200 for s in seen[-3:]) and since_kill > 3
-
-        results = _kill_under_load(
-            f"{base}/predict",
-            "killsplit",
-            "MoodModel",
-            clip,
-            clients=6,
-            ok_before_kill=6,
-            max_requests=40,
-            recovered=recovered,
-        )
-        assert sum(status == 200 for status, _ in results) >= 6
-        for status, text in results:
-            if status == 200:
-                assert_matches(json.loads(text), expected)
-            else:
-                assert status in (500, 503, 504), (status, text[:300])
-                body = json.loads(text)  # 5xx JSON, no traceback
-                assert set(body) == {"error", "detail"} and "Traceback" not in text
-        after = requests.post(f"{base}/predict", data=clip, headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
-        assert after.status_code == 200, after.text
-        assert_matches(after.json(), expected)
+    name = f"kill{topology}{deployment.lower()}"
+    with own_app(server, name, small_app_config(checkpoints["small"], topology)) as base:
+        run = kill_under_load(f"{base}/predict", name, deployment, clip, clients=6, ok_before_kill=6, settle_s=3.0)
+        for outcome in run.outcomes:
+            body = assert_clean_answer(outcome)
+            if body is not None:
+                assert_matches(body, expected)
+        assert run.statuses().get(200, 0) >= 6, run.statuses()
+        after = [o for o in run.outcomes if o.started > run.replaced_at + 1.0]
+        assert after and all(o.status == 200 for o in after), [(o.status, o.text[:200]) for o in after]
         assert requests.get(f"{base}/healthz?deep=true", timeout=TIMEOUT).status_code == 200
-
-
-def test_killed_combined_replica_is_replaced(server: dict[str, str], checkpoints: dict[str, Path], predictor) -> None:
-    """Combined topology: the one replica that decodes *and* scores dies under load; in-flight
-    requests fail with a 5xx (from Serve's proxy: the replica that would answer is gone),
-    none hangs, Serve starts a new replica and answers correctly again. On an app of its own."""
-    clip = tone(4.0, seed=5)
-    expected = predictor.predict_bytes(clip).probabilities
-    with own_app(server, "killone", small_app_config(checkpoints["small"], "combined")) as base:
-        results = _kill_under_load(
-            f"{base}/predict",
-            "killone",
-            "MoodIngress",
-            clip,
-            clients=4,
-            ok_before_kill=2,
-            max_requests=30,
-            recovered=lambda seen, since_kill: since_kill > 2,
-        )
-        statuses = [status for status, _ in results]
-        assert statuses.count(200) >= 2 and set(statuses) <= {200, 500, 502, 503}, statuses
-        after = None
-        for _ in range(20):  # the proxy may need a moment to route to the new replica
-            after = requests.post(f"{base}/predict", data=clip, headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT)
-            if after.status_code == 200:
-                break
-            time.sleep(0.5)
-        assert after is not None and after.status_code == 200, after.text if after is not None else None
-        assert_matches(after.json(), expected)
