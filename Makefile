@@ -30,12 +30,12 @@ demo: setup
 test: setup
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-LINT_PATHS := mtlmood study serve mtlmood_cli tests benchmarks
+LINT_PATHS := mtlmood study serve catalog mtlmood_cli tests benchmarks
 
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
-	$(BIN)/mypy mtlmood study serve mtlmood_cli
+	$(BIN)/mypy mtlmood study serve catalog mtlmood_cli
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)

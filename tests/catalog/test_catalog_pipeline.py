@@ -1,0 +1,112 @@
+"""The Ray Data path of `mtlmood predict` on a local Ray: the same rows as the local path
+(probabilities within 1e-5) on the real clips, failures listed, and resuming from parts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mtlmood.batch_predict import BatchOutput, resolve_inputs
+from mtlmood.checkpoint import ModelCard, save_checkpoint
+from mtlmood.config import FeatureConfig, ModelConfig
+from mtlmood.model import MoodCNN
+from mtlmood_cli.main import main
+
+MOODS = ["calm", "dark", "energetic", "happy", "sad"]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """One local Ray for the module (2 CPUs, no dashboard: Ray Data needs none)."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024 * 1024)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained paper-input model, 8 filters wide, with non-trivial BatchNorm statistics."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_filters=8)
+    model = MoodCNN(cfg, len(MOODS), 50)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            bn.running_mean.uniform_(0.0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    directory = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(directory, model, ModelCard(MOODS, [f"a{i}" for i in range(50)], cfg, FeatureConfig(), 0.1))
+    return directory
+
+
+@pytest.fixture
+def clips(real_audio_dir: Path, tmp_path: Path) -> Path:
+    """The real clips (links) plus a corrupt .mp3 and an empty .wav."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for clip in real_audio_dir.iterdir():
+        if clip.suffix != ".md":
+            (folder / clip.name).symlink_to(clip)
+    (folder / "corrupt.mp3").write_bytes(np.random.default_rng(0).bytes(20_000))
+    (folder / "empty.wav").write_bytes(b"")
+    return folder
+
+
+def test_ray_data_path_gives_the_local_paths_rows(
+    ray_local: None, checkpoint: Path, clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    local, remote = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    assert main(["predict", str(checkpoint), str(clips), "-o", str(local), "--quiet"]) == 0
+    assert main(["predict", str(checkpoint), str(clips), "-o", str(remote), "--ray", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "(8 scored now, 2 failed now)" in err and f"failed: {clips / 'corrupt.mp3'}: " in err
+    a, b = pq.read_table(local), pq.read_table(remote)
+    assert a.schema == b.schema
+    rows_a, rows_b = a.to_pylist(), b.to_pylist()
+    assert [r["path"] for r in rows_a] == [r["path"] for r in rows_b] == resolve_inputs([clips])
+    for ra, rb in zip(rows_a, rows_b):
+        assert (ra["n_segments"], ra["duration_s"]) == (rb["n_segments"], rb["duration_s"])
+        # Failures match; their wording may not (libsndfile words a file and a buffer differently).
+        assert (ra["error"] is None) == (rb["error"] is None)
+        if ra["error"] is None:
+            pa_, pb_ = np.array(list(ra["moods"].values())), np.array(list(rb["moods"].values()))
+            assert np.abs(pa_ - pb_).max() <= 1e-5, ra["path"]
+            assert [t["mood"] for t in ra["top"]] == [t["mood"] for t in rb["top"]]
+    reasons = {r["path"]: r["error"] for r in rows_b if r["error"]}
+    assert set(reasons) == {str(clips / "corrupt.mp3"), str(clips / "empty.wav")}
+    assert "empty" in reasons[str(clips / "empty.wav")] and "corrupt" in reasons[str(clips / "corrupt.mp3")]
+
+
+def test_ray_data_path_resumes_from_what_is_already_there(
+    ray_local: None, checkpoint: Path, clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "moods.parquet"
+    first = sorted(clips.glob("*.ogg"))[:3]
+    assert main(["predict", str(checkpoint), *map(str, first), "-o", str(out), "--quiet"]) == 0
+    before = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    # A part left by a killed Ray run: one finished track in a readable file, plus a half-written file.
+    output = BatchOutput(out, MOODS, before[str(first[0])]["checkpoint_id"])
+    killed = output.parts_dir / "ray-killed"
+    killed.mkdir(parents=True)
+    next_track = str(sorted(clips.glob("*.ogg"))[3])
+    shutil.copy(out, killed / "a.parquet")  # the 3 done tracks again: duplicates must not matter
+    (killed / "b.parquet").write_bytes(b"PAR1 cut short")
+    capsys.readouterr()
+    assert main(["predict", str(checkpoint), str(clips), "-o", str(out), "--ray", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    tracks = resolve_inputs([clips])
+    assert f"{len(tracks)} tracks: 3 already in moods.parquet, scoring {len(tracks) - 3}" in err
+    rows = pq.read_table(out).to_pylist()
+    assert sorted(r["path"] for r in rows) == sorted(tracks) and len(rows) == len(tracks)
+    for path, row in before.items():  # what was there is kept, not scored again
+        assert next(r for r in rows if r["path"] == path) == row
+    assert next(r for r in rows if r["path"] == next_track)["error"] is None
+    assert not output.parts_dir.exists()
