@@ -11,7 +11,7 @@ builder), ``router`` (HTTP routes, and an answer when a replica behind dies),
 around the scorer), ``remote`` (Ray's failures of a call to another deployment as HTTP
 answers), ``parsing`` (request -> audio bytes or a 4xx), ``scorer`` (features ->
 prediction through mtlmood.inference.Predictor), ``schemas`` (response and error shapes),
-``replicas`` (which replica processes run an app, for tests and benchmarks), ``cli``
-(``mtlmood serve``). This package is a thin layer over :mod:`mtlmood`; Ray is imported only
-by its modules.
+``replicas`` (which replica processes run an app, and their memory), ``soak`` (a steady
+load and whether memory or p99 drifted), ``cli`` (``mtlmood serve``). This package is a
+thin layer over :mod:`mtlmood`; Ray is imported only by its modules.
 """

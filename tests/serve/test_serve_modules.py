@@ -240,3 +240,47 @@ def test_predict_body_is_a_predict_response(scorer: Any) -> None:
     assert body["top"] == [{"mood": mood, "probability": p} for mood, p in prediction.top]
     assert body["model"]["labels"] == MOODS and body["model"]["alpha"] == pytest.approx(5 / 3)
     assert PredictResponse.model_validate(body).model_dump() == body
+
+
+# ----------------------------------------------------------------------- soak rule
+
+
+def _soak_run(p99_ms: tuple[float, float], rss_mb: tuple[float, float], other: tuple[float, float]) -> Any:
+    """A synthetic 30 s soak: 10 s warm-up, two 10 s windows whose p99, RSS and other-CPU are given."""
+    from serve.soak import Sample, Sent, SoakRun
+
+    run = SoakRun(rate_rps=20.0, duration_s=30.0)
+    for i in range(600):
+        due = i / 20
+        window = min(int(due // 10), 2)
+        slow = p99_ms[max(window - 1, 0)] if i % 25 == 0 else 50.0  # 4 % of requests are the tail
+        run.sent.append(Sent(due, slow / 1000, 200))
+    busy = own = 0.0
+    for t in range(0, 31):
+        window = min(t // 10, 2)
+        busy += 1.0 + (other[max(window - 1, 0)] if t % 10 else 0.0)  # other CPU over each 1 s step
+        own += 1.0
+        mb = rss_mb[max(window - 1, 0)]
+        run.samples.append(Sample(float(t), {"MoodIngress a": int(mb * 2**20), "proxy n": 200 * 2**20}, busy, own))
+    return run
+
+
+def test_soak_rule_compares_first_and_last_window_after_warm_up() -> None:
+    from serve.soak import judge, summarise, table
+
+    steady = summarise(_soak_run((100, 110), (500, 520), (0.0, 0.0)), window_s=10, warmup_s=10)
+    assert [w.warmup for w in steady] == [True, False, False] and [w.requests for w in steady] == [200, 200, 200]
+    assert steady[1].p50_ms == pytest.approx(50) and steady[1].p99_ci_ms[0] <= steady[1].p99_ms
+    verdict = judge(steady)
+    assert verdict.passed and not verdict.reasons and verdict.memory_growth["MoodIngress a"] == pytest.approx(0.04)
+    assert "| 2 | 10-20 | 200 | 0 |" in table(steady)
+
+    leak = judge(summarise(_soak_run((100, 110), (500, 600), (0.0, 0.0)), window_s=10, warmup_s=10))
+    assert not leak.passed and "MoodIngress a RSS grew +20.0%" in leak.reasons[0]
+    slower = judge(summarise(_soak_run((100, 200), (500, 500), (0.0, 0.0)), window_s=10, warmup_s=10))
+    assert not slower.passed and not slower.inconclusive and "p99 drifted" in slower.reasons[0]
+    # The same drift while another job used a core: not the service's doing, or not provably.
+    busy = judge(summarise(_soak_run((100, 200), (500, 500), (0.1, 1.0)), window_s=10, warmup_s=10))
+    assert busy.inconclusive and not busy.passed and "inconclusive" in busy.reasons[0]
+    with pytest.raises(ValueError, match="two windows"):
+        judge(summarise(_soak_run((100, 100), (500, 500), (0.0, 0.0)), window_s=20, warmup_s=10))

@@ -1,10 +1,14 @@
-"""The default layout loses a replica under load: what clients get, and that the service recovers.
+"""The default layout under stress: a replica killed under load, and a short soak.
 
 Issue 14 item 5: with the old default (one combined replica) and 16 clients, SIGKILL of the
 replica mid-load gave 16 of 240 requests Serve's plain-text 500. The default now runs two
 router replicas (0 CPU) in front of two ingress replicas (1 CPU each on a 2-CPU node); this
 module deploys exactly that, ServeConfig's defaults but for the checkpoint, on a Ray of its
 own with 2 CPUs (the shared apps of test_serve.py would not leave room for it).
+
+Item 6: a 50 s soak at 70 % of the measured capacity (benchmarks/soak_bench.py runs the
+same code for 5 minutes), judged by serve.soak.judge: replica and proxy RSS within +10 %,
+p99 within +25 % (the two 20 s windows after 10 s of warm-up), at most 1 % errors.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Iterator
 
 import pytest
 import requests
-from serve_helpers import TIMEOUT, assert_clean_answer, free_port, kill_under_load, make_checkpoint, tone
+from serve_helpers import TIMEOUT, assert_clean_answer, free_port, kill_under_load, make_checkpoint, tone, wav_bytes
 
 APP = "default"
 
@@ -77,3 +81,30 @@ def test_sigkill_of_a_replica_under_load_gives_json_503s_and_recovers(default_ap
     assert after and all(o.status == 200 for o in after), [(o.status, o.text[:200]) for o in after]
     assert len(running_replicas(APP, "MoodIngress")) == 2
     assert requests.get(f"{default_app}/healthz?deep=true", timeout=TIMEOUT).status_code == 200
+
+
+def test_short_soak_holds_memory_and_p99(default_app: str) -> None:
+    """70 % of capacity for 50 s: no replica's (or the proxy's) memory grows > 10 %, p99 does not
+    drift > 25 %, errors <= 1 %. A p99 drift while other processes used > 0.25 cores says nothing
+    about the service: the test is skipped then, with the figures (memory and errors still hold)."""
+    import numpy as np
+
+    from serve.replicas import app_processes
+    from serve.soak import judge, measure_capacity, run_soak, summarise, table
+
+    quiet = wav_bytes(0.05 * np.random.default_rng(1).standard_normal(16000 * 8).astype(np.float32), 16000)
+    clips = [("tone.wav", tone(4.0, seed=8), "audio/wav"), ("noise.wav", quiet, "audio/wav")]
+    url = f"{default_app}/predict"
+    capacity = measure_capacity(url, clips, concurrency=16, seconds=8.0)
+    assert capacity > 1.0, capacity
+    # 10 s warm-up, then two 20 s windows to compare (p99 of ~500 requests each).
+    run = run_soak(url, clips, 0.7 * capacity, 50.0, lambda: app_processes(APP), sample_s=1.0)
+    windows = summarise(run, window_s=20.0, warmup_s=10.0)
+    verdict = judge(windows)
+    print(f"capacity {capacity:.1f} req/s, soak at {run.rate_rps:.1f} req/s, {run.late} late starts")
+    print(table(windows))  # shown with -s
+    print(verdict)
+    assert {label.split(" ")[0] for label in windows[-1].rss_mb} >= {"MoodRouter", "MoodIngress", "proxy"}
+    assert verdict.passed or verdict.inconclusive, verdict.reasons
+    if verdict.inconclusive:
+        pytest.skip(f"p99 comparison inconclusive (machine busier): {verdict.reasons}")
