@@ -14,7 +14,7 @@ final file, written atomically, before removing the parts. The Ray Data path (ca
 writes its parts into the same folder and finishes with the same ``finalize``.
 
 Failures never stop a run: a track that cannot be scored is a row with an ``error`` (its
-prediction fields empty), listed again in ``<output stem>.failures.csv`` next to the
+prediction fields empty), listed again in ``<output>.failures.csv`` next to the
 output. A re-run does not retry them unless asked (``retry_failed``). Rows follow the
 schema of mtlmood.records (the HTTP answer's fields).
 """
@@ -242,8 +242,8 @@ class BatchOutput:
 
     @property
     def failures_path(self) -> Path:
-        """``<output stem>.failures.csv``: path and reason of every track that could not be scored."""
-        return self.path.with_name(self.path.stem + ".failures.csv")
+        """``<output>.failures.csv`` (moods.parquet.failures.csv): path and reason of every track not scored."""
+        return self.path.with_name(self.path.name + ".failures.csv")
 
     def staging_dir(self) -> Path:
         """A fresh folder under the parts folder for another writer's part files (the Ray Data path)."""

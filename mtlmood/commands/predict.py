@@ -12,7 +12,7 @@ manifests with a ``path`` column. Files are scored in batches (Predictor.predict
 Without --output a file that cannot be decoded is reported and skipped; the exit code is
 then 2. With --output (.parquet, .csv or .jsonl) every track becomes a row of the HTTP
 answer's schema (mtlmood.records): a failure is a row with its reason in ``error``, also
-listed in ``<output stem>.failures.csv``, and never stops the run (exit 0). Finished tracks
+listed in ``<output>.failures.csv``, and never stops the run (exit 0). Finished tracks
 are kept in ``<output>.parts/`` as the run goes; re-running the same command after a kill
 skips them, and the parts are merged into the output at the end (see mtlmood.batch_predict).
 --ray (a local Ray) or --address (a cluster) runs the same job as a Ray Data pipeline

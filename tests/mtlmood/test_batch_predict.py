@@ -169,7 +169,7 @@ def test_parts_merge_into_the_output_and_a_rerun_skips_what_is_there(tmp_path: P
     output.write_part(rows[2:])
     summary = output.finalize(tracks)
     assert summary.rows == 4 and summary.failures == [("/m/bad.mp3", "corrupt")]
-    assert not output.parts_dir.exists() and summary.failures_file == tmp_path / "moods.failures.csv"
+    assert not output.parts_dir.exists() and summary.failures_file == tmp_path / f"moods{suffix}.failures.csv"
     assert summary.failures_file.read_text() == "path,error\n/m/bad.mp3,corrupt\n"
     again = BatchOutput(tmp_path / f"moods{suffix}", ["calm", "sad"], "abc")
     assert again.existing() == rows  # the final file reads back as it was written
@@ -251,6 +251,6 @@ def test_killed_halfway_and_rerun_scores_every_track_once(
     failed = [r for r in rows if r["error"] is not None]
     assert [r["path"] for r in failed] == [str(clips / "corrupt.mp3")] and failed[0]["moods"] is None
     assert f"failed: {clips / 'corrupt.mp3'}: " in err
-    assert (tmp_path / "moods.failures.csv").read_text().startswith(f"path,error\n{clips / 'corrupt.mp3'},")
+    assert (tmp_path / "moods.parquet.failures.csv").read_text().startswith(f"path,error\n{clips / 'corrupt.mp3'},")
     assert all(r["n_segments"] >= 1 and len(r["top"]) == 3 for r in rows if r["error"] is None)
     assert not parts.exists()
