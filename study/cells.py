@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mtlmood import storage
 from mtlmood.datasets import load_run_songs
-from mtlmood.fileio import atomic_write_text
 from mtlmood.rundata import label_and_split, split_facts
 from study.config import StudyConfig, trial_run_config
 
@@ -67,10 +67,10 @@ def parse_cell_key(key: str) -> tuple[int, str]:
     return int(n_moods), metadata
 
 
-def study_cells(study: StudyConfig, write_to: Path | None = None) -> dict[str, Cell]:
+def study_cells(study: StudyConfig, write_to: str | Path | None = None) -> dict[str, Cell]:
     """Every cell of the study, baselines (metadata "none") included, keyed by ``n_moods|metadata``.
 
-    With ``write_to`` each cell's test songs (id, split group, artist) go to
+    With ``write_to`` (a path or URI) each cell's test songs (id, split group, artist) go to
     ``<write_to>/<slug>/test_songs.csv``: the report's bootstrap resamples them by song,
     track or artist.
     """
@@ -93,19 +93,18 @@ def study_cells(study: StudyConfig, write_to: Path | None = None) -> dict[str, C
             )
             cells[cell.key] = cell
             if write_to is not None:
-                _write_test_songs(Path(write_to) / cell.slug / TEST_SONGS_FILE, labelled, splits["test"])
+                _write_test_songs(storage.join(write_to, cell.slug, TEST_SONGS_FILE), labelled, splits["test"])
     return cells
 
 
-def _write_test_songs(path: Path, labelled: Any, rows: Any) -> None:
+def _write_test_songs(location: str, labelled: Any, rows: Any) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["song_id", "group", "artist"])
     artists = getattr(labelled, "artists", None) or [""] * len(labelled)
     for row in rows:
         writer.writerow([labelled.song_ids[row], labelled.groups[row], artists[row]])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, buffer.getvalue())
+    storage.write_text(location, buffer.getvalue())
 
 
 def metadata_cells(cells: dict[str, Cell]) -> list[Cell]:

@@ -6,10 +6,12 @@ Ray is imported inside the run functions only, so `mtlmood --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import pandas as pd
 
+from mtlmood import storage
 from mtlmood.commands.common import add_override_argument
 from mtlmood.errors import ConfigError
 
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     plan.set_defaults(func=cmd_plan)
 
     report = actions.add_parser("report", help="write the trial table, Table 1 with CIs, verdicts and plots")
-    report.add_argument("run_dir", help="the study's directory (<storage_path>/<name>)")
+    report.add_argument("run_dir", help="the study's directory (<storage_path>/<name>; a path or e.g. s3://bucket/...)")
     report.set_defaults(
         func=cmd_report, interrupted="interrupted; the report may be incomplete, re-run the same command to write it"
     )
@@ -58,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
 
-def print_outcome(run_dir: Path, best: str) -> None:
+def print_outcome(run_dir: str | Path, best: str) -> None:
     """Where the report, tables and checkpoint are, and the verdict lines."""
     from study.report.writer import verdict_summary
 
@@ -66,8 +68,10 @@ def print_outcome(run_dir: Path, best: str) -> None:
     if summary:
         print("\nverdict (test PR-AUC, Holm-adjusted; see the report for ROC-AUC and the method):")
         print("  " + summary.replace("\n", "\n  "))
-    print(f"\nreport:          {run_dir / 'report' / 'report.md'}  (HTML: report.html, plots in report/plots)")
-    print(f"trial table:     {run_dir / 'report' / 'trials.csv'}")
+    print(
+        f"\nreport:          {storage.join(run_dir, 'report', 'report.md')}  (HTML: report.html, plots in report/plots)"
+    )
+    print(f"trial table:     {storage.join(run_dir, 'report', 'trials.csv')}")
     if best:
         print(f"best checkpoint: {best}")
         print(f"serve it:        mtlmood serve --study {run_dir}")
@@ -83,22 +87,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = load_study_config(args.config, args.overrides)
     load_run_songs(study.run)  # a missing or malformed dataset is one line, before a lock or Ray
     # One writer per study directory, refused before Ray starts (run_study sees the lock held).
-    with RunLock(study.run_dir, command="mtlmood study run"):
+    # A study on an object store is locked on this machine (mtlmood.storage.lock_directory).
+    with RunLock(storage.lock_directory(study.run_dir), command="mtlmood study run"):
         init_ray(args.address, args.num_cpus)
         outcome = run_study(study)
-    print_outcome(Path(outcome.run_dir), outcome.best_checkpoint)
+    print_outcome(outcome.run_dir, outcome.best_checkpoint)
     return 0
 
 
-def load_trials(run_dir: Path) -> pd.DataFrame:
+def load_trials(run_dir: str | Path) -> pd.DataFrame:
     """The trial tables of a study's finished phases."""
     from study.runner import CURVE, SEARCH, TRIALS_FILE
 
-    tables = [
-        pd.read_parquet(run_dir / phase / TRIALS_FILE)
-        for phase in (SEARCH, CURVE)
-        if (run_dir / phase / TRIALS_FILE).exists()
-    ]
+    tables = []
+    for phase in (SEARCH, CURVE):
+        try:
+            tables.append(pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(run_dir, phase, TRIALS_FILE)))))
+        except FileNotFoundError:
+            continue
     if not tables:
         raise ConfigError(f"{run_dir} holds no finished study phase; run `mtlmood study run` to start or resume it")
     return pd.concat(tables, ignore_index=True)
@@ -108,13 +114,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from study.config import load_study_config
     from study.report.writer import write_study_report
 
-    run_dir = Path(args.run_dir)
-    config_file = run_dir / "study_config.yaml"
-    if not config_file.exists():
+    run_dir = storage.normalize(args.run_dir)
+    if not storage.is_uri(run_dir):
+        run_dir = str(Path(run_dir).expanduser().resolve())
+    config_file = storage.join(run_dir, "study_config.yaml")
+    if not storage.is_file(config_file):
         raise ConfigError(f"{run_dir} is not a study directory (no study_config.yaml)")
-    study = load_study_config(
-        config_file, [f"storage_path={run_dir.resolve().parent}", f"name={run_dir.resolve().name}"]
-    )
+    # The study is where it is now: a copied or synced study reports from its new place.
+    study = load_study_config(config_file, [f"storage_path={storage.parent(run_dir)}", f"name={storage.name(run_dir)}"])
     best = write_study_report(study, load_trials(run_dir))
     print_outcome(run_dir, best)
     return 0

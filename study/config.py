@@ -20,6 +20,7 @@ from typing import Annotated, Any, Union
 
 from pydantic import BeforeValidator, Field
 
+from mtlmood import storage
 from mtlmood.config import (
     METADATA_SETS,
     Count,
@@ -165,7 +166,9 @@ class StudyConfig:
     """A whole alpha study."""
 
     name: Annotated[PathText, Field(min_length=1)] = "alpha-study"
-    storage_path: PathText = "runs/studies"  # a local directory, or a shared file system on a cluster
+    # A local directory, a file system shared by every node, or an object store URI that Ray
+    # and pyarrow.fs open (s3://bucket/prefix, gs://..., abfs://..., hdfs://...; see mtlmood.storage).
+    storage_path: PathText = "runs/studies"
     run: RunConfig = field(default_factory=RunConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     curve: CurveConfig = field(default_factory=CurveConfig)
@@ -182,7 +185,10 @@ class StudyConfig:
 
 
 def join_storage(base: str, *parts: str) -> str:
-    """An absolute path under the study storage (Ray needs absolute storage paths)."""
+    """A location under the study storage: an absolute path (Ray needs absolute storage
+    paths), or a URI with the parts joined by "/"."""
+    if storage.is_uri(base):
+        return storage.join(base, *parts)
     return str(Path(base, *parts).resolve())
 
 
@@ -209,14 +215,9 @@ def _problems(config: StudyConfig) -> list[str]:
             )
         if not any(math.isclose(f, 1.0) for f in c.grid):
             problems.append(f"curve.grid={c.grid!r}: must include 1 (the heuristic itself)")
-    if "://" in config.storage_path:
-        # Tune and Train could write to object storage, but the study's own tables, report
-        # and best-checkpoint pointer (and Serve) need a file system path.
-        problems.append(
-            f"storage_path={config.storage_path!r}: object-store URIs are not supported yet; "
-            "use a local directory or a shared file system mounted on every node "
-            "(EFS/NFS, e.g. /mnt/shared/mtlmood/studies), see docs/RUNBOOK.md"
-        )
+    where = storage.location_problem(config.storage_path)
+    if where:
+        problems.append(f"storage_path={config.storage_path!r}: {where}")
     return problems
 
 
@@ -234,12 +235,10 @@ def resolve_paths(config: StudyConfig, base: str | os.PathLike[str] | None = Non
     """Every relative path (storage, dataset, audio, cache, output) made absolute against
     ``base`` (default: the working directory), once, before anything reaches Ray."""
     where = Path(base) if base is not None else Path.cwd()
-    storage = (
-        config.storage_path
-        if "://" in config.storage_path
-        else str((where / Path(config.storage_path).expanduser()).resolve())
-    )
-    return replace(config, storage_path=storage, run=resolve_run_paths(config.run, where))
+    location = storage.normalize(config.storage_path)  # file:// URIs are local paths
+    if not storage.is_uri(location):
+        location = str((where / Path(location).expanduser()).resolve())
+    return replace(config, storage_path=location, run=resolve_run_paths(config.run, where))
 
 
 def shipped_configs() -> list[str]:
@@ -250,8 +249,11 @@ def shipped_configs() -> list[str]:
 def load_study_config(path: str | os.PathLike[str] | None, overrides: list[str] | None = None) -> StudyConfig:
     """Defaults <- YAML file <- dotted overrides (e.g. ``search.trials_per_cell=8``), paths resolved.
 
-    A bare name such as ``synthetic`` means ``study/configs/synthetic.yaml``.
+    A bare name such as ``synthetic`` means ``study/configs/synthetic.yaml``; a URI (a study's
+    ``s3://.../study_config.yaml``) is read from its store.
     """
+    if path is not None and storage.is_uri(path):
+        return validate(resolve_paths(_load_remote(str(path), overrides or [])))
     if path is not None and not Path(path).exists():
         if (CONFIG_DIR / f"{path}.yaml").exists():
             path = CONFIG_DIR / f"{path}.yaml"
@@ -261,6 +263,27 @@ def load_study_config(path: str | os.PathLike[str] | None, overrides: list[str] 
                 f"({', '.join(shipped_configs())})"
             )
     return validate(resolve_paths(load_config(StudyConfig, path, overrides)))
+
+
+def _load_remote(location: str, overrides: list[str]) -> StudyConfig:
+    """load_config of a YAML file on an object store."""
+    import yaml
+
+    from mtlmood.config import apply_overrides, from_dict
+
+    try:
+        data = yaml.safe_load(storage.read_text(location)) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {location}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"cannot read config file {location}: {exc}".splitlines()[0]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {location} must hold a mapping of settings at the top level")
+    try:
+        config = from_dict(StudyConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {location}: {exc}") from None
+    return apply_overrides(config, overrides)
 
 
 def trial_run_config(study: StudyConfig, n_moods: int, metadata: str, alpha: Union[float, str], seed: int) -> RunConfig:

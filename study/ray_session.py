@@ -27,13 +27,20 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> N
     local Ray also tells every one of its processes where its own dashboard is: the State
     API otherwise looks for "the" Ray instance on the machine, and when there are two (a
     test run, another study) it fails, the resources are never freed and the study hangs.
+
+    The job's workers also get this process's object store settings (``AWS_ENDPOINT_URL``,
+    the region: ``mtlmood.storage.storage_env``), so that they write a study's
+    ``s3://`` storage where the driver reads it. Credentials are not passed on: every
+    node has its own (an instance profile, or its environment).
     """
     import ray
+
+    from mtlmood.storage import storage_env
 
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     if ray.is_initialized():
         return
-    poll = {POLL_ENV: os.environ.get(POLL_ENV, POLL_S)}
+    poll = {**storage_env(), POLL_ENV: os.environ.get(POLL_ENV, POLL_S)}
     if address:
         ray.init(address=address, include_dashboard=True, log_to_driver=False, runtime_env={"env_vars": poll})
         return

@@ -7,12 +7,13 @@ written once and reused when the study resumes."""
 
 from __future__ import annotations
 
+import io
 import json
-from pathlib import Path
+import os
 
 import numpy as np
 
-from mtlmood.fileio import atomic_write_json
+from mtlmood import storage
 from study.cells import Cell
 from study.config import StudyConfig, trial_run_config
 
@@ -21,9 +22,9 @@ PREDICTIONS_FILE = "test_predictions.npz"
 RESULT_FILE = "result.json"
 
 
-def reference_dir(run_dir: Path, n_moods: int) -> Path:
-    """Where the reference of one mood count lives."""
-    return Path(run_dir, REFERENCE_DIR, f"{int(n_moods)}-moods")
+def reference_dir(run_dir: str | os.PathLike[str], n_moods: int) -> str:
+    """Where the reference of one mood count lives (a path or URI)."""
+    return storage.join(run_dir, REFERENCE_DIR, f"{int(n_moods)}-moods")
 
 
 def run_references(study: StudyConfig, cells: dict[str, Cell]) -> None:
@@ -32,17 +33,16 @@ def run_references(study: StudyConfig, cells: dict[str, Cell]) -> None:
     from mtlmood.rundata import load_run_data
 
     for n_moods in study.search.n_moods:
-        out = reference_dir(Path(study.run_dir), n_moods)
-        if (out / RESULT_FILE).exists():
+        out = reference_dir(study.run_dir, n_moods)
+        if storage.exists(storage.join(out, RESULT_FILE)):
             continue
         data = load_run_data(trial_run_config(study, int(n_moods), "none", 0.0, 0))
         result = fit_reference(data)
-        out.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(
-            out / PREDICTIONS_FILE, song_ids=np.asarray(result.song_ids), y_true=result.y_true, y_prob=result.y_prob
-        )
-        atomic_write_json(
-            out / RESULT_FILE,
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, song_ids=np.asarray(result.song_ids), y_true=result.y_true, y_prob=result.y_prob)
+        storage.write_bytes(storage.join(out, PREDICTIONS_FILE), buffer.getvalue())
+        storage.write_json(  # last: the reference of this mood count is done
+            storage.join(out, RESULT_FILE),
             {
                 "n_moods": int(n_moods),
                 "test_pr_auc": float(result.scores["pr_auc"]),
@@ -59,7 +59,9 @@ def run_references(study: StudyConfig, cells: dict[str, Cell]) -> None:
         )
 
 
-def load_reference(run_dir: Path, n_moods: int) -> dict | None:
+def load_reference(run_dir: str | os.PathLike[str], n_moods: int) -> dict | None:
     """The reference result of one mood count, or None when the study has none."""
-    path = reference_dir(run_dir, n_moods) / RESULT_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        return dict(json.loads(storage.read_text(storage.join(reference_dir(run_dir, n_moods), RESULT_FILE))))
+    except FileNotFoundError:
+        return None

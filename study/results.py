@@ -4,18 +4,20 @@ Search rows come from Tune's results (a trial ASHA stopped has validation scores
 test scores: it never finished). Curve rows come from each run's ``result.json``, found
 at a path that depends only on (cell, arm, seed): a trial that trained several seeds
 gives several rows, and a row is never a copy of another arm's. Paths in the table are
-relative to the study's run directory, so a study copied elsewhere still reads.
+relative to the study's run directory, so a study copied elsewhere (or synced from an
+object store to a disk) still reads.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
-from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
+from mtlmood import storage
 from study.cells import Cell
 from study.trial import FATAL, LEARNED, RESULT_FILE
 
@@ -52,13 +54,6 @@ COLUMNS = [
 ]
 
 
-def _relative(path: Path, run_dir: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(run_dir.resolve()))
-    except ValueError:
-        return str(path)
-
-
 def unfinished_row(cell: Cell, **fields: Any) -> dict[str, Any]:
     """A row for a run with no result.json (stopped by ASHA, or failed): the cell's columns,
     the given fields, NaN for every score."""
@@ -82,8 +77,8 @@ def unfinished_row(cell: Cell, **fields: Any) -> dict[str, Any]:
     return row
 
 
-def row_from_result(record: dict[str, Any], out_dir: Path, run_dir: Path, cell: Cell) -> dict[str, Any]:
-    """A table row from one finished run's result.json."""
+def row_from_result(record: dict[str, Any], out_dir: str, run_dir: str, cell: Cell) -> dict[str, Any]:
+    """A table row from one finished run's result.json (its paths relative to ``run_dir``)."""
     row = {c: record.get(c, math.nan) for c in COLUMNS}
     row.update(
         {
@@ -94,8 +89,8 @@ def row_from_result(record: dict[str, Any], out_dir: Path, run_dir: Path, cell: 
             "early_stopped": bool(record.get("stopped_early", False)),
             "error": "",
             "n_mood_labels": record.get("n_mood_labels", cell.n_mood_labels),
-            "checkpoint_path": _relative(out_dir / record["checkpoint"], run_dir),
-            "predictions_path": _relative(out_dir / record["predictions"], run_dir)
+            "checkpoint_path": storage.relative_to(storage.join(out_dir, record["checkpoint"]), run_dir),
+            "predictions_path": storage.relative_to(storage.join(out_dir, record["predictions"]), run_dir)
             if record.get("predictions")
             else "",
         }
@@ -103,7 +98,16 @@ def row_from_result(record: dict[str, Any], out_dir: Path, run_dir: Path, cell: 
     return row
 
 
-def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[str, Any]]:
+def _search_result(run_dir: str, cell: Cell, trial_id: str) -> str | None:
+    """The result.json of a search trial's run (``runs/search/<cell>/<trial>/seed-*/``), if any."""
+    trial_dir = storage.join(run_dir, "runs", "search", cell.slug, trial_id)
+    found = [
+        f for f in storage.list_files(trial_dir) if fnmatch.fnmatch(f, f"seed-*/{RESULT_FILE}") and f.count("/") == 1
+    ]
+    return storage.join(trial_dir, found[0]) if found else None
+
+
+def search_rows(grid: Any, cells: dict[str, Cell], run_dir: str) -> list[dict[str, Any]]:
     """One row per search trial; stopped trials keep the best validation score they reached."""
     rows = []
     for result in grid:
@@ -113,14 +117,14 @@ def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[s
         cell = cells.get(key)
         if cell is None:
             continue
-        trial_id = str(metrics.get("trial_id") or Path(result.path or "").name)
+        trial_id = str(metrics.get("trial_id") or storage.name(result.path or ""))
         finished = bool(metrics.get("final")) and FATAL not in metrics
         curve = validation_curve(result.metrics_dataframe)
         best_val = max(curve) if curve else math.nan
-        out = next(Path(run_dir, "runs", "search", cell.slug, trial_id).glob(f"seed-*/{RESULT_FILE}"), None)
+        out = _search_result(run_dir, cell, trial_id) if finished else None
         row: dict[str, Any]
-        if finished and out is not None:
-            row = row_from_result(json.loads(out.read_text()), out.parent, run_dir, cell)
+        if out is not None:
+            row = row_from_result(json.loads(storage.read_text(out)), storage.parent(out), run_dir, cell)
         else:
             factor = float(config.get("alpha_factor", math.nan))
             row = unfinished_row(
@@ -146,16 +150,17 @@ def search_rows(grid: Any, cells: dict[str, Cell], run_dir: Path) -> list[dict[s
 
 
 def curve_rows(
-    jobs: Iterable[dict[str, Any]], runs_of: Any, cells: dict[str, Cell], run_dir: Path, errors: dict[str, str]
+    jobs: Iterable[dict[str, Any]], runs_of: Any, cells: dict[str, Cell], run_dir: str, errors: dict[str, str]
 ) -> list[dict[str, Any]]:
     """One row per (job, seed): from its result.json, or an ERROR row naming why it is missing."""
     rows = []
     for job in jobs:
         cell = cells[job["cell"]]
         for run in runs_of(job):
-            out_dir = Path(run["out_dir"])
-            if (out_dir / RESULT_FILE).exists():
-                rows.append(row_from_result(json.loads((out_dir / RESULT_FILE).read_text()), out_dir, run_dir, cell))
+            out_dir = str(run["out_dir"])
+            result_file = storage.join(out_dir, RESULT_FILE)
+            if storage.exists(result_file):
+                rows.append(row_from_result(json.loads(storage.read_text(result_file)), out_dir, run_dir, cell))
                 continue
             learned = job["arm"] == LEARNED
             row = unfinished_row(

@@ -1,6 +1,8 @@
 """Runs an alpha study on Ray: search (per cell) -> curve (fresh seeds) -> reference -> report; resumable.
 
-Each Tune phase is its own experiment under ``<storage_path>/<name>/``. Re-running the
+Each Tune phase is its own experiment under ``<storage_path>/<name>/``, a local or shared
+path or an object store URI (``s3://bucket/studies``: every file below goes through
+mtlmood.storage, and Tune and Train write there themselves). Re-running the
 same study resumes it: a finished phase is read back from disk, an interrupted phase is
 restored with ``Tuner.restore`` (each cell's Optuna study and ASHA rungs included),
 finished runs are never re-trained (their ``result.json`` is on disk) and interrupted
@@ -9,22 +11,23 @@ ones continue from their last epoch checkpoint.
 
 from __future__ import annotations
 
+import io
 import json
 import math
-import shutil
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 from ray import tune
 
-from mtlmood.config import save_config, to_dict
+from mtlmood import storage
+from mtlmood.config import to_dict
 from mtlmood.errors import MtlmoodError
-from mtlmood.fileio import atomic_write_json
 from mtlmood.runlock import RunLock, held_here
 from study.cells import Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
@@ -115,8 +118,12 @@ def _tuner(
     )
 
 
-def _phase_file(study: StudyConfig, phase: str, name: str) -> Path:
-    return Path(join_storage(study.run_dir, phase), name)
+def _phase_file(study: StudyConfig, phase: str, name: str) -> str:
+    return storage.join(join_storage(study.run_dir, phase), name)
+
+
+def _read_table(location: str) -> pd.DataFrame:
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(location)))
 
 
 def _stop_on_fatal(study: StudyConfig, phase: str, grid: Any) -> None:
@@ -127,11 +134,10 @@ def _stop_on_fatal(study: StudyConfig, phase: str, grid: Any) -> None:
         if FATAL in metrics:
             config = result.config or {}
             what = config.get("cell") or job_name(config["job"]) if config else "?"
-            trial = Path(result.path or "").name
+            trial = storage.name(result.path or "")
             logs = join_storage(study.run_dir, "logs")
-            phase_dir = Path(join_storage(study.run_dir, phase))
-            aside = phase_dir.with_name(f"{phase}.failed-{time.strftime('%Y%m%d-%H%M%S')}")
-            shutil.move(str(phase_dir), str(aside))
+            aside = join_storage(study.run_dir, f"{phase}.failed-{time.strftime('%Y%m%d-%H%M%S')}")
+            storage.move(join_storage(study.run_dir, phase), aside)
             raise StudyFailed(
                 f"trial {trial} ({what}) failed: {metrics[FATAL]} -- not retried, it would fail "
                 f"again; traceback in {logs}/"
@@ -140,8 +146,10 @@ def _stop_on_fatal(study: StudyConfig, phase: str, grid: Any) -> None:
 
 def _finish_phase(study: StudyConfig, phase: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
     table = trial_table(rows)
-    table.to_parquet(_phase_file(study, phase, TRIALS_FILE))
-    atomic_write_json(_phase_file(study, phase, DONE_MARKER), {"runs": len(table)})
+    buffer = io.BytesIO()
+    table.to_parquet(buffer)
+    storage.write_bytes(_phase_file(study, phase, TRIALS_FILE), buffer.getvalue())
+    storage.write_json(_phase_file(study, phase, DONE_MARKER), {"runs": len(table)})  # written last: the phase is done
     return table
 
 
@@ -155,8 +163,8 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     """Phase 1: per cell, Optuna TPE over alpha (heuristic first) with ASHA rungs of its own."""
     from ray.tune.search import ConcurrencyLimiter
 
-    if _phase_file(study, SEARCH, DONE_MARKER).exists():
-        return pd.read_parquet(_phase_file(study, SEARCH, TRIALS_FILE))
+    if storage.exists(_phase_file(study, SEARCH, DONE_MARKER)):
+        return _read_table(_phase_file(study, SEARCH, TRIALS_FILE))
     searched = metadata_cells(cells)
     total = len(searched) * study.search.trials_per_cell
     if total == 0:
@@ -178,7 +186,7 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     )
     grid = _tuner(study, SEARCH, trainable, {}, tune_config, _progress(SEARCH, total)).fit()
     _stop_on_fatal(study, SEARCH, grid)
-    return _finish_phase(study, SEARCH, search_rows(grid, cells, Path(study.run_dir)))
+    return _finish_phase(study, SEARCH, search_rows(grid, cells, study.run_dir))
 
 
 def curve_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> list[dict[str, Any]]:
@@ -212,10 +220,10 @@ def curve_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell])
 
 def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> pd.DataFrame:
     """Phase 2: the alpha-response curve, fixed jobs over fresh seeds, each run to its own early stop."""
-    if _phase_file(study, CURVE, DONE_MARKER).exists():
-        return pd.read_parquet(_phase_file(study, CURVE, TRIALS_FILE))
+    if storage.exists(_phase_file(study, CURVE, DONE_MARKER)):
+        return _read_table(_phase_file(study, CURVE, TRIALS_FILE))
     jobs = curve_jobs(study, search, cells)
-    atomic_write_json(Path(study.run_dir) / "curve_plan.json", jobs)
+    storage.write_json(storage.join(study.run_dir, "curve_plan.json"), jobs)
     concurrency = max_concurrent_trials(study)
     cells_dict = {key: vars(cell) for key, cell in cells.items()}
     trainable = tune.with_resources(make_trial_driver(to_dict(study), cells_dict, CURVE), driver_resources(study))
@@ -239,7 +247,7 @@ def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) 
     def runs_of(job: dict[str, Any]) -> list[dict[str, Any]]:
         return job_runs(study, job, cells_dict[job["cell"]], CURVE, "")
 
-    return _finish_phase(study, CURVE, curve_rows(jobs, runs_of, cells, Path(study.run_dir), errors))
+    return _finish_phase(study, CURVE, curve_rows(jobs, runs_of, cells, study.run_dir, errors))
 
 
 def run_study(study: StudyConfig) -> StudyOutcome:
@@ -247,19 +255,23 @@ def run_study(study: StudyConfig) -> StudyOutcome:
 
     Ray must already be initialised (``ray.init``) by the caller. Holds the run
     directory's lock (``mtlmood.runlock.RunLock``, unless the caller holds it already)
-    throughout: RunDirInUse when another process runs this study.
+    throughout: RunDirInUse when another process runs this study. The lock of a study on
+    an object store is a local one, keyed on its URI (``mtlmood.storage.lock_directory``).
     """
     from study.reference import run_references
     from study.report.writer import write_study_report
 
-    run_dir = Path(study.run_dir)
+    run_dir = study.run_dir
+    lock_dir = storage.lock_directory(run_dir)
     # One driver per study directory (mtlmood.runlock): a second `study run` is refused,
     # naming the first; a killed driver's lock is taken over by the next run. A caller may
     # take it first (e.g. before starting Ray, to refuse at once).
-    with nullcontext() if held_here(run_dir) else RunLock(run_dir):
-        save_config(study, run_dir / "study_config.yaml")
-        cells = study_cells(study, write_to=run_dir / CELLS_DIR)
-        atomic_write_json(run_dir / "cells.json", {k: vars(c) for k, c in cells.items()})
+    with nullcontext() if held_here(lock_dir) else RunLock(lock_dir):
+        storage.write_text(
+            storage.join(run_dir, "study_config.yaml"), yaml.safe_dump(to_dict(study), sort_keys=False)
+        )  # as mtlmood.config.save_config writes it, to any location
+        cells = study_cells(study, write_to=storage.join(run_dir, CELLS_DIR))
+        storage.write_json(storage.join(run_dir, "cells.json"), {k: vars(c) for k, c in cells.items()})
         search = run_search(study, cells)
         tables = [search]
         if study.curve.enabled:
@@ -268,10 +280,10 @@ def run_study(study: StudyConfig) -> StudyOutcome:
             run_references(study, cells)
         trials = pd.concat([t for t in tables if not t.empty], ignore_index=True)
         best = write_study_report(study, trials)
-    return StudyOutcome(run_dir=str(run_dir), trials=trials, best_checkpoint=best)
+    return StudyOutcome(run_dir=run_dir, trials=trials, best_checkpoint=best)
 
 
-def load_cells(run_dir: Path) -> dict[str, Cell]:
-    """The cells a study recorded in ``cells.json``."""
-    data = json.loads((run_dir / "cells.json").read_text())
+def load_cells(run_dir: str | os.PathLike[str]) -> dict[str, Cell]:
+    """The cells a study recorded in ``cells.json`` (a run directory or URI)."""
+    data = json.loads(storage.read_text(storage.join(run_dir, "cells.json")))
     return {key: Cell(**value) for key, value in data.items()}

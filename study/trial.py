@@ -9,7 +9,9 @@ A trial is one **job**: a cell, an arm (an alpha, or the learned weight) and one
 seeds. A search trial trains one seed; a curve trial may train several seeds of the same
 (cell, arm) one after another (``curve.seeds_per_trial``), paying Ray Train's start-up
 once. Each finished run writes its model, test predictions and ``result.json`` under
-``<run_dir>/runs/...`` (atomically); a restarted or restored trial skips finished runs and
+``<run_dir>/runs/...`` (atomically: one folder rename on a file system; on an object
+store every file is one PUT and ``result.json`` goes last, so a run is finished exactly
+when its ``result.json`` exists); a restarted or restored trial skips finished runs and
 resumes the unfinished one from its last epoch checkpoint.
 
 Failures that retrying cannot fix (missing data, an invalid config, an empty label set:
@@ -30,6 +32,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from mtlmood import storage
 from mtlmood.config import RunConfig, from_dict, to_dict
 from mtlmood.filenames import TRAIN_STATE_FILE as STATE_FILE
 
@@ -42,15 +45,20 @@ LEARNED = "learned"
 
 def run_dir_of(study_run_dir: str, phase: str, cell_slug: str, name: str, seed: int) -> str:
     """Where one run's outputs live: by phase, cell, arm (or search trial) and seed, never by time."""
-    return str(Path(study_run_dir, "runs", phase, cell_slug, name, f"seed-{seed}"))
+    return storage.join(study_run_dir, "runs", phase, cell_slug, name, f"seed-{seed}")
 
 
-def _write_run_outputs(out_dir: Path, fit_result: Any, record: dict[str, Any]) -> dict[str, Any]:
-    """Model, test predictions and result.json of one finished run, written as one atomic rename."""
+def _write_run_outputs(out_dir: str, fit_result: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """Model, test predictions and result.json of one finished run: written beside ``out_dir``
+    and renamed into place at once, or, on an object store, uploaded with result.json last."""
     from mtlmood.checkpoint import ModelCard, save_checkpoint
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    remote = storage.is_uri(out_dir)
+    if remote:
+        tmp = Path(tempfile.mkdtemp(prefix="mtlmood-run-"))
+    else:
+        Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{Path(out_dir).name}-", dir=Path(out_dir).parent))
     save_checkpoint(tmp / MODEL_DIR, fit_result.model, ModelCard.from_fit(fit_result))
     test = fit_result.test_evaluation
     if test is not None:
@@ -58,9 +66,15 @@ def _write_run_outputs(out_dir: Path, fit_result: Any, record: dict[str, Any]) -
             tmp / PREDICTIONS_FILE, song_ids=np.asarray(test.song_ids), y_true=test.y_true, y_prob=test.y_prob
         )
     (tmp / RESULT_FILE).write_text(json.dumps(record, indent=2))
-    if out_dir.exists():  # a half-finished earlier attempt (its result.json was never renamed in)
-        shutil.rmtree(out_dir)
-    tmp.rename(out_dir)
+    # A half-finished earlier attempt (its result.json never written) goes first.
+    storage.remove(out_dir)
+    if remote:
+        try:
+            storage.upload_dir(tmp, out_dir, last=[RESULT_FILE])
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        tmp.rename(out_dir)
     return record
 
 
@@ -89,9 +103,7 @@ def _run_record(fit_result: Any, run: dict[str, Any]) -> dict[str, Any]:
 
 def _log_fatal(log_file: str, exc: BaseException, where: str) -> str:
     """Write the traceback to the trial's log; return the one line the study stops with."""
-    Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_file, "a") as f:
-        f.write(f"{where}\n{''.join(traceback.format_exception(exc))}\n")
+    storage.append_text(log_file, f"{where}\n{''.join(traceback.format_exception(exc))}\n")
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -116,9 +128,10 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
 
     last: dict[str, Any] = {}
     for index, run in enumerate(loop_config["runs"]):
-        out_dir = Path(run["out_dir"])
-        if (out_dir / RESULT_FILE).exists():  # finished before a restart
-            last = json.loads((out_dir / RESULT_FILE).read_text())
+        out_dir = str(run["out_dir"])
+        result_file = storage.join(out_dir, RESULT_FILE)
+        if storage.exists(result_file):  # finished before a restart
+            last = json.loads(storage.read_text(result_file))
             continue
         try:
             run_config = from_dict(RunConfig, run["run_config"])

@@ -1,7 +1,9 @@
-"""A tiny synthetic dataset with its feature cache, shared by the tests that run real studies."""
+"""A tiny synthetic dataset with its feature cache, and the settings and command of a tiny
+study, shared by the tests that run real studies."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from mtlmood.cache import default_cache_dir
@@ -23,3 +25,47 @@ def prepare_study_features(study: StudyConfig) -> None:
         load_run_songs(study.run), default_cache_dir(study.run), study.run.features, workers=1, progress=False
     )
     assert not report.failures, report.failures
+
+
+def small_overrides(data_dir: Path | str, storage: Path | str, name: str) -> list[str]:
+    """Small settings: 8 filters, 6 batches per epoch, 3 epochs; 3 search trials; a curve of
+    alpha = 0, x1/3, the heuristic, tuned and learned over 2 fresh seeds (2 seeds per trial).
+    ``storage`` is a path or a URI (s3://...)."""
+    return [
+        f"name={name}",
+        f"storage_path={storage}",
+        f"run.dataset.root={data_dir}",
+        "run.model.n_filters=8",
+        "run.train.max_epochs=3",
+        "run.train.patience=2",
+        "run.train.max_batches_per_epoch=6",
+        "run.train.eval_batch_size=64",
+        "run.train.num_threads=1",
+        "search.trials_per_cell=3",  # 2 run at once; the 3rd is still to come when the driver is killed
+        "search.n_moods=[4]",
+        "search.metadata=[artist]",
+        "search.seeds=[0]",
+        "curve.grid=[1/3,1]",
+        "curve.seeds=[1,2]",
+        "curve.seeds_per_trial=2",
+        "scheduler.grace_period=1",
+        "report.n_boot=200",
+    ]
+
+
+def study_run_command(overrides: list[str]) -> list[str]:
+    """`mtlmood study run synthetic --set ...` joining the Ray this process started."""
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    return [
+        sys.executable,
+        "-m",
+        "mtlmood_cli",
+        "study",
+        "run",
+        "synthetic",
+        "--address",
+        address,
+        *[arg for o in overrides for arg in ("--set", o)],
+    ]

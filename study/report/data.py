@@ -2,24 +2,28 @@
 predictions of every curve run, aligned to the cell's test songs.
 
 Only curve runs (fresh seeds) are evidence: search runs chose the tuned alpha and never
-estimate a result. Paths in the trial table are relative to the run directory.
+estimate a result. Paths in the trial table are relative to the run directory (a path or
+an object store URI: files are read through mtlmood.storage).
 """
 
 from __future__ import annotations
 
+import io
+import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
 
+from mtlmood import storage
 from mtlmood.errors import ConfigError
 from study.cells import TEST_SONGS_FILE, Cell, cell_key
 from study.report.statistics import ArmRuns
 from study.report.verdicts import BASELINE, LEARNED, CellEvidence
 
 CURVE_PHASE = "curve"
+RunDir = Union[str, "os.PathLike[str]"]
 
 
 @dataclass
@@ -31,10 +35,10 @@ class Predictions:
     y_prob: np.ndarray
 
 
-def read_predictions(path: Path) -> Optional[Predictions]:
+def read_predictions(location: RunDir) -> Optional[Predictions]:
     """A run's ``test_predictions.npz``, or None when it is missing or unreadable."""
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with np.load(io.BytesIO(storage.read_bytes(location)), allow_pickle=False) as f:
             return Predictions(
                 f["song_ids"].astype(str), f["y_true"].astype(np.float32), f["y_prob"].astype(np.float64)
             )
@@ -49,12 +53,14 @@ def bootstrap_unit(setting: str, dataset: str) -> str:
     return "track" if dataset == "magnatagatune" else "song"
 
 
-def test_songs(run_dir: Path, cell: Cell) -> pd.DataFrame:
+def test_songs(run_dir: RunDir, cell: Cell) -> pd.DataFrame:
     """The cell's test songs: song_id, group (track), artist."""
-    path = run_dir / "cells" / cell.slug / TEST_SONGS_FILE
-    if not path.exists():
-        raise ConfigError(f"{path} is missing: the study did not record the cell's test songs")
-    return pd.read_csv(path, dtype=str, keep_default_na=False)
+    path = storage.join(run_dir, "cells", cell.slug, TEST_SONGS_FILE)
+    try:
+        data = storage.read_bytes(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} is missing: the study did not record the cell's test songs") from None
+    return pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False)
 
 
 def clusters_of(songs: pd.DataFrame, unit: str) -> np.ndarray:
@@ -67,7 +73,7 @@ def clusters_of(songs: pd.DataFrame, unit: str) -> np.ndarray:
 
 
 def _arm_runs(
-    rows: pd.DataFrame, run_dir: Path, order: pd.Index
+    rows: pd.DataFrame, run_dir: RunDir, order: pd.Index
 ) -> tuple[Optional[ArmRuns], np.ndarray, Optional[np.ndarray]]:
     """An arm's test predictions over its seeds (rows aligned to ``order``), its per-seed
     validation scores and the test labels."""
@@ -76,7 +82,7 @@ def _arm_runs(
     for _, row in rows.sort_values("seed").iterrows():
         if not row["predictions_path"]:
             continue
-        pred = read_predictions(run_dir / row["predictions_path"])
+        pred = read_predictions(storage.join(run_dir, row["predictions_path"]))
         if pred is None:
             continue
         index = pd.Index(pred.song_ids)
@@ -92,7 +98,7 @@ def _arm_runs(
     return ArmRuns(tuple(seeds), np.stack(probs)), np.asarray(val), y_true
 
 
-def cell_evidence(trials: pd.DataFrame, cell: Cell, run_dir: Path, unit_setting: str) -> Optional[CellEvidence]:
+def cell_evidence(trials: pd.DataFrame, cell: Cell, run_dir: RunDir, unit_setting: str) -> Optional[CellEvidence]:
     """The evidence of one metadata cell: its curve arms plus the baseline of its mood count."""
     songs = test_songs(run_dir, cell)
     order = pd.Index(songs["song_id"])

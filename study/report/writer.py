@@ -1,21 +1,26 @@
 """Writes a study's report: tables (CSV), figures (PNG), report.md + report.html, and the
-best checkpoint of every cell for serving. Every file is written atomically, so an
-interrupted report never leaves half a table; re-running rewrites it whole."""
+best checkpoint of every cell for serving. Every file is written atomically (a temp file
+and a rename, or one object PUT: the run directory may be an object store URI, see
+mtlmood.storage), so an interrupted report never leaves half a table; re-running rewrites
+it whole. Every path it records is relative to the run directory."""
 
 from __future__ import annotations
 
 import io
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 import pandas as pd
 
-from mtlmood.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mtlmood import storage
+from mtlmood.checkpoint import CARD_FILE
 from mtlmood.filenames import BEST_CHECKPOINTS_FILE
-from mtlmood.model_card import write_study_model_cards
+from mtlmood.model_card import CURVES_FILE, STUDY_CONFIG_FILE, write_study_model_cards
 from study.cells import Cell, metadata_cells
 from study.config import StudyConfig
 from study.reference import load_reference
@@ -28,18 +33,19 @@ from study.report.verdicts import adjust_study, cell_verdicts
 from study.results import tuned_alpha_factor
 
 REPORT_DIR = "report"
+Location = Union[str, "os.PathLike[str]"]
 
 
-def _csv(path: Path, frame: pd.DataFrame) -> None:
+def _csv(location: str, frame: pd.DataFrame) -> None:
     buffer = io.StringIO()
     frame.to_csv(buffer, index=False, float_format="%.6g")
-    atomic_write_text(path, buffer.getvalue())
+    storage.write_text(location, buffer.getvalue())
 
 
-def _parquet(path: Path, frame: pd.DataFrame) -> None:
+def _parquet(location: str, frame: pd.DataFrame) -> None:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue())
+    storage.write_bytes(location, buffer.getvalue())
 
 
 # ------------------------------------------------------------------ serving pointer
@@ -77,15 +83,39 @@ def default_serve_cell(study: StudyConfig, best: dict[str, dict[str, Any]]) -> O
     return None
 
 
+def _write_model_cards(run_dir: str, best: dict[str, dict[str, Any]]) -> None:
+    """MODEL_CARD.md beside each cell's best checkpoint (mtlmood.model_card reads and writes
+    local files: a study on an object store gets them rendered from a local copy of the
+    files they come from, then uploaded, with the copy's path replaced by the URI)."""
+    if not storage.is_uri(run_dir):
+        write_study_model_cards(run_dir)
+        return
+    needed = [BEST_CHECKPOINTS_FILE, STUDY_CONFIG_FILE, CURVES_FILE.as_posix()]
+    needed += [f"{entry['checkpoint']}/{CARD_FILE}" for entry in best.values()]
+    with tempfile.TemporaryDirectory(prefix="mtlmood-cards-") as tmp:
+        mirror = Path(tmp)
+        for relative in needed:
+            try:
+                data = storage.read_bytes(storage.join(run_dir, relative))
+            except FileNotFoundError:
+                continue
+            (mirror / relative).parent.mkdir(parents=True, exist_ok=True)
+            (mirror / relative).write_bytes(data)
+        for card in write_study_model_cards(mirror):
+            text = card.read_text(encoding="utf-8").replace(str(mirror), run_dir)
+            storage.write_text(storage.join(run_dir, card.relative_to(mirror).as_posix()), text)
+
+
 def write_best_pointer(study: StudyConfig, trials: pd.DataFrame) -> str:
-    """``<run>/best_checkpoint.json``: the best model of every cell, and the default one to serve."""
-    run_dir = Path(study.run_dir)
+    """``<run>/best_checkpoint.json``: the best model of every cell (paths relative to the run
+    directory), and the default one to serve; returns where the default one is."""
+    run_dir = study.run_dir
     best = best_per_cell(trials)
     default = default_serve_cell(study, best)
     if default is None:
         return ""
-    atomic_write_json(
-        run_dir / BEST_CHECKPOINTS_FILE,
+    storage.write_json(
+        storage.join(run_dir, BEST_CHECKPOINTS_FILE),
         {
             "default_cell": default,
             "checkpoint": best[default]["checkpoint"],
@@ -93,13 +123,13 @@ def write_best_pointer(study: StudyConfig, trials: pd.DataFrame) -> str:
             "cells": best,
         },
     )
-    write_study_model_cards(run_dir)  # MODEL_CARD.md beside each cell's best checkpoint
-    return str(run_dir / best[default]["checkpoint"])
+    _write_model_cards(run_dir, best)  # MODEL_CARD.md beside each cell's best checkpoint
+    return storage.join(run_dir, best[default]["checkpoint"])
 
 
 # ------------------------------------------------------------------ report
 def _cell_sections(
-    study: StudyConfig, trials: pd.DataFrame, cells: dict[str, Cell], run_dir: Path, plots_dir: Path
+    study: StudyConfig, trials: pd.DataFrame, cells: dict[str, Cell], run_dir: str, plots_dir: str
 ) -> dict[str, Any]:
     """Evidence, tables, verdicts and figures of every metadata cell."""
     r = study.report
@@ -123,7 +153,9 @@ def _cell_sections(
         out["verdicts"].append(rows)
         out["stars"].append((cell, star, rows))
         png = f"curve-{cell.slug}.png"
-        atomic_write_bytes(plots_dir / png, figure_png(plot_curve(curve, star, cell.heuristic_alpha, cell.label)))
+        storage.write_bytes(
+            storage.join(plots_dir, png), figure_png(plot_curve(curve, star, cell.heuristic_alpha, cell.label))
+        )
         out["sections"].append((cell, curve, star, png))
     return out
 
@@ -247,40 +279,40 @@ def _headline(points: pd.DataFrame, fit: SlopeFit, verdicts: pd.DataFrame, margi
     return lines
 
 
-def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Optional[Path] = None) -> str:
+def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Optional[Location] = None) -> str:
     """Write ``report/`` and ``best_checkpoint.json``; returns the default cell's best checkpoint."""
     from study.runner import load_cells
 
-    run_dir = Path(study.run_dir)
-    out = out_dir or run_dir / REPORT_DIR
-    plots_dir = out / "plots"
-    plots_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = study.run_dir
+    out = storage.normalize(out_dir) if out_dir is not None else storage.join(run_dir, REPORT_DIR)
+    plots_dir = storage.join(out, "plots")
+    storage.makedirs(plots_dir)
     cells = load_cells(run_dir)
-    _csv(out / "trials.csv", trials)
-    _parquet(out / "trials.parquet", trials)
+    _csv(storage.join(out, "trials.csv"), trials)
+    _parquet(storage.join(out, "trials.parquet"), trials)
     labels = labels_table(list(cells.values()))
-    _csv(out / "labels.csv", labels)
+    _csv(storage.join(out, "labels.csv"), labels)
 
     parts = _cell_sections(study, trials, cells, run_dir, plots_dir)
     verdicts = pd.concat(parts["verdicts"], ignore_index=True) if parts["verdicts"] else pd.DataFrame()
     if not verdicts.empty:
         verdicts = adjust_study(verdicts, method=study.report.adjust, level=1 - study.report.confidence)
-    _csv(out / "verdicts.csv", verdicts)
+    _csv(storage.join(out, "verdicts.csv"), verdicts)
     table1 = pd.DataFrame(parts["table1"])
-    _csv(out / "table1.csv", table1)
+    _csv(storage.join(out, "table1.csv"), table1)
     curves = pd.concat(parts["curves"], ignore_index=True) if parts["curves"] else pd.DataFrame()
-    _csv(out / "curves.csv", curves)
+    _csv(storage.join(out, "curves.csv"), curves)
     points, fit = _slope(parts["stars"], study.report.confidence)
-    _csv(out / "alpha_star.csv", points)
-    atomic_write_json(
-        out / "slope.json",
+    _csv(storage.join(out, "alpha_star.csv"), points)
+    storage.write_json(
+        storage.join(out, "slope.json"),
         {k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in vars(fit).items()},
     )
     star_png = ""
     figure = plot_alpha_star(points, fit) if not points.empty else None
     if figure is not None:
         star_png = "alpha-star-vs-heuristic.png"
-        atomic_write_bytes(plots_dir / star_png, figure_png(figure))
+        storage.write_bytes(storage.join(plots_dir, star_png), figure_png(figure))
 
     report = Report(f"α study {study.name!r} on {study.run.dataset.name}")
     report.heading("Verdict on the heuristic α = N_mood / N_meta")
@@ -395,18 +427,25 @@ def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Option
     report.heading("Runs")
     counts = trials.groupby(["phase", "status"]).size().reset_index(name="runs")
     report.table(counts)
-    atomic_write_text(out / "report.md", report.markdown())
-    atomic_write_text(out / "report.html", report.html())
+    storage.write_text(storage.join(out, "report.md"), report.markdown())
+    storage.write_text(storage.join(out, "report.html"), report.html())
     return write_best_pointer(study, trials)
 
 
-def verdict_summary(run_dir: Path) -> str:
+def _read_optional(location: str) -> Optional[bytes]:
+    try:
+        return storage.read_bytes(location)
+    except FileNotFoundError:
+        return None
+
+
+def verdict_summary(run_dir: Location) -> str:
     """The verdict lines of a written report, for the terminal."""
-    path = run_dir / REPORT_DIR / "verdicts.csv"
-    slope = run_dir / REPORT_DIR / "slope.json"
+    verdicts = _read_optional(storage.join(run_dir, REPORT_DIR, "verdicts.csv"))
+    slope = _read_optional(storage.join(run_dir, REPORT_DIR, "slope.json"))
     lines = []
-    if slope.exists():
-        fit = json.loads(slope.read_text())
+    if slope is not None:
+        fit = json.loads(slope)
         if fit.get("slope") is not None:
             lines.append(
                 f"alpha* vs N_mood/N_meta: slope {fit['slope']:.2f} "
@@ -415,8 +454,8 @@ def verdict_summary(run_dir: Path) -> str:
             )
         elif fit.get("note"):
             lines.append(f"alpha* vs N_mood/N_meta: {fit['note']}")
-    if path.exists() and path.stat().st_size > 1:
-        v = pd.read_csv(path)
+    if verdicts is not None and len(verdicts) > 1:
+        v = pd.read_csv(io.BytesIO(verdicts))
         for _, row in v[v["metric"] == "pr_auc"].iterrows():
             lines.append(
                 f"{row['cell']}: {row['comparison']} {row['estimate']:+.2f} "

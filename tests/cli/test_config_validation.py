@@ -166,13 +166,21 @@ def test_bad_overrides_are_one_line_naming_key_value_and_what_is_allowed(
         (["curve.seeds=[0]", "search.seeds=[0]"], ["curve.seeds", "[0]", "fresh seeds"]),
         (["curve.grid=[2, 3]"], ["curve.grid", "[2.0, 3.0]", "include 1"]),
         (["search.alpha_factor_low=30"], ["search.alpha_factor_low", "30", "below"]),
-        (["storage_path=s3://bucket/studies"], ["storage_path", "s3://bucket/studies", "object-store"]),
+        (["storage_path=ftp://host/studies"], ["storage_path", "ftp://host/studies", "s3://"]),
+        (["storage_path=s3://"], ["storage_path", "bucket"]),
     ],
 )
 def test_study_rules_that_tie_settings_together(overrides: list[str], words: list[str]) -> None:
     with pytest.raises(ConfigError) as caught:
         load_study_config("synthetic", overrides)
     assert all(word in str(caught.value) for word in words), str(caught.value)
+
+
+def test_an_object_store_storage_path_is_a_study_location() -> None:
+    study = load_study_config("synthetic", ["storage_path=s3://bucket/studies/", "name=s1"])
+    assert study.storage_path == "s3://bucket/studies" and study.run_dir == "s3://bucket/studies/s1"
+    local = load_study_config("synthetic", ["storage_path=file:///tmp/studies", "name=s1"])
+    assert local.run_dir == "/tmp/studies/s1"  # a file:// URI is a local path
 
 
 def test_unknown_study_config_names_the_shipped_ones() -> None:

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from study_data import make_study_data, prepare_study_features  # noqa: E402
+from study_data import make_study_data, prepare_study_features, small_overrides, study_run_command  # noqa: E402
 
 from mtlmood.inference import Predictor  # noqa: E402
 from study.config import load_study_config  # noqa: E402
@@ -32,47 +31,6 @@ from study.runner import run_study  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-
-
-def small_overrides(data_dir: Path | str, storage: Path | str, name: str) -> list[str]:
-    """Small settings: 8 filters, 6 batches per epoch, 3 epochs; 3 search trials; a curve of
-    alpha = 0, x1/3, the heuristic, tuned and learned over 2 fresh seeds (2 seeds per trial)."""
-    return [
-        f"name={name}",
-        f"storage_path={storage}",
-        f"run.dataset.root={data_dir}",
-        "run.model.n_filters=8",
-        "run.train.max_epochs=3",
-        "run.train.patience=2",
-        "run.train.max_batches_per_epoch=6",
-        "run.train.eval_batch_size=64",
-        "run.train.num_threads=1",
-        "search.trials_per_cell=3",  # 2 run at once; the 3rd is still to come when the driver is killed
-        "search.n_moods=[4]",
-        "search.metadata=[artist]",
-        "search.seeds=[0]",
-        "curve.grid=[1/3,1]",
-        "curve.seeds=[1,2]",
-        "curve.seeds_per_trial=2",
-        "scheduler.grace_period=1",
-        "report.n_boot=200",
-    ]
-
-
-def study_run_command(overrides: list[str]) -> list[str]:
-    """`mtlmood study run synthetic --set ...` joining this module's Ray."""
-    address = ray.get_runtime_context().gcs_address
-    return [
-        sys.executable,
-        "-m",
-        "mtlmood_cli",
-        "study",
-        "run",
-        "synthetic",
-        "--address",
-        address,
-        *[arg for o in overrides for arg in ("--set", o)],
-    ]
 
 
 @pytest.fixture(scope="module")

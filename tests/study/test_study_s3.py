@@ -1,0 +1,168 @@
+"""A tiny alpha study whose storage_path is an S3 bucket (a local moto server): everything it
+writes goes there (Tune state, Train checkpoints, runs, tables, report, best_checkpoint.json,
+model cards), it resumes after its driver is killed, its best model loads from the bucket,
+and the study, synced to a disk and moved there, still reports and still resolves its best
+checkpoint. Dataset and feature cache stay on local disk: they are inputs.
+
+The killed driver is the user's command (`mtlmood study run ... --address`) in a
+subprocess; the same command resumes the study in this process (it joins the module's Ray),
+and `mtlmood study report` runs here too. Ray starts once for the module, after the AWS
+variables point at the server, so its workers have them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from s3_server import s3_server  # noqa: E402
+from study_data import make_study_data, prepare_study_features, small_overrides, study_run_command  # noqa: E402
+
+from mtlmood import storage  # noqa: E402
+from mtlmood.inference import Predictor  # noqa: E402
+from mtlmood_cli.main import main  # noqa: E402
+from study.config import load_study_config  # noqa: E402
+from study.ray_session import init_ray  # noqa: E402
+from study.results import COLUMNS  # noqa: E402
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+BUCKET = "mtlmood-studies"
+STORAGE = f"s3://{BUCKET}/studies"
+NAME = "on-s3"
+RUN = f"{STORAGE}/{NAME}"
+# The tiny study, with fewer curve arms (alpha = 0, x1/3, the heuristic): enough for verdicts.
+ARMS = ["curve.tuned=false", "curve.learned=false"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("s3study")
+    with s3_server(BUCKET), pytest.MonkeyPatch.context() as patch:
+        patch.setenv(storage.CACHE_ENV, str(root / "cache"))  # downloaded checkpoints, the study's lock
+        data_dir = make_study_data(root / "data", seed=3)
+        prepare_study_features(load_study_config("synthetic", small_overrides(data_dir, STORAGE, "probe")))
+        init_ray(None, num_cpus=2)
+        try:
+            yield {"root": root, "data": data_dir}
+        finally:
+            ray.shutdown()
+
+
+def _search_results() -> set[str]:
+    """Search trials whose run wrote its result.json to the bucket."""
+    files = storage.list_files(storage.join(RUN, "runs", "search"))
+    return {f.split("/")[1] for f in files if f.endswith("/result.json")}
+
+
+def _cli(*args: str) -> str:
+    """`mtlmood ARGS` in this process; its standard output."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = main(list(args))
+    assert status == 0, out.getvalue()[-3000:]
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def study(env: dict) -> dict:
+    """The study run in the bucket, its driver SIGKILLed after the first search result, then resumed."""
+    command = study_run_command(small_overrides(env["data"], STORAGE, NAME) + ARMS)
+    environ = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    proc = subprocess.Popen(
+        command, cwd=env["root"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    deadline = time.monotonic() + 240
+    try:
+        while not _search_results():
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:] if proc.stdout else ""
+            assert time.monotonic() < deadline, "the study finished no trial in time"
+            time.sleep(0.5)
+        time.sleep(2)  # Tune uploads its experiment state every second here
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-study, as with a lost head node
+        proc.wait(timeout=30)
+    assert not storage.exists(storage.join(RUN, "search", "phase_done.json")), "the search finished before the kill"
+    finished_before = _search_results()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
+        output = _cli(*command[command.index("study") :])  # the same command, here
+    return {"finished_before": finished_before, "output": output}
+
+
+def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_there(env, study) -> None:
+    assert "resuming the interrupted phase from s3://" in study["output"]
+    assert f"report:          {RUN}/report/report.md" in study["output"]
+    trials = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{RUN}/report/trials.parquet")))
+    assert list(trials.columns) == COLUMNS
+    search, curve = trials[trials["phase"] == "search"], trials[trials["phase"] == "curve"]
+    assert len(search) == 3 and search["trial_id"].is_unique  # nothing lost, nothing twice
+    assert study["finished_before"] <= set(search["trial_id"])  # finished trials were not trained again
+    assert not curve.duplicated(["cell", "arm", "seed"]).any() and set(curve["seed"]) == {1, 2}
+    assert set(curve["arm"]) == {"baseline", "x1/3", "heuristic"}
+    assert (curve["status"] == "TERMINATED").all() and curve["test_pr_auc"].between(0, 100).all()
+    # Every recorded path is relative to the run directory, and there in the bucket.
+    for path in pd.concat([curve["checkpoint_path"], curve["predictions_path"]]):
+        assert not path.startswith(("s3:", "/")) and storage.exists(storage.join(RUN, path)), path
+    listed = set(storage.list_files(RUN))
+    for name in ("study_config.yaml", "cells.json", "curve_plan.json", "best_checkpoint.json", "report/report.md"):
+        assert name in listed, name
+    assert {"search/trials.parquet", "search/phase_done.json", "curve/phase_done.json"} <= listed
+    assert any(f.startswith("search/experiment_state") for f in listed)  # Tune's own state
+    assert any(f.startswith("train/") and "/checkpoint_" in f for f in listed)  # Train's epoch checkpoints
+    assert any(f.startswith("reference/") for f in listed) and any(f.startswith("report/plots/") for f in listed)
+    assert not (env["root"] / "s3:").exists() and not (REPO / "s3:").exists()  # no URI taken for a local path
+
+    best = json.loads(storage.read_text(f"{RUN}/best_checkpoint.json"))
+    assert set(best["cells"]) == {"4|none", "4|artist"} and not best["checkpoint"].startswith(("s3:", "/"))
+    card = storage.read_text(storage.join(RUN, best["checkpoint"], "MODEL_CARD.md"))
+    assert RUN in card and "mtlmood-cards-" not in card  # rendered from a local copy, naming the bucket
+
+    # The function Serve and `mtlmood predict` call: the best model, downloaded once.
+    local = storage.local_checkpoint(RUN)
+    assert local.is_relative_to(env["root"] / "cache")
+    predictor = Predictor.from_checkpoint(local)
+    assert len(predictor.mood_names) == 4
+    prediction = predictor.predict_file(next((env["data"] / "audio").glob("*.wav")))
+    assert len(prediction.probabilities) == 4
+    assert storage.local_checkpoint(RUN, "4|artist") != local or best["default_cell"] == "4|artist"
+
+
+def test_a_study_synced_from_s3_and_moved_reports_and_resolves_its_best_checkpoint(env, study) -> None:
+    """`mtlmood study report` on the bucket itself; then on a disk copy of the study, moved
+    once more: the same verdicts, and best_checkpoint.json resolves from the new place."""
+    from serve.config import best_checkpoint_of_study
+
+    remote = _cli("study", "report", RUN)
+    assert "verdict" in remote and f"{RUN}/report/report.md" in remote
+
+    synced, moved = env["root"] / "synced", env["root"] / "elsewhere" / "moved-study"
+    storage.download_dir(RUN, synced)
+    moved.parent.mkdir()
+    shutil.copytree(synced, moved)
+    shutil.rmtree(synced)
+    local = _cli("study", "report", str(moved))
+    assert str(moved / "report" / "report.md") in local
+    assert local.split("verdict", 1)[1].split("report:")[0] == remote.split("verdict", 1)[1].split("report:")[0]
+    verdicts = pd.read_csv(moved / "report" / "verdicts.csv")
+    assert len(verdicts) and verdicts["verdict"].notna().all() and {"p_raw", "p_adjusted"} <= set(verdicts.columns)
+    pointer = json.loads((moved / "best_checkpoint.json").read_text())
+    assert pointer == json.loads(storage.read_text(f"{RUN}/best_checkpoint.json"))  # nothing in it named a place
+
+    expected = moved / pointer["checkpoint"]
+    assert storage.local_checkpoint(moved) == expected.resolve()
+    assert best_checkpoint_of_study(moved) == expected  # what `mtlmood serve --study` resolves
+    assert len(Predictor.from_checkpoint(expected).mood_names) == 4
+    assert str(moved) in (expected / "MODEL_CARD.md").read_text()  # rewritten by the report in its new place
