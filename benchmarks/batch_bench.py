@@ -146,6 +146,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
             RAY_HALF: run_ray_half,
         }
         timings = interleaved(variants, args.rounds, warmup=1, progress="batch")
+        load_after = [round(x, 2) for x in os.getloadavg()]
 
         import pyarrow.parquet as pq
 
@@ -188,6 +189,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         "device": device,
         "n_filters": args.n_filters,
         "ray_start_s": ray_start_s,
+        "loadavg_after": load_after,
         "variants": results,
         "ray_vs_predict_files": results[RAY]["vs_base"],
         "ray_fixed_cost_s": fixed_s,
@@ -205,7 +207,8 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
         f"model ({args.n_filters} filters), {args.precision} on {device}; median of {args.rounds} interleaved rounds "
         f"after a warm-up. Ray Data on a local Ray with {info['cores']} CPUs{' and the GPU' if gpus else ''} "
         f"(started once, {ray_start_s:.1f} s, not "
-        "counted); each Ray round includes starting its actor pool and loading the model.",
+        "counted); each Ray round includes starting its actor pool and loading the model. Load average after the "
+        f"rounds {load_after[0]:.1f} (the machine is shared: a ratio from a loaded run is not trustworthy).",
         "",
         table(["variant", "files/s", "vs predict_files"], rows),
         "",
