@@ -23,8 +23,9 @@ PY=${PYTHON:-python3}
 # GPU_CHECK_DEVICE=cpu runs the same steps on the CPU: a dry run of this script without a GPU.
 DEVICE=${GPU_CHECK_DEVICE:-cuda}
 ACCEL_STEPS=${GPU_CHECK_STEPS:-50}  # training steps per timed round of the accelerator section
-# GPU_CHECK_ONLY=study,inference (say) reruns some steps: tests, train, inference, study.
-ONLY=",${GPU_CHECK_ONLY:-tests,train,inference,study},"
+# GPU_CHECK_ONLY=study,serve (say) reruns some steps: tests, train, inference, study, batch, serve
+# (batch and serve use the study of the study step).
+ONLY=",${GPU_CHECK_ONLY:-tests,train,inference,study,batch,serve},"
 USE_GPU=$([ "$DEVICE" = cpu ] && echo false || echo true)
 export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
 : >"$LOG"
@@ -83,6 +84,18 @@ step study "one-trial study on the GPU" 240 $PY -m mtlmood_cli demo --output "$W
     --set search.trials_per_cell=1 --set 'search.metadata=[artist]' --set curve.enabled=false \
     --set resources.use_gpu=$USE_GPU --set resources.cpus_per_worker=1
 kill "$SAMPLER" 2>/dev/null
+STUDY_DIR=${GPU_CHECK_STUDY:-$WORK/demo/studies/synthetic-alpha}  # another study: for a rerun of batch/serve alone
+CLIPS=${MTLMOOD_SHARED_DATA:-../shared/data}/audio
+
+# 5. Batch inference with the study's best model on the GPU: the local path, then the Ray
+#    Data pipeline (scoring actors on the GPU); rows compared in the report.
+step batch "batch inference, local" 120 $PY -m mtlmood_cli predict "$STUDY_DIR" "$CLIPS" --device "$DEVICE" \
+    --output "$WORK/batch_local.parquet" --quiet
+step batch "batch inference, Ray Data" 180 $PY -m mtlmood_cli predict "$STUDY_DIR" "$CLIPS" --device "$DEVICE" \
+    --output "$WORK/batch_ray.parquet" --ray --quiet
+
+# 6. The endpoint with its default settings (model replicas on the GPU) under a short load.
+step serve "serve smoke" 240 $PY -m benchmarks.serve_smoke --study "$STUDY_DIR" --clients 8 --requests 96 --out "$WORK"
 
 {
     echo
@@ -111,7 +124,7 @@ for case in root.iter("testcase"):
             outcome = f"{tag}: {(node.get('message') or '')[:160]}"
     print(f"- `{case.get('name')}` ({float(case.get('time', 0)):.1f} s): {outcome}")
 EOF
-    for name in train cuda_inference; do
+    for name in train cuda_inference serve_smoke; do
         if [ -f "$WORK/$name.md" ]; then
             echo
             sed 's/^#/##/' "$WORK/$name.md"
@@ -150,6 +163,26 @@ for path in tables:
         print("| " + " | ".join(row.get(c, "") for c in columns) + " |")
 best = glob.glob(str(work / "demo" / "studies" / "*" / "best_checkpoint.json"))
 print(f"\nbest_checkpoint.json: {'written' if best else 'MISSING'}")
+EOF
+    echo
+    echo "## Batch inference on the GPU"
+    echo
+    $PY - "$WORK" <<'EOF'
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+work = Path(sys.argv[1])
+paths = {name: work / f"batch_{name}.parquet" for name in ("local", "ray")}
+if not all(p.exists() for p in paths.values()):
+    print(f"missing output: {[str(p) for p in paths.values() if not p.exists()]}")
+    raise SystemExit(0)
+local, ray = (pd.read_parquet(p) for p in paths.values())
+print(f"rows: local {len(local)}, Ray Data {len(ray)}; columns: {list(local.columns)}")
+both = local.merge(ray, on="path", suffixes=("_local", "_ray")).dropna(subset=["moods_local", "moods_ray"])
+worst = max((abs(a[m] - b[m]) for a, b in zip(both["moods_local"], both["moods_ray"]) for m in a), default=float("nan"))
+print(f"max |Δp| between the two paths over {len(both)} tracks: {worst:.1e}")
 EOF
     echo
     echo "## Failed steps: $FAILED"
