@@ -53,7 +53,7 @@ COMMAND_MODULES: tuple[CommandModule, ...] = (
     CommandModule("mtlmood.commands.data", ("data",)),
     CommandModule("mtlmood.commands.train", ("train",)),
     CommandModule("mtlmood.commands.evaluate", ("evaluate",)),
-    CommandModule("mtlmood.commands.predict", ("predict",)),
+    CommandModule("mtlmood_cli.predict", ("predict",)),
     CommandModule("mtlmood.commands.export", ("export", "model-card")),
     CommandModule("study.cli", ("study", "demo")),
     CommandModule("serve.cli", ("serve",)),

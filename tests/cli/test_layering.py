@@ -35,13 +35,7 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 
 # Imports that break a rule above on purpose: (importing file, imported module) -> why.
 # An entry needs a reason a reviewer can judge.
-ALLOWED: dict[tuple[str, str], str] = {
-    ("mtlmood/commands/predict.py", "catalog.pipeline"): (
-        "`mtlmood predict --ray/--address` hands the same job to the Ray Data pipeline; the import "
-        "sits inside that branch, so importing the core still loads no Ray (checked below) and the "
-        "local path runs without catalog installed"
-    ),
-}
+ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def imported_modules(source: str, module: str, is_package: bool = False) -> Iterator[tuple[int, str]]:
