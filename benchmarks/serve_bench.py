@@ -536,6 +536,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="set OPENBLAS_NUM_THREADS in the replicas' environment (0 = leave it unset)",
     )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--name", default="serve_bench", help="results file name (<out>/<name>.json, .md)")
     args = parser.parse_args(argv)
     cpus = os.cpu_count() or 1
     # Like the direct path (torch and decoding use every core), unless told otherwise.
@@ -631,7 +632,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "replica_openblas_threads": args.openblas_threads or "unset",
     }
     publish(
-        "serve_bench",
+        args.name,
         {"meta": meta, "results": [asdict(r) for r in results], "ratio_at_saturation": ratios},
         [markdown(meta, results, ratios)],
         args.out,

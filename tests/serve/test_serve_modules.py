@@ -245,8 +245,14 @@ def test_predict_body_is_a_predict_response(scorer: Any) -> None:
 # ----------------------------------------------------------------------- soak rule
 
 
-def _soak_run(p99_ms: tuple[float, float], rss_mb: tuple[float, float], other: tuple[float, float]) -> Any:
-    """A synthetic 30 s soak: 10 s warm-up, two 10 s windows whose p99, RSS and other-CPU are given."""
+def _soak_run(
+    p99_ms: tuple[float, float],
+    rss_mb: tuple[float, float],
+    other: tuple[float, float],
+    in_flight: tuple[int, int] = (3, 3),
+) -> Any:
+    """A synthetic 30 s soak: 10 s warm-up, two 10 s windows whose p99, RSS, other CPU and requests
+    in flight are given."""
     from serve.soak import Sample, Sent, SoakRun
 
     run = SoakRun(rate_rps=20.0, duration_s=30.0)
@@ -261,7 +267,8 @@ def _soak_run(p99_ms: tuple[float, float], rss_mb: tuple[float, float], other: t
         busy += 1.0 + (other[max(window - 1, 0)] if t % 10 else 0.0)  # other CPU over each 1 s step
         own += 1.0
         mb = rss_mb[max(window - 1, 0)]
-        run.samples.append(Sample(float(t), {"MoodIngress a": int(mb * 2**20), "proxy n": 200 * 2**20}, busy, own))
+        rss = {"MoodIngress a": int(mb * 2**20), "proxy n": 200 * 2**20}
+        run.samples.append(Sample(float(t), rss, busy, own, in_flight[max(window - 1, 0)]))
     return run
 
 
@@ -281,6 +288,12 @@ def test_soak_rule_compares_first_and_last_window_after_warm_up() -> None:
     assert not slower.passed and not slower.inconclusive and "p99 drifted" in slower.reasons[0]
     # The same drift while another job used a core: not the service's doing, or not provably.
     busy = judge(summarise(_soak_run((100, 200), (500, 500), (0.1, 1.0)), window_s=10, warmup_s=10))
-    assert busy.inconclusive and not busy.passed and "inconclusive" in busy.reasons[0]
+    assert busy.inconclusive and not busy.passed and "inconclusive" in busy.reasons[-1]
+    # Memory growth on a busy machine: explained when the service fell behind (requests held) ...
+    behind = judge(summarise(_soak_run((100, 100), (500, 600), (0.1, 1.0), (3, 40)), window_s=10, warmup_s=10))
+    assert behind.inconclusive and not behind.passed
+    # ... a leak when it did not.
+    leak_busy = judge(summarise(_soak_run((100, 100), (500, 600), (0.1, 1.0), (3, 3)), window_s=10, warmup_s=10))
+    assert not leak_busy.passed and not leak_busy.inconclusive
     with pytest.raises(ValueError, match="two windows"):
         judge(summarise(_soak_run((100, 100), (500, 500), (0.0, 0.0)), window_s=20, warmup_s=10))
