@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
@@ -100,8 +100,10 @@ class Scorer:
 
     def __init__(self, checkpoint: str, device: str, precision: str, top_k: int) -> None:
         from mtlmood.inference import Predictor
+        from mtlmood.storage import local_checkpoint
 
-        self.predictor = Predictor.from_checkpoint(checkpoint, device=device, precision=precision)
+        # ``checkpoint`` may be a URI: every node fetches (and caches) its own copy.
+        self.predictor = Predictor.from_checkpoint(local_checkpoint(checkpoint), device=device, precision=precision)
         self.top_k = top_k
         self.checkpoint_id = self.predictor.card.checkpoint_id
         self.shape = (self.predictor.segment_frames, self.predictor.feature_config.n_mels)
@@ -152,7 +154,7 @@ def _unreadable(paths: Sequence[str]) -> dict[str, str]:
 
 
 def predict_with_ray(
-    checkpoint: Path,
+    checkpoint: Union[str, Path],
     tracks: Sequence[str],
     output: BatchOutput,
     *,
@@ -175,9 +177,10 @@ def predict_with_ray(
     import ray.data
 
     from mtlmood.checkpoint import read_card
+    from mtlmood.storage import local_checkpoint
 
     started = time.perf_counter()
-    card = read_card(checkpoint)
+    card = read_card(local_checkpoint(checkpoint))
     todo = output.todo(tracks, retry_failed=retry_failed)
     bad = _unreadable(todo)
     output.write_part([failure_record(p, reason, card.checkpoint_id) for p, reason in bad.items()])

@@ -32,9 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Union
 
-from mtlmood.errors import AudioDecodeError, CheckpointError, ConfigError
-from mtlmood.fileio import atomic_write_bytes, atomic_write_text, read_json_object
-from mtlmood.filenames import BEST_CHECKPOINTS_FILE
+from mtlmood.errors import AudioDecodeError, ConfigError
+from mtlmood.fileio import atomic_write_bytes, atomic_write_text
 from mtlmood.records import ERROR_FIELD, KEY_FIELD, batch_record, failure_record, flat_row, nested_row
 
 if TYPE_CHECKING:
@@ -51,34 +50,6 @@ CHUNK_SIZE = 64  # tracks per part file of the local path ...
 CHUNK_SECONDS = 60.0  # ... or fewer, when this long has passed since the last part
 
 PathText = Union[str, "os.PathLike[str]"]
-
-
-# ------------------------------------------------------------------ the model
-
-
-def resolve_model(path: PathText, cell: str = "") -> Path:
-    """The checkpoint directory named by ``path``: a checkpoint itself, or a study run directory
-    whose best_checkpoint.json names one (``cell`` picks the cell; "" = the study's default cell)."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint directory not found: {path}")
-    pointer = path / BEST_CHECKPOINTS_FILE
-    if not pointer.exists():
-        if cell:
-            raise ConfigError(f"--cell names a cell of a study, but {path} has no {BEST_CHECKPOINTS_FILE}")
-        return path.resolve()
-    data = read_json_object(pointer, CheckpointError, "study pointer")
-    cells = data.get("cells")
-    if isinstance(cells, dict):
-        chosen = cell or str(data.get("default_cell", ""))
-        if chosen not in cells or not isinstance(cells[chosen], dict):
-            raise ConfigError(f"cell {chosen!r} is not in {pointer}; its cells: {', '.join(sorted(cells))}")
-        target = cells[chosen].get("checkpoint")
-    else:  # a pointer written before studies had cells
-        target = data.get("checkpoint")
-    if not isinstance(target, str) or not target:
-        raise CheckpointError(f"{pointer} names no checkpoint")
-    return (path / target).resolve()  # a relative target is relative to the run directory
 
 
 # ------------------------------------------------------------------ inputs

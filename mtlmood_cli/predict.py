@@ -100,10 +100,12 @@ def _device(name: str) -> str:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Predict every track; to stdout (exit 2 when one failed) or to --output (exit 0, failures listed)."""
-    from mtlmood.batch_predict import resolve_inputs, resolve_model
+    from mtlmood.batch_predict import resolve_inputs
+    from mtlmood.storage import local_checkpoint
 
     _check_arguments(args)
-    checkpoint = resolve_model(args.checkpoint, args.cell)
+    # A checkpoint or study folder, local or in object storage (downloaded once, cached).
+    checkpoint = local_checkpoint(args.checkpoint, args.cell)
     tracks = resolve_inputs(args.files)
     if args.output:
         return _to_output(args, checkpoint, tracks)
@@ -149,12 +151,13 @@ def _to_output(args: argparse.Namespace, checkpoint: Path, tracks: list[str]) ->
     # From here on, Ctrl-C leaves finished tracks behind (see mtlmood_cli.main).
     args.interrupted = f"interrupted; finished tracks are kept in {output.parts_dir}, re-run the same command to resume"
     if args.ray or args.address:
-        # The Ray layer lives outside the core (tests/cli/test_layering.py allows this one import).
         from catalog.pipeline import predict_with_ray, start_ray
+        from mtlmood.storage import checkpoint_location
 
         start_ray(args.address, args.num_cpus)
         run = predict_with_ray(
-            checkpoint,
+            # Where the checkpoint is, not this machine's copy: each scoring actor fetches its own.
+            checkpoint_location(args.checkpoint, args.cell),
             tracks,
             output,
             device=args.device,

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from mtlmood.batch_predict import BatchOutput, iter_predictions, resolve_inputs, resolve_model
+from mtlmood.batch_predict import BatchOutput, iter_predictions, resolve_inputs
 from mtlmood.checkpoint import ModelCard, save_checkpoint
 from mtlmood.config import FeatureConfig, ModelConfig
 from mtlmood.errors import CheckpointError, ConfigError
@@ -33,6 +33,7 @@ from mtlmood.records import (
     response_body,
     to_table,
 )
+from mtlmood.storage import local_checkpoint
 from mtlmood_cli.main import main
 
 MOODS = ["calm", "dark", "energetic", "happy", "sad"]
@@ -123,19 +124,19 @@ def test_inputs_are_files_folders_globs_and_manifests(clips: Path, tmp_path: Pat
 
 
 def test_a_study_run_directory_names_its_best_checkpoint(checkpoint: Path, tmp_path: Path) -> None:
-    assert resolve_model(checkpoint) == checkpoint.resolve()
+    assert local_checkpoint(checkpoint) == checkpoint.resolve()
     run = tmp_path / "study"
     run.mkdir()
     (run / "best_checkpoint.json").write_text(
         json.dumps({"default_cell": "3|artist", "cells": {"3|artist": {"checkpoint": str(checkpoint)}, "9|none": {}}})
     )
-    assert resolve_model(run) == checkpoint.resolve()
+    assert local_checkpoint(run) == checkpoint.resolve()
     with pytest.raises(ConfigError, match="'50|year' is not in"):
-        resolve_model(run, "50|year")
+        local_checkpoint(run, "50|year")
     with pytest.raises(CheckpointError, match="names no checkpoint"):
-        resolve_model(run, "9|none")
+        local_checkpoint(run, "9|none")
     with pytest.raises(CheckpointError, match="not found"):
-        resolve_model(tmp_path / "missing")
+        local_checkpoint(tmp_path / "missing")
 
 
 # ------------------------------------------------------------------ scoring and the output

@@ -139,6 +139,13 @@ def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_
     assert len(prediction.probabilities) == 4
     assert storage.local_checkpoint(RUN, "4|artist") != local or best["default_cell"] == "4|artist"
 
+    # What a user runs: batch inference straight from the study in the bucket.
+    out = env["root"] / "moods.parquet"
+    assert main(["predict", RUN, str(env["data"] / "audio"), "--output", str(out), "--quiet"]) == 0
+    rows = pd.read_parquet(out)
+    assert len(rows) == len(list((env["data"] / "audio").iterdir())) and rows["error"].isna().all()
+    assert set(rows["moods"].iloc[0]) == set(predictor.mood_names)
+
 
 def test_a_study_synced_from_s3_and_moved_reports_and_resolves_its_best_checkpoint(env, study) -> None:
     """`mtlmood study report` on the bucket itself; then on a disk copy of the study, moved
