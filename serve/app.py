@@ -1,5 +1,6 @@
-"""Builds the Serve application from a ServeConfig: ``serve.app:build_app`` is what ``serve deploy``
-(serve/serve_config.yaml, k8s/rayservice.yaml) and ``mtlmood serve`` import.
+"""Builds the Serve application from a ServeConfig: ``serve.app:build_app`` is what a Serve config
+file (written by `mtlmood serve build`: serve/serve_config.yaml, k8s/rayservice.yaml) names for
+``serve run`` / ``serve deploy``, and what ``mtlmood serve`` deploys.
 
 A thin router always faces HTTP, so that a replica dying behind it costs its requests a
 JSON 503 with Retry-After instead of Serve's plain-text 500. Behind it, two topologies
@@ -20,13 +21,8 @@ from typing import Any, Mapping, Union, cast
 from ray import serve
 from ray.serve import Deployment
 
-from serve.config import (
-    DeploymentSettings,
-    ServeConfig,
-    resolve_checkpoint,
-    serve_config_from_mapping,
-    serve_config_to_dict,
-)
+from serve.build import deployment_options, resolved_topology, with_gpus_resolved
+from serve.config import ServeConfig, resolve_checkpoint, serve_config_from_mapping, serve_config_to_dict
 from serve.deployments import MoodIngress, MoodModel
 from serve.router import MoodRouter
 
@@ -40,34 +36,28 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
 
     MoodRouter replicas (``router`` settings, no GPU) face HTTP. ``split``: they call
     MoodIngress replicas (``ingress`` settings), which call MoodModel replicas (``model``
-    settings). ``combined``: the MoodIngress replicas score requests themselves; each gets
-    the replica counts, autoscaling and request limits of ``ingress``, the CPUs of both
-    sections and the GPUs of ``model``.
+    settings). ``combined``: the MoodIngress replicas score requests themselves. Each
+    deployment's options come from serve.build.deployment_options, which also writes the
+    ``deployments:`` of a Serve config file, so the two always agree.
     """
     from mtlmood.checkpoint import read_card
 
     config = args if isinstance(args, ServeConfig) else serve_config_from_mapping(dict(args or {}))
-    config = config.validate()
+    config = with_gpus_resolved(config.validate(), _cluster_has_gpus())
     checkpoint = str(resolve_checkpoint(config))
     # The router gets the card as data: it never loads torch or reads the checkpoint itself.
     card = read_card(checkpoint).to_dict()
     as_dict = serve_config_to_dict(config)
-    num_gpus = _resolved_gpus(config)
-    topology = resolved_topology(config, num_gpus)
+    topology = resolved_topology(config, config.model.num_gpus)
+    # The names DEPLOYMENT_NAMES gives the `deployments:` of a Serve file are these classes' (a test checks).
+    classes = {"router": MoodRouter, "ingress": MoodIngress, "model": MoodModel}
+    deployments = {s: _deployment(classes[s]).options(**opts) for s, opts in deployment_options(config).items()}
     if topology == "combined":
-        options = _deployment_options(
-            config.ingress,
-            config.ingress.num_cpus + config.model.num_cpus,
-            max(num_gpus, config.ingress.num_gpus),
-        )
-        ingress = _deployment(MoodIngress).options(**options).bind(None, checkpoint, as_dict)
+        ingress = deployments["ingress"].bind(None, checkpoint, as_dict)
     else:
-        model_options = _deployment_options(config.model, config.model.num_cpus, num_gpus)
-        model = _deployment(MoodModel).options(**model_options).bind(checkpoint, as_dict)
-        options = _deployment_options(config.ingress, config.ingress.num_cpus, config.ingress.num_gpus)
-        ingress = _deployment(MoodIngress).options(**options).bind(model, checkpoint, as_dict)
-    router_options = _deployment_options(config.router, config.router.num_cpus, 0.0)
-    return _deployment(MoodRouter).options(**router_options).bind(ingress, card, as_dict, topology)
+        model = deployments["model"].bind(checkpoint, as_dict)
+        ingress = deployments["ingress"].bind(model, checkpoint, as_dict)
+    return deployments["router"].bind(ingress, card, as_dict, topology)
 
 
 def _deployment(decorated: object) -> Deployment:
@@ -76,33 +66,8 @@ def _deployment(decorated: object) -> Deployment:
     return cast(Deployment, decorated)
 
 
-def resolved_topology(config: ServeConfig, num_gpus: float) -> str:
-    """``auto`` -> ``split`` when the model replicas get GPUs (the CPU-heavy decoding then
-    scales on its own, on CPU nodes), else ``combined`` (each ingress replica also scores)."""
-    if config.topology != "auto":
-        return config.topology
-    return "split" if num_gpus > 0 else "combined"
-
-
-def _resolved_gpus(config: ServeConfig) -> float:
-    """model.num_gpus, with -1 (auto) = 1 when the Ray cluster has GPUs right now, else 0."""
-    if config.model.num_gpus >= 0:
-        return config.model.num_gpus
+def _cluster_has_gpus() -> bool:
+    """Whether the Ray cluster has a GPU right now (what ``model.num_gpus: -1`` asks)."""
     import ray
 
-    has_gpu = ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1
-    return 1.0 if has_gpu and config.device != "cpu" else 0.0
-
-
-def _deployment_options(settings: DeploymentSettings, num_cpus: float, num_gpus: float) -> dict[str, Any]:
-    """``Deployment.options``: replica counts, autoscaling and request limits of ``settings``,
-    and one replica's CPUs and GPUs (the GPU key only when there are any)."""
-    actor: dict[str, Any] = {"num_cpus": num_cpus}
-    if num_gpus > 0:
-        actor["num_gpus"] = num_gpus
-    return {
-        "autoscaling_config": settings.autoscaling(),
-        "max_ongoing_requests": settings.max_ongoing_requests,
-        "max_queued_requests": settings.max_queued_requests,
-        "ray_actor_options": actor,
-    }
+    return ray.is_initialized() and ray.cluster_resources().get("GPU", 0) >= 1

@@ -2,7 +2,8 @@
 
 The defaults suit a laptop or a small CPU node: on 2 CPUs they run two router replicas
 (0 CPU) and two worker replicas of 1 CPU each, so the death of one worker costs only the
-requests it held. A YAML file (``--config serve.yaml``) and dotted overrides (``--set
+requests it held. A YAML file (``--config serve.yaml``: these fields, or a Ray Serve config
+that `mtlmood serve build` wrote, whose ``args`` they are) and dotted overrides (``--set
 ingress.max_replicas=8``) change them, with the same loader and error messages as the
 training configs (:mod:`mtlmood.config`).
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Mapping, Optional
 
+import yaml
 from pydantic import AfterValidator, Field
 
 from mtlmood.config import (
@@ -25,6 +27,7 @@ from mtlmood.config import (
     NonNegativeInt,
     PathText,
     PositiveFloat,
+    apply_overrides,
     check_config,
     from_dict,
     load_config,
@@ -255,12 +258,37 @@ class ServeConfig:
 
 
 def load_serve_config(
-    path: Optional[str | os.PathLike[str]] = None, overrides: Optional[list[str]] = None, **fields: Any
+    path: Optional[str | os.PathLike[str]] = None,
+    overrides: Optional[list[str]] = None,
+    check: bool = True,
+    **fields: Any,
 ) -> ServeConfig:
-    """Defaults <- YAML file <- dotted overrides <- explicit keyword fields (e.g. from CLI flags)."""
-    config = load_config(ServeConfig, path, overrides or [])
+    """Defaults <- YAML file <- dotted overrides <- explicit keyword fields (e.g. from CLI flags).
+
+    The file holds ServeConfig fields, or is a Ray Serve config (it has ``applications:``, as
+    `mtlmood serve build` writes): then its application's ``args`` are the fields, and with
+    ``check`` the rest of the file must agree with them (serve.build.check_serve_file)."""
+    serve_file = _serve_file(path)
+    if serve_file is not None:
+        from serve.build import serve_file_config
+
+        config = apply_overrides(serve_file_config(serve_file, str(path), check), overrides or [])
+    else:
+        config = load_config(ServeConfig, path, overrides or [])
     given = {k: v for k, v in fields.items() if v is not None}
     return replace(config, **given).validate() if given else config.validate()
+
+
+def _serve_file(path: Optional[str | os.PathLike[str]]) -> Optional[dict[str, Any]]:
+    """The parsed file when it is a Ray Serve config (None otherwise, or when it cannot be read:
+    load_config then says why, in its words)."""
+    if path is None:
+        return None
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) and "applications" in data else None
 
 
 def serve_config_from_mapping(data: Mapping[str, Any]) -> ServeConfig:

@@ -286,6 +286,7 @@ def test_serve_config_yaml_builds(checkpoints: dict[str, Path]) -> None:
         {
             **application.args,
             "checkpoint": str(checkpoints["small"]),
+            "study": "",  # the file's study is a cluster path
             "model": {**application.args["model"], "num_gpus": 0},
         }
     )

@@ -99,8 +99,7 @@ def test_cluster_study_data_lives_on_the_shared_filesystem(cluster: dict, name: 
 
 def test_serve_config_reads_the_study_from_the_shared_filesystem(cluster: dict) -> None:
     serve = yaml.safe_load((REPO / "serve" / "serve_config.yaml").read_text())
-    env = serve["applications"][0]["runtime_env"]["env_vars"]
-    assert _on_shared(env["MTLMOOD_SERVE_STUDY"], _shared_container_paths(cluster))
+    assert _on_shared(serve["applications"][0]["args"]["study"], _shared_container_paths(cluster))
 
 
 # ---------------------------------------------------------------- KubeRay manifests (k8s/)
@@ -179,17 +178,32 @@ def test_k8s_rayjob_prepares_and_runs_the_study_like_the_vm_cluster() -> None:
 
 
 def test_k8s_rayservice_serves_the_serve_config_application() -> None:
-    from serve.config import serve_config_from_mapping
+    """spec.serveConfigV2 is what `mtlmood serve build` writes for its args (one generator, so the
+    deployments' options cannot drift from args), and those are serve/serve_config.yaml's, except
+    the cluster's study, the address and a GPU per model replica."""
+    from serve.build import render, serve_deploy_config, serve_file_config
 
     service = _manifest("rayservice.yaml")
     claim = _manifest("shared-pvc.yaml")["metadata"]["name"]
-    _check_ray_cluster(service["spec"]["rayClusterConfig"], claim)
-    app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+    spec = service["spec"]
+    _check_ray_cluster(spec["rayClusterConfig"], claim)
+    text = spec["serveConfigV2"]
+    data = yaml.safe_load(text)
+    config = serve_file_config(data, "k8s/rayservice.yaml", check=False)
+    assert text == render(serve_deploy_config(config), header=False), (
+        "regenerate with the `mtlmood serve build ... --rayservice k8s/rayservice.yaml` in its header"
+    )
+    app = data["applications"][0]
     reference = yaml.safe_load((REPO / "serve" / "serve_config.yaml").read_text())["applications"][0]
     assert app["import_path"] == reference["import_path"] and app["name"] == reference["name"]
-    # The same settings as serve_config.yaml, except an explicit GPU per model replica.
     expected = copy.deepcopy(reference["args"])
-    expected["model"]["num_gpus"] = 1
+    expected.update(study=app["args"]["study"], host="0.0.0.0")
+    expected["model"].update(num_gpus=1, max_replicas=app["args"]["model"]["max_replicas"])
     assert app["args"] == expected
-    serve_config_from_mapping(app["args"])  # valid for the app builder
-    assert app["runtime_env"]["env_vars"]["MTLMOOD_SERVE_STUDY"].startswith(SHARED + "/mtlmood/studies/")
+    assert app["args"]["study"].startswith(SHARED + "/mtlmood/studies/")
+    assert data["http_options"]["host"] == "0.0.0.0"  # reached through the Kubernetes Service
+    # Split topology: a model deployment with one GPU per replica, as many as the GPU pods.
+    model = {d["name"]: d for d in app["deployments"]}["MoodModel"]
+    assert model["ray_actor_options"]["num_gpus"] == 1
+    gpu_pods = sum(group["maxReplicas"] for group in spec["rayClusterConfig"]["workerGroupSpecs"])
+    assert model["autoscaling_config"]["max_replicas"] <= gpu_pods
