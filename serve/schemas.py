@@ -1,7 +1,8 @@
 """What the endpoint answers: the response models, the error shape and its OpenAPI text.
 
 Every answer of the endpoint has one of two shapes. Success on ``/predict`` is
-``PredictResponse`` (built by ``predict_body`` from a ``mtlmood.inference.Prediction``);
+``PredictResponse`` (built by ``predict_body`` from a ``mtlmood.inference.Prediction``: the
+record of mtlmood.records, which `mtlmood predict --output` writes too);
 every error, ours or FastAPI's, is ``ErrorResponse``: ``{"error": <code>, "detail": <message>}``
 with the HTTP status, raised as ``ApiError`` anywhere in a request. An ingress replica
 hands its outcome to the router as an ``Answer`` (plain data: it crosses a Ray handle),
@@ -12,14 +13,14 @@ that come from Serve's proxy rather than from us.
 
 # No `from __future__ import annotations`: FastAPI reads these models' annotations at route time.
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import Any, Optional, Union
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-if TYPE_CHECKING:
-    from mtlmood.checkpoint import ModelCard
-    from mtlmood.inference import Prediction
+# model_summary is re-exported (serve.deployments imports it and predict_body from here).
+from mtlmood.records import PREDICTION_FIELDS, response_body
+from mtlmood.records import model_summary as model_summary
 
 MULTIPART = "multipart/form-data"
 RETRY_AFTER = {"Retry-After": "1"}  # sent with every 503: overload is short-lived
@@ -85,10 +86,12 @@ class ModelSummary(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    moods: dict[str, float] = Field(description="probability of every mood label (mean over segments)")
-    top: list[MoodScore] = Field(description="the top_k most probable moods, best first")
-    n_segments: int = Field(description="187-frame (~3 s) segments averaged; short audio is padded to one")
-    duration_s: float = Field(description="seconds of audio analysed (at most the first max_seconds)")
+    """The fields of mtlmood.records (shared with `mtlmood predict --output` rows) + the model summary."""
+
+    moods: dict[str, float] = Field(description=PREDICTION_FIELDS["moods"])
+    top: list[MoodScore] = Field(description=PREDICTION_FIELDS["top"])
+    n_segments: int = Field(description=PREDICTION_FIELDS["n_segments"])
+    duration_s: float = Field(description=PREDICTION_FIELDS["duration_s"])
     model: ModelSummary
 
 
@@ -165,26 +168,6 @@ PREDICT_BODY = {
 
 # ------------------------------------------------------------------ response bodies
 
-
-def model_summary(card: "ModelCard") -> dict[str, Any]:
-    """The ``model`` field of every prediction (a ``ModelSummary``) from a ``ModelCard``."""
-    return {
-        "checkpoint_id": card.checkpoint_id,
-        "dataset": card.dataset.name,
-        "labels": list(card.mood_names),
-        "metadata": card.labels.metadata,
-        "n_meta": card.n_meta,
-        "alpha": float(card.alpha),
-        "code_version": card.code_version,
-    }
-
-
-def predict_body(prediction: "Prediction", summary: dict[str, Any]) -> dict[str, Any]:
-    """A ``PredictResponse`` from a ``mtlmood.inference.Prediction`` and the model summary."""
-    return {
-        "moods": dict(prediction.probabilities),
-        "top": [{"mood": mood, "probability": probability} for mood, probability in prediction.top],
-        "n_segments": prediction.n_segments,
-        "duration_s": prediction.duration_s,
-        "model": summary,
-    }
+# A ``PredictResponse`` from a ``mtlmood.inference.Prediction`` and ``model_summary(card)``:
+# mtlmood.records builds it, so an HTTP answer and a batch row share one schema.
+predict_body = response_body

@@ -240,6 +240,14 @@ def test_predict_body_is_a_predict_response(scorer: Any) -> None:
     assert body["top"] == [{"mood": mood, "probability": p} for mood, p in prediction.top]
     assert body["model"]["labels"] == MOODS and body["model"]["alpha"] == pytest.approx(5 / 3)
     assert PredictResponse.model_validate(body).model_dump() == body
+    # One record schema (mtlmood.records): the HTTP answer is a batch row's fields + the model summary.
+    from mtlmood.records import MODEL_FIELD, PREDICTION_FIELDS, batch_record
+
+    row = batch_record("/x.wav", prediction, scorer.predictor.card.checkpoint_id)
+    assert {k: row[k] for k in PREDICTION_FIELDS} == {k: body[k] for k in PREDICTION_FIELDS}
+    schema = PredictResponse.model_json_schema()["properties"]
+    assert list(schema) == [*PREDICTION_FIELDS, MODEL_FIELD]
+    assert all(schema[k]["description"] == PREDICTION_FIELDS[k] for k in PREDICTION_FIELDS)
 
 
 # ----------------------------------------------------------------------- soak rule
