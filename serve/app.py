@@ -16,7 +16,8 @@ parsing in serve.parsing, the JSON answers in serve.schemas, the model in serve.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Union, cast
 
 from ray import serve
 from ray.serve import Deployment
@@ -25,6 +26,10 @@ from serve.build import deployment_options, resolved_topology, with_gpus_resolve
 from serve.config import ServeConfig, resolve_checkpoint, serve_config_from_mapping, serve_config_to_dict
 from serve.deployments import MoodIngress, MoodModel
 from serve.router import MoodRouter
+from serve.schemas import CARD_MARKDOWN_KEY
+
+if TYPE_CHECKING:
+    from mtlmood.checkpoint import ModelCard
 
 
 def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve.Application:
@@ -45,8 +50,9 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
     config = args if isinstance(args, ServeConfig) else serve_config_from_mapping(dict(args or {}))
     config = with_gpus_resolved(config.validate(), _cluster_has_gpus())
     checkpoint = str(resolve_checkpoint(config))
-    # The router gets the card as data: it never loads torch or reads the checkpoint itself.
-    card = read_card(checkpoint).to_dict()
+    # The router gets the card, and MODEL_CARD.md, as data: it never loads torch or reads the checkpoint.
+    model_card = read_card(checkpoint)
+    card = {**model_card.to_dict(), CARD_MARKDOWN_KEY: model_card_markdown(Path(checkpoint), model_card)}
     as_dict = serve_config_to_dict(config)
     topology = resolved_topology(config, config.model.num_gpus)
     # The names DEPLOYMENT_NAMES gives the `deployments:` of a Serve file are these classes' (a test checks).
@@ -58,6 +64,20 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
         model = deployments["model"].bind(checkpoint, as_dict)
         ingress = deployments["ingress"].bind(model, checkpoint, as_dict)
     return deployments["router"].bind(ingress, card, as_dict, topology)
+
+
+def model_card_markdown(checkpoint: Path, card: "ModelCard", source: str = "") -> str:
+    """MODEL_CARD.md of the served checkpoint: rendered from its card and, when a study chose it
+    as a cell's best, that study's evidence (``source``: where the checkpoint is named from, e.g.
+    a URI, default its path). A copy whose study is not around it (a download from a bucket) has
+    no study to find: then the MODEL_CARD.md the study wrote into it, when there is one."""
+    from mtlmood.model_card import MODEL_CARD_FILE, find_study_record, render_model_card
+
+    study = find_study_record(checkpoint)
+    written = checkpoint / MODEL_CARD_FILE
+    if study is None and written.is_file():
+        return written.read_text(encoding="utf-8")
+    return render_model_card(card, source or str(checkpoint), study)
 
 
 def _deployment(decorated: object) -> Deployment:

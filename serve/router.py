@@ -25,7 +25,7 @@ from typing import Any, Mapping, Optional, Union
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,7 +36,10 @@ from serve.parsing import audio_from_request
 from serve.remote import call_deployment
 from serve.schemas import (
     API_DESCRIPTION,
+    CARD_MARKDOWN_KEY,
     ERROR_RESPONSES,
+    MARKDOWN,
+    MODEL_CARD_ROUTE,
     PREDICT_BODY,
     RETRY_AFTER,
     ApiError,
@@ -138,9 +141,12 @@ class MoodRouter:
         return answer
 
     @api.get("/model", summary="The model card of the served checkpoint")
-    async def model_card(self) -> dict[str, Any]:
+    async def model_card(self, request: Request) -> dict[str, Any]:
         """Labels, configs, alpha, dataset, metrics and provenance of the checkpoint, plus serving settings."""
         card = dict(self.card)
+        card.pop(CARD_MARKDOWN_KEY, None)  # answered by GET /model/card, linked here
+        # Below the app's route prefix, which Serve hands the app as its ASGI root_path.
+        card["model_card"] = str(request.scope.get("root_path", "")).rstrip("/") + MODEL_CARD_ROUTE
         card["serving"] = {
             "max_body_bytes": self.config.max_body_bytes,
             "top_k": self.config.top_k,
@@ -151,3 +157,18 @@ class MoodRouter:
         if self.config.study:  # which cell and arm of the study this model is, and why
             card["study"] = study_selection(Path(self.config.study), self.config.cell)
         return card
+
+    @api.get(
+        MODEL_CARD_ROUTE,
+        response_class=PlainTextResponse,
+        response_model=None,
+        responses={200: {"content": {"text/markdown": {}}}, 404: {"model": ErrorResponse}},
+        summary="MODEL_CARD.md of the served checkpoint (Markdown)",
+    )
+    async def model_card_markdown(self) -> Union[PlainTextResponse, JSONResponse]:
+        """The human-readable model card: intended use, training data, alpha, evaluation (with the
+        study's evidence when a study chose this model), preprocessing contract, limitations."""
+        markdown = self.card.get(CARD_MARKDOWN_KEY)
+        if not isinstance(markdown, str):
+            return error_response(404, "not_found", "this deployment has no rendered model card")
+        return PlainTextResponse(markdown, media_type=MARKDOWN)

@@ -24,6 +24,11 @@ from mtlmood.records import model_summary as model_summary
 
 MULTIPART = "multipart/form-data"
 RETRY_AFTER = {"Retry-After": "1"}  # sent with every 503: overload is short-lived
+MARKDOWN = "text/markdown; charset=utf-8"
+# The key under which build_app hands the router the rendered MODEL_CARD.md, inside the card dict
+# (GET /model/card answers it; GET /model links it instead).
+CARD_MARKDOWN_KEY = "model_card_markdown"
+MODEL_CARD_ROUTE = "/model/card"
 
 
 # --------------------------------------------------------------------------- errors

@@ -385,6 +385,13 @@ def test_health_model_card_and_docs(server: dict[str, str], predictor) -> None:
     assert card["serving"]["max_body_bytes"] == MAIN_BODY_LIMIT and card["serving"]["topology"] == "split"
     one = requests.get(f"{server['one']}/model", timeout=TIMEOUT).json()
     assert one["serving"]["topology"] == "combined" and one["serving"]["precision"] == "fp32"
+    # GET /model links MODEL_CARD.md (below the app's route prefix), served as Markdown.
+    assert card["model_card"] == "/model/card" and one["model_card"] == "/one/model/card"
+    assert "model_card_markdown" not in card
+    markdown = requests.get(f"{server['main']}/model/card", timeout=TIMEOUT)
+    assert markdown.status_code == 200 and markdown.headers["content-type"].startswith("text/markdown")
+    assert markdown.text.startswith(f"# Model card: mtlmood mood classifier `{predictor.card.checkpoint_id}`")
+    assert "## Intended use" in markdown.text and "## Limitations" in markdown.text
     assert requests.get(f"{server['one']}/healthz?deep=true", timeout=TIMEOUT).status_code == 200
     spec = requests.get(f"{server['main']}/openapi.json", timeout=TIMEOUT).json()
     # What a client gets when a replica dies, or the service is full, is in the OpenAPI text.
@@ -393,7 +400,7 @@ def test_health_model_card_and_docs(server: dict[str, str], predictor) -> None:
     assert {"500", "504"} <= set(responses) and "plain text" in spec["info"]["description"]
     content = spec["paths"]["/predict"]["post"]["requestBody"]["content"]
     assert {"audio/*", "application/octet-stream", "multipart/form-data"} <= set(content)
-    assert {"/healthz", "/model"} <= set(spec["paths"])
+    assert {"/healthz", "/model", "/model/card"} <= set(spec["paths"])
     assert requests.get(f"{server['main']}/docs", timeout=TIMEOUT).status_code == 200
     assert_error(requests.get(f"{server['main']}/nowhere", timeout=TIMEOUT), 404, "not_found")
     assert_error(requests.get(f"{server['main']}/predict", timeout=TIMEOUT), 405, "method_not_allowed")
