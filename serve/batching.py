@@ -9,12 +9,14 @@ others share forwards of up to ``max_batch_size`` requests. Used by the MoodMode
 """
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from ray import serve
 
 from serve.config import ServeConfig
+from serve.metrics import endpoint_metrics
 from serve.scorer import Scorer
 
 if TYPE_CHECKING:  # torch is imported by the replicas, not by whoever imports this module
@@ -44,6 +46,8 @@ class BatchedScorer:
         decoding, say), so a batch partner is likely on its way."""
         # Cut and checked here, per request: inside a batch one bad item would fail its neighbours.
         segments = self.scorer.segments(features)
+        metrics = endpoint_metrics()
+        metrics.segments(len(segments))
         # A request that finds the replica idle is scored at once: waiting batch_wait_timeout_s
         # for company that is not coming only adds latency. "Idle" needs the caller's view
         # too: under load the scoring stage can be empty for a moment while the next requests
@@ -56,7 +60,9 @@ class BatchedScorer:
                 probs = await self._batched(segments)
             else:
                 self.counts["immediate"] += 1
+                started = time.perf_counter()
                 probs = (await asyncio.to_thread(self.scorer.score_songs, [segments]))[0]
+                metrics.forward(1, "immediate", time.perf_counter() - started)
         finally:
             self.scoring -= 1
         return self.scorer.prediction(probs, len(segments), len(features), top_k)
@@ -67,8 +73,11 @@ class BatchedScorer:
         self.counts["batches"] += 1
         self.counts["batched_requests"] += len(items)
         self.counts["largest_batch"] = max(self.counts["largest_batch"], len(items))
+        started = time.perf_counter()
         # In a thread: the event loop stays free for health checks and new arrivals.
-        return await asyncio.to_thread(self.scorer.score_songs, items)
+        probs = await asyncio.to_thread(self.scorer.score_songs, items)
+        endpoint_metrics().forward(len(items), "batched", time.perf_counter() - started)
+        return probs
 
     @property
     def failure(self) -> Optional[str]:

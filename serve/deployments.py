@@ -17,6 +17,7 @@ import asyncio
 import io
 import logging
 import math
+import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Mapping, Optional
@@ -27,6 +28,7 @@ from ray.serve.handle import DeploymentHandle
 
 from serve.batching import BatchedScorer
 from serve.config import ServeConfig, serve_config_from_mapping
+from serve.metrics import endpoint_metrics
 from serve.remote import call_deployment
 from serve.schemas import RETRY_AFTER, Answer, ApiError, model_summary, predict_body
 
@@ -110,11 +112,20 @@ class MoodIngress:
         topology = "split" if model is not None else "combined"
         logger.info("MoodIngress for %s (%s topology, %d decode threads)", checkpoint, topology, threads)
 
-    def _features(self, data: bytes, name: str) -> np.ndarray:
-        from mtlmood.features import features_from_bytes
+    def _features(self, data: bytes, name: str, seconds: Optional[dict[str, float]] = None) -> np.ndarray:
+        """features_from_bytes in its two stages, each timed into ``seconds`` (decode, features)."""
+        from mtlmood.audio import load_audio_bytes
+        from mtlmood.features import log_mel
 
+        seconds = {} if seconds is None else seconds
+        started = time.perf_counter()
+        samples = load_audio_bytes(data, self.card.features, name)
+        decoded = time.perf_counter()
+        seconds["decode"] = decoded - started
         # The fast log-mel, as Predictor uses by default: same features within 1e-5 of librosa's.
-        return features_from_bytes(data, self.card.features, name, method="fast")
+        features = log_mel(samples, self.card.features, method="fast")
+        seconds["features"] = time.perf_counter() - decoded
+        return features
 
     def check_health(self) -> None:
         """Called by Serve every health_check_period_s; raising makes Serve replace the replica."""
@@ -127,7 +138,9 @@ class MoodIngress:
         self.in_flight += 1
         try:
             features = await self._decode(data, name)
+            started = time.perf_counter()
             prediction = await self._score(features, top_k)
+            endpoint_metrics().stage("model", time.perf_counter() - started)
             return Answer(200, predict_body(prediction, self.summary))
         except ApiError as exc:
             return exc.answer()
@@ -144,8 +157,11 @@ class MoodIngress:
         if self.pending_decodes >= self.config.max_pending_decodes:
             raise ApiError(503, "overloaded", "too many requests are waiting to be decoded; retry shortly", RETRY_AFTER)
         self.pending_decodes += 1
+        seconds: dict[str, float] = {}  # the stages' work in the decode thread (not its queue)
         try:
-            features = await asyncio.get_running_loop().run_in_executor(self.executor, self._features, data, name)
+            features = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self._features, data, name, seconds
+            )
         except AudioDecodeError as exc:
             raise ApiError(422, "undecodable_audio", exc.reason) from None
         except Exception as exc:  # decoders raise assorted types on hostile input; it is still bad input
@@ -153,6 +169,8 @@ class MoodIngress:
             raise ApiError(422, "undecodable_audio", f"the audio could not be decoded ({type(exc).__name__})") from None
         finally:
             self.pending_decodes -= 1
+            for stage, took in list(seconds.items()):  # the stages that finished, even if the next failed
+                endpoint_metrics().stage(stage, took)
         if not np.isfinite(features).all():
             raise ApiError(
                 422, "non_finite_features", "the audio gives non-finite log-mel features (samples far outside [-1, 1]?)"

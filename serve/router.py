@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import mtlmood
 from serve.config import ServeConfig, serve_config_from_mapping, serve_config_to_dict, study_selection
+from serve.metrics import RequestMetrics
 from serve.parsing import audio_from_request
 from serve.remote import call_deployment
 from serve.schemas import (
@@ -51,6 +52,8 @@ from serve.schemas import (
 logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="mtlmood", version=mtlmood.__version__, description=API_DESCRIPTION)
+# Every request counted and timed by route and status (Prometheus, serve.metrics), 404s included.
+api.add_middleware(RequestMetrics)
 
 
 @api.exception_handler(RequestValidationError)
