@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Union, cast
 from ray import serve
 from ray.serve import Deployment
 
+from mtlmood import storage
 from serve.build import deployment_options, resolved_topology, with_gpus_resolved
-from serve.config import ServeConfig, resolve_checkpoint, serve_config_from_mapping, serve_config_to_dict
+from serve.config import ServeConfig, checkpoint_source, serve_config_from_mapping, serve_config_to_dict
 from serve.deployments import MoodIngress, MoodModel
 from serve.router import MoodRouter
 from serve.schemas import CARD_MARKDOWN_KEY
@@ -37,7 +38,8 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
 
     ``args`` is a ServeConfig, or a mapping of its fields (the ``args:`` of a Serve
     config file). The checkpoint comes from ``checkpoint``, ``study`` (its best
-    checkpoint) or the env vars MTLMOOD_SERVE_CHECKPOINT / MTLMOOD_SERVE_STUDY.
+    checkpoint) or the env vars MTLMOOD_SERVE_CHECKPOINT / MTLMOOD_SERVE_STUDY: a path, or a
+    URI (``s3://...``) that each replica downloads once into its node's cache.
 
     MoodRouter replicas (``router`` settings, no GPU) face HTTP. ``split``: they call
     MoodIngress replicas (``ingress`` settings), which call MoodModel replicas (``model``
@@ -49,10 +51,13 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
 
     config = args if isinstance(args, ServeConfig) else serve_config_from_mapping(dict(args or {}))
     config = with_gpus_resolved(config.validate(), _cluster_has_gpus())
-    checkpoint = str(resolve_checkpoint(config))
+    # The replicas get where the checkpoint is (a path, or a URI each of them copies into its
+    # node's cache); this process reads the card from a local copy of its own.
+    checkpoint = checkpoint_source(config)
+    local = storage.local_checkpoint(checkpoint)
     # The router gets the card, and MODEL_CARD.md, as data: it never loads torch or reads the checkpoint.
-    model_card = read_card(checkpoint)
-    card = {**model_card.to_dict(), CARD_MARKDOWN_KEY: model_card_markdown(Path(checkpoint), model_card)}
+    model_card = read_card(local)
+    card = {**model_card.to_dict(), CARD_MARKDOWN_KEY: model_card_markdown(local, model_card, checkpoint)}
     as_dict = serve_config_to_dict(config)
     topology = resolved_topology(config, config.model.num_gpus)
     # The names DEPLOYMENT_NAMES gives the `deployments:` of a Serve file are these classes' (a test checks).

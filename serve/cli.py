@@ -131,11 +131,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from serve.config import resolve_checkpoint
+    from mtlmood import storage
+    from serve.config import checkpoint_source, resolve_checkpoint
 
     config = _load_config(args)
-    # Fail here, in one line, before Ray starts: a wrong path is the most common mistake.
-    checkpoint = resolve_checkpoint(config)
+    # Fail here, in one line, before Ray starts: a wrong path is the most common mistake (a URI is
+    # downloaded here once; replicas on this node then find it in the cache).
+    resolve_checkpoint(config)
+    checkpoint = checkpoint_source(config)
 
     import ray
     from ray import serve
@@ -144,13 +147,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     started_ray = not ray.is_initialized() and args.address is None
     if not ray.is_initialized():
-        ray.init(address=args.address, num_cpus=args.num_cpus if args.address is None else None)
+        # The replicas of a joined cluster reach the same object store (endpoint, region; never keys).
+        joined = args.address is not None and storage.is_uri(checkpoint) and storage.storage_env()
+        runtime_env = {"env_vars": storage.storage_env()} if joined else None
+        ray.init(
+            address=args.address,
+            num_cpus=args.num_cpus if args.address is None else None,
+            runtime_env=runtime_env,
+        )
     serve.start(http_options={"host": config.host, "port": config.port})
     serve.run(build_app(config), name=config.app_name, route_prefix=config.route_prefix)
     base = f"http://{config.host}:{config.port}{config.route_prefix.rstrip('/')}"
     print(f"serving {checkpoint}")
     print(f"  predict: curl -H 'Content-Type: audio/mpeg' --data-binary @song.mp3 {base}/predict")
-    print(f"  health:  {base}/healthz   model card: {base}/model   API docs: {base}/docs")
+    print(f"  health:  {base}/healthz   model: {base}/model (card: {base}/model/card)   API docs: {base}/docs")
     print("Ctrl-C stops the endpoint.", flush=True)
     try:
         _block()

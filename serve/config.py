@@ -8,7 +8,8 @@ ingress.max_replicas=8``) change them, with the same loader and error messages a
 training configs (:mod:`mtlmood.config`).
 
 Where the model comes from: ``checkpoint`` (an mtlmood checkpoint directory) or
-``study`` (a study run directory; its ``best_checkpoint.json`` names the winner).
+``study`` (a study run directory; its ``best_checkpoint.json`` names the winner), each a
+local path or a URI (``s3://bucket/...``, read through mtlmood.storage).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Mapping, Optional
 import yaml
 from pydantic import AfterValidator, Field
 
+from mtlmood import storage
 from mtlmood.config import (
     Count,
     NonNegativeFloat,
@@ -34,7 +36,6 @@ from mtlmood.config import (
     to_dict,
 )
 from mtlmood.errors import CheckpointError, ConfigError
-from mtlmood.fileio import read_json_object
 from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 
 CHECKPOINT_ENV = "MTLMOOD_SERVE_CHECKPOINT"  # fallback for `serve deploy` configs without args
@@ -301,14 +302,10 @@ def serve_config_to_dict(config: ServeConfig) -> dict[str, Any]:
     return to_dict(config)
 
 
-def resolve_checkpoint(config: ServeConfig) -> Path:
-    """The checkpoint directory to serve: ``checkpoint``, else the study's best, else the env vars.
-
-    Checks that the directory holds a model card, so a wrong path fails here with one
-    clear line instead of in every replica's constructor.
-    """
-    from mtlmood.checkpoint import read_card
-
+def checkpoint_source(config: ServeConfig) -> str:
+    """Where the checkpoint to serve is: ``checkpoint``, else the study's (cell's) best, else the
+    env vars. A local path (made absolute) or a URI (``s3://...``), as given: each replica makes
+    its own local copy of a URI (mtlmood.storage.local_checkpoint), so every node fills its cache."""
     checkpoint, study = config.checkpoint, config.study
     if checkpoint and study:
         raise ConfigError("give either a checkpoint or a study run directory, not both")
@@ -322,25 +319,46 @@ def resolve_checkpoint(config: ServeConfig) -> Path:
     if config.cell and not study:
         raise ConfigError("cell names a cell of a study: give --study RUN with --cell")
     if study:
-        checkpoint = str(best_checkpoint_of_study(Path(study), config.cell))
-    path = Path(checkpoint).expanduser().resolve()
+        _study_pointer(study)  # a study without one fails here, saying why
+        checkpoint = storage.checkpoint_location(study, config.cell)
+    if storage.is_uri(checkpoint):
+        problem = storage.location_problem(checkpoint)
+        if problem:
+            raise ConfigError(f"{checkpoint}: {problem}")
+        return storage.normalize(checkpoint)
+    return str(Path(checkpoint).expanduser().resolve())
+
+
+def resolve_checkpoint(config: ServeConfig) -> Path:
+    """A local copy of the checkpoint to serve (``checkpoint_source``; a URI is downloaded once into
+    the cache). Checks that it holds a model card, so a wrong path fails here with one clear line
+    instead of in every replica's constructor."""
+    from mtlmood.checkpoint import read_card
+
+    path = storage.local_checkpoint(checkpoint_source(config))
     read_card(path)  # CheckpointError with the reason when it is not a checkpoint
     return path
 
 
-def study_selection(run_dir: Path, cell: str = "") -> dict[str, Any]:
-    """What ``<run_dir>/best_checkpoint.json`` says about one cell's best model (the default
-    cell when ``cell`` is ""): its checkpoint, arm, alpha, seed and validation score.
-    Models are only ever chosen within a cell: PR-AUC of different mood counts is not comparable."""
-    pointer = run_dir / BEST_CHECKPOINTS_FILE
-    if not run_dir.is_dir():
-        raise ConfigError(f"study run directory not found: {run_dir}")
-    if not pointer.exists():
+def _study_pointer(study: str) -> str:
+    """``<study>/best_checkpoint.json`` (path or URI); ConfigError when the study or its pointer is missing."""
+    if not storage.is_dir(study):
+        raise ConfigError(f"study run directory not found: {storage.normalize(study)}")
+    pointer = storage.join(study, BEST_CHECKPOINTS_FILE)
+    if not storage.is_file(pointer):
         raise ConfigError(
-            f"{run_dir} has no {BEST_CHECKPOINTS_FILE}: the study has not finished a phase yet "
+            f"{storage.normalize(study)} has no {BEST_CHECKPOINTS_FILE}: the study has not finished a phase yet "
             "(run `mtlmood study report RUN` after it has)"
         )
-    data = read_json_object(pointer, CheckpointError)
+    return pointer
+
+
+def study_selection(study: storage.Location, cell: str = "") -> dict[str, Any]:
+    """What ``<study>/best_checkpoint.json`` (a path or URI) says about one cell's best model (the
+    default cell when ``cell`` is ""): its checkpoint, arm, alpha, seed and validation score.
+    Models are only ever chosen within a cell: PR-AUC of different mood counts is not comparable."""
+    pointer = _study_pointer(os.fspath(study))
+    data = storage.read_json_object(pointer, CheckpointError)
     cells = data.get("cells")
     if not isinstance(cells, dict):  # a pointer written before studies had cells
         return {"cell": "", "checkpoint": data.get("checkpoint")}
@@ -348,13 +366,3 @@ def study_selection(run_dir: Path, cell: str = "") -> dict[str, Any]:
     if chosen not in cells:
         raise ConfigError(f"cell {chosen!r} is not in {pointer}; its cells: {', '.join(sorted(cells))}")
     return {"cell": chosen, "default_cell": data.get("default_cell"), **cells[chosen]}
-
-
-def best_checkpoint_of_study(run_dir: Path, cell: str = "") -> Path:
-    """The checkpoint of a study's cell (relative paths: from the run dir)."""
-    selection = study_selection(run_dir, cell)
-    target = selection.get("checkpoint")
-    if not isinstance(target, str) or not target:
-        raise CheckpointError(f"{run_dir / BEST_CHECKPOINTS_FILE} names no checkpoint")
-    target_path = Path(target)
-    return target_path if target_path.is_absolute() else run_dir / target_path

@@ -45,6 +45,9 @@ class MoodModel:
     """The model deployment of the ``split`` topology: a BatchedScorer per replica."""
 
     def __init__(self, checkpoint: str, config: Mapping[str, Any]) -> None:
+        from mtlmood.storage import local_checkpoint
+
+        checkpoint = str(local_checkpoint(checkpoint))  # a URI: this node's copy, downloaded once
         cfg = serve_config_from_mapping(config)
         self.scorer = BatchedScorer(checkpoint, cfg)
         loaded = self.scorer.scorer
@@ -96,7 +99,9 @@ class MoodIngress:
 
     def __init__(self, model: Optional[DeploymentHandle], checkpoint: str, config: Mapping[str, Any]) -> None:
         from mtlmood.checkpoint import read_card
+        from mtlmood.storage import local_checkpoint
 
+        checkpoint = str(local_checkpoint(checkpoint))  # a URI: this node's copy, downloaded once
         self.config: ServeConfig = serve_config_from_mapping(config)
         self.model = model
         self.scorer: Optional[BatchedScorer] = None if model is not None else BatchedScorer(checkpoint, self.config)

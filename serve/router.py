@@ -20,7 +20,6 @@ the requests it held); it does the least work of any, so it is the least likely 
 # signatures for FastAPI, which then cannot resolve string annotations (Request, Optional).
 import logging
 import time
-from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from fastapi import FastAPI, Query, Request
@@ -158,7 +157,7 @@ class MoodRouter:
             "batching": serve_config_to_dict(self.config)["batching"],
         }
         if self.config.study:  # which cell and arm of the study this model is, and why
-            card["study"] = study_selection(Path(self.config.study), self.config.cell)
+            card["study"] = study_selection(self.config.study, self.config.cell)  # a path or URI
         return card
 
     @api.get(

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 
 from mtlmood.errors import ConfigError
-from serve.config import best_checkpoint_of_study, load_serve_config, resolve_checkpoint, study_selection
+from serve.config import ServeConfig, checkpoint_source, load_serve_config, resolve_checkpoint, study_selection
+
+
+def best_checkpoint_of_study(run_dir: Path, cell: str = "") -> Path:
+    """Where `mtlmood serve --study RUN [--cell CELL]` takes its model from (mtlmood.storage's resolution)."""
+    return Path(checkpoint_source(ServeConfig(study=str(run_dir), cell=cell)))
 
 
 def _pointer(run_dir: Path) -> None:
