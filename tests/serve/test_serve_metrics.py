@@ -78,6 +78,7 @@ def call(app: Any, method: str, path: str, **kwargs: Any) -> Any:
 
 
 def test_middleware_counts_route_templates_and_writes_json_access_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray.serve  # noqa: F401  # its first import replaces the ray.serve logger's handlers: before ours
     from fastapi import FastAPI
 
     import serve.metrics as metrics
@@ -146,7 +147,7 @@ def test_a_failing_metric_never_fails_the_request() -> None:
 
         observe = inc
 
-    metrics = EndpointMetrics()
+    metrics = EndpointMetrics()  # imports ray.serve (which resets the ray.serve logger) before our handler
     metrics._metrics = {key: Broken() for key in metrics._metrics}
     warnings: list[logging.LogRecord] = []
     handler = logging.Handler()
