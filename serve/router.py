@@ -5,8 +5,9 @@
 
 Routes: ``POST /predict`` (raw audio body or multipart field ``file``; ``?top_k=``),
 ``GET /healthz`` (``?deep=true`` also asks an ingress replica, and through it the model),
-``GET /model`` and the OpenAPI page at ``/docs``. The router checks the request (serve.parsing:
-400/413/415 before any replica behind it is bothered), relays the audio bytes to an ingress
+``GET /model``, ``GET /model/card`` (the MODEL_CARD.md) and the OpenAPI page at ``/docs``.
+The router checks the request (serve.parsing: 400/413/415 before any replica behind it is
+bothered), relays the audio bytes to an ingress
 replica and renders its ``Answer``. When that replica dies with the request, or its queue is
 full, or it does not answer in ``request_timeout_s``, the router answers for it: 503 JSON with
 ``Retry-After`` (or 504), see serve.remote. Without the router, Serve's proxy would answer the
