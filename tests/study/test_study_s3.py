@@ -150,7 +150,7 @@ def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_
 def test_a_study_synced_from_s3_and_moved_reports_and_resolves_its_best_checkpoint(env, study) -> None:
     """`mtlmood study report` on the bucket itself; then on a disk copy of the study, moved
     once more: the same verdicts, and best_checkpoint.json resolves from the new place."""
-    from serve.config import best_checkpoint_of_study
+    from serve.config import ServeConfig, checkpoint_source
 
     remote = _cli("study", "report", RUN)
     assert "verdict" in remote and f"{RUN}/report/report.md" in remote
@@ -170,6 +170,7 @@ def test_a_study_synced_from_s3_and_moved_reports_and_resolves_its_best_checkpoi
 
     expected = moved / pointer["checkpoint"]
     assert storage.local_checkpoint(moved) == expected.resolve()
-    assert best_checkpoint_of_study(moved) == expected  # what `mtlmood serve --study` resolves
+    # What `mtlmood serve --study` resolves.
+    assert Path(checkpoint_source(ServeConfig(study=str(moved)))).resolve() == expected.resolve()
     assert len(Predictor.from_checkpoint(expected).mood_names) == 4
     assert str(moved) in (expected / "MODEL_CARD.md").read_text()  # rewritten by the report in its new place
