@@ -66,13 +66,18 @@ def test_sigkill_of_a_replica_under_load_gives_json_503s_and_recovers(default_ap
     from serve.replicas import running_replicas
 
     clip = tone(4.0, seed=7)
-    run = kill_under_load(f"{default_app}/predict", APP, "MoodIngress", clip, clients=16, ok_before_kill=32)
-    for outcome in run.outcomes:
-        assert_clean_answer(outcome)
-    statuses = run.statuses()
-    assert len(run.outcomes) >= 100, statuses
-    # The kill hit requests in flight (16 clients on 2 replicas): they are the 503s ...
-    unavailable = [o for o in run.outcomes if o.status == 503 and '"replica_unavailable"' in o.text]
+    # Once in a while (1 of 2 full-suite runs on 2026-11-26) the killed replica held no request, or Serve
+    # re-sent them, and every answer was 200: then kill once more, so the 503 path is exercised.
+    for _attempt in range(2):
+        run = kill_under_load(f"{default_app}/predict", APP, "MoodIngress", clip, clients=16, ok_before_kill=32)
+        for outcome in run.outcomes:
+            assert_clean_answer(outcome)
+        statuses = run.statuses()
+        assert len(run.outcomes) >= 100, statuses
+        # The kill hit requests in flight (16 clients on 2 replicas): they are the 503s ...
+        unavailable = [o for o in run.outcomes if o.status == 503 and '"replica_unavailable"' in o.text]
+        if unavailable:
+            break
     assert unavailable, statuses
     # ... and only the dead replica's share: the survivor answered while the new one started.
     survived = [o for o in run.outcomes if o.status == 200 and run.killed_at < o.started and o.ended < run.replaced_at]
