@@ -55,7 +55,7 @@ def soak_endpoint(
     from serve.app import build_app
     from serve.config import ServeConfig
     from serve.replicas import app_processes
-    from serve.soak import as_json, judge, measure_capacity, run_soak, summarise, table
+    from serve.soak import as_json, cpu_seconds, judge, measure_capacity, run_soak, summarise, table
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     port = free_port()
@@ -65,7 +65,11 @@ def soak_endpoint(
         serve.run(build_app(ServeConfig(checkpoint=str(checkpoint), port=port)), name=APP, route_prefix="/")
         url = f"http://127.0.0.1:{port}/predict"
         measure_capacity(url, clips, capacity_clients, min(5.0, capacity_s))  # warm every replica's caches
+        busy, own, started = *cpu_seconds(), time.monotonic()
         capacity = measure_capacity(url, clips, capacity_clients, capacity_s)
+        # Another job during this half minute lowers the capacity and so the soak's rate: say so.
+        busy_end, own_end = cpu_seconds()
+        other_during_capacity = max(0.0, (busy_end - busy) - (own_end - own)) / (time.monotonic() - started)
         rate = load * capacity
         print(f"capacity {capacity:.2f} req/s at {capacity_clients} clients; soaking at {rate:.2f} req/s", flush=True)
         run = run_soak(url, clips, rate, warmup_s + duration_s, lambda: app_processes(APP))
@@ -81,7 +85,13 @@ def soak_endpoint(
             run,
             windows,
             verdict,
-            {"capacity_rps": capacity, "capacity_clients": capacity_clients, "load": load, "warmup_s": warmup_s},
+            {
+                "capacity_rps": capacity,
+                "capacity_clients": capacity_clients,
+                "capacity_other_cpu_cores": other_during_capacity,
+                "load": load,
+                "warmup_s": warmup_s,
+            },
         ),
         "table": table(windows),
     }
@@ -98,7 +108,8 @@ def markdown(result: dict, info: dict, args: argparse.Namespace) -> list[str]:
         f"Machine: {machine_line(info)}; load average at the end {os.getloadavg()[0]:.1f}. "
         f"Model: {args.model}; clips: {args.n_clips} ({args.clips_source}). Default ServeConfig "
         f"(two routers, two combined ingress replicas). Capacity {result['capacity_rps']:.2f} req/s "
-        f"(closed loop, {result['capacity_clients']} clients, {args.capacity_seconds:.0f} s); soak at "
+        f"(closed loop, {result['capacity_clients']} clients, {args.capacity_seconds:.0f} s, other processes "
+        f"using {result['capacity_other_cpu_cores']:.2f} cores meanwhile); soak at "
         f"{result['load']:.0%} of it = {result['rate_rps']:.2f} req/s open loop for {result['warmup_s']:.0f} s "
         f"warm-up + {args.duration:.0f} s, windows of {args.window:.0f} s; {result['late_starts']} requests "
         "started late (every client thread busy).",

@@ -159,7 +159,7 @@ def measure_capacity(url: str, clips: Sequence[Clip], concurrency: int = 16, sec
     return sum(done) / (time.monotonic() - started)
 
 
-def _cpu_seconds() -> tuple[float, float]:
+def cpu_seconds() -> tuple[float, float]:
     """(busy CPU seconds of the whole machine, CPU seconds of this process and its descendants)."""
     import psutil  # bundled with Ray, on sys.path once ray is imported
 
@@ -208,7 +208,7 @@ def run_soak(
             if now - last_listed >= 10.0:  # replicas rarely change: ask the controller every 10 s
                 watched, last_listed = processes(), now
             rss = {label: size for label, pid in watched.items() if (size := rss_bytes(pid)) is not None}
-            busy, own = _cpu_seconds()
+            busy, own = cpu_seconds()
             run.samples.append(Sample(now, rss, busy, own, in_flight[0]))
             if stop.wait(sample_s):
                 return
