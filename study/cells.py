@@ -1,10 +1,20 @@
-"""Study cells: one per (dataset, mood count, metadata set), with the paper's heuristic alpha.
+"""Study cells: one per (dataset, mood count, metadata set[, artist classes]), with the paper's heuristic alpha.
 
 The heuristic alpha = N_mood / N_meta depends on how many labels the data really yields
 (a small dataset may have fewer than 50 artists; metadata classes come from training
 songs only), so it is computed from the labelled, split songs before the search starts,
 not assumed. Each cell also keeps the facts a reviewer needs next to its results: label
 counts, songs per split, and how many test songs have an artist seen in training.
+
+**Cell keys.** ``"n_moods|metadata"`` (``"3|artist"``, ``"3|none"``) when the metadata
+uses the run's own artist classes (``run.labels.n_artists``); a cell of another artist
+count (``search.n_artists``) carries it in its metadata factor, ``"n_moods|metadata@K"``
+(``"3|artist@10"``, ``"9|artist+year@10"``): label ``"mtg-jamendo · 3 moods · artist@10"``,
+slug ``3-artist_10``. The metadata column of the trial table holds the same factor
+(``artist@10``), so anything that tells cells apart by (n_moods, metadata) still does.
+Keys of studies made before the factor existed are unchanged. The baseline (``none``) has
+no metadata head: one per mood count, shared by every metadata cell of that count (the
+split does not depend on the metadata, see mtlmood.rundata.label_and_split).
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from typing import Any
 from mtlmood import storage
 from mtlmood.datasets import load_run_songs
 from mtlmood.rundata import label_and_split, split_facts
-from study.config import StudyConfig, trial_run_config
+from study.config import StudyConfig, split_metadata, trial_run_config
 
 TEST_SONGS_FILE = "test_songs.csv"
 
@@ -36,6 +46,11 @@ class Cell:
     heuristic_alpha: float  # N_mood / N_meta; 0 for the baseline
     tag_set: str = "moods"
     facts: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def metadata_set(self) -> str:
+        """The metadata set without its artist count ("artist@10" -> "artist")."""
+        return split_metadata(self.metadata)[0]
 
     @property
     def key(self) -> str:
@@ -62,13 +77,37 @@ def cell_slug(n_moods: int, metadata: str) -> str:
 
 
 def parse_cell_key(key: str) -> tuple[int, str]:
-    """``"3|artist"`` -> (3, "artist")."""
+    """``"3|artist"`` -> (3, "artist"); ``"3|artist@10"`` -> (3, "artist@10")."""
     n_moods, _, metadata = key.partition("|")
     return int(n_moods), metadata
 
 
+def metadata_factor(metadata: str, n_artists: int, default_artists: int) -> str:
+    """A metadata set at an artist count, as cells name it: the set itself at the run's own
+    count (or when it has no artist), else ``"<set>@<count>"``."""
+    if "artist" not in metadata or int(n_artists) == int(default_artists):
+        return metadata
+    return f"{metadata}@{int(n_artists)}"
+
+
+def cell_metadata(study: StudyConfig) -> list[str]:
+    """The metadata factors of the study's metadata cells, in config order: each metadata set,
+    crossed with ``search.n_artists`` where it has artist (no repeats)."""
+    default = study.run.labels.n_artists
+    counts = list(study.search.n_artists) or [default]
+    factors: list[str] = []
+    for metadata in study.search.metadata:
+        for count in counts:
+            factor = metadata_factor(metadata, count, default)
+            if factor not in factors:
+                factors.append(factor)
+    return factors
+
+
 def study_cells(study: StudyConfig, write_to: str | Path | None = None) -> dict[str, Cell]:
-    """Every cell of the study, baselines (metadata "none") included, keyed by ``n_moods|metadata``.
+    """Every cell of the study, baselines (metadata "none") included, keyed by ``n_moods|metadata``
+    (``n_moods|metadata@K`` at another artist count than the run's, see the module docstring).
+    N_meta and the heuristic count the classes the training songs really have.
 
     With ``write_to`` (a path or URI) each cell's test songs (id, split group, artist) go to
     ``<write_to>/<slug>/test_songs.csv``: the report's bootstrap resamples them by song,
@@ -77,7 +116,7 @@ def study_cells(study: StudyConfig, write_to: str | Path | None = None) -> dict[
     records = load_run_songs(study.run)
     cells: dict[str, Cell] = {}
     for n_moods in study.search.n_moods:
-        for metadata in ["none", *study.search.metadata]:
+        for metadata in ["none", *cell_metadata(study)]:
             run = trial_run_config(study, int(n_moods), metadata, 0.0, 0)
             labelled, splits = label_and_split(records, run)
             heuristic = labelled.n_moods / labelled.n_meta if labelled.n_meta else 0.0

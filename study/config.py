@@ -85,6 +85,12 @@ class SearchConfig:
     metadata: Annotated[list[Annotated[str, BeforeValidator(_metadata_set)]], Field(min_length=1)] = field(
         default_factory=lambda: ["artist"]
     )
+    # Artist classes (top-K artists of the training songs) as a factor of its own, so that
+    # N_mood / N_meta varies at a fixed mood count too: cells = n_moods x metadata x
+    # n_artists for metadata sets with artist. Empty = run.labels.n_artists only (one cell
+    # per metadata set, as before). A count other than run.labels.n_artists gets the cell
+    # key "n_moods|metadata@K" (e.g. "3|artist@10"); see study.cells.
+    n_artists: list[Count] = field(default_factory=list)
     # Tag set per mood count, where it differs from run.dataset.tag_set (MagnaTagATune's
     # "50 tags" cell takes the top 50 of all tags, its "3" the top 3 mood tags).
     tag_sets: dict[Count, Annotated[str, one_of(*TAG_SETS)]] = field(default_factory=dict)
@@ -113,6 +119,11 @@ class CurveConfig:
     seeds: Annotated[list[Seed], Field(min_length=1)] = field(default_factory=lambda: [1001, 1002, 1003])
     tuned: bool = True
     learned: bool = True
+    # alpha* bracketed: after the grid's runs, a cell whose best grid multiple (seed-mean
+    # validation PR-AUC) is the smallest or largest gets the next multiple beyond it (the
+    # grid's end step again, e.g. x27 after x9), over the same seeds, in rounds of their own
+    # ("curve-ext1", ...) until bracketed or this many rounds ran (0 = never extend).
+    max_extensions: NonNegativeInt = 2
     # Seeds of one (cell, alpha) trained one after another in one trial: amortises the
     # ~12 s start-up of a Ray Train trial when runs are short (the demo); 1 on a cluster.
     seeds_per_trial: Count = 1
@@ -197,11 +208,20 @@ def _problems(config: StudyConfig) -> list[str]:
     settings (each setting's own type and range are checked by ``check_config``)."""
     s, c = config.search, config.curve
     problems = []
-    lists: list[tuple[str, list[Any]]] = [("search.n_moods", s.n_moods), ("search.metadata", s.metadata)]
+    lists: list[tuple[str, list[Any]]] = [
+        ("search.n_moods", s.n_moods),
+        ("search.metadata", s.metadata),
+        ("search.n_artists", s.n_artists),
+    ]
     for key, values in lists + ([("curve.seeds", c.seeds)] if c.enabled else []):
         repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
         if repeated:
             problems.append(f"{key}={values!r}: must not repeat an entry (repeated: {repeated})")
+    if s.n_artists and not any("artist" in m for m in s.metadata):
+        problems.append(
+            f"search.n_artists={s.n_artists!r}: varies the artist classes, but no metadata set in "
+            f"search.metadata={s.metadata!r} has artist"
+        )
     if not s.alpha_factor_low < s.alpha_factor_high:
         problems.append(
             f"search.alpha_factor_low={s.alpha_factor_low!r}: must be below "
@@ -286,13 +306,33 @@ def _load_remote(location: str, overrides: list[str]) -> StudyConfig:
     return apply_overrides(config, overrides)
 
 
+def split_metadata(metadata: str) -> tuple[str, int | None]:
+    """A cell's metadata factor -> (metadata set, artist classes or None for the run's own):
+    ``"artist@10"`` -> ("artist", 10), ``"artist"`` -> ("artist", None)."""
+    base, at, count = metadata.partition("@")
+    if not at:
+        return metadata, None
+    if not count.isdigit() or int(count) < 1 or "artist" not in base:
+        raise ConfigError(f"metadata {metadata!r}: expected <metadata set with artist>@<artist classes>")
+    return base, int(count)
+
+
 def trial_run_config(study: StudyConfig, n_moods: int, metadata: str, alpha: Union[float, str], seed: int) -> RunConfig:
-    """The RunConfig of one run: the study's base run with its cell, alpha and seed."""
+    """The RunConfig of one run: the study's base run with its cell, alpha and seed.
+
+    ``metadata`` is the cell's metadata factor: a metadata set, optionally with its artist
+    classes (``"artist@10"`` sets labels.n_artists = 10)."""
     run = study.run
     tag_set = study.search.tag_sets.get(int(n_moods), run.dataset.tag_set)
+    metadata_set, n_artists = split_metadata(metadata)
     return replace(
         run,
         dataset=replace(run.dataset, tag_set=tag_set),  # type: ignore[arg-type]
-        labels=replace(run.labels, n_moods=int(n_moods), metadata=metadata),
+        labels=replace(
+            run.labels,
+            n_moods=int(n_moods),
+            metadata=metadata_set,
+            n_artists=run.labels.n_artists if n_artists is None else n_artists,
+        ),
         train=replace(run.train, alpha=alpha if isinstance(alpha, str) else float(alpha), seed=int(seed)),
     )

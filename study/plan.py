@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import pandas as pd
 
-from study.cells import metadata_cells, study_cells
+from study.cells import cell_key, metadata_cells, study_cells
 from study.config import StudyConfig
 from study.report.tables import labels_table
 
 
 def plan_table(study: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(cells table, trials table) of a study config."""
+    """(cells table, trials table) of a study config: one row per baseline (per mood count,
+    shared by its metadata cells) and per metadata cell (a metadata set at an artist count,
+    see study.cells), with its N_mood / N_meta; "extension runs" is the most that extending
+    the grid beyond its end (curve.max_extensions rounds) can add to the cell."""
     from study.runner import arm_name
 
     cells = study_cells(study)
@@ -27,23 +30,28 @@ def plan_table(study: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     for n in study.search.n_moods:
         rows.append(
             {
-                "cell": f"{study.run.dataset.name} · {n} moods · none",
+                "cell": cells[cell_key(n, "none")].label,
                 "search trials": 0,
+                "N_mood/N_meta": "",
                 "curve arms": "alpha = 0 (baseline)",
                 "curve runs": curve_seeds,
                 "curve trials": -(-curve_seeds // per_trial),
+                "extension runs": 0,
             }
         )
+    extension_runs = study.curve.max_extensions * curve_seeds if len(study.curve.grid) > 1 else 0
     for cell in metadata_cells(cells):
         arms = [arm_name(f) for f in study.curve.grid]
         arms += (["tuned"] if study.curve.tuned else []) + (["learned"] if study.curve.learned else [])
         rows.append(
             {
                 "cell": cell.label,
+                "N_mood/N_meta": round(cell.heuristic_alpha, 4),
                 "search trials": study.search.trials_per_cell,
                 "curve arms": ", ".join(arms),
                 "curve runs": len(arms) * curve_seeds,
                 "curve trials": len(arms) * -(-curve_seeds // per_trial),
+                "extension runs": extension_runs,
             }
         )
     return labels, pd.DataFrame(rows)

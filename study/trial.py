@@ -24,6 +24,7 @@ node) still raise and are retried up to ``max_failures`` times.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import traceback
@@ -43,9 +44,16 @@ FATAL = "fatal"  # metric key of a deterministic failure's one-line reason
 LEARNED = "learned"
 
 
+def arm_slug(arm: str) -> str:
+    """A file-name-safe arm name, one path segment: ``"x1/3"`` -> ``"x1_3"`` (the table keeps
+    the display name; a "/" would nest a folder per fraction)."""
+    return re.sub(r"[^A-Za-z0-9+._-]", "_", arm)
+
+
 def run_dir_of(study_run_dir: str, phase: str, cell_slug: str, name: str, seed: int) -> str:
-    """Where one run's outputs live: by phase, cell, arm (or search trial) and seed, never by time."""
-    return storage.join(study_run_dir, "runs", phase, cell_slug, name, f"seed-{seed}")
+    """Where one run's outputs live: by phase, cell, arm (or search trial) and seed, never by
+    time; ``name`` is made one file-safe path segment (see :func:`arm_slug`)."""
+    return storage.join(study_run_dir, "runs", phase, cell_slug, arm_slug(name), f"seed-{seed}")
 
 
 def _write_run_outputs(out_dir: str, fit_result: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -210,8 +218,14 @@ def search_job(
     }
 
 
-def make_trial_driver(study_dict: dict[str, Any], cells: dict[str, dict[str, Any]], phase: str):
-    """The Tune trainable of one phase: turn the trial's job into runs, then fit a TorchTrainer."""
+def make_trial_driver(
+    study_dict: dict[str, Any], cells: dict[str, dict[str, Any]], phase: str, label: Optional[str] = None
+):
+    """The Tune trainable of one phase: turn the trial's job into runs, then fit a TorchTrainer.
+
+    ``label`` (default: the phase) names the trial's Train run and log: the Tune experiment,
+    e.g. "curve-ext1", so that trials of two experiments of one phase never share a Train run."""
+    name = label or phase
 
     def trial_driver(config: dict[str, Any]) -> None:
         import ray.train
@@ -239,7 +253,7 @@ def make_trial_driver(study_dict: dict[str, Any], cells: dict[str, dict[str, Any
             train_worker_loop,
             train_loop_config={
                 "runs": runs,
-                "log_file": join_storage(study.run_dir, "logs", f"{phase}-{trial_id}.log"),
+                "log_file": join_storage(study.run_dir, "logs", f"{name}-{trial_id}.log"),
             },
             scaling_config=ray.train.ScalingConfig(
                 num_workers=res.num_workers, use_gpu=use_gpu, resources_per_worker=worker_resources
@@ -247,7 +261,7 @@ def make_trial_driver(study_dict: dict[str, Any], cells: dict[str, dict[str, Any
             run_config=ray.train.RunConfig(
                 # Deterministic name: a restored Tune trial resumes its Train run from its
                 # last checkpoint instead of starting a new one.
-                name=f"{phase}-{trial_id}",
+                name=f"{name}-{trial_id}",
                 storage_path=join_storage(study.run_dir, "train"),
                 callbacks=[TuneReportCallback()],  # type: ignore[list-item]  # a Train V2 callback; stubs say V1
                 failure_config=ray.train.FailureConfig(max_failures=study.max_failures),
