@@ -212,6 +212,13 @@ class TrainConfig:
     max_batches_per_epoch: NonNegativeInt = 0  # cap for small CPU runs (0 = no cap)
     max_epochs: Count = 30
     patience: Count = 3
+    # Early stopping for noisy validation curves (mtlmood.stopping): the defaults are the
+    # paper's rule. min_epochs: never stop before this many epochs. stop_smoothing: the
+    # patience counts epochs without a new best of the mean of the last k validation
+    # scores (1 = the raw score), so one noisy epoch cannot end a run; the weights kept
+    # are still the best raw validation epoch's.
+    min_epochs: NonNegativeInt = 0
+    stop_smoothing: Count = 1
     # Early stopping on validation song-level macro "pr_auc" or "roc_auc".
     monitor: Annotated[str, one_of("pr_auc", "roc_auc")] = "pr_auc"
     lr: PositiveFloat = 1e-3

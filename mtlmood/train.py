@@ -10,7 +10,9 @@ Adam (lr 1e-3, betas 0.9/0.999, eps 1e-7), L = BCE_mood + alpha * BCE_meta, at m
 validation songs are scored song-level (mean of segment sigmoids, see inference.py)
 and **early stopping watches the validation macro PR-AUC** (``train.monitor``)
 with patience 3: training stops after 3 epochs without a new best, and the best
-epoch's weights are restored.
+epoch's weights are restored. ``train.min_epochs`` and ``train.stop_smoothing`` (a
+moving average for the patience count, see mtlmood/stopping.py) keep one noisy
+validation epoch from stopping a small run.
 
 Ray Train and Tune drive the same loop through ``callback(epoch_result, state)``,
 called after every epoch on every rank: it can report metrics, save
@@ -20,13 +22,9 @@ resume=state_dict)`` continues exactly where that state left off. The state and
 result types live in mtlmood/train_state.py, the device and rank helpers in
 mtlmood/distributed.py; both are re-exported here.
 
-``train_run(config, output_dir)`` is what `mtlmood train` runs: after every epoch it
-writes the resolved ``config.yaml`` (first epoch) and the full ``TrainState``
-(``train_state.pt``, atomically) into the output directory, so a killed run loses at
-most the epoch in flight; ``inspect_output_dir`` says what a directory holds (nothing,
-a run to resume, a finished run) and which settings differ from the config at hand, and
-``train_run(..., resume=state)`` continues it to the same final weights as an
-uninterrupted run.
+``train_run(config, output_dir)`` (what `mtlmood train` runs, in mtlmood/train_output.py,
+re-exported here) saves the state after every epoch, so a killed run resumes to the
+same final weights as an uninterrupted run.
 
 ``train.alpha: learned`` trains the loss weights too (uncertainty weighting,
 ``mtlmood.loss.UncertaintyWeights``): its two log-variances are optimised by the
@@ -47,23 +45,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from mtlmood.checkpoint import (
-    CARD_FILE,
-    WEIGHTS_FILE,
-    cpu_copy,
-    load_train_state,
-    save_checkpoint,
-    save_train_state,
-)
-from mtlmood.config import RunConfig, from_dict, save_config, to_dict
+from mtlmood.checkpoint import cpu_copy
+from mtlmood.config import RunConfig
 from mtlmood.distributed import (
     average_gradients,
     collective_device,
@@ -73,20 +62,26 @@ from mtlmood.distributed import (
     to_device,
 )
 from mtlmood.errors import ConfigError
-from mtlmood.fileio import atomic_write_json, read_json_object
-from mtlmood.filenames import TRAIN_STATE_FILE
 from mtlmood.inference import song_probabilities
 from mtlmood.loss import UncertaintyWeights, alpha_mode, multitask_loss, resolve_alpha
 from mtlmood.metrics import macro_scores
 from mtlmood.model import MoodCNN
-from mtlmood.rundata import RunData, load_run_data
-from mtlmood.sampler import (
-    DeviceWindowSampler,
-    TensorBatch,
-    WindowSampler,
-    default_batches_per_epoch,
-    device_bank_bytes,
+from mtlmood.rundata import RunData
+from mtlmood.sampler import DeviceWindowSampler, TensorBatch
+from mtlmood.stopping import moving_average, should_stop
+from mtlmood.train_output import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RUN_FILES,
+    STATE_FILE,
+    OutputDir,
+    clear_output_dir,
+    config_differences,
+    format_epoch,
+    inspect_output_dir,
+    train_run,
 )
+from mtlmood.train_sampling import DEVICE_BANK_BUDGET, SAMPLERS, choose_sampler, make_sampler
 from mtlmood.train_state import (
     STATE_FORMAT,
     Callback,
@@ -101,22 +96,6 @@ from mtlmood.train_state import (
 log = logging.getLogger(__name__)
 
 MONITORS = ("pr_auc", "roc_auc")
-SAMPLERS = ("auto", "host", "device")
-# train.sampler=auto keeps the training frames on the GPU only while they take at most
-# this share of its free memory. The rest is headroom for what training itself needs
-# there: weights, Adam state, activations, cuDNN's benchmark workspaces (it tries
-# memory-hungry algorithms), evaluation batches and the caching allocator's fragmentation,
-# and, with a fractional resources.gpus_per_worker, other trials on the same GPU (each
-# sees the memory left when it starts). Falling back to the host sampler only costs speed.
-DEVICE_BANK_BUDGET = 0.5
-# What train_run writes into its output directory. The model card is written last: it
-# marks a finished run.
-CONFIG_FILE = "config.yaml"
-STATE_FILE = TRAIN_STATE_FILE
-METRICS_FILE = "metrics.json"
-RUN_FILES = (CARD_FILE, WEIGHTS_FILE, METRICS_FILE, STATE_FILE, CONFIG_FILE)  # card first: removal order
-# Settings that may differ between a run and its resume: where the directory is now.
-_NOT_COMPARED = ("output_dir",)
 # Validation scores kept per epoch (per-label scores only go to the final test metrics).
 _VAL_KEYS = ("roc_auc", "pr_auc", "prevalence", "n_songs", "n_labels", "excluded_labels")
 
@@ -124,20 +103,6 @@ _VAL_KEYS = ("roc_auc", "pr_auc", "prevalence", "n_songs", "n_labels", "excluded
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
     """The dropout seed of one rank's epoch: a resume restarts the stream without saved RNG state."""
     return int(np.random.SeedSequence((seed, epoch, rank, 0x5EED)).generate_state(1)[0])
-
-
-def choose_sampler(mode: str, device: torch.device, bank_bytes: int) -> str:
-    """ "host" or "device": where ``train.sampler=mode`` gathers batches when training on
-    ``device`` with ``bank_bytes`` of training frames (``device_bank_bytes``). "auto" is
-    "device" on CUDA when they fit ``DEVICE_BANK_BUDGET`` of its free memory, else "host"."""
-    if mode not in SAMPLERS:
-        raise ConfigError(f"train.sampler must be one of {SAMPLERS}, got {mode!r}")
-    if mode != "auto":
-        return mode
-    if device.type != "cuda":
-        return "host"  # on a CPU the memory map already is the fastest "device" bank
-    free, _ = torch.cuda.mem_get_info(device)
-    return "device" if bank_bytes <= DEVICE_BANK_BUDGET * free else "host"
 
 
 def evaluate_split(
@@ -182,8 +147,10 @@ def fit(
     tc = config.train
     if tc.monitor not in MONITORS:
         raise ConfigError(f"train.monitor must be one of {MONITORS}, got {tc.monitor!r}")
-    if tc.max_epochs < 1 or tc.patience < 1 or tc.batch_size < 1:
-        raise ConfigError("train.max_epochs, train.patience and train.batch_size must be >= 1")
+    if tc.max_epochs < 1 or tc.patience < 1 or tc.batch_size < 1 or tc.stop_smoothing < 1:
+        raise ConfigError("train.max_epochs, train.patience, train.batch_size and train.stop_smoothing must be >= 1")
+    if tc.min_epochs < 0:
+        raise ConfigError("train.min_epochs must be >= 0")
     if tc.sampler not in SAMPLERS:  # a config built in code skips the YAML/CLI check
         raise ConfigError(f"train.sampler must be one of {SAMPLERS}, got {tc.sampler!r}")
     threads = torch.get_num_threads()
@@ -241,23 +208,8 @@ def _fit(
         )
     train_ids = data.song_ids("train")
     mood_t, meta_t = data.targets("train")
-    bank_bytes = device_bank_bytes(data.cache, train_ids)
-    # Each rank decides for itself; that is safe because both samplers yield the same batches.
-    sampler_kind = choose_sampler(tc.sampler, device, bank_bytes)
     meta_train = meta_t if n_meta else np.zeros((len(train_ids), 0), np.float32)
-    common: dict[str, Any] = dict(
-        batch_size=tc.batch_size,
-        segment_frames=config.model.segment_frames,
-        batches_per_epoch=default_batches_per_epoch(len(train_ids), tc.epoch_factor, tc.max_batches_per_epoch),
-        seed=tc.seed,
-        rank=rank,
-        world_size=world,
-    )
-    sampler: Union[WindowSampler, DeviceWindowSampler]
-    if sampler_kind == "device":
-        sampler = DeviceWindowSampler(data.cache, train_ids, mood_t, meta_train, device=device, **common)
-    else:
-        sampler = WindowSampler(data.cache, train_ids, mood_t, meta_train, **common)
+    sampler, sampler_kind, bank_bytes = make_sampler(data, config, train_ids, mood_t, meta_train, device, rank, world)
 
     net: nn.Module = model
     if distributed:
@@ -268,7 +220,7 @@ def _fit(
         torch.backends.cudnn.benchmark = True  # fixed input shape: let cuDNN pick the fastest kernels
     autocast_dtype = torch.bfloat16 if tc.bf16 else None
 
-    stop = state.bad_epochs >= tc.patience
+    stop = should_stop(state.epoch, state.stopper.stale, tc.patience, tc.min_epochs)
     log.info(
         "training %d moods, %d metadata labels, alpha=%s, %d train songs, %d batches/epoch on %s%s, %s sampler%s",
         data.n_moods,
@@ -333,6 +285,12 @@ def _fit(
             state.best_state = cpu_copy(model.state_dict())
         else:
             state.bad_epochs += 1
+        # Patience watches the moving average of the last stop_smoothing scores (the raw
+        # score by default); the best raw epoch above stays the one whose weights are kept.
+        smoothed = moving_average(
+            [float(h.val.get(tc.monitor, math.nan)) for h in state.history] + [score], tc.stop_smoothing
+        )
+        state.stopper.update(smoothed)
         state.epoch = epoch
         result = EpochResult(
             epoch=epoch,
@@ -345,9 +303,11 @@ def _fit(
             seconds=time.perf_counter() - t0,
             segments_per_second=tc.batch_size * sampler.local_batches * world / train_seconds,
             alpha=state.effective_alpha(),
+            stop_score=smoothed,
+            stale_epochs=state.stopper.stale,
         )
         state.history.append(result)
-        stop = state.bad_epochs >= tc.patience
+        stop = should_stop(epoch, state.stopper.stale, tc.patience, tc.min_epochs)
         if callback is not None:
             wants_stop = bool(callback(result, state))
             if distributed:  # any rank's request stops every rank, so none waits forever
@@ -357,7 +317,7 @@ def _fit(
             if wants_stop:
                 break
 
-    stopped_early = state.bad_epochs >= tc.patience
+    stopped_early = should_stop(state.epoch, state.stopper.stale, tc.patience, tc.min_epochs)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
@@ -390,144 +350,6 @@ def _fit(
     )
 
 
-def format_epoch(result: EpochResult, max_epochs: int, monitor: str = "pr_auc") -> str:
-    """One progress line per epoch."""
-    val = result.val
-    return (
-        f"epoch {result.epoch:>2}/{max_epochs}  loss {result.train_loss:.4f} "
-        f"(mood {result.train_mood_loss:.4f}, meta {result.train_meta_loss:.4f})  "
-        f"val ROC-AUC {val.get('roc_auc', math.nan):6.2f}%  PR-AUC {val.get('pr_auc', math.nan):6.2f}%"
-        f"{'  *best' if result.is_best else f'  ({result.bad_epochs} without {monitor} gain)'}  "
-        f"{result.seconds:.1f}s, {result.segments_per_second:.0f} seg/s"
-    )
-
-
-@dataclass
-class OutputDir:
-    """What a training output directory holds, compared with the config about to run in it.
-
-    ``differences``: the settings (dotted keys) whose saved value differs from the config,
-    each as ``key (saved -> now)``; a non-empty list means the directory holds another run.
-    ``state``: the last epoch's ``TrainState.to_dict()`` when there is one to resume.
-    ``finished``: the run completed (its model card, written last, exists); ``metrics``
-    its metrics.json when readable.
-    """
-
-    path: Path
-    differences: list[str] = field(default_factory=list)
-    state: Optional[dict[str, Any]] = None
-    finished: bool = False
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_differences(saved: dict[str, Any], config: RunConfig) -> list[str]:
-    """The settings in which ``config`` differs from a saved resolved config (a dict of
-    ``config.yaml``), as ``key (saved -> now)``; ``output_dir`` is not compared."""
-    try:
-        normalised = to_dict(from_dict(RunConfig, saved))  # defaults for keys it did not save
-    except ConfigError as exc:
-        raise ConfigError(f"cannot compare with the saved config: {exc}") from None
-    before, now = _flatten(normalised), _flatten(to_dict(config))
-    return [
-        f"{key} ({before.get(key)!r} -> {now.get(key)!r})"
-        for key in sorted(set(before) | set(now))
-        if key not in _NOT_COMPARED and before.get(key) != now.get(key)
-    ]
-
-
-def inspect_output_dir(config: RunConfig, output_dir: Union[str, Path]) -> OutputDir:
-    """What ``output_dir`` holds for a run of ``config`` (see ``OutputDir``). The saved
-    config is ``config.yaml``, else the training state's, else the model card's."""
-    import yaml
-
-    path = Path(output_dir)
-    found = OutputDir(path=path, finished=(path / CARD_FILE).exists())
-    state_path = path / STATE_FILE
-    # A finished run's state is not needed (and may be large): its config is in config.yaml.
-    state = load_train_state(state_path) if state_path.exists() and not found.finished else None
-    saved: Optional[dict[str, Any]] = None
-    if (path / CONFIG_FILE).exists():
-        try:
-            loaded = yaml.safe_load((path / CONFIG_FILE).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"cannot read {path / CONFIG_FILE}: {exc}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"cannot read {path / CONFIG_FILE}: not a mapping")
-        saved = loaded
-    elif state is not None and isinstance(state.get("config"), dict):
-        saved = state["config"]
-    elif found.finished:
-        card = read_json_object(path / CARD_FILE, ConfigError, "model card")
-        saved = card.get("run_config") if isinstance(card.get("run_config"), dict) else None
-    if saved is not None:
-        found.differences = config_differences(saved, config)
-    if found.finished and (path / METRICS_FILE).exists():
-        try:
-            found.metrics = read_json_object(path / METRICS_FILE, ConfigError, "metrics")
-        except ConfigError:
-            found.metrics = {}
-    found.state = state
-    return found
-
-
-def clear_output_dir(output_dir: Union[str, Path]) -> list[str]:
-    """Delete what train_run wrote into ``output_dir`` (the model card first, so the
-    directory never looks finished half-way); returns the names removed. Other files stay."""
-    path = Path(output_dir)
-    removed = []
-    for name in RUN_FILES:
-        if (path / name).exists():
-            (path / name).unlink()
-            removed.append(name)
-    return removed
-
-
-def train_run(
-    config: RunConfig,
-    output_dir: Union[str, Path, None] = None,
-    callback: Optional[Callback] = None,
-    resume: Optional[dict[str, Any]] = None,
-) -> FitResult:
-    """load_run_data + fit + test scores, writing into ``output_dir`` (default ``config.output_dir``).
-
-    After every epoch: ``config.yaml`` (resolved; from the first epoch on) and ``train_state.pt``
-    (the full ``TrainState.to_dict()``), then ``callback``. At the end: ``metrics.json`` and
-    the checkpoint (``weights.pt`` + ``model_card.json``, written last as the commit
-    marker). Every file is written atomically. ``resume``: a state from ``train_state.pt``
-    (``inspect_output_dir(...).state``) to continue from; the caller checks that it
-    belongs to this config (``OutputDir.differences``)."""
-    output_dir = Path(output_dir or config.output_dir)
-    writer = rank_and_world()[1] == 0
-    data = load_run_data(config)
-    config_written = False
-
-    def save_epoch(result: EpochResult, state: TrainState) -> Optional[bool]:
-        nonlocal config_written
-        if writer:
-            if not config_written:  # the first finished epoch: the directory now holds this run
-                save_config(config, output_dir / CONFIG_FILE)
-                config_written = True
-            save_train_state(output_dir / STATE_FILE, state.to_dict())
-        return callback(result, state) if callback is not None else None
-
-    result = fit(data, config, callback=save_epoch, resume=resume)
-    if writer:
-        save_config(config, output_dir / CONFIG_FILE)
-        atomic_write_json(output_dir / METRICS_FILE, result.to_dict())
-        save_checkpoint(output_dir, result.model, result.model_card())
-    return result
-
-
 # The state and result types and resolve_device are re-exported: callers import them from here.
 __all__ = [
     "EpochResult",
@@ -550,4 +372,7 @@ __all__ = [
     "format_epoch",
     "resolve_device",
     "choose_sampler",
+    "RUN_FILES",
+    "SAMPLERS",
+    "DEVICE_BANK_BUDGET",
 ]

@@ -27,6 +27,7 @@ from mtlmood.errors import CheckpointError
 from mtlmood.loss import AlphaMode, UncertaintyWeights
 from mtlmood.metrics import Scores, json_safe
 from mtlmood.model import MoodCNN
+from mtlmood.stopping import PatienceCounter
 
 # Bumped when the snapshot's layout changes, so an old snapshot fails with one clear line.
 STATE_FORMAT = 1
@@ -49,6 +50,11 @@ class EpochResult:
     seconds: float  # training + validation time of this epoch
     segments_per_second: float  # training windows per second, all ranks together
     alpha: float = math.nan  # NaN only in histories saved before this field existed
+    # What early stopping watched (mtlmood.stopping): the moving average of the last
+    # train.stop_smoothing validation scores, and the epochs since its last new best.
+    # Histories saved before these fields existed get NaN / 0.
+    stop_score: float = math.nan
+    stale_epochs: int = 0
 
     def metrics(self) -> dict[str, Any]:
         """A flat dict of scalars, e.g. for ``ray.train.report``."""
@@ -65,6 +71,8 @@ class EpochResult:
             "seconds": self.seconds,
             "segments_per_second": self.segments_per_second,
             "alpha": self.alpha,
+            "stop_score": self.stop_score,
+            "stale_epochs": self.stale_epochs,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,7 +99,10 @@ class TrainState:
     best_score: float = -math.inf
     best_epoch: int = 0
     best_state: Optional[dict[str, torch.Tensor]] = None  # CPU copy of the best weights
-    bad_epochs: int = 0
+    bad_epochs: int = 0  # epochs since the last new best raw score
+    # The early-stopping rule's own count (smoothed score, see mtlmood.stopping); with
+    # train.stop_smoothing = 1 it equals (best_score, bad_epochs).
+    stopper: PatienceCounter = field(default_factory=PatienceCounter)
     history: list[EpochResult] = field(default_factory=list)
     config: Optional[RunConfig] = None
     mood_names: list[str] = field(default_factory=list)
@@ -151,6 +162,8 @@ class TrainState:
             "best_epoch": self.best_epoch,
             "best_model": cpu_copy(self.best_state) if self.best_state is not None else None,
             "bad_epochs": self.bad_epochs,
+            "stop_best": self.stopper.best,
+            "stale_epochs": self.stopper.stale,
             "history": [h.to_dict() for h in self.history],
             "mood_names": list(self.mood_names),
             "meta_names": list(self.meta_names),
@@ -276,6 +289,11 @@ def restore_state(state: TrainState, resume: dict[str, Any]) -> None:
     state.best_epoch = int(resume["best_epoch"])
     state.best_state = resume["best_model"]
     state.bad_epochs = int(resume["bad_epochs"])
+    # Snapshots saved before the smoothed rule existed were stopped on the raw score.
+    state.stopper = PatienceCounter(
+        best=float(resume.get("stop_best", resume["best_score"])),
+        stale=int(resume.get("stale_epochs", resume["bad_epochs"])),
+    )
     # Histories saved before EpochResult.alpha existed were all trained with a fixed alpha.
     state.history = [EpochResult(**{"alpha": float(resume["alpha"]), **h}) for h in resume["history"]]
 
