@@ -84,6 +84,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="0 = artists pick moods like everyone ... 1 = each sticks to its favourites (default 0.7)",
     )
     p.add_argument(
+        "--world",
+        choices=("default", "metadata-helps", "null"),
+        help="a known-answer world and its recommended settings (other flags still win): "
+        "metadata-helps = artists are a clean proxy of noisy, faintly audible moods; "
+        "null = the same world with metadata independent of mood (mtlmood.synth.worlds)",
+    )
+    p.add_argument(
+        "--label-noise",
+        type=float,
+        metavar="P",
+        help="share of songs whose manifest mood labels are redrawn at random (default 0)",
+    )
+    p.add_argument(
         "--formats", type=_list, metavar="LIST", help="codecs used in turn: wav,flac,ogg,mp3 (default wav,flac,ogg)"
     )
     p.add_argument(
@@ -105,6 +118,11 @@ def config_from_args(args: argparse.Namespace) -> "SynthConfig":
 
     cfg = load_config(SynthConfig, args.config) if args.config else SynthConfig()
     changes: dict = {}
+    if args.world is not None:  # the world's recommended settings, under the flags
+        from mtlmood.synth.worlds import WORLD_PRESETS
+
+        changes.update(WORLD_PRESETS[args.world])
+        changes["world"] = args.world
     simple = {
         "songs": "n_songs",
         "artists": "n_artists",
@@ -115,6 +133,7 @@ def config_from_args(args: argparse.Namespace) -> "SynthConfig":
         "formats": "formats",
         "artist_prior_strength": "artist_prior_strength",
         "limit": "limit",
+        "label_noise": "label_noise",
     }
     for flag, name in simple.items():
         if getattr(args, flag) is not None:
@@ -145,15 +164,14 @@ def config_from_args(args: argparse.Namespace) -> "SynthConfig":
 def run(args: argparse.Namespace) -> int:
     """Write the dataset and print what was written (songs, artists, years, moods)."""
     from mtlmood.synth import CONFIG_NAME, read_manifest, synthesize
+    from mtlmood.synth.write import config_stamp
 
     cfg = config_from_args(args)
     out = Path(args.out_dir)
     # Files of an earlier run with the same settings are kept (resume); count them for the summary.
     existed: set[str] = set()
     try:
-        same = json.loads((out / CONFIG_NAME).read_text()).get("config") == json.loads(
-            json.dumps(dataclasses.asdict(cfg))
-        )
+        same = json.loads((out / CONFIG_NAME).read_text()).get("config") == config_stamp(cfg)
     except (OSError, ValueError, AttributeError):
         same = False
     if same and (out / "audio").is_dir():

@@ -35,13 +35,19 @@ The modules, in the order data flows through them:
 - ``cues``: what moods and artists sound like (cue targets, artist voices);
 - ``render``: the DSP that turns one planned song into samples;
 - ``encode``: samples -> wav/flac/ogg/mp3 bytes, deterministically;
-- ``write``: the dataset folder (audio, manifest, stamp; resume and overwrite).
+- ``write``: the dataset folder (audio, manifest, stamp; resume and overwrite);
+- ``worlds``: known-answer worlds (``SynthConfig.world``): "default" (the demo),
+  "metadata-helps" (artists are a clean proxy of noisy, faintly audible moods: the
+  heuristic alpha should beat the baseline) and "null" (metadata independent of mood:
+  alpha should not matter), with their recommended settings (``world_config``) and
+  the manifest's possibly noisy mood labels (``label_noise``, ``label_moods``).
 """
 
 # What other code uses; the modules hold the rest (e.g. plan_from_records, encode_audio).
 from mtlmood.synth.cues import CUES, MOOD_PROFILES, mood_profile
 from mtlmood.synth.plan import SongPlan, SynthConfig, SynthRecord, plan_songs, read_mtg_jamendo_records
 from mtlmood.synth.render import render_song
+from mtlmood.synth.worlds import WORLD_PRESETS, WORLDS, label_moods, world_config
 from mtlmood.synth.write import (
     CONFIG_NAME,
     MANIFEST_COLUMNS,
@@ -67,4 +73,8 @@ __all__ = [
     "render_song",
     "synthesize",
     "synthesize_from_records",
+    "WORLDS",
+    "WORLD_PRESETS",
+    "label_moods",
+    "world_config",
 ]

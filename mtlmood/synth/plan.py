@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Iterable, NamedTuple, Optional, Sequence
+from typing import Annotated, Iterable, Literal, NamedTuple, Optional, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -29,6 +29,8 @@ MIN_SECONDS = 3.5  # a training window is 187 frames (~3 s); songs must hold one
 MAX_SECONDS = 600.0
 Seconds = Annotated[float, Field(ge=MIN_SECONDS, le=MAX_SECONDS)]
 DEFAULT_MOODS = ("happy", "sad", "energetic", "calm", "dark", "epic")
+# Known-answer worlds (mtlmood.synth.worlds): what the truth about metadata is.
+WORLDS = ("default", "metadata-helps", "null")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,13 @@ class SynthConfig:
     source: PathText = ""
     source_format: str = "mtg-jamendo"
     limit: NonNegativeInt = 0  # keep only the first N songs of the source (0 = all)
+    # Which known-answer world this is (see mtlmood.synth.worlds, whose world_config
+    # gives each world's recommended settings): "null" requires artist_prior_strength 0
+    # (metadata independent of mood), "metadata-helps" a positive one.
+    world: Literal["default", "metadata-helps", "null"] = "default"
+    # Share of songs whose manifest mood labels are redrawn at random (their audio keeps
+    # the true moods): noisy mood labels, while artist labels stay clean.
+    label_noise: UnitInterval = 0.0
 
     def __post_init__(self) -> None:
         # YAML/JSON hand us lists; tuples keep the config hashable and comparable.
@@ -111,6 +120,15 @@ class SynthConfig:
                 f"need {MIN_SECONDS} <= min_seconds <= max_seconds <= {MAX_SECONDS:g} "
                 f"(a training window is ~3 s), got {self.min_seconds}-{self.max_seconds}"
             )
+        if self.world == "null" and self.artist_prior_strength != 0.0:
+            raise bad(
+                f"world 'null' needs artist_prior_strength 0 (metadata independent of mood), "
+                f"got {self.artist_prior_strength}; mtlmood.synth.worlds.world_config('null') sets it"
+            )
+        if self.world == "metadata-helps" and self.artist_prior_strength <= 0.0:
+            raise bad("world 'metadata-helps' needs artist_prior_strength > 0 (artists carry a mood prior)")
+        if self.world != "default" and self.source:
+            raise bad(f"world {self.world!r} plans random songs; it cannot be combined with a metadata source")
         if self.min_year > self.max_year:
             raise bad(f"min_year ({self.min_year}) must be <= max_year ({self.max_year})")
         if not self.formats:

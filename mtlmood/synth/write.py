@@ -24,6 +24,7 @@ from mtlmood.synth.cues import ArtistVoice, artist_voice, stable_int
 from mtlmood.synth.encode import FORMATS, write_audio
 from mtlmood.synth.plan import SongPlan, SynthConfig, plan_dataset, plan_from_records
 from mtlmood.synth.render import render_song
+from mtlmood.synth.worlds import label_moods
 
 # Bump when the rendering changes, so a resumed run never mixes two generators' files.
 GENERATOR_VERSION = 1
@@ -31,12 +32,26 @@ CONFIG_NAME = "synth_config.json"
 MANIFEST_COLUMNS = ("song_id", "path", "moods", "artist", "year")
 
 
+# Fields added after datasets were first stamped: left out of the stamp while at their
+# default, so a dataset written before they existed still resumes (and keeps its stamp).
+_LATER_FIELDS = {"world": "default", "label_noise": 0.0}
+
+
+def config_stamp(cfg: SynthConfig) -> dict:
+    """The config as the stamp records it (JSON types; later fields only when set)."""
+    fields = asdict(cfg)
+    for name, default in _LATER_FIELDS.items():
+        if fields.get(name) == default:
+            del fields[name]
+    return json.loads(json.dumps(fields))
+
+
 def _stamp(cfg: SynthConfig, plans: list[SongPlan]) -> dict:
     """What identifies a dataset: a folder with an equal stamp may keep its audio files."""
     digest = hashlib.sha256(json.dumps([asdict(p) for p in plans]).encode()).hexdigest()
     stamp = {
         "generator_version": GENERATOR_VERSION,
-        "config": asdict(cfg),
+        "config": config_stamp(cfg),
         "n_songs": len(plans),
         "plan_sha256": digest,
     }
@@ -124,7 +139,8 @@ def _write_dataset(
     writer = csv.writer(rows, lineterminator="\n")
     writer.writerow(MANIFEST_COLUMNS)
     for plan in plans:
-        writer.writerow([plan.song_id, plan.path, ";".join(plan.moods), plan.artist, plan.year])
+        # The manifest's moods are the labels (noisy when cfg.label_noise > 0); the audio has the plan's.
+        writer.writerow([plan.song_id, plan.path, ";".join(label_moods(plan, cfg)), plan.artist, plan.year])
     manifest = out / MANIFEST_NAME
     if not manifest.exists() or manifest.read_text(encoding="utf-8") != rows.getvalue():
         atomic_write_text(manifest, rows.getvalue())  # last: its presence means the dataset is complete

@@ -1,0 +1,83 @@
+"""Known-answer worlds: synthetic datasets in which the truth about metadata is known.
+
+A study of the metadata-loss weight alpha must be shown to *find* an effect where
+there is one and to stay quiet where there is none. ``SynthConfig.world`` names the
+world a dataset is drawn from, and ``world_config(name, **changes)`` gives its
+recommended settings (``WORLD_PRESETS``):
+
+- ``"default"``: the embedded demo world, as before worlds existed: artists favour
+  a few moods (``artist_prior_strength`` 0.7) and mood cues are clear. No claim about
+  alpha is made for it.
+- ``"metadata-helps"``: the artist label is a strong, cleanly labelled proxy of mood
+  while the mood labels are noisy and the mood cues in the audio weak. Every artist
+  sticks to its favourite moods (``artist_prior_strength`` 1), the audio's mood cues
+  are faint (``difficulty`` high), and ``label_noise`` of the songs carry mood labels
+  redrawn at random in the manifest (their audio keeps the true moods). Artists are
+  audible (timbre, drum kit, leanings, era) and each has many songs, so the artist task
+  is learnable. Learning to tell artists apart is therefore a clean route to the moods,
+  and multi-task training with the paper's heuristic alpha is expected to beat the
+  single-task baseline (measured in benchmarks/results/known_answer.md).
+- ``"null"``: the same world with the link cut: moods are drawn independently of the
+  artist (``artist_prior_strength`` must be 0), so artist and year, which follows the
+  artist's era, carry no information about mood. Alpha should make no difference
+  beyond seed noise.
+
+``label_noise`` works in any world. It never touches the plan (``plan_songs``): the
+plan is what the audio sounds like; ``label_moods`` is what the manifest says, a
+deterministic function of (seed, song id), so the same config writes the same files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from mtlmood.synth.cues import stable_int
+from mtlmood.synth.plan import WORLDS, SongPlan, SynthConfig
+
+# The recommended settings of each world (the fields not named keep SynthConfig's
+# defaults). The two known-answer worlds differ only in artist_prior_strength, so any
+# difference between them is the artist -> mood link. Small and short like the demo's
+# data (study/demo.py): 2,000 songs of 3.5-4 s render and prepare in ~2 minutes.
+_KNOWN_ANSWER: dict[str, Any] = dict(
+    n_songs=2000,
+    n_artists=12,
+    moods=("happy", "sad", "calm"),
+    mood_count_probs=(1.0,),
+    min_seconds=3.5,
+    max_seconds=4.0,
+    difficulty=0.9,
+    label_noise=0.3,
+)
+WORLD_PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "metadata-helps": {**_KNOWN_ANSWER, "world": "metadata-helps", "artist_prior_strength": 1.0},
+    "null": {**_KNOWN_ANSWER, "world": "null", "artist_prior_strength": 0.0},
+}
+assert set(WORLD_PRESETS) == set(WORLDS)
+
+
+def world_config(world: str = "default", **changes: Any) -> SynthConfig:
+    """The recommended ``SynthConfig`` of ``world``, with ``changes`` applied (validated)."""
+    if world not in WORLD_PRESETS:
+        raise ValueError(f"unknown world {world!r}; known: {', '.join(WORLDS)}")
+    return dataclasses.replace(SynthConfig(), **{**WORLD_PRESETS[world], **changes}).validate()
+
+
+def label_moods(plan: SongPlan, cfg: SynthConfig) -> tuple[str, ...]:
+    """The moods the manifest gives ``plan``'s song: its true moods, or, for a share
+    ``cfg.label_noise`` of the songs, as many moods drawn at random (uniformly, whatever
+    the artist) from ``cfg.moods``. A redraw may hit the true moods again; the share of
+    songs whose labels actually change is about label_noise * (1 - 1/len(moods))."""
+    if cfg.label_noise <= 0.0 or cfg.source:
+        return plan.moods
+    rng = np.random.default_rng([cfg.seed, 4, stable_int(plan.song_id)])
+    if rng.random() >= cfg.label_noise:
+        return plan.moods
+    picked = rng.choice(len(cfg.moods), size=len(plan.moods), replace=False)
+    return tuple(cfg.moods[j] for j in sorted(picked))
+
+
+__all__ = ["WORLDS", "WORLD_PRESETS", "label_moods", "world_config"]
