@@ -1,54 +1,51 @@
-"""Verdict rows of a cell and the study-wide multiplicity adjustment.
+"""Verdict rows of a cell.
 
-:func:`cell_verdicts` turns one cell's evidence (test predictions of every arm
-over its seeds, validation scores, alphas) into one row per test, for PR-AUC
-and ROC-AUC:
+:func:`cell_verdicts` turns one cell's evidence (test predictions of every arm over its
+seeds, validation scores, alphas) into one row per test, for PR-AUC and ROC-AUC:
 
 1. ``heuristic - baseline``: the gain of the paper's heuristic alpha = N_mood / N_meta;
-2. ``best alpha - baseline``: the gain of the best alpha, *cross-fitted*: for
-   seed s the "best alpha" arm contributes the predictions of the arm chosen on
-   the other seeds' validation scores (:func:`study.report.curves.crossfit_choice`)
-   among the arms with alpha > 0 (grid and tuned), so its test score is not
-   inflated by having been selected;
-3. ``best alpha - heuristic``: the heuristic's regret, as a difference test and
-   as a TOST equivalence test with a declared margin (absence of a significant
-   regret is not evidence of equivalence). When the cross-fitted choice is the
-   heuristic for every seed, the difference is 0 run for run, by construction:
-   its zero spread would "show" equivalence for any margin, so both rows get no
-   p-value and say why in ``note``;
+2. ``best alpha - baseline``: the gain of the best alpha, *cross-fitted*: for seed s the
+   "best alpha" arm contributes the predictions of the arm chosen on the other seeds'
+   validation scores (:func:`study.report.curves.crossfit_choice`) among the arms with
+   alpha > 0 (grid and tuned), so its test score is not inflated by having been selected;
+3. ``best alpha - heuristic``: the heuristic's regret, as a difference test and as a TOST
+   equivalence test with a declared margin (absence of a significant regret is not
+   evidence of equivalence). When the cross-fitted choice is the heuristic for every seed
+   the difference is 0 run for run, by construction: both rows get no p-value and say why;
 4. ``learned - heuristic`` and ``learned - baseline`` when a learned-weight arm exists.
 
-All comparisons of a cell use the same song draws (one cluster bootstrap per
-cell), so they are paired over songs with each other. :func:`adjust_study`
-adjusts the p-values of all rows of a whole study as one family (Holm by
-default) and writes the verdict text. Rows without a p-value (an arm with one
-seed, or the regret above) carry the reason in ``note`` and stay out of the family.
+Every arm of the cell enters one pooled seed model per metric
+(:mod:`study.report.pooled`): the seed noise of every comparison has (arms - 1)(seeds - 1)
+degrees of freedom. All comparisons use the same song draws (one cluster bootstrap per
+cell), so they are paired over songs with each other. p-values are raw here; the study
+declares which rows form its primary family and adjusts each family on its own
+(:mod:`study.report.families`). Rows without a p-value carry the reason in ``note``.
+
+alpha* uses the GRID arms only: the tuned arm's alpha was chosen on the same validation
+songs, so its validation score is optimistic and would pull alpha* towards it.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from study.report.curves import AlphaStar, alpha_star, crossfit_choice
-from study.report.statistics import (
+from study.report.bootstrap import (
     METRICS,
     ArmDraws,
     ArmRuns,
-    Comparison,
-    adjust_p_values,
     arm_draws,
     cluster_weights,
-    compare_draws,
     default_clusters,
     n_clusters,
-    tost,
 )
+from study.report.curves import AlphaStar, alpha_star, crossfit_choice
+from study.report.pooled import fit_seed_model
+from study.report.statistics import Comparison, compare_draws, tost
 
 BASELINE = "baseline"
 HEURISTIC = "heuristic"
@@ -68,8 +65,10 @@ ROW_COLUMNS: tuple[str, ...] = (
     "mde",
     "test",
     "note",
+    "seed_df",
 )
-FEW_SEEDS = "an arm has fewer than 2 seeds"
+FEW_SEEDS = "no seed degrees of freedom (fewer than 2 seeds in the cell's runs)"
+TUNED = "tuned"
 REGRET_BY_CONSTRUCTION = (
     "the cross-fitted best alpha is the heuristic for every seed: regret 0 by construction, no spread to test"
 )
@@ -106,6 +105,11 @@ def alpha_arms(e: CellEvidence) -> list[str]:
     return [name for name in e.arms if name not in (BASELINE, LEARNED) and e.alphas.get(name, 0.0) > 0]
 
 
+def grid_arms(e: CellEvidence) -> list[str]:
+    """The fresh-seed grid arms of the alpha curve (the tuned arm excluded: it was chosen on these validation songs)."""
+    return [name for name in alpha_arms(e) if name != TUNED]
+
+
 def validation_matrix(e: CellEvidence, names: Sequence[str]) -> tuple[tuple[int, ...], np.ndarray]:
     """(union of the arms' seeds, (K, S) validation scores with NaN where an arm lacks a seed)."""
     seeds: list[int] = []
@@ -131,7 +135,9 @@ def best_alpha_runs(e: CellEvidence, names: Sequence[str]) -> list[tuple[str, in
     return [(names[k], e.arms[names[k]].seeds.index(s)) for s, k in zip(seeds, choice) if k >= 0]
 
 
-def _row(cell: str, comparison: str, metric: str, c: Comparison, test: str, p: float, note: str = "") -> dict:
+def _row(
+    cell: str, comparison: str, metric: str, c: Comparison, test: str, p: float, note: str = "", seed_df: float = 0
+) -> dict:
     if not note and not math.isfinite(p):
         note = FEW_SEEDS
     return {
@@ -147,6 +153,7 @@ def _row(cell: str, comparison: str, metric: str, c: Comparison, test: str, p: f
         "mde": c.mde,
         "test": test,
         "note": note,
+        "seed_df": seed_df,
     }
 
 
@@ -182,8 +189,8 @@ def cell_verdicts(
     One row per comparison and metric (see the module docstring), plus a TOST
     row for ``best alpha - heuristic`` with the given ``margin`` (points; the
     row repeats the difference's estimate, CI and MDE, and its ``p_raw`` is the
-    TOST p-value). p-values are raw: adjust a whole study with
-    :func:`adjust_study`. alpha* uses the alpha > 0 arms (grid and tuned).
+    TOST p-value). p-values are raw: a study adjusts its families with
+    :func:`study.report.families.adjust_study`. alpha* uses the grid arms only.
     """
     for required in (BASELINE, HEURISTIC):
         if required not in e.arms:
@@ -197,63 +204,31 @@ def cell_verdicts(
     best = best_alpha_runs(e, curve) if curve else []
     rows: list[dict] = []
     for metric in metrics:
-        draws: dict[str, ArmDraws] = {name: arm_draws(y, arm, weights, metric) for name, arm in e.arms.items()}
+        draws: dict[str, ArmDraws] = {name: arm_draws(y, arm, weights, metric, name) for name, arm in e.arms.items()}
+        model = fit_seed_model(draws)  # every real arm, before the virtual best-alpha arm joins
         if best:
             draws[BEST] = ArmDraws.stack([(draws[name], i) for name, i in best])
         for a, b in _comparisons(e, bool(best)):
-            c = compare_draws(draws[a], draws[b], units, confidence, power)
+            c = compare_draws(draws[a], draws[b], units, confidence, power, model)
             label = f"{a} - {b}"
             if (a, b) == (BEST, HEURISTIC) and all(name == HEURISTIC for name, _ in best):
                 # The difference is 0 run for run: its zero spread says nothing about the selection's own
                 # variability, and a TOST on it would "show" equivalence for any margin.
                 c = _untestable(c)
-                rows.append(_row(e.cell, label, metric, c, DIFFERENCE, math.nan, REGRET_BY_CONSTRUCTION))
-                rows.append(_row(e.cell, label, metric, c, equivalence_test(margin), math.nan, REGRET_BY_CONSTRUCTION))
+                for test in (DIFFERENCE, equivalence_test(margin)):
+                    rows.append(_row(e.cell, label, metric, c, test, math.nan, REGRET_BY_CONSTRUCTION, model.resid_df))
                 continue
-            rows.append(_row(e.cell, label, metric, c, DIFFERENCE, c.p_value))
+            rows.append(_row(e.cell, label, metric, c, DIFFERENCE, c.p_value, seed_df=model.resid_df))
             if (a, b) == (BEST, HEURISTIC):
-                rows.append(_row(e.cell, label, metric, c, equivalence_test(margin), tost(c, margin)))
-    if curve:
-        _, val = validation_matrix(e, curve)
+                rows.append(
+                    _row(e.cell, label, metric, c, equivalence_test(margin), tost(c, margin), seed_df=model.resid_df)
+                )
+    grid = grid_arms(e)
+    if grid:
+        _, val = validation_matrix(e, grid)
         star = alpha_star(
-            np.array([e.alphas[name] for name in curve]), val, n_boot=n_boot, seed=seed, confidence=confidence
+            np.array([e.alphas[name] for name in grid]), val, n_boot=n_boot, seed=seed, confidence=confidence
         )
     else:
         star = AlphaStar(math.nan, math.nan, math.nan, "none", False, np.full(n_boot, np.nan))
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS)), star
-
-
-# ------------------------------------------------------------------ study level
-_MARGIN = re.compile(r"margin ([-+0-9.eE]+)")
-
-
-def _verdict(test: str, estimate: float, mde: float, p_adjusted: float, level: float, note: str) -> str:
-    """The verdict text of one row."""
-    if not math.isfinite(p_adjusted):
-        return f"not testable ({note or FEW_SEEDS})"
-    if test == DIFFERENCE:
-        if p_adjusted < level:
-            return "significant gain" if estimate > 0 else "significant loss"
-        mde_text = f"{mde:.1f} points" if math.isfinite(mde) else "n/a"
-        return f"no significant difference (MDE {mde_text})"
-    found = _MARGIN.search(test)
-    margin = found.group(1) if found else "?"
-    return f"equivalent within ±{margin}" if p_adjusted < level else "equivalence not shown"
-
-
-def adjust_study(rows: pd.DataFrame, method: str = "holm", level: float = 0.05) -> pd.DataFrame:
-    """Rows of a whole study with ``p_adjusted`` (all rows one family; NaN rows excluded) and ``verdict`` text.
-
-    Difference rows: "significant gain" / "significant loss" when p_adjusted <
-    level, else "no significant difference (MDE x.x points)". TOST rows:
-    "equivalent within ±m" when p_adjusted < level, else "equivalence not shown".
-    Rows without a p-value: "not testable (<the row's note>)".
-    """
-    out = rows.copy()
-    out["p_adjusted"] = adjust_p_values(out["p_raw"].to_numpy(dtype=float), method) if len(out) else []
-    notes = out["note"].fillna("") if "note" in out else pd.Series([""] * len(out), index=out.index)
-    out["verdict"] = [
-        _verdict(t, float(est), float(mde), float(p), level, str(note))
-        for t, est, mde, p, note in zip(out["test"], out["estimate"], out["mde"], out["p_adjusted"], notes)
-    ]
-    return out

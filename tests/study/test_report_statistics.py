@@ -14,11 +14,12 @@ from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 from statsmodels.stats.multitest import multipletests
 
+from study.report.combine import summarize as _summary
 from study.report.curves import GRID, QUADRATIC, alpha_star, crossfit_choice, fit_slope
+from study.report.families import adjust_study
 from study.report.statistics import (
     ArmRuns,
     Comparison,
-    _summary,
     adjust_p_values,
     arm_estimate,
     cluster_weights,
@@ -26,7 +27,7 @@ from study.report.statistics import (
     minimum_detectable_effect,
     tost,
 )
-from study.report.verdicts import ROW_COLUMNS, CellEvidence, adjust_study, best_alpha_runs, cell_verdicts
+from study.report.verdicts import ROW_COLUMNS, CellEvidence, best_alpha_runs, cell_verdicts
 
 
 def _labels(n: int, n_labels: int, rng: np.random.Generator) -> np.ndarray:
@@ -310,10 +311,23 @@ def test_cell_verdicts_rows() -> None:
     assert len(tost_rows) == 2 and (tost_rows.p_raw.between(0, 1)).all()
     assert rows.p_raw.between(0, 1).all() and (rows.low <= rows.high).all()
     assert 0.4 / 3 <= star.alpha <= 1.2
-    # heuristic - baseline matches compare_arms on the same song draws
+    # Six arms x three shared seeds: the pooled seed model has (6 - 1)(3 - 1) = 10 df for every row.
+    assert (rows.seed_df == 10).all()
     direct = compare_arms(cell.y_true, cell.arms["heuristic"], cell.arms["baseline"], cell.clusters, n_boot=200)
     row = rows[(rows.comparison == "heuristic - baseline") & (rows.metric == "pr_auc")].iloc[0]
-    assert row.estimate == pytest.approx(direct.estimate) and row.p_raw == pytest.approx(direct.p_value)
+    assert row.estimate == pytest.approx(direct.estimate)
+    # With only the two arms, the pooled model is the paired comparison of those two arms.
+    pair = CellEvidence(
+        cell.cell,
+        cell.heuristic_alpha,
+        cell.y_true,
+        cell.clusters,
+        {k: cell.arms[k] for k in ("baseline", "heuristic")},
+        {k: cell.alphas[k] for k in ("baseline", "heuristic")},
+        {k: cell.val[k] for k in ("baseline", "heuristic")},
+    )
+    two = cell_verdicts(pair, n_boot=200, metrics=("pr_auc",))[0].iloc[0]
+    assert two.p_raw == pytest.approx(direct.p_value) and two.seed_df == 2
     assert (
         "learned - baseline"
         not in cell_verdicts(_cell(np.random.default_rng(11), learned=False), n_boot=50)[0].comparison.tolist()
@@ -359,12 +373,16 @@ def test_adjust_study_verdicts() -> None:
     assert out.p_adjusted.iloc[:4].tolist() == pytest.approx(
         multipletests([0.001, 0.002, 0.6, 0.004], method="holm")[1]
     )
+    # The MDE is held to the level the family really uses: 0.05 / 4 testable rows.
+    assert (out["mde level"].iloc[:4] == 0.05 / 4).all()
+    mde = (stats.t.ppf(1 - 0.05 / 8, 2) + stats.t.ppf(0.8, 2)) * 0.1
+    assert out.mde.iloc[2] == pytest.approx(mde)
     assert out.verdict.tolist() == [
         "significant gain",
         "significant loss",
-        "no significant difference (MDE 1.2 points)",
+        f"no significant difference (MDE {mde:.1f} points)",
         "equivalent within ±0.5",
-        "not testable (an arm has fewer than 2 seeds)",
+        "not testable (no seed degrees of freedom (fewer than 2 seeds in the cell's runs))",
     ]
     assert adjust_study(rows.assign(p_raw=[0.001, 0.002, 0.6, 0.3, np.nan])).verdict.iloc[3] == "equivalence not shown"
 
