@@ -36,6 +36,7 @@ COLUMNS = [
     "alpha_mode",
     "heuristic_alpha",
     "seed",
+    "curve_round",  # 0: the curve's grid; k: the k-th extension round (curve.max_extensions); NaN: search
     "status",
     "asha_stopped",
     "early_stopped",
@@ -152,7 +153,8 @@ def search_rows(grid: Any, cells: dict[str, Cell], run_dir: str) -> list[dict[st
 def curve_rows(
     jobs: Iterable[dict[str, Any]], runs_of: Any, cells: dict[str, Cell], run_dir: str, errors: dict[str, str]
 ) -> list[dict[str, Any]]:
-    """One row per (job, seed): from its result.json, or an ERROR row naming why it is missing."""
+    """One row per (job, seed): from its result.json, or an ERROR row naming why it is missing.
+    ``curve_round`` says which round of the curve the job belongs to (its ``round``, 0 = the grid)."""
     rows = []
     for job in jobs:
         cell = cells[job["cell"]]
@@ -160,7 +162,8 @@ def curve_rows(
             out_dir = str(run["out_dir"])
             result_file = storage.join(out_dir, RESULT_FILE)
             if storage.exists(result_file):
-                rows.append(row_from_result(json.loads(storage.read_text(result_file)), out_dir, run_dir, cell))
+                row = row_from_result(json.loads(storage.read_text(result_file)), out_dir, run_dir, cell)
+                rows.append({**row, "curve_round": int(job.get("round", 0))})
                 continue
             learned = job["arm"] == LEARNED
             row = unfinished_row(
@@ -174,6 +177,7 @@ def curve_rows(
                 seed=run["seed"],
                 status="ERROR",
                 error=errors.get(job_name(job), "the run did not finish"),
+                curve_round=int(job.get("round", 0)),
             )
             rows.append(row)
     return rows
@@ -184,10 +188,11 @@ def job_name(job: dict[str, Any]) -> str:
     return f"{job['cell']}:{job['arm']}:{','.join(str(s) for s in job['seeds'])}"
 
 
-def trial_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The table, in a stable order: phase, cell, alpha, seed."""
-    table = pd.DataFrame(rows, columns=COLUMNS)
-    for column in ("n_moods", "n_mood_labels", "n_meta"):
+def trial_table(rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    """The table (rows, or a frame of them), every column of COLUMNS in order (a missing one
+    NaN), in a stable order: phase, cell, alpha, seed."""
+    table = rows.reindex(columns=COLUMNS) if isinstance(rows, pd.DataFrame) else pd.DataFrame(rows, columns=COLUMNS)
+    for column in ("n_moods", "n_mood_labels", "n_meta", "curve_round"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
     return table.sort_values(["phase", "n_moods", "metadata", "arm", "alpha", "seed"], kind="stable").reset_index(
         drop=True
@@ -204,17 +209,61 @@ def validation_curve(history: pd.DataFrame | None) -> list[float]:
 
 
 def tuned_alpha_factor(search: pd.DataFrame, key: str) -> float | None:
-    """The tuned alpha of one cell, as a multiple of its heuristic, chosen on *validation* at
-    equal budgets: the best validation PR-AUC reached within the deepest epoch that at least
-    two of the cell's trials reached. (Comparing "trials that finished" would favour the first
-    trial of every ASHA rung, which ASHA never stops: with a small budget, the seeded
-    heuristic.) A cell with one trial takes it. Never test scores."""
+    """The tuned alpha of one cell, as a multiple of its heuristic, chosen among ALL of the
+    cell's search trials at a fair budget, on *validation* only (never test scores).
+
+    A trial's budget is what it was allowed to train: a trial that *finished* (TERMINATED
+    with its final report: stopped by its own early stopping, or at max_epochs) had all the
+    epochs it wanted, so its curve is held flat at its best beyond its end (early stopping
+    said more epochs would not help); a trial ASHA *stopped* (or the time budget) had only
+    the epochs it reached. Every pair of trials is compared at the budget both had, the
+    smaller of the two (two finished trials: their best scores; a stopped trial against any
+    other: the best each reached within the stopped trial's epochs). The tuned alpha is the
+    trial that wins the most of these comparisons (Copeland); ties go to the higher best
+    score within the budget every tied trial had, then to the earlier row.
+
+    So a trial that converged early counts at its best, not dropped for stopping before a
+    longer one's depth; and a trial ASHA stopped at epoch 3 is never ranked on a longer
+    trial's later epochs (which would favour the first trial of every rung: ASHA never
+    stops it, so with a small budget the seeded heuristic would always win). A cell with
+    one usable trial takes it; failed trials (ERROR) and trials with no validation score
+    take no part.
+    """
     rows = search[(search["cell"] == key) & (search["status"] == "TERMINATED")]
-    curves = {int(i): json.loads(c) for i, c in zip(rows.index, rows["val_curve"].fillna("[]")) if c and c != "[]"}
-    if not curves:
+    if rows.empty:
         return None
-    lengths = sorted((len(c) for c in curves.values()), reverse=True)
-    depth = lengths[1] if len(lengths) > 1 else lengths[0]
+    stopped = rows["asha_stopped"] if "asha_stopped" in rows else pd.Series(False, index=rows.index)
+    trials: dict[int, tuple[list[float], float]] = {}  # row -> (validation curve, budget in epochs)
+    bests = rows["val_pr_auc"] if "val_pr_auc" in rows else pd.Series(math.nan, index=rows.index)
+    for index, text, was_stopped, best in zip(rows.index, rows["val_curve"].fillna("[]"), stopped.fillna(False), bests):
+        curve = [float(v) for v in json.loads(text or "[]") if math.isfinite(float(v))]
+        if not curve and not bool(was_stopped) and math.isfinite(float(best)):
+            curve = [float(best)]  # finished, its per-epoch history lost: its best still counts
+        if curve:
+            trials[int(index)] = (curve, float(len(curve)) if bool(was_stopped) else math.inf)
+    if not trials:
+        return None
     factors = dict(zip(rows.index, rows["alpha_factor"].astype(float)))
-    best = max((i for i, c in curves.items() if len(c) >= depth), key=lambda i: max(curves[i][:depth]))
-    return factors[best]
+    return factors[fair_budget_winner(trials)]
+
+
+def _score_at(curve: list[float], depth: float) -> float:
+    """The best validation score within ``depth`` epochs (all of them when depth is inf)."""
+    return max(curve) if math.isinf(depth) else max(curve[: int(depth)])
+
+
+def fair_budget_winner(trials: dict[int, tuple[list[float], float]]) -> int:
+    """The id of the trial that wins the most pairwise comparisons at the budget both trials
+    had (see :func:`tuned_alpha_factor`); ``trials``: id -> (validation curve, budget)."""
+    wins = dict.fromkeys(trials, 0)
+    ids = list(trials)
+    for i, a in enumerate(ids):
+        for b in ids[i + 1 :]:
+            depth = min(trials[a][1], trials[b][1])
+            score_a, score_b = _score_at(trials[a][0], depth), _score_at(trials[b][0], depth)
+            if score_a != score_b:
+                wins[a if score_a > score_b else b] += 1
+    most = max(wins.values())
+    tied = [i for i in ids if wins[i] == most]
+    depth = min(trials[i][1] for i in tied)
+    return max(tied, key=lambda i: (_score_at(trials[i][0], depth), -ids.index(i)))

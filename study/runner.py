@@ -31,6 +31,7 @@ from mtlmood.errors import MtlmoodError
 from mtlmood.runlock import RunLock, held_here
 from study.cells import Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
+from study.extension import EXTENSIONS_FILE, extension_jobs, extension_summary
 from study.results import curve_rows, job_name, search_rows, trial_table, tuned_alpha_factor
 from study.space import make_cell_scheduler, make_cell_searcher
 from study.trial import FATAL, LEARNED, driver_resources, job_runs, make_trial_driver
@@ -38,6 +39,10 @@ from study.trial import FATAL, LEARNED, driver_resources, job_runs, make_trial_d
 SEARCH, CURVE = "search", "curve"
 TRIALS_FILE = "trials.parquet"
 DONE_MARKER = "phase_done.json"
+# One round of the curve (the grid in "curve", extension k in "curve-ext<k>"): its own rows
+# and done marker; the phase's TRIALS_FILE/DONE_MARKER come once every round is done.
+ROUND_TRIALS_FILE = "round_trials.parquet"
+ROUND_DONE_MARKER = "round_done.json"
 CELLS_DIR = "cells"
 
 
@@ -144,7 +149,7 @@ def _stop_on_fatal(study: StudyConfig, phase: str, grid: Any) -> None:
             )
 
 
-def _finish_phase(study: StudyConfig, phase: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _finish_phase(study: StudyConfig, phase: str, rows: list[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
     table = trial_table(rows)
     buffer = io.BytesIO()
     table.to_parquet(buffer)
@@ -193,8 +198,6 @@ def curve_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell])
     """Phase 2 jobs: per mood count the baseline; per metadata cell every grid multiple of the
     heuristic, the tuned alpha (unless it is a grid point: then the table says so) and the
     learned weight; each over the curve's fresh seeds, ``seeds_per_trial`` seeds per job."""
-    seeds = [int(s) for s in study.curve.seeds]
-    chunks = [seeds[i : i + study.curve.seeds_per_trial] for i in range(0, len(seeds), study.curve.seeds_per_trial)]
     arms: list[dict[str, Any]] = []
     for n in study.search.n_moods:
         arms.append({"cell": cell_key(n, "none"), "arm": "baseline", "alpha": 0.0, "alpha_factor": 0.0})
@@ -215,29 +218,33 @@ def curve_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell])
             )
         if study.curve.learned:
             arms.append({"cell": cell.key, "arm": LEARNED, "alpha": LEARNED, "alpha_factor": math.nan})
-    return [{**arm, "seeds": chunk} for arm in arms for chunk in chunks]
+    return [{**arm, "seeds": chunk} for arm in arms for chunk in _seed_chunks(study)]
 
 
-def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> pd.DataFrame:
-    """Phase 2: the alpha-response curve, fixed jobs over fresh seeds, each run to its own early stop."""
-    if storage.exists(_phase_file(study, CURVE, DONE_MARKER)):
-        return _read_table(_phase_file(study, CURVE, TRIALS_FILE))
-    jobs = curve_jobs(study, search, cells)
-    storage.write_json(storage.join(study.run_dir, "curve_plan.json"), jobs)
+def _seed_chunks(study: StudyConfig) -> list[list[int]]:
+    """The curve seeds, ``seeds_per_trial`` per job."""
+    seeds = [int(s) for s in study.curve.seeds]
+    return [seeds[i : i + study.curve.seeds_per_trial] for i in range(0, len(seeds), study.curve.seeds_per_trial)]
+
+
+def _curve_round(
+    study: StudyConfig, experiment: str, jobs: list[dict[str, Any]], cells: dict[str, Cell], what: str
+) -> pd.DataFrame:
+    """One round of the curve as the Tune experiment ``experiment``; read back when done.
+    Its runs live under runs/curve/ and its rows say phase "curve", whatever the round."""
+    if storage.exists(_phase_file(study, experiment, ROUND_DONE_MARKER)):
+        return _read_table(_phase_file(study, experiment, ROUND_TRIALS_FILE))
     concurrency = max_concurrent_trials(study)
     cells_dict = {key: vars(cell) for key, cell in cells.items()}
-    trainable = tune.with_resources(make_trial_driver(to_dict(study), cells_dict, CURVE), driver_resources(study))
+    driver = make_trial_driver(to_dict(study), cells_dict, CURVE, label=experiment)
+    trainable = tune.with_resources(driver, driver_resources(study))
     tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
     runs = sum(len(job["seeds"]) for job in jobs)
-    print(
-        f"[curve] {len(jobs)} trials, {runs} runs (per cell: alpha = 0, {len(study.curve.grid)} multiples of the "
-        f"heuristic, tuned, learned; seeds {list(study.curve.seeds)}), {concurrency} at a time",
-        flush=True,
-    )
+    print(f"[{experiment}] {len(jobs)} trials, {runs} runs ({what}), {concurrency} at a time", flush=True)
     grid = _tuner(
-        study, CURVE, trainable, {"job": tune.grid_search(jobs)}, tune_config, _progress(CURVE, len(jobs))
+        study, experiment, trainable, {"job": tune.grid_search(jobs)}, tune_config, _progress(experiment, len(jobs))
     ).fit()
-    _stop_on_fatal(study, CURVE, grid)
+    _stop_on_fatal(study, experiment, grid)
     errors = {
         job_name(r.config["job"]): str(r.error).splitlines()[0][:300]
         for r in grid
@@ -247,7 +254,48 @@ def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) 
     def runs_of(job: dict[str, Any]) -> list[dict[str, Any]]:
         return job_runs(study, job, cells_dict[job["cell"]], CURVE, "")
 
-    return _finish_phase(study, CURVE, curve_rows(jobs, runs_of, cells, study.run_dir, errors))
+    table = trial_table(curve_rows(jobs, runs_of, cells, study.run_dir, errors))
+    buffer = io.BytesIO()
+    table.to_parquet(buffer)
+    storage.write_bytes(_phase_file(study, experiment, ROUND_TRIALS_FILE), buffer.getvalue())
+    storage.write_json(_phase_file(study, experiment, ROUND_DONE_MARKER), {"runs": len(table)})  # last
+    return table
+
+
+def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> pd.DataFrame:
+    """Phase 2: the alpha-response curve, fixed jobs over fresh seeds, each run to its own early
+    stop; then extension rounds while a cell's best grid multiple is at an end of its grid
+    (study.extension). The phase's table holds every round's rows (column ``curve_round``);
+    ``curve_extensions.json`` says per cell whether alpha* is bracketed or at the limit."""
+    if storage.exists(_phase_file(study, CURVE, DONE_MARKER)):
+        return _read_table(_phase_file(study, CURVE, TRIALS_FILE))
+    jobs = curve_jobs(study, search, cells)
+    storage.write_json(storage.join(study.run_dir, "curve_plan.json"), jobs)
+    what = (
+        f"per cell: alpha = 0, {len(study.curve.grid)} multiples of the heuristic, tuned, learned; "
+        f"seeds {list(study.curve.seeds)}"
+    )
+    tables = [_curve_round(study, CURVE, jobs, cells, what)]
+    for number in range(1, study.curve.max_extensions + 1):
+        # Decided from the rounds before it, all on disk: a resumed study decides the same.
+        extra = extension_jobs(pd.concat(tables, ignore_index=True), cells, _seed_chunks(study), number)
+        if not extra:
+            break
+        beyond = sorted({f"{job['cell']} {job['arm']}" for job in extra})
+        tables.append(
+            _curve_round(study, f"{CURVE}-ext{number}", extra, cells, f"alpha* at the grid's end: {', '.join(beyond)}")
+        )
+    table = trial_table(pd.concat(tables, ignore_index=True))
+    summary = extension_summary(table, cells, study.curve.max_extensions)
+    storage.write_json(storage.join(study.run_dir, EXTENSIONS_FILE), summary)
+    at_limit = [key for key, cell in summary["cells"].items() if cell["limit_reached"]]
+    if at_limit:
+        print(
+            f"[curve] alpha* still at the grid's end after {study.curve.max_extensions} extension round(s): "
+            f"{', '.join(at_limit)} (a bound)",
+            flush=True,
+        )
+    return _finish_phase(study, CURVE, table)
 
 
 def run_study(study: StudyConfig) -> StudyOutcome:

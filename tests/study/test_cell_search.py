@@ -110,7 +110,8 @@ def test_searcher_survives_a_pickle_round_trip(tmp_path) -> None:
 
 def test_tuned_alpha_is_chosen_at_equal_budgets() -> None:
     """ASHA never stops the first trial of a rung, so with a small budget the heuristic (first)
-    always "finishes": the tuned alpha compares trials at the deepest epoch two of them reached."""
+    always "finishes": a trial ASHA stopped is compared at the epochs it reached, not on the
+    heuristic's later epochs (tests/study/test_curve_extension.py has the rest of the rule)."""
     import json
 
     import pandas as pd
@@ -122,6 +123,7 @@ def test_tuned_alpha_is_chosen_at_equal_budgets() -> None:
             "cell": ["3|artist"] * 3 + ["3|year"],
             "status": ["TERMINATED"] * 4,
             "alpha_factor": [1.0, 0.3, 3.0, 1.0],
+            "asha_stopped": [False, True, True, False],
             "val_curve": [
                 json.dumps([60, 70, 75, 78, 80, 82, 90, 95]),  # the heuristic, never stopped
                 json.dumps([65, 74, 77, 80, 83, 86]),  # stopped at epoch 6, ahead of it there
@@ -136,8 +138,8 @@ def test_tuned_alpha_is_chosen_at_equal_budgets() -> None:
 
 
 def test_study_plan_on_real_mtg_jamendo_metadata(mtg_jamendo_dir, capsys) -> None:
-    """The dry run reads only metadata: three mood counts, each its own search budget, the
-    paper's song counts, N_meta from the training songs."""
+    """The dry run reads only metadata: three mood counts x two artist counts, each cell its own
+    search budget, the paper's song counts, N_meta from the training songs, >= 4 ratios."""
     from mtlmood_cli.main import main
 
     code = main(
@@ -170,7 +172,10 @@ def test_study_plan_on_real_mtg_jamendo_metadata(mtg_jamendo_dir, capsys) -> Non
         row = cells[f"mtg-jamendo · {n_moods} moods · artist"]
         assert int(row["N_meta"]) == 50  # 50 artist classes, counted on the training songs
         assert sum(int(float(row[f"songs.{s}"])) for s in ("train", "validation", "test")) == songs
+        narrow = cells[f"mtg-jamendo · {n_moods} moods · artist@10"]  # search.n_artists: 10 artist classes
+        assert int(narrow["N_meta"]) == 10 and narrow["songs.train"] == row["songs.train"]
     plan = table_rows("search trials")
-    searched = [row for row in plan if row["cell"].endswith("· artist")]
-    assert len(searched) == 3 and all(row["search trials"] == "16" for row in searched)
+    searched = [row for row in plan if row["cell"].endswith(("· artist", "· artist@10"))]
+    assert len(searched) == 6 and all(row["search trials"] == "16" for row in searched)
+    assert len({row["N_mood/N_meta"] for row in searched}) == 6
     assert all(row["search trials"] == "0" for row in plan if row["cell"].endswith("· none"))
