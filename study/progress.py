@@ -40,7 +40,7 @@ class ProgressTable(Callback):
         test = result.get("test_pr_auc")
         # The last run's scores (a curve trial may train several seeds); cells are never ranked.
         return (
-            f"  {trial.trial_id:<16} {self.phase:<7} cell={job.get('cell', '?'):<14} "
+            f"  {trial.trial_id:<16} {self.phase:<7} cell={job.get('cell', '?'):<18} "
             f"arm={job.get('arm', 'search'):<10} alpha={alpha_text:<8} seeds={','.join(map(str, seeds)):<8} "
             f"epoch={result.get('epoch', result.get('epochs', 0)):<3} "
             f"val PR-AUC%={result.get('val_pr_auc', float('nan')):6.2f} "
