@@ -62,11 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def print_outcome(run_dir: str | Path, best: str) -> None:
     """Where the report, tables and checkpoint are, and the verdict lines."""
-    from study.report.writer import verdict_summary
+    from study.report.summary import verdict_summary
 
     summary = verdict_summary(run_dir)
     if summary:
-        print("\nverdict (test PR-AUC, Holm-adjusted; see the report for ROC-AUC and the method):")
+        print("\nlearning check and primary verdict (adjusted as the config declares; see the report for the rest):")
         print("  " + summary.replace("\n", "\n  "))
     print(
         f"\nreport:          {storage.join(run_dir, 'report', 'report.md')}  (HTML: report.html, plots in report/plots)"

@@ -41,6 +41,15 @@ from mtlmood.errors import ConfigError
 CONFIG_DIR = Path(__file__).parent / "configs"
 BOOTSTRAP_UNITS = ("auto", "song", "artist", "track")
 ADJUST_METHODS = ("holm", "bh")
+# What report.primary may name (study.report.families.PRIMARY_CHOICES; the config cannot import the report).
+PRIMARY_CHOICES = (
+    "heuristic - baseline",
+    "best alpha - heuristic",
+    "best alpha - baseline",
+    "learned - heuristic",
+    "learned - baseline",
+    "slope",
+)
 TAG_SETS = ("moods", "all")
 SEARCH_METADATA = METADATA_SETS[1:]  # the baseline (metadata none) is always included
 USE_GPU = ("auto", "true", "false", "True", "False")
@@ -147,12 +156,30 @@ class ReportConfig:
     # 2020's models on MagnaTagATune).
     equivalence_margin: PositiveFloat = 0.5
     # What the bootstrap resamples among test songs: songs, or clusters of them (all clips
-    # of a track, all songs of an artist). auto = track where clips share one, else song.
+    # of a track, all songs of an artist). auto = artist whenever test songs have an artist
+    # seen in training (their errors are correlated through it), else track on
+    # MagnaTagATune (clips of one track), else song.
     bootstrap_unit: Annotated[str, one_of(*BOOTSTRAP_UNITS)] = "auto"
-    adjust: Annotated[str, one_of(*ADJUST_METHODS)] = "holm"  # multiplicity adjustment over every p-value: holm | bh
+    # The declared primary family, tested with `adjust` on its own; every other row is
+    # secondary (adjusted in a family of its own, labelled exploratory). Per cell: the
+    # comparisons named here on `primary_metric`; "slope": across cells, H0 slope = 0 of
+    # log alpha* on log(N_mood / N_meta).
+    primary: Annotated[list[Annotated[str, one_of(*PRIMARY_CHOICES)]], Field(min_length=1)] = field(
+        default_factory=lambda: ["heuristic - baseline", "best alpha - heuristic", "slope"]
+    )
+    primary_metric: Annotated[str, one_of("pr_auc", "roc_auc")] = "pr_auc"
+    adjust: Annotated[str, one_of(*ADJUST_METHODS)] = "holm"  # multiplicity adjustment within each family: holm | bh
     n_boot: Annotated[int, Field(ge=100)] = 2000
     confidence: OpenFraction = 0.95
     power: OpenFraction = 0.8  # for the minimum detectable effect
+    # Power planning (`mtlmood study plan`): the MDE a design should reach, in PR-AUC points
+    # (0.5: the run-to-run spread reported for Won et al. 2020 on MagnaTagATune), and the
+    # variance components assumed without a pilot study: the SD of one run's metric around
+    # its arm and seed effects (points), and the song-level SD of a difference per test
+    # cluster (se of a difference from songs = plan_song_sd / sqrt(test clusters)).
+    target_mde: PositiveFloat = 0.5
+    plan_run_sd: PositiveFloat = 1.0
+    plan_song_sd: PositiveFloat = 20.0
     reference: bool = True  # logistic regression on log-mel mean/std per cell
     # The cell `mtlmood serve --study` serves, as "n_moods|metadata" ("" = the largest
     # mood count, with its metadata set whose best model scored highest on validation).

@@ -29,25 +29,16 @@ PRIMARY, SECONDARY = "primary", "secondary"
 SLOPE = "slope"
 SLOPE_CELL = "all cells"
 SLOPE_TEST = "slope = 0"
-# What report.primary may name: the difference rows of a cell, and the cross-cell slope.
-PRIMARY_CHOICES = (
-    "heuristic - baseline",
-    "best alpha - heuristic",
-    "best alpha - baseline",
-    "learned - heuristic",
-    "learned - baseline",
-    SLOPE,
-)
 _MARGIN = re.compile(r"margin ([-+0-9.eE]+)")
 
 
-def slope_row(fit: SlopeFit, metric: str = "pr_auc") -> dict:
+def slope_row(fit: SlopeFit, metric: str = "pr_auc") -> dict[str, object]:
     """The cross-cell slope as a verdict row: H0 slope = 0 (alpha* does not follow N_mood/N_meta)."""
     p = float(getattr(fit, "p_zero", math.nan))
     se = float(getattr(fit, "se", math.nan))
     df = float(getattr(fit, "df", math.nan))
     note = fit.note if math.isfinite(p) else (fit.note or "the slope could not be tested")
-    row = {c: math.nan for c in ROW_COLUMNS}
+    row: dict[str, object] = {c: math.nan for c in ROW_COLUMNS}
     row.update(
         {
             "cell": SLOPE_CELL,

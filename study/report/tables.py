@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 
 from study.cells import Cell
+from study.report.bootstrap import ArmDraws, arm_draws, cluster_weights, default_clusters, n_clusters
 from study.report.curves import AlphaStar
-from study.report.statistics import ArmRuns, Estimate, arm_estimate
+from study.report.pooled import fit_seed_model
+from study.report.statistics import Estimate, estimate_from_draws
 from study.report.verdicts import BASELINE, BEST, HEURISTIC, LEARNED, CellEvidence, alpha_arms, best_alpha_runs
 
 METRIC_NAMES = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC"}
@@ -48,35 +50,29 @@ def labels_table(cells: list[Cell]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def best_alpha_arm(e: CellEvidence) -> Optional[ArmRuns]:
-    """The cross-fitted best-alpha arm as one ArmRuns (seed s: the arm chosen on the other seeds)."""
-    names = alpha_arms(e)
-    if not names:
-        return None
-    picks = best_alpha_runs(e, names)
-    if not picks:
-        return None
-    seeds = tuple(e.arms[name].seeds[i] for name, i in picks)
-    return ArmRuns(seeds, np.stack([e.arms[name].probs[i] for name, i in picks]))
-
-
 Estimates = dict[str, dict[str, Estimate]]  # arm (BEST: the cross-fitted best alpha) -> metric -> estimate
 
 
 def arm_estimates(e: CellEvidence, n_boot: int, confidence: float) -> Estimates:
-    """Mean and CI of every arm of a cell (and of the cross-fitted best alpha), per metric:
-    computed once, read by the curve table and by Table 1."""
-    arms = dict(e.arms)
-    best = best_alpha_arm(e)
-    if best is not None:
-        arms[BEST] = best
-    return {
-        name: {
-            metric: arm_estimate(e.y_true, arm, e.clusters, metric, n_boot=n_boot, seed=0, confidence=confidence)
-            for metric in METRIC_NAMES
-        }
-        for name, arm in arms.items()
-    }
+    """Mean and CI of every arm of a cell (and of the cross-fitted best alpha), per metric, with
+    the cell's pooled seed model (seed df from every arm): read by the curve table and Table 1."""
+    y = np.asarray(e.y_true)
+    clusters = default_clusters(e.clusters, y.shape[0])
+    weights = cluster_weights(clusters, n_boot, np.random.default_rng(0))
+    units = n_clusters(clusters)
+    names = alpha_arms(e)
+    picks = best_alpha_runs(e, names) if names else []
+    out: Estimates = {name: {} for name in e.arms}
+    if picks:
+        out[BEST] = {}
+    for metric in METRIC_NAMES:
+        draws = {name: arm_draws(y, arm, weights, metric, name) for name, arm in e.arms.items()}
+        model = fit_seed_model(draws)
+        if picks:
+            draws[BEST] = ArmDraws.stack([(draws[name], i) for name, i in picks])
+        for name, d in draws.items():
+            out[name][metric] = estimate_from_draws(d, units, confidence, model)
+    return out
 
 
 def _estimate_columns(estimates: dict[str, Estimate]) -> dict[str, float]:
