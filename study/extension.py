@@ -101,7 +101,11 @@ def extension_summary(curve: pd.DataFrame, cells: dict[str, Cell], max_extension
     for cell in metadata_cells(cells):
         means = grid_means(curve, cell.key)
         rows = curve[(curve["cell"] == cell.key) & ~curve["arm"].isin(NOT_GRID_ARMS)]
-        rounds = pd.to_numeric(rows.get("curve_round", pd.Series(dtype=float)), errors="coerce").fillna(0)
+        rounds = (
+            pd.to_numeric(rows["curve_round"], errors="coerce").fillna(0)
+            if "curve_round" in rows
+            else pd.Series(0, index=rows.index)  # a table from before extension rounds: all grid
+        )
         added = sorted({float(f) for f in rows.loc[rounds > 0, "alpha_factor"]})
         scored = {f: m for f, m in means.items() if math.isfinite(m)}
         best = max(scored, key=lambda f: scored[f]) if scored else None

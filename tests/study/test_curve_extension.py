@@ -92,6 +92,8 @@ def test_the_summary_says_which_cells_are_bound_at_the_limit() -> None:
     assert wide["best_factor"] == 81.0 and wide["extensions"] == [27.0, 81.0]
     assert narrow["bracketed"] and not narrow["limit_reached"] and narrow["best_factor"] == pytest.approx(1 / 27)
     assert set(summary["cells"]) == {"3|artist", "3|artist@10"}  # baselines have no alpha*
+    old_table = extension_summary(curve.drop(columns="curve_round"), _cells(), 0)  # before extension rounds
+    assert old_table["cells"]["3|artist"]["extensions"] == [] and old_table["cells"]["3|artist"]["limit_reached"]
 
 
 def _search(trials: list[tuple[float, list[float], bool]], status: str = "TERMINATED") -> pd.DataFrame:
