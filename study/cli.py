@@ -37,6 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="dry run: print the cells (labels, N_meta, heuristic, splits) and the planned trials without training",
     )
     plan.add_argument("config", help="study YAML, or a name from study/configs (e.g. mtg-jamendo)")
+    plan.add_argument(
+        "--pilot",
+        metavar="STUDY",
+        help="a finished study whose curve runs give the variance components of the power forecast",
+    )
     add_override_argument(plan, "search.trials_per_cell=16")
     plan.set_defaults(func=cmd_plan)
 
@@ -131,7 +136,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from study.config import load_study_config
     from study.plan import print_plan
 
-    print_plan(load_study_config(args.config, args.overrides))
+    print_plan(load_study_config(args.config, args.overrides), args.pilot)
     return 0
 
 
