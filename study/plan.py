@@ -57,8 +57,12 @@ def plan_table(study: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     return labels, pd.DataFrame(rows)
 
 
-def print_plan(study: StudyConfig) -> None:
-    """Print the cells and the planned trials."""
+def print_plan(study: StudyConfig, pilot: "str | None" = None) -> None:
+    """Print the cells, the planned trials and the power forecast of the primary family
+    (variance components from the ``pilot`` study's runs when given, else the config's defaults)."""
+    from study.cells import study_cells
+    from study.power import print_power
+
     labels, trials = plan_table(study)
     print(f"study {study.name!r} on {study.run.dataset.name} ({study.run.dataset.root}); results in {study.run_dir}\n")
     print("cells (metadata classes and the heuristic come from the training songs):")
@@ -73,3 +77,4 @@ def print_plan(study: StudyConfig) -> None:
         f"trials ({int(trials['curve runs'].sum())} runs; the tuned arm is dropped where the search lands on a grid "
         "point)"
     )
+    print_power(study, study_cells(study), pilot)

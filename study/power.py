@@ -139,6 +139,7 @@ def power_table(study: StudyConfig, cells: dict[str, Cell], components: Variance
         clusters = cluster_count(cell, r.bootstrap_unit)
         for name in (p for p in r.primary if p != "slope"):
             needed = seeds_needed(components, n_arms, clusters, level / m, r.power, r.target_mde)
+            floor = song_floor(components, clusters, level / m, r.power)
             rows.append(
                 {
                     "cell": cell.label,
@@ -151,7 +152,7 @@ def power_table(study: StudyConfig, cells: dict[str, Cell], components: Variance
                     "forecast MDE (points)": forecast_mde(components, n_arms, n_seeds, clusters, level / m, r.power),
                     f"seeds for MDE {r.target_mde:g}": needed
                     if needed is not None
-                    else f"unreachable: the test songs alone allow {song_floor(components, clusters, level / m, r.power):.2f}",
+                    else f"unreachable: the test songs alone allow {floor:.2f}",
                 }
             )
     return pd.DataFrame(rows)
