@@ -15,7 +15,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from statsmodels.stats.multitest import multipletests
 
 from study.report.combine import summarize as _summary
-from study.report.curves import GRID, QUADRATIC, alpha_star, crossfit_choice, fit_slope
+from study.report.curves import crossfit_choice
 from study.report.families import adjust_study
 from study.report.statistics import (
     ArmRuns,
@@ -218,67 +218,6 @@ def test_adjust_p_values_matches_statsmodels(method: str, sm: str) -> None:
     assert np.isnan(adjust_p_values([np.nan, np.nan], method)).all()
     with pytest.raises(ValueError):
         adjust_p_values(p, "bonferroni-ish")
-
-
-# ------------------------------------------------------------------ curves
-def test_alpha_star_recovers_the_vertex_of_a_concave_curve() -> None:
-    alphas = np.array([1 / 9, 1 / 3, 1, 3, 9]) * 0.2
-    x = np.log(alphas)
-    true = math.log(0.2 * 1.7)
-    rng = np.random.default_rng(9)
-    val = 50 - 2 * (x - true)[:, None] ** 2 + 0.05 * rng.normal(size=(5, 3))
-    star = alpha_star(alphas, val, n_boot=300)
-    assert star.method == QUADRATIC and not star.at_edge
-    assert star.alpha == pytest.approx(0.34, rel=0.05)
-    assert star.low <= star.alpha <= star.high
-    assert star.draws.shape == (300,) and np.isfinite(star.draws).all()
-
-
-def test_alpha_star_falls_back_to_the_grid_and_flags_edges() -> None:
-    alphas = np.array([0.1, 0.3, 1.0, 3.0])
-    rising = np.array([[40.0, 41, 40.5], [42, 43, 42.5], [45, 44, 45.5], [49, 50, 49.5]])
-    star = alpha_star(alphas, rising, n_boot=100)
-    assert star.at_edge and star.alpha == pytest.approx(3.0)
-    convex = np.array([[45.0] * 3, [40.0] * 3, [40.0] * 3, [44.0] * 3])
-    star = alpha_star(alphas, convex, n_boot=100)
-    assert star.method == GRID and star.alpha == pytest.approx(0.1) and star.at_edge
-
-
-def test_alpha_star_ignores_missing_runs_and_one_seed_has_no_interval() -> None:
-    alphas = np.array([0.1, 0.3, 1.0, 3.0, 9.0])
-    val = 50 - (np.log(alphas) - np.log(1.0))[:, None] ** 2 * np.ones((1, 3))
-    val[2, 1] = np.nan
-    star = alpha_star(alphas, val, n_boot=100)
-    assert star.alpha == pytest.approx(1.0, rel=1e-6)
-    one = alpha_star(alphas, val[:, :1], n_boot=100)
-    assert one.alpha == pytest.approx(1.0, rel=1e-6) and math.isnan(one.low) and np.isnan(one.draws).all()
-
-
-def test_crossfit_choice_leaves_the_scored_seed_out() -> None:
-    # Seed 0 loves arm 0, the other seeds prefer arm 1.
-    val = np.array([[60.0, 40.0, 40.0], [50.0, 45.0, 45.0], [10.0, 10.0, 10.0]])
-    assert crossfit_choice(val).tolist() == [1, 0, 0]
-    # Missing run: an arm without seed s cannot stand for seed s.
-    val2 = val.copy()
-    val2[1, 0] = np.nan
-    assert crossfit_choice(val2)[0] == 0
-    assert crossfit_choice(np.array([[1.0], [3.0], [2.0]])).tolist() == [1]  # one seed: its own validation
-
-
-def test_fit_slope() -> None:
-    rng = np.random.default_rng(10)
-    x = np.log([0.05, 0.3, 1.0, 2.0, 5.6])
-    y = 0.2 + 0.8 * x
-    draws = y[:, None] + 0.1 * rng.normal(size=(5, 400))
-    fit = fit_slope(x, draws, y)
-    assert fit.slope == pytest.approx(0.8) and fit.intercept == pytest.approx(0.2)
-    assert fit.slope_low < 0.8 < fit.slope_high and fit.n_cells == 5 and "wider" in fit.method
-    noisy = fit_slope(x, draws, y + np.array([0.5, -0.5, 0.5, -0.5, 0.5]))
-    assert noisy.slope_high - noisy.slope_low > fit.slope_high - fit.slope_low  # scatter widens the interval
-    one = fit_slope(x[:1], draws[:1], y[:1])
-    assert math.isnan(one.slope) and "one cell cannot test a rule about ratios" in one.note
-    two = fit_slope(x[:2], draws[:2], y[:2])
-    assert two.slope == pytest.approx(0.8) and "no residual degrees of freedom" in two.note
 
 
 # ------------------------------------------------------------------ verdicts
