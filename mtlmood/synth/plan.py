@@ -74,6 +74,10 @@ class SynthConfig:
     # Share of songs whose manifest mood labels are redrawn at random (their audio keeps
     # the true moods): noisy mood labels, while artist labels stay clean.
     label_noise: UnitInterval = 0.0
+    # Level of each artist's signature riff (its own rhythm, step length and pitch, see
+    # render._signature) against the mix: 0 = none, artists differ by timbre and leanings
+    # only. Makes the artist task easy for a small CNN, which cannot see absolute pitch.
+    artist_signature: UnitInterval = 0.0
 
     def __post_init__(self) -> None:
         # YAML/JSON hand us lists; tuples keep the config hashable and comparable.

@@ -235,6 +235,27 @@ def _distractors(song: _Song, difficulty: float, sounds: dict[str, np.ndarray]) 
     return out
 
 
+def _signature(song: _Song, seed: int) -> np.ndarray:
+    """The artist's riff: a 16-step pattern of short tonal blips that only this artist
+    plays (its own step length, pattern, pitch and decay, from a stream of (seed, artist)
+    alone, so every song of the artist has it and the song's own stream is untouched)."""
+    rng = np.random.default_rng(stable_int("signature", seed, song.voice.name))
+    step = float(rng.uniform(0.07, 0.16))
+    pattern = rng.random(16) < 0.5
+    pattern[0] = True
+    freq = float(_midi_hz(rng.uniform(55.0, 90.0)))
+    decay = float(rng.uniform(0.02, 0.07))
+    t = np.arange(int(0.25 * song.sr), dtype=np.float32) / song.sr
+    table = _wavetable(song.voice.lead, song.voice.phases, int(song.nyquist_safe / freq))
+    blip = _oscillate(np.full(len(t), freq, np.float32), table, song.sr) * np.exp(-t / decay)
+    out = np.zeros(song.n + len(t), dtype=np.float32)
+    for s in range(int(song.n / song.sr / step) + 1):
+        if pattern[s % 16]:
+            start = int(round(s * step * song.sr))
+            out[start : start + len(t)] += blip
+    return out[: song.n]
+
+
 def _produce(song: _Song, mix: np.ndarray, year_fraction: float) -> np.ndarray:
     """Room, era and mastering: older = narrower band, more hiss, more reverb;
     loudness -28..-10 dBFS RMS with tanh taming peaks (and audibly squashing loud songs)."""
@@ -295,5 +316,7 @@ def render_song(plan: SongPlan, cfg: SynthConfig, voice: Optional[ArtistVoice] =
     if c["noise"] > 0.05:
         mix += np.float32(1.2 * c["noise"] ** 1.5) * _noise_bed(song)
     mix += _distractors(song, cfg.difficulty, sounds)
+    if cfg.artist_signature > 0.0:
+        mix += np.float32(cfg.artist_signature) * _unit(_signature(song, cfg.seed))
     year_fraction = (plan.year - cfg.min_year) / max(1, cfg.max_year - cfg.min_year)
     return _produce(song, mix, float(np.clip(year_fraction, 0.0, 1.0)))

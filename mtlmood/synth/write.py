@@ -34,7 +34,7 @@ MANIFEST_COLUMNS = ("song_id", "path", "moods", "artist", "year")
 
 # Fields added after datasets were first stamped: left out of the stamp while at their
 # default, so a dataset written before they existed still resumes (and keeps its stamp).
-_LATER_FIELDS = {"world": "default", "label_noise": 0.0}
+_LATER_FIELDS = {"world": "default", "label_noise": 0.0, "artist_signature": 0.0}
 
 
 def config_stamp(cfg: SynthConfig) -> dict:

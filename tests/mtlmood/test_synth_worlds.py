@@ -134,3 +134,16 @@ def test_cli_world_flag_applies_the_preset_under_other_flags() -> None:
     assert synth_command.config_from_args(args) == world_config("null", n_songs=300, label_noise=0.1)
     with pytest.raises(SystemExit):
         cli_main(["synth", "out", "--world", "nope"])
+
+
+def test_artist_signature_is_deterministic_and_off_by_default() -> None:
+    from mtlmood.synth import render_song
+
+    cfg = world_config("metadata-helps", n_songs=12, n_artists=3)
+    signed = dataclasses.replace(cfg, artist_signature=0.5)
+    plan = plan_songs(cfg)[0]
+    plain, a, b = render_song(plan, cfg), render_song(plan, signed), render_song(plan, signed)
+    assert np.array_equal(a, b) and not np.array_equal(a, plain)
+    assert SynthConfig().artist_signature == 0.0
+    with pytest.raises(ConfigError, match="artist_signature"):
+        SynthConfig(artist_signature=2.0).validate()
