@@ -228,8 +228,9 @@ def censored_slope(
     a, b, tau, cov, q = tobit_fit(x, y[None], kind[None], se[None])
     df = c - 2
     method = (
-        "censored (Tobit) regression of log alpha* on log ratio, per-cell se + between-cell tau (restricted ML, profiled); "
-        f"Wald interval scaled by Knapp-Hartung (floored at the model-based one), t with {df} df"
+        "censored (Tobit) regression of log alpha* on log ratio, per-cell se + between-cell tau "
+        "(restricted ML, profiled); Wald interval scaled by Knapp-Hartung (floored at the model-based one), "
+        f"t with {df} df"
     )
     if not np.isfinite(b[0]):
         notes.append("the censored fit did not converge (the bounds do not pin the line)")
