@@ -89,8 +89,11 @@ def plot_curve(curve: pd.DataFrame, star: AlphaStar, heuristic: float, title: st
         ax.axvline(heuristic, color=COLORS["heuristic"], ls=":", label="heuristic N_mood/N_meta")
         if math.isfinite(star.alpha):
             ax.axvline(star.alpha, color=COLORS["star"], lw=1, label="alpha* (validation)")
-            if math.isfinite(star.low) and math.isfinite(star.high):
-                ax.axvspan(star.low, star.high, color=COLORS["star"], alpha=0.08)
+            if not (math.isnan(star.low) or math.isnan(star.high)):
+                # An interval open to 0 or infinity (alpha* beyond the grid) is drawn to just past the grid.
+                lo = star.low if star.low > 0 else float(grid["alpha"].min()) / 3
+                hi = star.high if math.isfinite(star.high) else float(grid["alpha"].max()) * 3
+                ax.axvspan(lo, hi, color=COLORS["star"], alpha=0.08)
         ax.set_xscale("log")
         ax.set_xlabel("alpha (weight of the metadata loss, log scale)")
         ax.set_ylabel(f"{label} PR-AUC (%)")
@@ -110,9 +113,27 @@ def plot_alpha_star(points: pd.DataFrame, fit: SlopeFit) -> Optional[Figure]:
     fig, ax = plt.subplots(figsize=(6, 5))
     x = points["N_mood / N_meta"].to_numpy(float)
     y = points["alpha*"].to_numpy(float)
-    low = np.where(np.isfinite(points["alpha* low"]), points["alpha* low"], y)
+    # An end open to 0 or infinity (a bound) has no bar on that side; its marker says the direction.
+    low = np.where(np.isfinite(points["alpha* low"]) & (points["alpha* low"] > 0), points["alpha* low"], y)
     high = np.where(np.isfinite(points["alpha* high"]), points["alpha* high"], y)
-    ax.errorbar(x, y, yerr=[y - low, high - y], fmt="o", color=COLORS["star"], capsize=4, label="alpha* per cell")
+    bound = points["alpha* bound"].fillna("").to_numpy(str) if "alpha* bound" in points else np.full(len(y), "")
+    exact = bound == ""
+    ax.errorbar(
+        x[exact],
+        y[exact],
+        yerr=[(y - low)[exact], (high - y)[exact]],
+        fmt="o",
+        color=COLORS["star"],
+        capsize=4,
+        label="alpha* per cell",
+    )
+    for which, marker, text in (
+        ("lower", "^", "best at the largest alpha"),
+        ("upper", "v", "best at the smallest alpha"),
+    ):
+        sel = bound == which
+        if sel.any():
+            ax.plot(x[sel], y[sel], marker, color=COLORS["star"], ms=8, ls="none", label=f"bound: {text}")
     for xi, yi, name in zip(x, y, points["cell"]):
         ax.annotate(name.split(" · ", 1)[-1], (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
     span = np.array([min(x.min(), low.min()) / 2, max(x.max(), high.max()) * 2])
@@ -122,7 +143,12 @@ def plot_alpha_star(points: pd.DataFrame, fit: SlopeFit) -> Optional[Figure]:
             span,
             np.exp(fit.intercept) * span**fit.slope,
             color="#333333",
-            label=f"fit: slope {fit.slope:.2f} [{fit.slope_low:.2f}, {fit.slope_high:.2f}]",
+            label=f"fit: slope {fit.slope:.2f} "
+            + (
+                f"[{fit.slope_low:.2f}, {fit.slope_high:.2f}]"
+                if math.isfinite(fit.slope_low)
+                else "(too few cells to test)"
+            ),
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
