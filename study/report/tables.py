@@ -181,6 +181,8 @@ def alpha_star_row(cell: Cell, star: AlphaStar, verdicts: pd.DataFrame) -> dict[
         "alpha* high": star.high,
         "alpha* method": star.method,
         "at edge of grid": star.at_edge,
+        # "lower": alpha* >= alpha (best at the largest alpha tried), "upper": alpha* <= alpha; "" an estimate.
+        "alpha* bound": star.bound,
         "regret (PR-AUC points)": r["estimate"] if r is not None else math.nan,
         "regret low": r["low"] if r is not None else math.nan,
         "regret high": r["high"] if r is not None else math.nan,

@@ -100,17 +100,10 @@ def _cell_sections(
 
 
 def _slope(stars: list[tuple[Cell, AlphaStar, pd.DataFrame]], confidence: float) -> tuple[pd.DataFrame, SlopeFit]:
+    """alpha* of every cell as a table, and the censored slope of log alpha* on log(N_mood / N_meta)."""
     points = pd.DataFrame([alpha_star_row(cell, star, rows) for cell, star, rows in stars])
-    if points.empty:
-        return points, fit_slope(np.empty(0), np.empty((0, 0)), np.empty(0), confidence)
-    width = max((s.draws.size for _, s, _ in stars), default=0)
-    draws = np.full((len(stars), width), np.nan)
-    for i, (_, star, _) in enumerate(stars):
-        draws[i, : star.draws.size] = star.draws
-    fit = fit_slope(
-        np.log(points["N_mood / N_meta"].to_numpy(float)), draws, np.log(points["alpha*"].to_numpy(float)), confidence
-    )
-    return points, fit
+    ratios = np.log(np.array([cell.heuristic_alpha for cell, _, _ in stars], dtype=float))
+    return points, fit_slope(ratios, [star for _, star, _ in stars], confidence=confidence)
 
 
 def _learning_json(checks: list[LearningCheck], warning: str) -> dict[str, Any]:

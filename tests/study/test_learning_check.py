@@ -3,6 +3,8 @@ first; runs that stopped on their budget or in their first epochs are flagged.""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 from simulated_cells import Noise, simulate_cell
@@ -55,3 +57,34 @@ def test_runs_that_stop_on_their_budget_or_at_once_are_flagged() -> None:
     assert "first 2 epochs" in early_check.notes[0]
     line = warning_line([budget_check], StudyConfig().run.train, StudyConfig().run.model)
     assert line.startswith("**Stopping warning.**") and "stopping rule rather than to α" in line
+
+
+def test_the_console_prints_the_learning_warning_before_the_verdicts(tmp_path) -> None:
+    from study.report.summary import verdict_summary
+
+    cell = _random_cell(np.random.default_rng(3))
+    check = _checked(cell)
+    config = StudyConfig()
+    warning = warning_line([check], config.run.train, config.run.model)
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "learning.json").write_text(
+        json.dumps({"warning": warning, "learned": False, "cells": [check.sentence()]}), encoding="utf-8"
+    )
+    pd.DataFrame(
+        {
+            "cell": [cell.cell],
+            "comparison": ["heuristic - baseline"],
+            "estimate": [0.1],
+            "low": [-1.0],
+            "high": [1.2],
+            "p_adjusted": [0.8],
+            "verdict": ["no significant difference (MDE 3.0 points)"],
+            "family": ["primary"],
+            "metric": ["pr_auc"],
+        }
+    ).to_csv(report / "verdicts.csv", index=False)
+    lines = verdict_summary(tmp_path).splitlines()
+    assert lines[0].startswith("These verdicts describe models that did not learn")
+    assert lines[1].startswith("learning check: ") and "at chance" in lines[1]
+    assert "no significant difference" in lines[-1]

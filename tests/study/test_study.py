@@ -119,7 +119,18 @@ def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(
     verdicts = pd.read_csv(report_dir / "verdicts.csv")
     assert {"p_raw", "p_adjusted", "verdict"} <= set(verdicts.columns)
     assert (verdicts["p_adjusted"].dropna() >= verdicts["p_raw"].dropna() - 1e-12).all()
-    assert "one cell cannot test a rule about ratios" in (report_dir / "report.md").read_text()
+    assert {"family", "seed_df", "mde level"} <= set(verdicts.columns)
+    primary = verdicts[verdicts["family"] == "primary"]
+    assert set(primary["comparison"]) <= {"heuristic - baseline", "best alpha - heuristic"}
+    text = (report_dir / "report.md").read_text()
+    assert "the slope is not identifiable" in text  # one cell cannot test a rule about ratios
+    # The learning check comes before any verdict, in the report and on the console.
+    assert text.index("Did the CNN learn?") < text.index("Verdict on the heuristic")
+    learning = json.loads((report_dir / "learning.json").read_text())
+    assert len(learning["cells"]) == 1 and learning["cells"][0].startswith("synthetic · 4 moods · artist")
+    if not learning["learned"]:  # tiny models: when they stayed at chance the verdict says so first
+        verdict_part = text[text.index("Verdict on the heuristic") :]
+        assert "These verdicts describe models that did not learn" in verdict_part.split("\n\n")[1]
     assert len(pd.read_csv(report_dir / "trials.csv")) == len(trials)
     best = json.loads((Path(outcome.run_dir) / "best_checkpoint.json").read_text())
     assert set(best["cells"]) == {"4|none", "4|artist"} and best["default_cell"] in best["cells"]
