@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, overload
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import special, stats
@@ -259,44 +258,10 @@ def censored_slope(
     )
 
 
-@overload
-def fit_slope(log_ratio: np.ndarray, stars: Sequence[AlphaStar], confidence: float = 0.95) -> SlopeFit: ...
-
-
-@overload
-def fit_slope(
-    log_ratio: np.ndarray, stars: np.ndarray, log_alpha_star: np.ndarray, confidence: float = 0.95
-) -> SlopeFit: ...
-
-
-def fit_slope(log_ratio: np.ndarray, stars: Sequence[AlphaStar] | np.ndarray, *args: Any, **kwargs: Any) -> SlopeFit:
-    """:func:`censored_slope` of the cells' :class:`AlphaStar` (alpha, bound, se_log): ``fit_slope(log_ratio,
-    stars, confidence=0.95)``, log_ratio (C,) the log of each cell's N_mood / N_meta.
-
-    Deprecated form, kept until the report's writer passes the AlphaStars:
-    ``fit_slope(log_ratio, draws (C, B), log_alpha_star (C,), confidence)``. It
-    does not know which cells are bounds, so it takes every cell as an estimate
-    (se from its draws) and says so in the note.
-    """
-    if not isinstance(stars, np.ndarray):
-        # A bound enters at its censoring point (AlphaStar.limit), an estimate at its value.
-        log_alpha = np.log(np.array([s.limit if s.bound else s.alpha for s in stars], dtype=float))
-        se = np.array([s.se_log for s in stars], dtype=float)
-        return censored_slope(log_ratio, log_alpha, se, [s.bound for s in stars], *args, **kwargs)
-    legacy = dict(zip(("log_alpha_star", "confidence"), args)) | kwargs
-    draws = stars if stars.ndim == 2 else stars[:, None]
-    log_alpha = np.asarray(legacy["log_alpha_star"], dtype=float)
-    se = np.array([_row_se(row) for row in draws]) if draws.shape[1] else np.full(log_alpha.size, np.nan)
-    fit = censored_slope(log_ratio, log_alpha, se, [""] * log_alpha.size, legacy.get("confidence", 0.95))
-    return replace(
-        fit, note="; ".join(filter(None, [fit.note, "bounds unknown to this call: every cell taken as exact"]))
-    )
-
-
-def _row_se(draws: np.ndarray) -> float:
-    """Half the width of the central 68 % of a cell's finite draws (NaN without two)."""
-    ok = draws[np.isfinite(draws)]
-    if ok.size < 2:
-        return math.nan
-    lo, hi = np.quantile(ok, [0.158655, 0.841345])
-    return float((hi - lo) / 2.0)
+def fit_slope(log_ratio: np.ndarray, stars: Sequence[AlphaStar], confidence: float = 0.95) -> SlopeFit:
+    """:func:`censored_slope` of the cells' :class:`AlphaStar`: log_ratio (C,) the log of each cell's
+    N_mood / N_meta, stars (C,) their alpha*. An estimate enters at log alpha with se_log; a bound at
+    log(limit), its censoring point, in the direction ``bound`` says."""
+    log_alpha = np.log(np.array([s.limit if s.bound else s.alpha for s in stars], dtype=float))
+    se = np.array([s.se_log for s in stars], dtype=float)
+    return censored_slope(log_ratio, log_alpha, se, [s.bound for s in stars], confidence)

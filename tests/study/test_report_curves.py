@@ -144,13 +144,3 @@ def test_fit_slope_from_alpha_stars() -> None:
     )
     assert fit.slope == pytest.approx(direct.slope) and fit.slope_low == pytest.approx(direct.slope_low)
     assert fit.n_bounds == 1 and "median" in fit.note  # the bound's missing se: the median of the others
-
-
-def test_fit_slope_deprecated_call_still_works() -> None:
-    rng = np.random.default_rng(10)
-    y = 0.2 + 0.8 * X5
-    draws = y[:, None] + 0.1 * rng.normal(size=(5, 400))
-    fit = fit_slope(X5, draws, y, 0.95)
-    assert fit.slope == pytest.approx(0.8, abs=1e-6) and "every cell taken as exact" in fit.note
-    empty = fit_slope(np.empty(0), np.empty((0, 0)), np.empty(0), 0.95)
-    assert math.isnan(empty.slope) and empty.n_cells == 0
