@@ -44,12 +44,15 @@ def _ci_column(frame: pd.DataFrame, name: str) -> list[str]:
 
 
 def _cell_section(report: Report, cell: Cell, curve: pd.DataFrame, star: AlphaStar, png: str, p: Parts) -> None:
-    bound = getattr(star, "bound", "")
+    if star.bound:
+        side = "≥" if star.bound == "lower" else "≤"
+        edge = "largest" if star.bound == "lower" else "smallest"
+        where = f"a {star.bound} bound: α\\* {side} {fmt(star.limit, 3)} (best arm at the {edge} α of the grid)"
+    else:
+        where = f"{fmt_ci(star.alpha, star.low, star.high, 3)} ({star.method})"
     report.paragraph(
         f"Heuristic α = {cell.n_mood_labels}/{cell.n_meta} = {fmt(cell.heuristic_alpha, 4)}; "
-        f"α\\* on validation (grid arms) = {fmt_ci(star.alpha, star.low, star.high, 3)} ({star.method}"
-        f"{f', a {bound} bound: the optimum lies beyond the grid' if bound else ''}"
-        f"{', at the edge of the grid: a bound' if star.at_edge and not bound else ''})."
+        f"α\\* on validation (grid arms): {where}."
     )
     report.image(
         f"plots/{png}",

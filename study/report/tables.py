@@ -181,8 +181,11 @@ def alpha_star_row(cell: Cell, star: AlphaStar, verdicts: pd.DataFrame) -> dict[
         "alpha* high": star.high,
         "alpha* method": star.method,
         "at edge of grid": star.at_edge,
-        # "lower": alpha* >= alpha (best at the largest alpha tried), "upper": alpha* <= alpha; "" an estimate.
+        # "lower": alpha* >= limit (best arm at the largest alpha tried), "upper": alpha* <= limit; "" an estimate.
+        # limit: the geometric midpoint of the edge alpha and its neighbour, where the slope censors the cell.
         "alpha* bound": star.bound,
+        "alpha* limit": star.limit,
+        "se log alpha*": star.se_log,
         "regret (PR-AUC points)": r["estimate"] if r is not None else math.nan,
         "regret low": r["low"] if r is not None else math.nan,
         "regret high": r["high"] if r is not None else math.nan,
