@@ -195,18 +195,20 @@ def rule_spread(runs: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|",
     ]
     by = {(r["arm"], r["seed"]): r for r in runs}
-    seeds = sorted({s for a, s in by if a == "baseline"} & {s for a, s in by if a != "baseline"})
+    base_seeds = sorted(s for a, s in by if a == "baseline")
+    seeds = [s for s in base_seeds if ("heuristic", s) in by]
     for rule in CANDIDATE_RULES:
-        base = [replay(by["baseline", s], rule) for s in seeds]
+        base = [replay(by["baseline", s], rule) for s in base_seeds]
         heur = [replay(by["heuristic", s], rule) for s in seeds]
-        diffs = [h[0] - b[0] for b, h in zip(base, heur)]
+        diffs = [replay(by["heuristic", s], rule)[0] - replay(by["baseline", s], rule)[0] for s in seeds]
         epochs = statistics.mean([x[2] for x in base + heur])
         se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
         sd = [statistics.stdev([x[0] for x in arm]) if len(arm) > 1 else math.nan for arm in (base, heur)]
+        heur_mean = statistics.mean(h[0] for h in heur) if heur else math.nan
+        diff_mean = statistics.mean(diffs) if diffs else math.nan
         lines.append(
             f"| {rule} | {statistics.mean(b[0] for b in base):.2f} ({sd[0]:.2f}) | "
-            f"{statistics.mean(h[0] for h in heur):.2f} ({sd[1]:.2f}) | {epochs:.1f} | "
-            f"{statistics.mean(diffs):+.2f} ± {se:.2f} |"
+            f"{heur_mean:.2f} ({sd[1]:.2f}) | {epochs:.1f} | {diff_mean:+.2f} ± {se:.2f} |"
         )
     return "\n".join(lines)
 
@@ -223,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", type=Path, help=f"work folder (default {CACHE}/known_answer/<world>[-tag])")
     p.add_argument("--tag", default="", help="suffix of the default work folder (one per variant)")
     p.add_argument("--workers", type=int, default=1, help="synthesis processes")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), help="which arms to train")
     p.add_argument("--verify", action="store_true", help="check the replay against a real fit (old rule)")
     args = p.parse_args(argv)
 
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [r for r in runs if (tuple(r["sets"]), r["epochs"]) == key]
     done = {(r["arm"], r["seed"]) for r in runs}
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        for arm in ARMS:
+        for arm in args.arms:
             if (arm, seed) in done:
                 continue
             run = train_curves(data_dir, arm, seed, args.epochs, args.sets)
@@ -246,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{arm:9s} seed {seed}: alpha {run['alpha']:.3g}, {run['seconds']:.0f} s", flush=True)
     new = tuple(int(x) for x in args.new_rule.split(","))
     rules = {"demo budget, old rule": OLD_RULE, "demo budget, new rule": new, "converged": None}
-    print(summarize(runs, rules))
+    if {r["arm"] for r in runs} == set(ARMS):
+        print(summarize(runs, rules))
     print("\nStopping rules at the demo budget (replayed):\n")
     print(rule_spread(runs))
     if args.verify:
