@@ -12,14 +12,14 @@ from typing import Optional
 from mtlmood.cache import default_cache_dir
 from mtlmood.datasets import load_run_songs
 from mtlmood.prepare import prepare_features
-from mtlmood.synth import SynthConfig, synthesize
+from mtlmood.synth import synthesize
+from mtlmood.synth.worlds import world_config
 from study.config import load_study_config
 
-# The demo's data: many short songs (one ~3 s segment each), so that the test split is large
-# (the curve's confidence intervals shrink with test songs) while each epoch stays cheap;
-# clear mood cues, so that a small CNN learns them within the demo's few batches and
-# seeds agree. 40 artists and 9 year buckets give the two cells different heuristics.
-DEMO_DATA = SynthConfig(n_songs=2000, n_artists=40, min_seconds=3.5, max_seconds=4.0, difficulty=0.0)
+# The demo's data: the known-answer world "metadata-costs" (mtlmood/synth/worlds.py): 2,000
+# songs of 3.5-4 s (one ~3 s segment each, so the test split is large while epochs stay
+# cheap), 3 clearly audible moods, 12 audible artists that say nothing about mood.
+DEMO_DATA = world_config("metadata-costs")
 
 
 def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None) -> None:
@@ -36,10 +36,9 @@ def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None)
         "synthetic", [f"run.dataset.root={data_dir}", f"storage_path={output / 'studies'}", *overrides]
     )
     print(f"[1/4] synthesizing the demo dataset in {data_dir}", flush=True)
-    if not (data_dir / "manifest.csv").exists():
-        synthesize(data_dir, DEMO_DATA, workers=max(1, min(os.cpu_count() or 1, 8)))
-    else:
-        print("      (already there, kept)")
+    # Resumes: songs already written with the same settings are kept; a folder holding another
+    # dataset (e.g. an older demo's world) is refused in one line naming it.
+    synthesize(data_dir, DEMO_DATA, workers=max(1, min(os.cpu_count() or 1, 8)))
 
     print("[2/4] computing log-mel features (cached, resumable)", flush=True)
     cache_dir = default_cache_dir(study.run)

@@ -271,9 +271,10 @@ def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) 
         return _read_table(_phase_file(study, CURVE, TRIALS_FILE))
     jobs = curve_jobs(study, search, cells)
     storage.write_json(storage.join(study.run_dir, "curve_plan.json"), jobs)
+    extras = [name for name, on in (("tuned", study.curve.tuned), ("learned", study.curve.learned)) if on]
     what = (
-        f"per cell: alpha = 0, {len(study.curve.grid)} multiples of the heuristic, tuned, learned; "
-        f"seeds {list(study.curve.seeds)}"
+        f"per cell: alpha = 0, {len(study.curve.grid)} multiples of the heuristic"
+        f"{''.join(', ' + name for name in extras)}; seeds {list(study.curve.seeds)}"
     )
     tables = [_curve_round(study, CURVE, jobs, cells, what)]
     for number in range(1, study.curve.max_extensions + 1):

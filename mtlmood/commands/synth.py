@@ -85,10 +85,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--world",
-        choices=("default", "metadata-helps", "null"),
+        choices=("default", "metadata-helps", "metadata-costs", "null"),
         help="a known-answer world and its recommended settings (other flags still win): "
         "metadata-helps = artists are a clean proxy of noisy, faintly audible moods; "
-        "null = the same world with metadata independent of mood (mtlmood.synth.worlds)",
+        "metadata-costs = clearly audible moods and artists that say nothing about them (a large alpha "
+        "spends a narrow model on the artists; the demo's world); "
+        "null = the metadata-helps world with metadata independent of mood (mtlmood.synth.worlds)",
     )
     p.add_argument(
         "--label-noise",

@@ -30,7 +30,7 @@ MAX_SECONDS = 600.0
 Seconds = Annotated[float, Field(ge=MIN_SECONDS, le=MAX_SECONDS)]
 DEFAULT_MOODS = ("happy", "sad", "energetic", "calm", "dark", "epic")
 # Known-answer worlds (mtlmood.synth.worlds): what the truth about metadata is.
-WORLDS = ("default", "metadata-helps", "null")
+WORLDS = ("default", "metadata-helps", "metadata-costs", "null")
 
 
 @dataclass(frozen=True)
@@ -68,9 +68,9 @@ class SynthConfig:
     source_format: str = "mtg-jamendo"
     limit: NonNegativeInt = 0  # keep only the first N songs of the source (0 = all)
     # Which known-answer world this is (see mtlmood.synth.worlds, whose world_config
-    # gives each world's recommended settings): "null" requires artist_prior_strength 0
-    # (metadata independent of mood), "metadata-helps" a positive one.
-    world: Literal["default", "metadata-helps", "null"] = "default"
+    # gives each world's recommended settings): "null" and "metadata-costs" require
+    # artist_prior_strength 0 (metadata independent of mood), "metadata-helps" a positive one.
+    world: Literal["default", "metadata-helps", "metadata-costs", "null"] = "default"
     # Share of songs whose manifest mood labels are redrawn at random (their audio keeps
     # the true moods): noisy mood labels, while artist labels stay clean.
     label_noise: UnitInterval = 0.0
@@ -124,10 +124,10 @@ class SynthConfig:
                 f"need {MIN_SECONDS} <= min_seconds <= max_seconds <= {MAX_SECONDS:g} "
                 f"(a training window is ~3 s), got {self.min_seconds}-{self.max_seconds}"
             )
-        if self.world == "null" and self.artist_prior_strength != 0.0:
+        if self.world in ("null", "metadata-costs") and self.artist_prior_strength != 0.0:
             raise bad(
-                f"world 'null' needs artist_prior_strength 0 (metadata independent of mood), "
-                f"got {self.artist_prior_strength}; mtlmood.synth.worlds.world_config('null') sets it"
+                f"world {self.world!r} needs artist_prior_strength 0 (metadata independent of mood), "
+                f"got {self.artist_prior_strength}; mtlmood.synth.worlds.world_config({self.world!r}) sets it"
             )
         if self.world == "metadata-helps" and self.artist_prior_strength <= 0.0:
             raise bad("world 'metadata-helps' needs artist_prior_strength > 0 (artists carry a mood prior)")
