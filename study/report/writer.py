@@ -107,7 +107,12 @@ def _slope(stars: list[tuple[Cell, AlphaStar, pd.DataFrame]], confidence: float)
 
 
 def _learning_json(checks: list[LearningCheck], warning: str) -> dict[str, Any]:
-    return {"warning": warning, "learned": all(c.learned for c in checks), "cells": [c.sentence() for c in checks]}
+    return {
+        "warning": warning,
+        "learned": all(c.learned for c in checks),
+        "statuses": [c.status for c in checks],
+        "cells": [c.sentence() for c in checks],
+    }
 
 
 def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Optional[Location] = None) -> str:
