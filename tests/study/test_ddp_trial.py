@@ -23,7 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from study_data import make_study_data, prepare_study_features  # noqa: E402
+from study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
 
 from mtlmood.config import RunConfig, from_dict, to_dict  # noqa: E402
 from study.cells import study_cells  # noqa: E402
@@ -39,6 +39,7 @@ def _overrides(data_dir: Path, storage: Path, name: str, workers: int) -> list[s
     """One search trial (the heuristic alpha of the artist cell, no curve phase), small and fixed-length:
     patience = max_epochs, so early stopping cannot make the two runs differ in length."""
     return [
+        *NEUTRAL_STUDY,
         f"name={name}",
         f"storage_path={storage}",
         f"run.dataset.root={data_dir}",

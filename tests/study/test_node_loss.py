@@ -25,7 +25,7 @@ if not Path("/proc/self/stat").exists():  # tests/ray_nodes.py reads the process
     pytest.skip("the node-loss tests need Linux's /proc", allow_module_level=True)
 
 from ray_nodes import LocalCluster  # noqa: E402
-from study_data import make_study_data, prepare_study_features  # noqa: E402
+from study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
 
 from mtlmood.cache import FeatureCache, default_cache_dir  # noqa: E402
 from mtlmood.datasets import load_run_songs  # noqa: E402
@@ -81,6 +81,7 @@ def _replace_lost_node(cluster: LocalCluster, lost: str, replacement: str, cpus:
 def test_a_study_survives_the_loss_of_the_node_that_trains(cluster: LocalCluster, tmp_path: Path) -> None:
     data_dir = make_study_data(tmp_path / "data", seed=5)
     overrides = [
+        *NEUTRAL_STUDY,
         "name=node-loss",
         f"storage_path={tmp_path / 'studies'}",
         f"run.dataset.root={data_dir}",
