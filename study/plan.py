@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from study.cells import cell_key, metadata_cells, study_cells
+from study.cells import Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig
 from study.report.tables import labels_table
 
 
-def plan_table(study: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def plan_table(study: StudyConfig, cells: dict[str, Cell] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(cells table, trials table) of a study config: one row per baseline (per mood count,
     shared by its metadata cells) and per metadata cell (a metadata set at an artist count,
     see study.cells), with its N_mood / N_meta; "extension runs" is the most that extending
     the grid beyond its end (curve.max_extensions rounds) can add to the cell."""
     from study.runner import arm_name
 
-    cells = study_cells(study)
+    cells = cells if cells is not None else study_cells(study)
     labels = labels_table(list(cells.values()))
     rows = []
     curve_seeds = len(study.curve.seeds) if study.curve.enabled else 0
@@ -60,10 +60,10 @@ def plan_table(study: StudyConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 def print_plan(study: StudyConfig, pilot: "str | None" = None) -> None:
     """Print the cells, the planned trials and the power forecast of the primary family
     (variance components from the ``pilot`` study's runs when given, else the config's defaults)."""
-    from study.cells import study_cells
     from study.power import print_power
 
-    labels, trials = plan_table(study)
+    cells = study_cells(study)  # reads the dataset's metadata once for the tables and the forecast
+    labels, trials = plan_table(study, cells)
     print(f"study {study.name!r} on {study.run.dataset.name} ({study.run.dataset.root}); results in {study.run_dir}\n")
     print("cells (metadata classes and the heuristic come from the training songs):")
     print(labels.to_markdown(index=False, floatfmt=".4g"))
@@ -77,4 +77,4 @@ def print_plan(study: StudyConfig, pilot: "str | None" = None) -> None:
         f"trials ({int(trials['curve runs'].sum())} runs; the tuned arm is dropped where the search lands on a grid "
         "point)"
     )
-    print_power(study, study_cells(study), pilot)
+    print_power(study, cells, pilot)

@@ -134,14 +134,16 @@ def cell_evidence(trials: pd.DataFrame, cell: Cell, run_dir: RunDir, unit_settin
             y_true = labels
     if y_true is None or BASELINE not in arms or "heuristic" not in arms:
         return None
+    unit = bootstrap_unit(unit_setting, cell.dataset, artist_overlap(cell, songs))
     return CellEvidence(
         cell=cell.label,
         heuristic_alpha=cell.heuristic_alpha,
         y_true=y_true,
-        clusters=clusters_of(songs, bootstrap_unit(unit_setting, cell.dataset, artist_overlap(cell, songs))),
+        clusters=clusters_of(songs, unit),
         arms=arms,
         alphas=alphas,
         val=val,
+        unit=unit,
     )
 
 

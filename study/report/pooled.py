@@ -32,7 +32,7 @@ Satterthwaite degrees of freedom.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -172,8 +172,3 @@ def independent_components(a: ArmDraws, b: ArmDraws, n_units: int) -> tuple[list
         c = float(np.var(m.mean(axis=0), ddof=1))
         v -= (float(np.var(m, axis=1, ddof=1).mean()) - c) / (m.shape[0] - 1)
     return [*parts, (max(v, 0.0), float(n_units - 1))], v_seed, raw
-
-
-def real_arms(draws: Mapping[str, ArmDraws], virtual: Sequence[str] = ()) -> dict[str, ArmDraws]:
-    """The arms that enter the seed model: every arm that is not a virtual one (e.g. the cross-fitted best alpha)."""
-    return {name: d for name, d in draws.items() if name not in virtual}

@@ -98,6 +98,7 @@ class CellEvidence:
     arms: dict[str, ArmRuns]
     alphas: dict[str, float]
     val: dict[str, np.ndarray]
+    unit: str = "song"  # what the clusters are: song, track or artist (report.bootstrap_unit resolved)
 
 
 def alpha_arms(e: CellEvidence) -> list[str]:

@@ -20,7 +20,7 @@ from study.config import StudyConfig
 from study.reference import load_reference
 from study.report.bootstrap import chance_pr_auc
 from study.report.curves import AlphaStar, SlopeFit, fit_slope
-from study.report.data import artist_overlap, bootstrap_unit, cell_evidence, test_songs
+from study.report.data import cell_evidence
 from study.report.document import Parts, build_report, slope_sentence
 from study.report.families import adjust_study, assign_families, slope_row
 from study.report.learning import LearningCheck, check_cell, checks_table, warning_line
@@ -67,7 +67,7 @@ def _cell_sections(
         if evidence is None:
             out["sections"].append((cell, None, None, None))
             continue
-        units.add(bootstrap_unit(r.bootstrap_unit, cell.dataset, artist_overlap(cell, test_songs(run_dir, cell))))
+        units.add(evidence.unit)
         rows, star = cell_verdicts(
             evidence, margin=r.equivalence_margin, n_boot=r.n_boot, seed=index, confidence=r.confidence, power=r.power
         )
