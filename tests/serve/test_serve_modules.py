@@ -305,3 +305,28 @@ def test_soak_rule_compares_first_and_last_window_after_warm_up() -> None:
     assert not leak_busy.passed and not leak_busy.inconclusive
     with pytest.raises(ValueError, match="two windows"):
         judge(summarise(_soak_run((100, 100), (500, 500), (0.0, 0.0)), window_s=20, warmup_s=10))
+
+
+def test_soak_judge_counts_a_p99_drift_only_beyond_its_interval() -> None:
+    """A +50 % p99 that rests on 8 tail requests per window (intervals overlapping) passes; the
+    same windows with a tail that moved as a whole (points, intervals apart) fail."""
+    import numpy as np
+
+    from serve.soak import Sample, Sent, SoakRun, judge, summarise
+
+    def run_with_tails(first: Any, last: Any) -> Any:
+        run = SoakRun(rate_rps=20.0, duration_s=30.0)
+        tails = {0: first, 1: first, 2: last}
+        for i in range(600):
+            due = i / 20
+            window, k = min(int(due // 10), 2), i % 200
+            latency = tails[window][k // 25] if k % 25 == 0 else 50.0
+            run.sent.append(Sent(due, latency / 1000, 200))
+        for t in range(31):
+            run.samples.append(Sample(float(t), {"MoodIngress a": 500 * 2**20}, float(t), float(t), 3))
+        return run
+
+    noisy = judge(summarise(run_with_tails(np.linspace(100, 400, 8), np.linspace(150, 600, 8)), 10, 10))
+    assert noisy.p99_drift == pytest.approx(0.5) and noisy.passed, noisy.reasons
+    moved = judge(summarise(run_with_tails(np.full(8, 300.0), np.full(8, 450.0)), 10, 10))
+    assert not moved.passed and "p99 drifted +50.0%" in moved.reasons[0] and "intervals" in moved.reasons[0]
