@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   # creates .venv if needed, then runs the main job on the embedded default
-#   make test   # creates .venv if needed, then runs the test suite
+#   make test   # creates .venv if needed, then runs the test suite (what CI runs)
+# make test-fast is the edit loop: every test that starts no Ray and trains no multi-epoch model.
 # make lint checks style, formatting and types (ruff, mypy; configured in pyproject.toml).
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,7 +13,7 @@ TORCH_PIP_ARGS ?=
 # Real data (../shared/data by default); tests skip the parts that need it when it is absent.
 export MTLMOOD_SHARED_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-fast bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +30,9 @@ demo: setup
 
 test: setup
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m "not ray and not slow" $(PYTEST_ARGS)
 
 LINT_PATHS := mtlmood study serve catalog mtlmood_cli tests benchmarks
 

@@ -4,8 +4,11 @@ clear reason when it is absent (a user's fresh clone has no ../shared)."""
 
 from __future__ import annotations
 
+import inspect
 import os
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -41,3 +44,66 @@ def mtg_jamendo_dir() -> Path:
 @pytest.fixture(scope="session")
 def magnatagatune_dir() -> Path:
     return _require(SHARED_DATA / "magnatagatune")
+
+
+# ------------------------------------------------------------------ test tiers
+# `make test-fast` runs `-m "not ray and not slow"`. A test is marked `ray` automatically when its
+# own code or any fixture it uses (fixtures of fixtures included) names one of these ways of
+# starting Ray; `_ray_guard` below then fails any unmarked test that started a Ray session of this
+# process anyway, so the fast tier cannot silently grow a Ray start.
+RAY_STARTS = (
+    "ray.init(",
+    "init_ray(",
+    "serve.start(",
+    "serve.run(",
+    "run_study(",
+    '"study", "run"',
+    '"--ray"',
+    "RayCluster",
+    "LocalCluster(",
+)
+
+
+def _source(function: object) -> str:
+    try:
+        return inspect.getsource(function)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return ""
+
+
+def _starts_ray(item: pytest.Item) -> bool:
+    sources = [_source(getattr(item, "obj", None))]
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    for name in getattr(item, "fixturenames", ()):
+        for definition in fixture_info.name2fixturedefs.get(name, ()) if fixture_info else ():
+            sources.append(_source(definition.func))
+    return any(start in source for source in sources for start in RAY_STARTS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that starts Ray (see RAY_STARTS) with ``ray``."""
+    for item in items:
+        if _starts_ray(item):
+            item.add_marker(pytest.mark.ray)
+
+
+def _ray_sessions_of_this_process() -> set[str]:
+    # Ray names each session directory after the driver's pid: session_<date>_<time>_<usec>_<pid>.
+    root = Path(os.environ.get("RAY_TMPDIR", tempfile.gettempdir())) / "ray"
+    return {path.name for path in root.glob(f"session_*_{os.getpid()}")} if root.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def _ray_guard(request: pytest.FixtureRequest) -> Iterator[None]:
+    """An unmarked test that starts Ray fails: it would slow the fast tier down unnoticed."""
+    if request.node.get_closest_marker("ray") is not None:
+        yield
+        return
+    before = _ray_sessions_of_this_process()
+    yield
+    started = _ray_sessions_of_this_process() - before
+    if started:
+        pytest.fail(
+            f"this test started a Ray session ({sorted(started)}) but is not marked `ray`: "
+            f"start Ray in a way tests/conftest.py's RAY_STARTS names, or add it there"
+        )
