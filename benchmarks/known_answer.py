@@ -77,7 +77,8 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 def prepare(world: str, synth_sets: list[str], work: Path, workers: int) -> Path:
     """Synthesize the world and compute its features under ``work``; returns the data folder."""
     from mtlmood.cache import default_cache_dir
-    from mtlmood.config import RunConfig, load_config
+    from mtlmood.config import RunConfig
+    from mtlmood.config_io import load_config
     from mtlmood.datasets import load_run_songs
     from mtlmood.prepare import prepare_features
     from mtlmood.synth import synthesize, world_config
@@ -94,7 +95,8 @@ def prepare(world: str, synth_sets: list[str], work: Path, workers: int) -> Path
 
 def train_curves(data_dir: Path, arm: str, seed: int, epochs: int, extra: list[str]) -> dict[str, Any]:
     """One run of ``epochs`` epochs without early stopping: per-epoch validation and test PR-AUC."""
-    from mtlmood.config import RunConfig, load_config
+    from mtlmood.config import RunConfig
+    from mtlmood.config_io import load_config
     from mtlmood.rundata import load_run_data
     from mtlmood.train import evaluate_split, fit
 
@@ -260,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def verify(data_dir: Path, runs: list[dict[str, Any]], sets: list[str]) -> None:
     """A real fit with the old rule must give the replayed test score of the same seed."""
-    from mtlmood.config import RunConfig, load_config
+    from mtlmood.config import RunConfig
+    from mtlmood.config_io import load_config
     from mtlmood.rundata import load_run_data
     from mtlmood.train import fit
 

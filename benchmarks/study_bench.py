@@ -79,7 +79,7 @@ def run_random(study: Any, cells: dict[str, Any]) -> Any:
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from mtlmood.config import to_dict
+    from mtlmood.coerce import to_dict
     from study.cells import metadata_cells
     from study.progress import ProgressTable
     from study.results import search_rows, trial_table

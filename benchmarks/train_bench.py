@@ -80,7 +80,7 @@ def run_plain(config: Any) -> dict[str, Any]:
 
 def ray_run(config: Any, out_dir: Path, name: str) -> dict[str, Any]:
     """The one run of a benchmark trial, shaped as ``study.trial.job_runs`` shapes a study's runs."""
-    from mtlmood.config import to_dict
+    from mtlmood.coerce import to_dict
     from study.cells import cell_key
 
     n_moods, metadata = config.labels.n_moods, config.labels.metadata

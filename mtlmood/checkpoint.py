@@ -25,16 +25,8 @@ from typing import Any, Optional, Union
 import torch
 
 import mtlmood
-from mtlmood.config import (
-    DatasetConfig,
-    FeatureConfig,
-    LabelConfig,
-    ModelConfig,
-    RunConfig,
-    SplitConfig,
-    from_dict,
-    to_dict,
-)
+from mtlmood.coerce import from_dict, to_dict
+from mtlmood.config import DatasetConfig, FeatureConfig, LabelConfig, ModelConfig, RunConfig, SplitConfig
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.fileio import atomic_write_bytes, atomic_write_json, read_json_object
 from mtlmood.model import MoodCNN

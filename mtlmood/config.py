@@ -1,47 +1,24 @@
-"""Typed configs, one dataclass per concern, with the paper's numbers as defaults.
-
-Every config can be read from YAML, overridden from the command line with dotted
-``section.key=value`` strings, and written back (resolved) next to a run's results.
+"""The run's config schema: one frozen dataclass per concern, with the paper's numbers as defaults.
 
 The classes are plain frozen dataclasses (``dataclasses.replace``, hashing, pickling to
-Ray workers work as usual); what comes from outside (a YAML file, ``--set``, a model
-card, a trial's config) goes through :func:`from_dict`, which validates it with pydantic
-against the annotations: types, ranges (``Annotated[int, Field(ge=1)]``), allowed words
-and unknown keys. A bad value becomes one :class:`~mtlmood.errors.ConfigError` line naming
-the dotted key, the value and what is allowed, e.g.
-``train.lr=-1: must be greater than 0``. Configs built in code are not validated until
-:func:`check_config` (or a class's own ``validate``) is called on them.
+Ray workers work as usual); the value types here (``Count``, ``Seed``, ``PathText``, ...)
+carry the constraints that mtlmood.coerce checks when a config comes from outside (a YAML
+file, ``--set``, a model card, a trial's config). Configs built in code are not validated
+until :func:`mtlmood.coerce.check_config` is called on them. Reading and writing configs as
+YAML, and making their paths absolute, is mtlmood.config_io.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import functools
-import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import (
-    Annotated,
-    Any,
-    Callable,
-    Hashable,
-    Literal,
-    TypeVar,
-    Union,
-    cast,
-    get_args,
-    get_origin,
-    get_type_hints,
-)
+from typing import Annotated, Any, Literal, Union
 
-import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BeforeValidator, Field
 
-from mtlmood.errors import ConfigError
+from mtlmood.coerce import CROSS_CHECKS, join_key, parse_number, problem
 
 METADATA_SETS = ("none", "artist", "year", "artist+year")
 ALPHA_WORDS = ("auto", "learned")
@@ -89,7 +66,7 @@ def _alpha(value: Any) -> Any:
         if text in ALPHA_WORDS:
             return text
         try:
-            value = _number(text)  # YAML reads 1e-3 (no dot) as a string
+            value = parse_number(text)  # YAML reads 1e-3 (no dot) as a string
         except ValueError:
             raise ValueError(allowed) from None
     number = float(value)
@@ -252,168 +229,12 @@ class RunConfig:
     output_dir: PathText = "runs/train"
 
 
-C = TypeVar("C")
-
-MAX_PROBLEMS = 6  # problems named in one error line; the rest are counted
-
-
-def _show(value: Any) -> str:
-    """A value as the error line shows it: repr (so one line, quotes on strings), cut when long."""
-    try:
-        text = repr(value)
-    except Exception:  # a value whose repr fails (cannot come from YAML, but be safe)
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _problem(key: str, value: Any, what: str) -> str:
-    """One problem: ``dotted.key=value: what is allowed``."""
-    shown = key if key.isprintable() else repr(key)  # a made-up key with a newline stays on one line
-    return f"{shown or '<config>'}={_show(value)}: {what}"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _raise(problems: list[str]) -> None:
-    if problems:
-        shown = problems[:MAX_PROBLEMS]
-        more = len(problems) - len(shown)
-        raise ConfigError(_one_line("; ".join(shown) + (f"; and {more} more" if more else "")))
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-@functools.lru_cache(maxsize=None)
-def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls, include_extras=True)
-
-
-def _is_section(annotation: Any) -> bool:
-    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
-
-
-def _field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-
-
-def _known(where: str, names: list[str]) -> str:
-    return f"known keys of {where}: {', '.join(names)}" if where else f"known top-level keys: {', '.join(names)}"
-
-
-def _coerce(value: Any, annotation: Any, where: str, problems: list[str]) -> Any:
-    """Make a YAML/CLI value fit the annotation where that is natural, before pydantic judges it.
-
-    A scalar where a list belongs is a list of one (``--set search.n_moods=3``), "1/9" is a
-    number, a number where a string belongs is that string (``--set dataset.root=2024``), a
-    missing section (``train:`` with nothing under it) keeps its defaults. Anything else is
-    passed on unchanged for pydantic to accept or reject; unknown keys and true/false where a
-    number belongs are recorded in ``problems`` here.
-    """
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    origin = get_origin(annotation)
-    if _is_section(annotation):
-        return _coerce_section(annotation, value, where, problems)
-    if origin in (list, tuple):
-        item = (get_args(annotation) or (Any,))[0]
-        if isinstance(value, dict):
-            return value  # pydantic: "must be a valid list"
-        values = list(value) if isinstance(value, (list, tuple)) else [value]
-        return [_coerce(v, item, f"{where}[{i}]", problems) for i, v in enumerate(values)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            return value
-        key_type, value_type = get_args(annotation) or (Any, Any)
-        return {
-            _coerce(k, key_type, where, problems): _coerce(v, value_type, _join(where, k), problems)
-            for k, v in value.items()
-        }
-    if annotation in (int, float):
-        if isinstance(value, bool):
-            problems.append(_problem(where, value, f"must be a number ({annotation.__name__}), not true/false"))
-        elif annotation is float and isinstance(value, str) and "/" in value:
-            try:
-                return _number(value)
-            except ValueError:
-                return value
-        return value
-    if annotation is str and isinstance(value, (bool, int, float, datetime.date)):
-        try:
-            return str(value)
-        except ValueError:  # an integer too long to print: pydantic says it is not a string
-            return value
-    return value
-
-
-def _coerce_section(cls: type, value: Any, where: str, problems: list[str]) -> Any:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        problems.append(_problem(where, value, f"must be a mapping of {cls.__name__} settings"))
-        return value
-    hints, names = _hints(cls), _field_names(cls)
-    data = {}
-    for key, item in value.items():
-        if key not in names:
-            unknown = _join(where, key)
-            problems.append(_problem(unknown, item, f"unknown key {unknown!r}; {_known(where, names)}"))
-            continue
-        data[key] = _coerce(item, hints[key], _join(where, key), problems)
-    return data
-
-
-@functools.lru_cache(maxsize=None)
-def _validator(cls: Hashable) -> type[BaseModel]:
-    """A pydantic model with one field of type ``cls``; nested sections share its settings."""
-    return create_model(
-        f"Validated{getattr(cls, '__name__', 'Config')}",
-        __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
-        config=(cast(Any, cls), ...),
-    )
-
-
-def _loc(where: str, loc: tuple[Any, ...]) -> str:
-    key = where
-    for part in loc:
-        key = f"{key}[{part}]" if isinstance(part, int) else _join(key, part)
-    return key
-
-
-def _describe(where: str, error: Any) -> str:
-    """One pydantic error as ``dotted.key=value: what is allowed``."""
-    loc = tuple(error["loc"][1:])  # [0] is the wrapper's field
-    if loc and loc[-1] == "[key]":  # a mapping's key failed, not its value
-        return f"{_loc(where, loc[:-2])}: key {_show(error.get('input'))} {_what(error)}"
-    return _problem(_loc(where, loc), error.get("input"), _what(error))
-
-
-def _what(error: Any) -> str:
-    """pydantic's message as "what is allowed"."""
-    if error["type"] == "dataclass_type":
-        return "must be a mapping of settings"
-    if error["type"] == "unexpected_keyword_argument":
-        return "unknown key"
-    if error["type"] in ("too_short", "string_too_short"):
-        least = (error.get("ctx") or {}).get("min_length", 1)
-        if isinstance(error.get("input"), str):
-            return f"must have at least {least} character{'' if least == 1 else 's'}"
-        return f"must list at least {least} {'entry' if least == 1 else 'entries'}"
-    message = str(error["msg"])
-    for prefix in ("Value error, ", "Assertion failed, "):
-        message = message.removeprefix(prefix)
-    return message.replace("Input should be", "must be")
-
-
 def _split_problems(split: SplitConfig, where: str) -> list[str]:
     total = split.train_fraction + split.validation_fraction
     if split.method == "random" and not total < 1:
         return [
-            _problem(
-                _join(where, "train_fraction"),
+            problem(
+                join_key(where, "train_fraction"),
                 split.train_fraction,
                 f"train_fraction + validation_fraction ({split.validation_fraction}) must sum to less "
                 "than 1 (the test set takes the rest)",
@@ -422,168 +243,5 @@ def _split_problems(split: SplitConfig, where: str) -> list[str]:
     return []
 
 
-# Checks that involve several fields of one section, run after pydantic's, wherever the
-# section occurs (a RunConfig, a study's run, a model card).
-CROSS_CHECKS: dict[type, Callable[[Any, str], list[str]]] = {SplitConfig: _split_problems}
-
-
-def _cross_problems(config: Any, where: str) -> list[str]:
-    problems = list(CROSS_CHECKS[type(config)](config, where)) if type(config) in CROSS_CHECKS else []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            problems += _cross_problems(value, _join(where, f.name))
-    return problems
-
-
-def from_dict(cls: type[C], data: Any, where: str = "") -> C:
-    """Build and validate a config dataclass from a (possibly partial) mapping.
-
-    Missing keys keep their defaults; unknown keys, wrong types and out-of-range values
-    raise one ConfigError naming every bad ``dotted.key=value`` (``where`` prefixes the keys).
-    """
-    where = where.rstrip(".")
-    problems: list[str] = []
-    data = _coerce_section(cls, data, where, problems)
-    _raise(problems)
-    try:
-        validated = _validator(cast(Hashable, cls)).model_validate({"config": data})
-    except ValidationError as exc:
-        _raise([_describe(where, error) for error in exc.errors(include_url=False)])
-        raise  # unreachable: a ValidationError has at least one error
-    config = cast(C, validated.config)  # type: ignore[attr-defined]
-    _raise(_cross_problems(config, where))
-    return config
-
-
-def check_config(config: C) -> C:
-    """Validate a config built in code (``dataclasses.replace`` does not); returns it validated."""
-    return from_dict(type(config), to_dict(config))
-
-
-def to_dict(config: Any) -> dict[str, Any]:
-    """A plain, JSON/YAML-serialisable dict of a config dataclass."""
-    return dataclasses.asdict(config)
-
-
-def _parse_value(raw: str) -> Any:
-    """An override's value: YAML (``3``, ``[3, 9]``, ``true``, ``1e-3``); text that is not
-    valid YAML is taken as it is (a path such as ``runs/[x]``)."""
-    if not raw.strip():
-        return ""
-    try:
-        return yaml.safe_load(raw)
-    except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
-        return raw
-
-
-def _assign(node: dict[str, Any], cls: type, keys: list[str], value: Any, dotted: str, where: str = "") -> None:
-    """Set ``keys`` (a path below section ``cls``, whose data is ``node``) to ``value``."""
-    key, rest = keys[0], keys[1:]
-    names = _field_names(cls)
-    here = _join(where, key)
-    if key not in names:
-        raise ConfigError(_problem(dotted, value, f"unknown key {here!r}; {_known(where, names)}"))
-    annotation = _hints(cls)[key]
-    if get_origin(annotation) is Annotated:
-        annotation = get_args(annotation)[0]
-    if _is_section(annotation):
-        if not isinstance(node.get(key), dict):
-            node[key] = {}
-        if rest:
-            _assign(node[key], annotation, rest, value, dotted, here)
-        elif isinstance(value, dict):  # section=VALUE with a mapping: set each of its keys
-            for sub, item in value.items():
-                _assign(node[key], annotation, [str(sub)], item, f"{dotted}.{sub}", here)
-        else:
-            raise ConfigError(
-                _problem(dotted, value, f"{here} is a section: set its keys ({here}.KEY=VALUE) or give a mapping")
-            )
-    elif rest and get_origin(annotation) is dict and len(rest) == 1:  # search.tag_sets.50=all
-        entries = dict(node.get(key) or {})
-        entries[_parse_value(rest[0])] = value
-        node[key] = entries
-    elif rest:
-        raise ConfigError(_problem(dotted, value, f"{here} is a setting, not a section"))
-    else:
-        node[key] = value
-
-
-def apply_overrides(config: C, overrides: list[str]) -> C:
-    """Apply ``section.key=value`` overrides (values parsed as YAML), then validate."""
-    data = to_dict(config)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {_show(item)} must look like section.key=value")
-        dotted, raw = item.split("=", 1)
-        dotted = dotted.strip()
-        _assign(data, type(config), dotted.split("."), _parse_value(raw), dotted)
-    return from_dict(type(config), data)
-
-
-def load_config(cls: type[C], path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> C:
-    """Defaults, then a YAML file (if given), then dotted overrides; validated at each step."""
-    data: Any = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file {path} is not UTF-8 text") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
-        except (yaml.YAMLError, ValueError, RecursionError) as exc:
-            raise ConfigError(_one_line(f"config file {path} is not valid YAML: {exc}")) from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(
-                f"config file {path} must hold a mapping of settings at the top level, not {_show(loaded)}"
-            )
-        data = loaded or {}
-    try:
-        config = from_dict(cls, data)
-    except ConfigError as exc:
-        raise ConfigError(f"config file {path}: {exc}" if path is not None else str(exc)) from None
-    return apply_overrides(config, overrides or [])
-
-
-def _absolute(path: str, base: Path) -> str:
-    """``path`` made absolute against ``base`` ("" and URIs stay as they are)."""
-    if not path or "://" in path:
-        return path
-    return str((base / Path(path).expanduser()).resolve())
-
-
-def resolve_run_paths(config: RunConfig, base: str | os.PathLike[str] | None = None) -> RunConfig:
-    """The config with every relative path (dataset root, audio root, cache, output) made absolute.
-
-    Relative paths mean "from where the command was typed". Ray workers run in other
-    working directories, so paths are resolved once, here, before anything reaches Ray,
-    and the run's saved config records them resolved.
-    """
-    where = Path(base) if base is not None else Path.cwd()
-    return dataclasses.replace(
-        config,
-        dataset=dataclasses.replace(
-            config.dataset,
-            root=_absolute(config.dataset.root, where),
-            audio_root=_absolute(config.dataset.audio_root, where),
-        ),
-        cache_dir=_absolute(config.cache_dir, where),
-        output_dir=_absolute(config.output_dir, where),
-    )
-
-
-def save_config(config: Any, path: str | os.PathLike[str]) -> None:
-    """Write a resolved config as YAML (atomically)."""
-    from mtlmood.fileio import atomic_write_text
-
-    atomic_write_text(Path(path), yaml.safe_dump(to_dict(config), sort_keys=False))
-
-
-def config_hash(config: Any) -> str:
-    """A short stable hash of a config, used to tell caches and runs apart."""
-    import hashlib
-
-    blob = json.dumps(to_dict(config), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:12]
+# train_fraction + validation_fraction < 1 involves two fields: checked wherever a SplitConfig occurs.
+CROSS_CHECKS[SplitConfig] = _split_problems

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from mtlmood.checkpoint import CARD_FILE, WEIGHTS_FILE, load_train_state, save_checkpoint, save_train_state
-from mtlmood.config import RunConfig, from_dict, save_config, to_dict
+from mtlmood.coerce import from_dict, to_dict
+from mtlmood.config import RunConfig
+from mtlmood.config_io import save_config
 from mtlmood.distributed import rank_and_world
 from mtlmood.errors import ConfigError
 from mtlmood.fileio import atomic_write_json, read_json_object

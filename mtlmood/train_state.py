@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from mtlmood.checkpoint import ModelCard, cpu_copy, save_checkpoint
-from mtlmood.config import RunConfig, to_dict
+from mtlmood.coerce import to_dict
+from mtlmood.config import RunConfig
 from mtlmood.errors import CheckpointError
 from mtlmood.loss import AlphaMode, UncertaintyWeights
 from mtlmood.metrics import Scores, json_safe

@@ -85,7 +85,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
     contributes its ``run`` section, so `prepare` fills the cache its trials will read."""
     import yaml
 
-    from mtlmood.config import apply_overrides, from_dict
+    from mtlmood.coerce import apply_overrides, from_dict
     from mtlmood.errors import ConfigError
 
     if args.config and Path(args.config).is_file():

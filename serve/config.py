@@ -23,18 +23,9 @@ import yaml
 from pydantic import AfterValidator, Field
 
 from mtlmood import storage
-from mtlmood.config import (
-    Count,
-    NonNegativeFloat,
-    NonNegativeInt,
-    PathText,
-    PositiveFloat,
-    apply_overrides,
-    check_config,
-    from_dict,
-    load_config,
-    to_dict,
-)
+from mtlmood.coerce import apply_overrides, check_config, from_dict, to_dict
+from mtlmood.config import Count, NonNegativeFloat, NonNegativeInt, PathText, PositiveFloat
+from mtlmood.config_io import load_config
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 

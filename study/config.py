@@ -21,6 +21,7 @@ from typing import Annotated, Any, Union
 from pydantic import BeforeValidator, Field
 
 from mtlmood import storage
+from mtlmood.coerce import check_config
 from mtlmood.config import (
     METADATA_SETS,
     Count,
@@ -31,11 +32,9 @@ from mtlmood.config import (
     PositiveFloat,
     RunConfig,
     Seed,
-    check_config,
-    load_config,
     one_of,
-    resolve_run_paths,
 )
+from mtlmood.config_io import load_config, resolve_run_paths
 from mtlmood.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -316,7 +315,7 @@ def _load_remote(location: str, overrides: list[str]) -> StudyConfig:
     """load_config of a YAML file on an object store."""
     import yaml
 
-    from mtlmood.config import apply_overrides, from_dict
+    from mtlmood.coerce import apply_overrides, from_dict
 
     try:
         data = yaml.safe_load(storage.read_text(location)) or {}

@@ -26,7 +26,7 @@ import yaml
 from ray import tune
 
 from mtlmood import storage
-from mtlmood.config import to_dict
+from mtlmood.coerce import to_dict
 from mtlmood.errors import MtlmoodError
 from mtlmood.runlock import RunLock, held_here
 from study.cells import Cell, cell_key, metadata_cells, study_cells
@@ -318,7 +318,7 @@ def run_study(study: StudyConfig) -> StudyOutcome:
     with nullcontext() if held_here(lock_dir) else RunLock(lock_dir):
         storage.write_text(
             storage.join(run_dir, "study_config.yaml"), yaml.safe_dump(to_dict(study), sort_keys=False)
-        )  # as mtlmood.config.save_config writes it, to any location
+        )  # as mtlmood.config_io.save_config writes it, to any location
         cells = study_cells(study, write_to=storage.join(run_dir, CELLS_DIR))
         storage.write_json(storage.join(run_dir, "cells.json"), {k: vars(c) for k, c in cells.items()})
         search = run_search(study, cells)

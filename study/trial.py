@@ -34,7 +34,8 @@ from typing import Any, Optional
 import numpy as np
 
 from mtlmood import storage
-from mtlmood.config import RunConfig, from_dict, to_dict
+from mtlmood.coerce import from_dict, to_dict
+from mtlmood.config import RunConfig
 from mtlmood.filenames import TRAIN_STATE_FILE as STATE_FILE
 
 PREDICTIONS_FILE = "test_predictions.npz"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from mtlmood.config import RunConfig, load_config, resolve_run_paths
+from mtlmood.config import RunConfig
+from mtlmood.config_io import load_config, resolve_run_paths
 
 
 def add_override_argument(parser: argparse.ArgumentParser, example: str = "train.max_epochs=3") -> None:

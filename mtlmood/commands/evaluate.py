@@ -57,7 +57,9 @@ def render_scores(scores: Scores, title: str) -> str:
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load the checkpoint and the data, score the split, print a table (or JSON)."""
     from mtlmood.checkpoint import load_checkpoint
-    from mtlmood.config import RunConfig, apply_overrides, from_dict, load_config
+    from mtlmood.coerce import apply_overrides, from_dict
+    from mtlmood.config import RunConfig
+    from mtlmood.config_io import load_config
     from mtlmood.errors import CheckpointError
     from mtlmood.metrics import json_safe
     from mtlmood.rundata import load_run_data

@@ -115,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_args(args: argparse.Namespace) -> "SynthConfig":
     """SynthConfig defaults <- --config YAML <- flags."""
-    from mtlmood.config import load_config
+    from mtlmood.config_io import load_config
     from mtlmood.synth import SynthConfig
 
     cfg = load_config(SynthConfig, args.config) if args.config else SynthConfig()

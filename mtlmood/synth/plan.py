@@ -19,7 +19,8 @@ from typing import Annotated, Iterable, Literal, NamedTuple, Optional, Sequence
 import numpy as np
 from pydantic import Field
 
-from mtlmood.config import Count, NonNegativeFloat, NonNegativeInt, PathText, Seed, UnitInterval, check_config
+from mtlmood.coerce import check_config
+from mtlmood.config import Count, NonNegativeFloat, NonNegativeInt, PathText, Seed, UnitInterval
 from mtlmood.datasets.mtg_jamendo import read_tracks
 from mtlmood.errors import ConfigError, DatasetError
 from mtlmood.synth.cues import artist_voice, stable_int

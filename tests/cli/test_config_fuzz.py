@@ -27,14 +27,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtlmood.config import (
-    RunConfig,
-    apply_overrides,
-    from_dict,
-    load_config,
-    resolve_run_paths,
-    to_dict,
-)
+from mtlmood.coerce import apply_overrides, from_dict, to_dict
+from mtlmood.config import RunConfig
+from mtlmood.config_io import load_config, resolve_run_paths
 from mtlmood.errors import ConfigError, MtlmoodError
 from mtlmood_cli.main import main
 from serve.config import ServeConfig, load_serve_config

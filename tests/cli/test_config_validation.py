@@ -1,4 +1,4 @@
-"""Configs are validated (pydantic, mtlmood.config.from_dict): a wrong type, an unknown key
+"""Configs are validated (pydantic, mtlmood.coerce.from_dict): a wrong type, an unknown key
 or an out-of-range value, from a YAML file or from ``--set``, is one ConfigError line
 naming the dotted key, the value and what is allowed; the CLI prints it and exits 2
 before anything is written. Natural spellings are accepted (``--set search.n_moods=3``
@@ -15,16 +15,9 @@ from typing import Any
 
 import pytest
 
-from mtlmood.config import (
-    FeatureConfig,
-    RunConfig,
-    TrainConfig,
-    check_config,
-    from_dict,
-    load_config,
-    save_config,
-    to_dict,
-)
+from mtlmood.coerce import check_config, from_dict, to_dict
+from mtlmood.config import FeatureConfig, RunConfig, TrainConfig
+from mtlmood.config_io import load_config, save_config
 from mtlmood.errors import ConfigError
 from mtlmood_cli.main import main
 from serve.config import ServeConfig, load_serve_config, serve_config_from_mapping

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mtlmood.cache import default_cache_dir
-from mtlmood.config import RunConfig, load_config
+from mtlmood.config import RunConfig
+from mtlmood.config_io import load_config
 from mtlmood.datasets import load_run_songs
 from mtlmood.prepare import prepare_features
 from mtlmood.synth import SynthConfig, synthesize

@@ -11,7 +11,8 @@ import torch
 from mtl_synthetic import make_run_data, small_config
 
 from mtlmood.cache import FeatureCache, write_cache
-from mtlmood.config import FeatureConfig, RunConfig, load_config
+from mtlmood.config import FeatureConfig, RunConfig
+from mtlmood.config_io import load_config
 from mtlmood.errors import ConfigError
 from mtlmood.rundata import RunData
 from mtlmood.sampler import DeviceWindowSampler, WindowSampler, device_bank_bytes

@@ -14,7 +14,8 @@ import torch
 from mtl_synthetic import make_run_data, small_config
 
 from mtlmood.checkpoint import load_train_state, save_train_state
-from mtlmood.config import RunConfig, load_config
+from mtlmood.config import RunConfig
+from mtlmood.config_io import load_config
 from mtlmood.errors import ConfigError
 from mtlmood.rundata import RunData
 from mtlmood.stopping import PatienceCounter, moving_average, should_stop, stop_epoch

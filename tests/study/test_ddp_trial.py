@@ -25,7 +25,8 @@ ray = pytest.importorskip("ray")
 
 from study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
 
-from mtlmood.config import RunConfig, from_dict, to_dict  # noqa: E402
+from mtlmood.coerce import from_dict, to_dict  # noqa: E402
+from mtlmood.config import RunConfig  # noqa: E402
 from study.cells import study_cells  # noqa: E402
 from study.config import StudyConfig, load_study_config, trial_run_config  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402
