@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
+from helpers.mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
 
 from mtlmood.cache import write_cache
 from mtlmood.checkpoint import load_checkpoint

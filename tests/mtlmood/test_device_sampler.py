@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import pytest
 import torch
-from mtl_synthetic import make_run_data, small_config
+from helpers.mtl_synthetic import make_run_data, small_config
 
 from mtlmood.cache import FeatureCache, write_cache
 from mtlmood.config import FeatureConfig, RunConfig

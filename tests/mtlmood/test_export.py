@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mtl_synthetic import make_run_data, small_config
+from helpers.mtl_synthetic import make_run_data, small_config
 
 import mtlmood.commands.export as command
 import mtlmood.export as export

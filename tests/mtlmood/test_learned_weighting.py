@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from mtl_synthetic import make_run_data, small_config
+from helpers.mtl_synthetic import make_run_data, small_config
 
 from mtlmood.checkpoint import load_checkpoint, load_train_state, save_train_state
 from mtlmood.errors import CheckpointError, ConfigError

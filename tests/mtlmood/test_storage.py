@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from s3_server import s3_server
+from helpers.s3_server import s3_server
 
 from mtlmood import storage
 from mtlmood.checkpoint import CARD_FILE, ModelCard, load_checkpoint, save_checkpoint

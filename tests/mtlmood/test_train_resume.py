@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
+from helpers.mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
 
 from mtlmood.cache import write_cache
 from mtlmood.checkpoint import CARD_FILE, WEIGHTS_FILE, load_train_state

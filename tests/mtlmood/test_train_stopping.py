@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from mtl_synthetic import make_run_data, small_config
+from helpers.mtl_synthetic import make_run_data, small_config
 
 from mtlmood.checkpoint import load_train_state, save_train_state
 from mtlmood.config import RunConfig

@@ -39,7 +39,7 @@ def test_a_local_study_given_relative_is_served_by_absolute_path(
 def test_a_study_in_a_bucket_is_served_from_each_replicas_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from s3_server import s3_server
+    from helpers.s3_server import s3_server
 
     from serve.app import build_app
     from serve.config import (

@@ -23,7 +23,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
+from helpers.study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
 
 from mtlmood.coerce import from_dict, to_dict  # noqa: E402
 from mtlmood.config import RunConfig  # noqa: E402

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from simulated_cells import Noise, simulate_cell
+from helpers.simulated_cells import Noise, simulate_cell
 
 from study.config import StudyConfig
 from study.report.bootstrap import ArmRuns, chance_pr_auc

@@ -1,6 +1,6 @@
 """A node lost mid-work on a multi-node Ray: the study and `prepare` finish, nothing lost or doubled.
 
-A real two-node Ray on this machine (tests/ray_nodes.py): a head that holds no CPUs
+A real two-node Ray on this machine (tests/helpers/ray_nodes.py): a head that holds no CPUs
 (it runs the study's trial drivers through a custom resource, as on a cluster whose
 head must stay free), and a worker node ("spot1") that does the work. Mid-run the
 test SIGKILLs spot1's raylet, as when a spot instance vanishes, and a replacement node
@@ -21,11 +21,11 @@ import pandas as pd
 import pytest
 
 pytest.importorskip("ray")
-if not Path("/proc/self/stat").exists():  # tests/ray_nodes.py reads the process table from /proc
+if not Path("/proc/self/stat").exists():  # tests/helpers/ray_nodes.py reads the process table from /proc
     pytest.skip("the node-loss tests need Linux's /proc", allow_module_level=True)
 
-from ray_nodes import LocalCluster  # noqa: E402
-from study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
+from helpers.ray_nodes import LocalCluster  # noqa: E402
+from helpers.study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
 
 from mtlmood.cache import FeatureCache, default_cache_dir  # noqa: E402
 from mtlmood.datasets import load_run_songs  # noqa: E402

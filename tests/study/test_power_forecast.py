@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from simulated_cells import Noise, simulate_cell
+from helpers.simulated_cells import Noise, simulate_cell
 
 from study.config import StudyConfig
 from study.power import VarianceComponents, forecast_mde, seeds_needed

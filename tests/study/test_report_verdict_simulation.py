@@ -1,5 +1,5 @@
 """Negative and positive controls of the verdict statistics, by simulation (the model of
-the simulated runs: tests/simulated_cells.py). A simulated cell has ~300 test songs, 3 mood
+the simulated runs: tests/helpers/simulated_cells.py). A simulated cell has ~300 test songs, 3 mood
 labels and 3 training seeds per arm; seed noise is at least as large as song noise, as with
 small CNNs. Every simulation has a fixed seed, so the rates below are deterministic.
 """
@@ -10,7 +10,7 @@ from functools import cache
 
 import numpy as np
 import pandas as pd
-from simulated_cells import CLUSTERED, Noise, simulate_cell, true_gain
+from helpers.simulated_cells import CLUSTERED, Noise, simulate_cell, true_gain
 
 from mtlmood.metrics import macro_metric
 from study.report.statistics import arm_draws, cluster_weights, compare_arms, compare_draws, n_clusters, tost
