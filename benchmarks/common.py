@@ -1,4 +1,4 @@
-"""Shared helpers of the benchmarks: machine facts, interleaved timing, result files.
+"""Shared helpers of the benchmarks: machine facts, inputs, interleaved timing, result files.
 
 Timing rule (the machine is small and shared, so absolute numbers drift by 2x
 within minutes): every benchmark measures its baseline and its candidates in the
@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ if str(REPO) not in sys.path:  # `python benchmarks/x.py` as well as `python -m 
 
 
 def shared_data() -> Path:
+    """The shared data folder: $MTLMOOD_SHARED_DATA, default ../shared/data next to the repository."""
     return Path(os.environ.get("MTLMOOD_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -45,7 +47,23 @@ def audio_files(limit: int = 0) -> list[Path]:
     return files[:limit] if limit else files
 
 
+def require_audio_files(limit: int = 0) -> list[Path]:
+    """:func:`audio_files`, or exit with what to set when there are none."""
+    files = audio_files(limit)
+    if not files:
+        raise SystemExit("no clips found: set MTLMOOD_SHARED_DATA to the shared data folder")
+    return files
+
+
+def free_port() -> int:
+    """A free TCP port on loopback (for a Serve endpoint started by a benchmark)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def cpu_model() -> str:
+    """The CPU's model name (lscpu), else what platform knows."""
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
         match = re.search(r"^Model name:\s*(.+)$", out, re.M)
@@ -57,6 +75,7 @@ def cpu_model() -> str:
 
 
 def cpu_flags() -> set[str]:
+    """The CPU's feature flags (/proc/cpuinfo); empty where unreadable."""
     try:
         text = Path("/proc/cpuinfo").read_text()
         match = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
@@ -90,6 +109,7 @@ def machine() -> dict[str, Any]:
 
 
 def machine_line(info: dict[str, Any]) -> str:
+    """One line of :func:`machine`'s facts for a results page."""
     return (
         f"{info['date']}; {info['cpu']}, {info['cores']} cores"
         f"{' (' + ', '.join(info['bf16_hw']) + ')' if info['bf16_hw'] else ''}; torch {info['torch']}; "
@@ -140,6 +160,14 @@ def write_results(name: str, payload: dict[str, Any], markdown: str, out_dir: Pa
     return out_dir / f"{name}.md"
 
 
+def load_result(name: str, results: Path = RESULTS) -> Optional[dict[str, Any]]:
+    """An earlier benchmark's result file (``results/<name>``, JSON), or None when absent or unreadable."""
+    try:
+        return json.loads((results / name).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def publish(name: str, payload: dict[str, Any], markdown: list[str], out_dir: Path = RESULTS) -> dict[str, Any]:
     """Write a benchmark's results (JSON + Markdown), show the table, say where it went; returns ``payload``."""
     text = "\n".join(markdown)
@@ -167,10 +195,13 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def fmt(x: float, digits: int = 1) -> str:
+    """A number for a table; an en dash for None or not finite."""
     return "–" if x is None or not np.isfinite(x) else f"{x:,.{digits}f}"
 
 
-def untrained_predictor_parts(n_filters: int = 128, n_moods: int = 9, n_meta: int = 50, seed: int = 0):
+def untrained_predictor_parts(
+    n_filters: int = 128, n_moods: int = 9, n_meta: int = 50, seed: int = 0
+) -> tuple[Any, Any]:
     """(model, card) of an untrained paper-shape model: speed does not depend on the weights.
 
     BatchNorm gets non-trivial running statistics and gammas of both signs, so the
@@ -188,6 +219,7 @@ def untrained_predictor_parts(n_filters: int = 128, n_moods: int = 9, n_meta: in
     model = MoodCNN(config, n_moods, n_meta).eval()
     with torch.no_grad():
         for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats
             bn.running_mean.uniform_(0.0, 0.5)
             bn.running_var.uniform_(0.5, 2.0)
             bn.weight.uniform_(-1.5, 1.5)

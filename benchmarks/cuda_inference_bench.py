@@ -25,12 +25,12 @@ import numpy as np
 
 from benchmarks.common import (
     RESULTS,
-    audio_files,
     fmt,
     interleaved,
     machine,
     machine_line,
     publish,
+    require_audio_files,
     table,
     untrained_predictor_parts,
 )
@@ -68,9 +68,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --device cpu to check the code path")
     info = machine()
-    files = audio_files()
-    if not files:
-        raise SystemExit("no clips found: set MTLMOOD_SHARED_DATA to the shared data folder")
+    files = require_audio_files()
     model, card = untrained_predictor_parts(args.n_filters)
     baseline_name = "CPU: fused fp32 + fast mel (default)"
     cpu = Predictor(copy.deepcopy(model), card)

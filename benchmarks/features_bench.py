@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from benchmarks.common import audio_files, fmt, interleaved, machine, machine_line, publish, table
+from benchmarks.common import fmt, interleaved, machine, machine_line, publish, require_audio_files, table
 
 _MODE = "default"
 
@@ -102,9 +102,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=0, help="pool size (0 = one per core)")
     args = parser.parse_args(argv)
     info = machine()
-    files = audio_files()
-    if not files:
-        raise SystemExit("no clips found: set MTLMOOD_SHARED_DATA to the shared data folder")
+    files = require_audio_files()
     work = [str(f) for f in files] * args.repeat
     workers = args.workers or len(os.sched_getaffinity(0))
     print(f"features: {len(files)} clips x {args.repeat} per pass, pool of {workers}", flush=True)

@@ -35,12 +35,12 @@ import numpy as np
 from benchmarks.common import (
     PEER_VENV,
     REPO,
-    audio_files,
     fmt,
     interleaved,
     machine,
     machine_line,
     publish,
+    require_audio_files,
     table,
     untrained_predictor_parts,
 )
@@ -207,9 +207,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     from mtlmood.inference import Predictor
 
     info = machine()
-    files = audio_files()
-    if not files:
-        raise SystemExit("no clips found: set MTLMOOD_SHARED_DATA to the shared data folder")
+    files = require_audio_files()
     model, card = untrained_predictor_parts(args.n_filters)
     reference = Predictor(copy.deepcopy(model), card, fused=False, mel_method="librosa")
     default_name = "fused fp32 + fast mel (default)"

@@ -26,15 +26,17 @@ from typing import Any, Optional
 import numpy as np
 import requests
 
-from benchmarks.common import REPO, RESULTS, audio_files, fmt, machine, machine_line, publish, table
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from benchmarks.common import (
+    REPO,
+    RESULTS,
+    fmt,
+    free_port,
+    machine,
+    machine_line,
+    publish,
+    require_audio_files,
+    table,
+)
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> float:
@@ -76,11 +78,9 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
-    files = audio_files()
-    if not files:
-        raise SystemExit("no clips found: set MTLMOOD_SHARED_DATA to the shared data folder")
+    files = require_audio_files()
     info = machine()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     target = ["--study", args.study] if args.study else ["--checkpoint", args.checkpoint]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `python benchmarks/soak_bench.py` from anywhere
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import machine, machine_line, publish  # noqa: E402  (after the sys.path fix above)
-from benchmarks.serve_bench import free_port, load_clips, make_untrained_checkpoint  # noqa: E402
+# After the sys.path fix above:
+from benchmarks.common import RESULTS, free_port, machine, machine_line, publish, shared_data  # noqa: E402
+from benchmarks.loadgen import load_clips  # noqa: E402
 
 APP = "soak"
 
@@ -132,7 +133,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", help="checkpoint to serve (default: an untrained paper-width model)")
     parser.add_argument("--n-filters", type=int, default=128, help="width of the untrained default model")
-    shared = Path(os.environ.get("MTLMOOD_SHARED_DATA", REPO.parent / "shared" / "data"))
+    shared = shared_data()
     parser.add_argument("--audio-dir", type=Path, default=shared / "audio", help="clips to send (default: shared)")
     parser.add_argument("--max-clips", type=int, default=16)
     parser.add_argument("--load", type=float, default=0.7, help="fraction of the measured capacity to send")
@@ -141,16 +142,19 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--window", type=float, default=60.0, help="seconds per row of the table")
     parser.add_argument("--capacity-seconds", type=float, default=30.0)
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="soak", help="results file name (<out>/<name>.json, .md)")
     args = parser.parse_args(argv)
     if not 0 < args.load <= 1 or args.duration < 2 * args.window or args.warmup < 0:
         parser.error("need 0 < --load <= 1, --duration >= 2 x --window (two windows to compare), --warmup >= 0")
 
+    from mtlmood.synth.checkpoints import untrained_checkpoint
+
     info = machine()
     with tempfile.TemporaryDirectory(prefix="soak-bench-") as tmp:
-        checkpoint = (
-            Path(args.checkpoint) if args.checkpoint else make_untrained_checkpoint(Path(tmp) / "ckpt", args.n_filters)
+        # Untrained (speed does not depend on the weights); 9 moods, 50 artists, alpha 9/50 as ever.
+        checkpoint = Path(
+            args.checkpoint or untrained_checkpoint(Path(tmp) / "ckpt", n_filters=args.n_filters, n_meta=50)
         )
         clips = load_clips(args.audio_dir, args.max_clips)
         args.n_clips = len(clips)
