@@ -12,9 +12,12 @@ from typing import Any, Callable
 import pytest
 import requests
 import yaml
-from serve_helpers import MOODS, TIMEOUT, free_port, make_checkpoint, tone
+from helpers.audio import tone
+from helpers.serve_apps import MOODS
+from helpers.serve_http import TIMEOUT, free_port
 
 from mtlmood.errors import ConfigError
+from mtlmood.synth.checkpoints import untrained_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "serve" / "serve_config.yaml"
@@ -45,7 +48,7 @@ def build(tmp_path: Path, *argv: str, name: str = "serve.yaml") -> tuple[Path, d
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_checkpoint(tmp_path_factory.mktemp("build-ckpt") / "small", n_filters=8)
+    return untrained_checkpoint(tmp_path_factory.mktemp("build-ckpt") / "small", n_filters=8, moods=MOODS)
 
 
 # ------------------------------------------------------------------ the file (no Ray)

@@ -4,7 +4,7 @@ Issue 14 item 5: with the old default (one combined replica) and 16 clients, SIG
 replica mid-load gave 16 of 240 requests Serve's plain-text 500. The default now runs two
 router replicas (0 CPU) in front of two ingress replicas (1 CPU each on a 2-CPU node); this
 module deploys exactly that, ServeConfig's defaults but for the checkpoint, on a Ray of its
-own with 2 CPUs (the shared apps of test_serve.py would not leave room for it).
+own with 2 CPUs (the shared apps of test_serve_http.py and test_serve_load.py would not leave room for it).
 
 Item 6: a 50 s soak at half the measured capacity (benchmarks/soak_bench.py runs the same
 code at 70 % for 5 minutes with the paper-size model), judged by serve.soak.judge: replica and
@@ -23,7 +23,12 @@ from typing import Iterator
 
 import pytest
 import requests
-from serve_helpers import TIMEOUT, assert_clean_answer, free_port, kill_under_load, make_checkpoint, tone, wav_bytes
+from helpers.audio import tone, wav_bytes
+from helpers.replica_kill import assert_clean_answer, kill_under_load
+from helpers.serve_apps import MOODS
+from helpers.serve_http import TIMEOUT, free_port
+
+from mtlmood.synth.checkpoints import untrained_checkpoint
 
 APP = "default"
 
@@ -37,7 +42,7 @@ def default_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from serve.app import build_app
     from serve.config import ServeConfig
 
-    checkpoint = make_checkpoint(tmp_path_factory.mktemp("serve-death") / "ckpt", n_filters=8)
+    checkpoint = untrained_checkpoint(tmp_path_factory.mktemp("serve-death") / "ckpt", n_filters=8, moods=MOODS)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     port = free_port()
     ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)

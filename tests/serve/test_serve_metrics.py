@@ -22,8 +22,11 @@ from typing import Any, Iterator, Optional
 
 import pytest
 import requests
-from serve_helpers import TIMEOUT, free_port, make_checkpoint, tone
+from helpers.audio import tone
+from helpers.serve_apps import MOODS
+from helpers.serve_http import TIMEOUT, free_port
 
+from mtlmood.synth.checkpoints import untrained_checkpoint
 from serve.metrics import EXPORTED
 
 APP = "metrics"
@@ -179,7 +182,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     from serve.app import build_app
     from serve.config import BatchingConfig, IngressSettings, ModelSettings, RouterSettings, ServeConfig
 
-    checkpoint = make_checkpoint(tmp_path_factory.mktemp("serve-metrics") / "ckpt", n_filters=8)
+    checkpoint = untrained_checkpoint(tmp_path_factory.mktemp("serve-metrics") / "ckpt", n_filters=8, moods=MOODS)
     # Read by the processes ray.init starts (raylet, metrics agent, replicas): export every
     # second instead of every 10 s, and the router's JSON access log.
     env = {"RAY_AUTH_MODE": "disabled", "RAY_metrics_report_interval_ms": "1000", "MTLMOOD_ACCESS_LOG": "json"}

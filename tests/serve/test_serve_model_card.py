@@ -6,16 +6,17 @@ import json
 import shutil
 from pathlib import Path
 
-from serve_helpers import make_checkpoint
+from helpers.serve_apps import MOODS
 
 from mtlmood.checkpoint import read_card
 from mtlmood.model_card import MODEL_CARD_FILE
+from mtlmood.synth.checkpoints import untrained_checkpoint
 
 
 def test_rendered_from_the_card_or_taken_from_a_copy_of_a_study_checkpoint(tmp_path: Path) -> None:
     from serve.app import model_card_markdown
 
-    checkpoint = make_checkpoint(tmp_path / "study" / "runs" / "best", n_filters=8)
+    checkpoint = untrained_checkpoint(tmp_path / "study" / "runs" / "best", n_filters=8, moods=MOODS)
     card = read_card(checkpoint)
     # A checkpoint no study chose: rendered from its card, naming where it is served from.
     text = model_card_markdown(checkpoint, card, source="s3://bucket/models/best")

@@ -1,6 +1,6 @@
 """The parts of serve/ that need no Ray: one job per module, request parsing, the scorer
 (which must answer exactly what mtlmood.inference.Predictor does) and the response bodies.
-The end-to-end behaviour through a real Ray Serve is in test_serve.py."""
+The end-to-end behaviour through a real Ray Serve is in test_serve_http.py and test_serve_load.py."""
 
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
+from helpers.serve_apps import MOODS
 
-from mtlmood.checkpoint import ModelCard, save_checkpoint
-from mtlmood.config import FeatureConfig, LabelConfig, ModelConfig
+from mtlmood.synth.checkpoints import untrained_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
-MOODS = ["happy", "sad", "energetic", "calm", "dark"]
 LIMIT = 64 * 1024
 
 
@@ -142,23 +141,8 @@ def test_unusable_bodies_get_a_clear_4xx(client: Any) -> None:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from mtlmood.model import MoodCNN
-
-    torch.manual_seed(0)
-    config = ModelConfig(n_filters=8)
-    card = ModelCard(
-        mood_names=list(MOODS),
-        meta_names=["a", "b", "c"],
-        model=config,
-        features=FeatureConfig(),
-        alpha=5 / 3,
-        labels=LabelConfig(n_moods=len(MOODS)),
-    )
     directory = tmp_path_factory.mktemp("serve-modules") / "ckpt"
-    save_checkpoint(directory, MoodCNN(config, len(MOODS), 3), card)
-    return directory
+    return untrained_checkpoint(directory, n_filters=8, moods=MOODS, meta_names=["a", "b", "c"])
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,18 @@ import json
 from pathlib import Path
 
 import pytest
-from serve_helpers import MOODS, make_checkpoint
+from helpers.serve_apps import MOODS
 
 from mtlmood import storage
 from mtlmood.checkpoint import read_card
+from mtlmood.synth.checkpoints import untrained_checkpoint
 
 BUCKET = "mtlmood-serve"
 
 
 def make_study(run_dir: Path) -> Path:
     """A study folder whose best_checkpoint.json names a real checkpoint (relative path) for one cell."""
-    checkpoint = make_checkpoint(run_dir / "runs" / "3-artist" / "model", n_filters=8)
+    checkpoint = untrained_checkpoint(run_dir / "runs" / "3-artist" / "model", n_filters=8, moods=MOODS)
     cell = {"checkpoint": "runs/3-artist/model", "arm": "heuristic", "val_pr_auc": 70.0, "n_moods": len(MOODS)}
     (run_dir / "best_checkpoint.json").write_text(json.dumps({"default_cell": "5|artist", "cells": {"5|artist": cell}}))
     return checkpoint

@@ -1,77 +1,21 @@
-"""Helpers of the Serve tests: real checkpoints and audio made on the spot, free ports, and a
-load that kills a replica mid-way (``kill_under_load``) with the rule its answers must obey
+"""A replica killed under load (``kill_under_load``) and the rule its answers must obey
 (``assert_clean_answer``: 200, 4xx JSON, or 503 JSON with Retry-After; never another 5xx).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import requests
-import soundfile as sf
 
-from mtlmood.checkpoint import ModelCard, save_checkpoint
-from mtlmood.config import FeatureConfig, LabelConfig, ModelConfig
-
-MOODS = ["happy", "sad", "energetic", "calm", "dark"]
-TIMEOUT = 60  # seconds per HTTP request; generous for a loaded 2-core machine
-
-
-def make_checkpoint(directory: Path, n_filters: int, seed: int = 0) -> Path:
-    """A real checkpoint of an untrained MoodCNN (seeded): enough to test serving exactly."""
-    import torch
-
-    from mtlmood.model import MoodCNN
-
-    torch.manual_seed(seed)
-    config = ModelConfig(n_filters=n_filters)
-    model = MoodCNN(config, len(MOODS), 3)
-    card = ModelCard(
-        mood_names=list(MOODS),
-        meta_names=["artist_a", "artist_b", "artist_c"],
-        model=config,
-        features=FeatureConfig(),
-        alpha=5 / 3,
-        labels=LabelConfig(n_moods=len(MOODS)),
-    )
-    save_checkpoint(directory, model, card)
-    return directory
-
-
-def wav_bytes(samples: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
-    buffer = io.BytesIO()
-    sf.write(buffer, samples, rate, format="WAV", subtype=subtype)
-    return buffer.getvalue()
-
-
-def tone(seconds: float, rate: int = 22050, stereo: bool = True, seed: int = 0) -> bytes:
-    """A chord plus a little noise, stereo at 22.05 kHz (exercises downmix and resampling)."""
-    t = np.arange(int(seconds * rate)) / rate
-    rng = np.random.default_rng(seed)
-    left = 0.3 * np.sin(2 * np.pi * 220 * t) + 0.2 * np.sin(2 * np.pi * 330 * t) + 0.02 * rng.standard_normal(t.size)
-    right = 0.3 * np.sin(2 * np.pi * 277 * t) + 0.02 * rng.standard_normal(t.size)
-    samples = np.stack([left, right], axis=1) if stereo else left
-    return wav_bytes(samples.astype(np.float32), rate)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# ------------------------------------------------------------- a replica dies under load
+from helpers.serve_http import TIMEOUT
 
 
 @dataclass(frozen=True)
