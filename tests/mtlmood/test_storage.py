@@ -8,16 +8,16 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from helpers.s3_server import s3_server
 
 from mtlmood import storage
-from mtlmood.checkpoint import CARD_FILE, ModelCard, load_checkpoint, save_checkpoint
-from mtlmood.config import FeatureConfig, LabelConfig, ModelConfig
+from mtlmood.checkpoint import CARD_FILE, ModelCard, load_checkpoint, read_card
+from mtlmood.config import FeatureConfig, ModelConfig
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 from mtlmood.model import MoodCNN
 from mtlmood.runlock import RunDirInUse, RunLock
+from mtlmood.synth.checkpoints import untrained_checkpoint
 
 BUCKET = "storage-test"
 CFG = ModelConfig(n_filters=4, n_blocks=2, segment_frames=16, n_mels=8)
@@ -45,16 +45,16 @@ def base(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def _checkpoint(directory: Path) -> ModelCard:
-    torch.manual_seed(0)
-    card = ModelCard(
-        mood_names=["calm", "happy", "dark"],
-        meta_names=[],
+    """A tiny untrained baseline checkpoint in ``directory``; returns its card."""
+    path = untrained_checkpoint(
+        directory,
         model=CFG,
-        features=FeatureConfig(n_mels=8),
+        moods=["calm", "happy", "dark"],
+        meta_names=[],
         alpha=0.0,
-        labels=LabelConfig(n_moods=3),
+        features=FeatureConfig(n_mels=8),
     )
-    return save_checkpoint(directory, MoodCNN(CFG, 3, 0), card)
+    return read_card(path)
 
 
 # ------------------------------------------------------------------ names
@@ -206,8 +206,19 @@ def test_local_checkpoint_of_a_checkpoint_or_a_study_folder(where: str, tmp_path
         storage.local_checkpoint(storage.join(study, "missing"))
 
 
-def test_the_card_file_name_is_the_checkpoints() -> None:
-    assert storage.CARD_FILE == CARD_FILE
+def test_a_checkpoint_is_complete_only_once_its_card_is_there(base: str, tmp_path: Path) -> None:
+    """An upload cut off before the card (upload_dir writes it last) is refused, naming the
+    file save_checkpoint writes; once the card is there the copy loads as the same model."""
+    card = _checkpoint(tmp_path / "ckpt")
+    remote = storage.join(base, "model")
+    for path in sorted((tmp_path / "ckpt").iterdir()):
+        if path.name != CARD_FILE:
+            storage.write_bytes(storage.join(remote, path.name), path.read_bytes())
+    with pytest.raises(CheckpointError, match=f"is not a checkpoint \\(no {CARD_FILE}; an interrupted upload"):
+        storage.local_checkpoint(remote)
+    storage.write_bytes(storage.join(remote, CARD_FILE), (tmp_path / "ckpt" / CARD_FILE).read_bytes())
+    model, loaded = load_checkpoint(storage.local_checkpoint(remote))
+    assert loaded.checkpoint_id == card.checkpoint_id and isinstance(model, MoodCNN) and model.n_meta == 0
 
 
 # ------------------------------------------------------------------ locks
