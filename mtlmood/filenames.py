@@ -8,3 +8,7 @@ from __future__ import annotations
 BEST_CHECKPOINTS_FILE = "best_checkpoint.json"
 # The resumable training state (model, optimizer, early stopping), one per run or trial.
 TRAIN_STATE_FILE = "train_state.pt"
+# What a study says about a checkpoint it chose as a cell's best (mtlmood.study_evidence.StudyRecord
+# as JSON), written by study/report beside that checkpoint and read by serve to render its
+# MODEL_CARD.md. mtlmood defines the record but never reads this file.
+STUDY_EVIDENCE_FILE = "study_evidence.json"

@@ -17,7 +17,7 @@ parsing in serve.parsing, the JSON answers in serve.schemas, the model in serve.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Union, cast
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Union, cast
 
 from ray import serve
 from ray.serve import Deployment
@@ -31,6 +31,7 @@ from serve.schemas import CARD_MARKDOWN_KEY
 
 if TYPE_CHECKING:
     from mtlmood.checkpoint import ModelCard
+    from mtlmood.study_evidence import StudyRecord
 
 
 def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve.Application:
@@ -73,16 +74,33 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
 
 def model_card_markdown(checkpoint: Path, card: "ModelCard", source: str = "") -> str:
     """MODEL_CARD.md of the served checkpoint: rendered from its card and, when a study chose it
-    as a cell's best, that study's evidence (``source``: where the checkpoint is named from, e.g.
-    a URI, default its path). A copy whose study is not around it (a download from a bucket) has
-    no study to find: then the MODEL_CARD.md the study wrote into it, when there is one."""
-    from mtlmood.model_card import MODEL_CARD_FILE, find_study_record, render_model_card
+    as a cell's best, the evidence the study wrote beside it (``source``: where the checkpoint is
+    named from, e.g. a URI, default its path). A checkpoint without that evidence but with a
+    MODEL_CARD.md (written by `mtlmood model-card` or an older study) is served that card."""
+    from mtlmood.model_card import MODEL_CARD_FILE, render_model_card
 
-    study = find_study_record(checkpoint)
+    study = _study_evidence(checkpoint)
     written = checkpoint / MODEL_CARD_FILE
     if study is None and written.is_file():
         return written.read_text(encoding="utf-8")
     return render_model_card(card, source or str(checkpoint), study)
+
+
+def _study_evidence(checkpoint: Path) -> Optional["StudyRecord"]:
+    """The study's record of ``checkpoint`` (its STUDY_EVIDENCE_FILE), or None when no study wrote
+    one or it is unreadable (the card is then served without it, never refused)."""
+    from mtlmood.errors import MtlmoodError
+    from mtlmood.fileio import read_json_object
+    from mtlmood.filenames import STUDY_EVIDENCE_FILE
+    from mtlmood.study_evidence import StudyRecord
+
+    path = checkpoint / STUDY_EVIDENCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return StudyRecord.from_dict(read_json_object(path, MtlmoodError, "study evidence"))
+    except MtlmoodError:
+        return None
 
 
 def _deployment(decorated: object) -> Deployment:

@@ -1,5 +1,5 @@
 """The serving pointer of a study: the best model of every cell (by validation PR-AUC,
-within the cell), the default one to serve, and the model card beside each of them.
+within the cell), the default one to serve, and the model card (and its evidence) beside each of them.
 
 ``<run>/best_checkpoint.json`` is what ``mtlmood serve --study`` and ``mtlmood predict``
 resolve. Cells are never ranked against each other: PR-AUC of 3 and 50 moods lives on
@@ -16,9 +16,11 @@ import pandas as pd
 
 from mtlmood import storage
 from mtlmood.checkpoint import CARD_FILE
-from mtlmood.filenames import BEST_CHECKPOINTS_FILE
-from mtlmood.model_card import CURVES_FILE, STUDY_CONFIG_FILE, write_study_model_cards
+from mtlmood.filenames import BEST_CHECKPOINTS_FILE, STUDY_EVIDENCE_FILE
+from mtlmood.model_card import MODEL_CARD_FILE
 from study.config import StudyConfig
+from study.filenames import STUDY_CONFIG_FILE
+from study.report.model_cards import CURVES_PATH, write_study_model_cards
 
 
 def best_per_cell(trials: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -56,13 +58,14 @@ def default_serve_cell(study: StudyConfig, best: dict[str, dict[str, Any]]) -> O
 
 
 def _write_model_cards(run_dir: str, best: dict[str, dict[str, Any]]) -> None:
-    """MODEL_CARD.md beside each cell's best checkpoint (mtlmood.model_card reads and writes
-    local files: a study on an object store gets them rendered from a local copy of the
-    files they come from, then uploaded, with the copy's path replaced by the URI)."""
+    """MODEL_CARD.md and the study's evidence beside each cell's best checkpoint
+    (study.report.model_cards reads and writes local files: a study on an object store gets
+    them rendered from a local copy of the files they come from, then uploaded, with the
+    copy's path replaced by the URI)."""
     if not storage.is_uri(run_dir):
         write_study_model_cards(run_dir)
         return
-    needed = [BEST_CHECKPOINTS_FILE, STUDY_CONFIG_FILE, CURVES_FILE.as_posix()]
+    needed = [BEST_CHECKPOINTS_FILE, STUDY_CONFIG_FILE, CURVES_PATH]
     needed += [f"{entry['checkpoint']}/{CARD_FILE}" for entry in best.values()]
     with tempfile.TemporaryDirectory(prefix="mtlmood-cards-") as tmp:
         mirror = Path(tmp)
@@ -73,9 +76,10 @@ def _write_model_cards(run_dir: str, best: dict[str, dict[str, Any]]) -> None:
                 continue
             (mirror / relative).parent.mkdir(parents=True, exist_ok=True)
             (mirror / relative).write_bytes(data)
-        for card in write_study_model_cards(mirror):
-            text = card.read_text(encoding="utf-8").replace(str(mirror), run_dir)
-            storage.write_text(storage.join(run_dir, card.relative_to(mirror).as_posix()), text)
+        for card in write_study_model_cards(mirror, shown_as=run_dir):
+            for name in (MODEL_CARD_FILE, STUDY_EVIDENCE_FILE):
+                text = (card.parent / name).read_text(encoding="utf-8").replace(str(mirror), run_dir)
+                storage.write_text(storage.join(run_dir, (card.parent / name).relative_to(mirror).as_posix()), text)
 
 
 def write_best_pointer(study: StudyConfig, trials: pd.DataFrame) -> str:
