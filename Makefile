@@ -39,7 +39,7 @@ LINT_PATHS := mtlmood study serve catalog mtlmood_cli tests benchmarks
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
-	$(BIN)/mypy mtlmood study serve catalog mtlmood_cli
+	$(BIN)/mypy mtlmood study serve catalog mtlmood_cli benchmarks/load
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all $(BENCH_ARGS)

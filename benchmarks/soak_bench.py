@@ -7,8 +7,8 @@
 Steps: start a local Ray (all CPUs) and Serve, deploy ``build_app(ServeConfig(checkpoint=...))``
 with every other setting at its default (two routers, two combined ingress replicas on a
 2-CPU node), measure its capacity (closed loop, 16 clients), then send ``--load`` x capacity
-requests/s open-loop for ``--warmup`` + ``--duration`` seconds (serve.soak.run_soak). The
-rule (serve.soak.judge): first vs last window after the warm-up, each replica's and the
+requests/s open-loop for ``--warmup`` + ``--duration`` seconds (benchmarks.load.soak.run_soak). The
+rule (benchmarks.load.soak.judge): first vs last window after the warm-up, each replica's and the
 proxy's median RSS within +10 %, p99 within +25 %, at most 1 % errors; a p99 drift while
 other processes on the machine used more than 0.25 cores in either window is "inconclusive".
 
@@ -55,8 +55,8 @@ def soak_endpoint(
 
     from serve.app import build_app
     from serve.config import ServeConfig
-    from serve.replicas import app_processes
-    from serve.soak import as_json, cpu_seconds, judge, measure_capacity, run_soak, summarise, table
+    from benchmarks.load.replicas import app_processes
+    from benchmarks.load.soak import as_json, cpu_seconds, judge, measure_capacity, run_soak, summarise, table
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     port = free_port()

@@ -45,18 +45,19 @@ class CommandModule:
     commands: tuple[str, ...]
 
 
-# Order = order in --help. mtlmood.commands are core-only; mtlmood_cli.prepare combines
-# the core with study's Ray runner; study.cli and serve.cli are the Ray layers' commands.
+# Order = order in --help. Every command lives in mtlmood_cli.commands, one module per
+# command family; the functions they call live in mtlmood (the core), study and serve.
 COMMAND_MODULES: tuple[CommandModule, ...] = (
-    CommandModule("mtlmood.commands.synth", ("synth",)),
-    CommandModule("mtlmood_cli.prepare", ("prepare",)),
-    CommandModule("mtlmood.commands.data", ("data",)),
-    CommandModule("mtlmood.commands.train", ("train",)),
-    CommandModule("mtlmood.commands.evaluate", ("evaluate",)),
-    CommandModule("mtlmood_cli.predict", ("predict",)),
-    CommandModule("mtlmood.commands.export", ("export", "model-card")),
-    CommandModule("study.cli", ("study", "demo")),
-    CommandModule("serve.cli", ("serve",)),
+    CommandModule("mtlmood_cli.commands.synth", ("synth",)),
+    CommandModule("mtlmood_cli.commands.prepare", ("prepare",)),
+    CommandModule("mtlmood_cli.commands.data", ("data",)),
+    CommandModule("mtlmood_cli.commands.train", ("train",)),
+    CommandModule("mtlmood_cli.commands.evaluate", ("evaluate",)),
+    CommandModule("mtlmood_cli.commands.predict", ("predict",)),
+    CommandModule("mtlmood_cli.commands.export", ("export", "model-card")),
+    CommandModule("mtlmood_cli.commands.study", ("study",)),
+    CommandModule("mtlmood_cli.commands.demo", ("demo",)),
+    CommandModule("mtlmood_cli.commands.serve", ("serve",)),
 )
 
 

@@ -16,8 +16,8 @@ import numpy as np
 from ray import serve
 
 from serve.config import ServeConfig
-from serve.metrics import endpoint_metrics
 from serve.scorer import Scorer
+from serve.telemetry import endpoint_metrics
 
 if TYPE_CHECKING:  # torch is imported by the replicas, not by whoever imports this module
     from mtlmood.inference import Prediction

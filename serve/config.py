@@ -4,8 +4,8 @@ The defaults suit a laptop or a small CPU node: on 2 CPUs they run two router re
 (0 CPU) and two worker replicas of 1 CPU each, so the death of one worker costs only the
 requests it held. A YAML file (``--config serve.yaml``: these fields, or a Ray Serve config
 that `mtlmood serve build` wrote, whose ``args`` they are) and dotted overrides (``--set
-ingress.max_replicas=8``) change them, with the same loader and error messages as the
-training configs (:mod:`mtlmood.config`).
+ingress.max_replicas=8``) change them (serve.config_file.load_serve_config), with the same
+loader and error messages as the training configs (:mod:`mtlmood.config_io`).
 
 Where the model comes from: ``checkpoint`` (an mtlmood checkpoint directory) or
 ``study`` (a study run directory; its ``best_checkpoint.json`` names the winner), each a
@@ -15,17 +15,15 @@ local path or a URI (``s3://bucket/...``, read through mtlmood.storage).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Optional
+from typing import Annotated, Any, Mapping
 
-import yaml
 from pydantic import AfterValidator, Field
 
 from mtlmood import storage
-from mtlmood.coerce import apply_overrides, check_config, from_dict, to_dict
+from mtlmood.coerce import check_config, from_dict, to_dict
 from mtlmood.config import Count, NonNegativeFloat, NonNegativeInt, PathText, PositiveFloat
-from mtlmood.config_io import load_config
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 
@@ -247,40 +245,6 @@ class ServeConfig:
                 f"ingress.max_replicas x ingress.max_ongoing_requests + ingress.max_queued_requests ({needed})"
             ]
         return []
-
-
-def load_serve_config(
-    path: Optional[str | os.PathLike[str]] = None,
-    overrides: Optional[list[str]] = None,
-    check: bool = True,
-    **fields: Any,
-) -> ServeConfig:
-    """Defaults <- YAML file <- dotted overrides <- explicit keyword fields (e.g. from CLI flags).
-
-    The file holds ServeConfig fields, or is a Ray Serve config (it has ``applications:``, as
-    `mtlmood serve build` writes): then its application's ``args`` are the fields, and with
-    ``check`` the rest of the file must agree with them (serve.build.check_serve_file)."""
-    serve_file = _serve_file(path)
-    if serve_file is not None:
-        from serve.build import serve_file_config
-
-        config = apply_overrides(serve_file_config(serve_file, str(path), check), overrides or [])
-    else:
-        config = load_config(ServeConfig, path, overrides or [])
-    given = {k: v for k, v in fields.items() if v is not None}
-    return replace(config, **given).validate() if given else config.validate()
-
-
-def _serve_file(path: Optional[str | os.PathLike[str]]) -> Optional[dict[str, Any]]:
-    """The parsed file when it is a Ray Serve config (None otherwise, or when it cannot be read:
-    load_config then says why, in its words)."""
-    if path is None:
-        return None
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
-        return None
-    return data if isinstance(data, dict) and "applications" in data else None
 
 
 def serve_config_from_mapping(data: Mapping[str, Any]) -> ServeConfig:

@@ -26,11 +26,12 @@ import numpy as np
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from mtlmood.records import model_summary, response_body
 from serve.batching import BatchedScorer
 from serve.config import ServeConfig, serve_config_from_mapping
-from serve.metrics import endpoint_metrics
 from serve.remote import call_deployment
-from serve.schemas import RETRY_AFTER, Answer, ApiError, model_summary, predict_body
+from serve.schemas import RETRY_AFTER, Answer, ApiError
+from serve.telemetry import endpoint_metrics
 
 if TYPE_CHECKING:  # torch is imported by the replicas, not by whoever imports this module
     from mtlmood.inference import Prediction
@@ -146,7 +147,7 @@ class MoodIngress:
             started = time.perf_counter()
             prediction = await self._score(features, top_k)
             endpoint_metrics().stage("model", time.perf_counter() - started)
-            return Answer(200, predict_body(prediction, self.summary))
+            return Answer(200, response_body(prediction, self.summary))
         except ApiError as exc:
             return exc.answer()
         except Exception:  # a bug, not bad input: log it here, answer without the traceback

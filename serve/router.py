@@ -32,7 +32,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import mtlmood
 from serve.config import ServeConfig, serve_config_from_mapping, serve_config_to_dict, study_selection
-from serve.metrics import RequestMetrics
 from serve.parsing import audio_from_request
 from serve.remote import call_deployment
 from serve.schemas import (
@@ -48,11 +47,12 @@ from serve.schemas import (
     PredictResponse,
     error_response,
 )
+from serve.telemetry import RequestMetrics
 
 logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="mtlmood", version=mtlmood.__version__, description=API_DESCRIPTION)
-# Every request counted and timed by route and status (Prometheus, serve.metrics), 404s included.
+# Every request counted and timed by route and status (Prometheus, serve.telemetry), 404s included.
 api.add_middleware(RequestMetrics)
 
 

@@ -1,8 +1,9 @@
 """What the endpoint answers: the response models, the error shape and its OpenAPI text.
 
 Every answer of the endpoint has one of two shapes. Success on ``/predict`` is
-``PredictResponse`` (built by ``predict_body`` from a ``mtlmood.inference.Prediction``: the
-record of mtlmood.records, which `mtlmood predict --output` writes too);
+``PredictResponse`` (built by ``mtlmood.records.response_body`` from a
+``mtlmood.inference.Prediction`` and ``model_summary(card)``: the record of mtlmood.records,
+which `mtlmood predict --output` writes too, so an HTTP answer and a batch row share one schema);
 every error, ours or FastAPI's, is ``ErrorResponse``: ``{"error": <code>, "detail": <message>}``
 with the HTTP status, raised as ``ApiError`` anywhere in a request. An ingress replica
 hands its outcome to the router as an ``Answer`` (plain data: it crosses a Ray handle),
@@ -18,9 +19,7 @@ from typing import Any, Optional, Union
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-# model_summary is re-exported (serve.deployments imports it and predict_body from here).
-from mtlmood.records import PREDICTION_FIELDS, response_body
-from mtlmood.records import model_summary as model_summary
+from mtlmood.records import PREDICTION_FIELDS
 
 MULTIPART = "multipart/form-data"
 RETRY_AFTER = {"Retry-After": "1"}  # sent with every 503: overload is short-lived
@@ -169,10 +168,3 @@ PREDICT_BODY = {
         },
     }
 }
-
-
-# ------------------------------------------------------------------ response bodies
-
-# A ``PredictResponse`` from a ``mtlmood.inference.Prediction`` and ``model_summary(card)``:
-# mtlmood.records builds it, so an HTTP answer and a batch row share one schema.
-predict_body = response_body

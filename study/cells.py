@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,7 @@ from mtlmood.rundata import label_and_split, split_facts
 from study.config import StudyConfig, split_metadata, trial_run_config
 
 TEST_SONGS_FILE = "test_songs.csv"
+CELLS_FILE = "cells.json"  # in a study's run directory: every cell, written when the study starts
 
 
 @dataclass(frozen=True)
@@ -149,3 +152,9 @@ def _write_test_songs(location: str, labelled: Any, rows: Any) -> None:
 def metadata_cells(cells: dict[str, Cell]) -> list[Cell]:
     """The cells alpha is searched in (metadata != none), in config order."""
     return [cell for cell in cells.values() if cell.metadata != "none"]
+
+
+def load_cells(run_dir: str | os.PathLike[str]) -> dict[str, Cell]:
+    """The cells a study recorded in ``cells.json`` (a run directory or URI)."""
+    data = json.loads(storage.read_text(storage.join(run_dir, CELLS_FILE)))
+    return {key: Cell(**value) for key, value in data.items()}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from mtlmood.cache import default_cache_dir
 from mtlmood.datasets import load_run_songs
@@ -16,15 +16,18 @@ from mtlmood.synth import synthesize
 from mtlmood.synth.worlds import world_config
 from study.config import load_study_config
 
+if TYPE_CHECKING:
+    from study.runner import StudyOutcome
+
 # The demo's data: the known-answer world "metadata-costs" (mtlmood/synth/worlds.py): 2,000
 # songs of 3.5-4 s (one ~3 s segment each, so the test split is large while epochs stay
 # cheap), 3 clearly audible moods, 12 audible artists that say nothing about mood.
 DEMO_DATA = world_config("metadata-costs")
 
 
-def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None) -> None:
-    """synth -> prepare -> study (search + curve) -> report, printing where results are."""
-    from study.cli import print_outcome
+def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None) -> StudyOutcome:
+    """synth -> prepare -> study (search + curve) -> report, printing each step; the study's outcome
+    (the caller, `mtlmood demo`, prints where its results are)."""
     from study.ray_session import init_ray
     from study.runner import run_study
 
@@ -50,4 +53,4 @@ def run_demo(output: Path, overrides: list[str], num_cpus: Optional[int] = None)
     init_ray(None, num_cpus)
     outcome = run_study(study)
     print(f"[4/4] done in {time.monotonic() - start:.0f} s", flush=True)
-    print_outcome(outcome.run_dir, outcome.best_checkpoint)
+    return outcome

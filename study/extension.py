@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from study.cells import Cell, metadata_cells
+from study.results import arm_name
 from study.trial import LEARNED
 
 EXTENSIONS_FILE = "curve_extensions.json"
@@ -70,8 +71,6 @@ def extension_jobs(
     """The jobs of extension round ``round_number``: per metadata cell whose best grid multiple
     is at an end of what ``curve`` (every earlier round's rows) holds, the next multiple, over
     the curve's seed chunks ``seeds``."""
-    from study.runner import arm_name
-
     jobs = []
     for cell in metadata_cells(cells):
         factor = extension_factor(grid_means(curve, cell.key))

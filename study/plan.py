@@ -20,7 +20,7 @@ def plan_table(study: StudyConfig, cells: dict[str, Cell] | None = None) -> tupl
     shared by its metadata cells) and per metadata cell (a metadata set at an artist count,
     see study.cells), with its N_mood / N_meta; "extension runs" is the most that extending
     the grid beyond its end (curve.max_extensions rounds) can add to the cell."""
-    from study.runner import arm_name
+    from study.results import arm_name
 
     cells = cells if cells is not None else study_cells(study)
     labels = labels_table(list(cells.values()))

@@ -25,7 +25,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
-from study.cells import Cell, metadata_cells
+from study.cells import Cell, load_cells, metadata_cells
 from study.config import StudyConfig
 from study.report.combine import components_mde
 
@@ -96,7 +96,6 @@ def pilot_components(run_dir: str) -> VarianceComponents:
     from study.report.bootstrap import arm_draws, cluster_weights, n_clusters
     from study.report.data import cell_evidence
     from study.report.pooled import aligned, contrast_song_variance, fit_seed_model
-    from study.runner import load_cells
 
     trials = pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(run_dir, "report", "trials.parquet"))))
     study_config = load_pilot_config(run_dir)

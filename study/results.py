@@ -13,6 +13,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+from fractions import Fraction
 from typing import Any, Iterable
 
 import pandas as pd
@@ -181,6 +182,18 @@ def curve_rows(
             )
             rows.append(row)
     return rows
+
+
+def arm_name(factor: float) -> str:
+    """The curve arm of a multiple of the heuristic: "heuristic" for x1, else "x3", "x1/9"..."""
+    if math.isclose(factor, 1.0):
+        return "heuristic"
+    fraction = Fraction(factor).limit_denominator(100)
+    if math.isclose(float(fraction), factor, rel_tol=1e-6):
+        return (
+            f"x{fraction.numerator}" if fraction.denominator == 1 else f"x{fraction.numerator}/{fraction.denominator}"
+        )
+    return f"x{factor:.3g}"
 
 
 def job_name(job: dict[str, Any]) -> str:

@@ -12,13 +12,11 @@ ones continue from their last epoch checkpoint.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import pandas as pd
@@ -27,12 +25,12 @@ from ray import tune
 
 from mtlmood import storage
 from mtlmood.coerce import to_dict
-from mtlmood.errors import MtlmoodError
+from mtlmood.errors import ConfigError, MtlmoodError
 from mtlmood.runlock import RunLock, held_here
-from study.cells import Cell, cell_key, metadata_cells, study_cells
+from study.cells import CELLS_FILE, Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
 from study.extension import EXTENSIONS_FILE, extension_jobs, extension_summary
-from study.results import curve_rows, job_name, search_rows, trial_table, tuned_alpha_factor
+from study.results import arm_name, curve_rows, job_name, search_rows, trial_table, tuned_alpha_factor
 from study.space import make_cell_scheduler, make_cell_searcher
 from study.trial import FATAL, LEARNED, driver_resources, job_runs, make_trial_driver
 
@@ -70,18 +68,6 @@ def max_concurrent_trials(study: StudyConfig) -> int:
     if available.get("GPU", 0) > 0 and res.use_gpu.lower() != "false":
         fits = min(fits, math.floor(available["GPU"] / (res.num_workers * res.gpus_per_worker) + 1e-9))
     return max(1, fits)
-
-
-def arm_name(factor: float) -> str:
-    """The curve arm of a multiple of the heuristic: "heuristic" for x1, else "x3", "x1/9"..."""
-    if math.isclose(factor, 1.0):
-        return "heuristic"
-    fraction = Fraction(factor).limit_denominator(100)
-    if math.isclose(float(fraction), factor, rel_tol=1e-6):
-        return (
-            f"x{fraction.numerator}" if fraction.denominator == 1 else f"x{fraction.numerator}/{fraction.denominator}"
-        )
-    return f"x{factor:.3g}"
 
 
 class FatalStopper(tune.Stopper):
@@ -320,7 +306,7 @@ def run_study(study: StudyConfig) -> StudyOutcome:
             storage.join(run_dir, "study_config.yaml"), yaml.safe_dump(to_dict(study), sort_keys=False)
         )  # as mtlmood.config_io.save_config writes it, to any location
         cells = study_cells(study, write_to=storage.join(run_dir, CELLS_DIR))
-        storage.write_json(storage.join(run_dir, "cells.json"), {k: vars(c) for k, c in cells.items()})
+        storage.write_json(storage.join(run_dir, CELLS_FILE), {k: vars(c) for k, c in cells.items()})
         search = run_search(study, cells)
         tables = [search]
         if study.curve.enabled:
@@ -332,7 +318,14 @@ def run_study(study: StudyConfig) -> StudyOutcome:
     return StudyOutcome(run_dir=run_dir, trials=trials, best_checkpoint=best)
 
 
-def load_cells(run_dir: str | os.PathLike[str]) -> dict[str, Cell]:
-    """The cells a study recorded in ``cells.json`` (a run directory or URI)."""
-    data = json.loads(storage.read_text(storage.join(run_dir, "cells.json")))
-    return {key: Cell(**value) for key, value in data.items()}
+def load_trials(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The trial tables of a study's finished phases (a run directory or URI)."""
+    tables = []
+    for phase in (SEARCH, CURVE):
+        try:
+            tables.append(pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(run_dir, phase, TRIALS_FILE)))))
+        except FileNotFoundError:
+            continue
+    if not tables:
+        raise ConfigError(f"{run_dir} holds no finished study phase; run `mtlmood study run` to start or resume it")
+    return pd.concat(tables, ignore_index=True)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mtlmood import storage
-from study.cells import Cell, metadata_cells
+from study.cells import Cell, load_cells, metadata_cells
 from study.config import StudyConfig
 from study.reference import load_reference
 from study.report.bootstrap import chance_pr_auc
@@ -117,8 +117,6 @@ def _learning_json(checks: list[LearningCheck], warning: str) -> dict[str, Any]:
 
 def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Optional[Location] = None) -> str:
     """Write ``report/`` and ``best_checkpoint.json``; returns the default cell's best checkpoint."""
-    from study.runner import load_cells
-
     run_dir = study.run_dir
     r = study.report
     out = storage.normalize(out_dir) if out_dir is not None else storage.join(run_dir, REPORT_DIR)

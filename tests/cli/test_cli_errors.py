@@ -18,7 +18,7 @@ import mtlmood.prepare
 from mtlmood_cli.main import CommandModule, build_parser, interrupted_message, main
 
 REPO = Path(__file__).resolve().parents[2]
-SYNTH = CommandModule("mtlmood.commands.synth", ("synth",))
+SYNTH = CommandModule("mtlmood_cli.commands.synth", ("synth",))
 
 
 def _module(folder: Path, name: str, body: str) -> str:
@@ -31,13 +31,13 @@ def _module(folder: Path, name: str, body: str) -> str:
 
 
 def test_a_blocked_module_is_an_error_that_names_its_command_end_to_end() -> None:
-    """`python -m mtlmood_cli` with serve.cli unimportable (as if its dependencies were
+    """`python -m mtlmood_cli` with mtlmood_cli.commands.serve unimportable (as if its dependencies were
     missing): `serve` fails in exactly one line, exit 2; the rest of the CLI works."""
     code = textwrap.dedent("""\
         import runpy, sys
         class Block:  # a meta-path finder that fails the import of one module
             def find_spec(self, name, path=None, target=None):
-                if name == "serve.cli":
+                if name == "mtlmood_cli.commands.serve":
                     raise ModuleNotFoundError("No module named 'fastapi'", name="fastapi")
         sys.meta_path.insert(0, Block())
         runpy.run_module("mtlmood_cli", run_name="__main__", alter_sys=True)
@@ -53,11 +53,11 @@ def test_a_blocked_module_is_an_error_that_names_its_command_end_to_end() -> Non
         assert failed.returncode == 2, failed.stderr
         assert failed.stdout == ""
         assert failed.stderr.splitlines() == [
-            "mtlmood: command 'serve' is unavailable: serve.cli failed to import "
+            "mtlmood: command 'serve' is unavailable: mtlmood_cli.commands.serve failed to import "
             "(ModuleNotFoundError: No module named 'fastapi')"
         ]
     listing = mtlmood("--help")
-    assert listing.returncode == 0 and "(unavailable: serve.cli failed to import" in listing.stdout
+    assert listing.returncode == 0 and "(unavailable: mtlmood_cli.commands.serve failed to import" in listing.stdout
     assert mtlmood("synth", "--help").returncode == 0
     assert mtlmood("study", "--help").returncode == 0
 

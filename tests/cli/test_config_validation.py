@@ -20,7 +20,8 @@ from mtlmood.config import FeatureConfig, RunConfig, TrainConfig
 from mtlmood.config_io import load_config, save_config
 from mtlmood.errors import ConfigError
 from mtlmood_cli.main import main
-from serve.config import ServeConfig, load_serve_config, serve_config_from_mapping
+from serve.config import ServeConfig, serve_config_from_mapping
+from serve.config_file import load_serve_config
 from study.config import StudyConfig, load_study_config, shipped_configs
 from study.config import validate as validate_study
 

@@ -72,7 +72,7 @@ def kill_under_load(
     were 200, one running replica of ``deployment`` (app ``app``) gets SIGKILL. The load goes on
     until Serve runs as many replicas as before without the killed one, then ``settle_s`` more
     seconds. Bounded: every request has a timeout, every client a request cap, the wait a deadline."""
-    from serve.replicas import running_replicas
+    from benchmarks.load.replicas import running_replicas
 
     before = running_replicas(app, deployment)
     assert before, f"no running replica of {app}/{deployment}"

@@ -126,7 +126,7 @@ def test_manifest_carries_the_noisy_labels(tmp_path: Path) -> None:
 
 
 def test_cli_world_flag_applies_the_preset_under_other_flags() -> None:
-    from mtlmood.commands import synth as synth_command
+    from mtlmood_cli.commands import synth as synth_command
 
     parser = argparse.ArgumentParser()
     synth_command.register(parser.add_subparsers())

@@ -81,7 +81,7 @@ def test_output_round_trips_through_rays_schema(sets: list[str], topology: str, 
     from ray.serve.schema import ServeDeploySchema
 
     from serve.build import deployment_options, for_file, render, resolved_topology, serve_deploy_config
-    from serve.config import load_serve_config
+    from serve.config_file import load_serve_config
 
     config = load_serve_config(None, sets, study="/mnt/shared/studies/x")
     document = serve_deploy_config(config)
@@ -157,7 +157,7 @@ def test_rayservice_block_is_replaced_and_the_rest_kept(tmp_path: Path) -> None:
 
 
 def test_mtlmood_serve_reads_the_args_of_a_serve_file(tmp_path: Path, checkpoint: Path) -> None:
-    from serve.config import load_serve_config
+    from serve.config_file import load_serve_config
 
     path, _ = build(tmp_path, "--checkpoint", str(checkpoint), "--port", "8123", *SMALL)
     config = load_serve_config(path)
@@ -211,7 +211,7 @@ def _deployment(data: dict[str, Any], name: str) -> dict[str, Any]:
 def test_a_serve_file_that_disagrees_with_its_args_is_refused(
     tmp_path: Path, checkpoint: Path, edit: Callable[[dict[str, Any]], None], message: str
 ) -> None:
-    from serve.config import load_serve_config
+    from serve.config_file import load_serve_config
 
     _, data = build(tmp_path, "--checkpoint", str(checkpoint), *SMALL)
     bad = _edited(data, edit, tmp_path / "edited.yaml")
@@ -222,7 +222,7 @@ def test_a_serve_file_that_disagrees_with_its_args_is_refused(
 
 def test_keys_left_out_of_a_serve_file_are_no_disagreement(tmp_path: Path, checkpoint: Path) -> None:
     """Serve then uses the code's value, which is the one args give: nothing is overridden."""
-    from serve.config import load_serve_config
+    from serve.config_file import load_serve_config
 
     _, data = build(tmp_path, "--checkpoint", str(checkpoint), *SMALL)
 

@@ -20,7 +20,8 @@ requests = pytest.importorskip("requests")
 def test_config_validation_and_sources(
     tmp_path: Path, checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from serve.config import CHECKPOINT_ENV, STUDY_ENV, ServeConfig, load_serve_config, resolve_checkpoint
+    from serve.config import CHECKPOINT_ENV, STUDY_ENV, ServeConfig, resolve_checkpoint
+    from serve.config_file import load_serve_config
 
     monkeypatch.delenv(CHECKPOINT_ENV, raising=False)
     monkeypatch.delenv(STUDY_ENV, raising=False)

@@ -7,7 +7,7 @@ module deploys exactly that, ServeConfig's defaults but for the checkpoint, on a
 own with 2 CPUs (the shared apps of test_serve_http.py and test_serve_load.py would not leave room for it).
 
 Item 6: a 50 s soak at half the measured capacity (benchmarks/soak_bench.py runs the same
-code at 70 % for 5 minutes with the paper-size model), judged by serve.soak.judge: replica and
+code at 70 % for 5 minutes with the paper-size model), judged by benchmarks.load.soak.judge: replica and
 proxy RSS within +10 %, p99 within +25 % or within its interval (the two 20 s windows after
 10 s of warm-up), at most 1 % errors. This test's model is tiny (8 filters), so at 70 % the
 2 cores went mostly to Serve's proxy and routers, and one CI run (2026-12-06) saw p99 grow
@@ -59,7 +59,7 @@ def default_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_default_layout_runs_two_ingress_replicas_behind_routers(default_app: str) -> None:
     from serve.config import ServeConfig
-    from serve.replicas import running_replicas
+    from benchmarks.load.replicas import running_replicas
 
     defaults = ServeConfig()
     assert len(running_replicas(APP, "MoodIngress")) == defaults.ingress.min_replicas == 2
@@ -72,7 +72,7 @@ def test_sigkill_of_a_replica_under_load_gives_json_503s_and_recovers(default_ap
     """16 clients; one ingress replica gets SIGKILL mid-load. Every answer is 200, 4xx JSON or 503
     JSON with Retry-After (none of Serve's plain-text 500s), the other replica goes on answering
     while Serve starts a new one, and once it runs every answer is 200 again."""
-    from serve.replicas import running_replicas
+    from benchmarks.load.replicas import running_replicas
 
     clip = tone(4.0, seed=7)
     # Once in a while (1 of 2 full-suite runs on 2026-11-26) the killed replica held no request, or Serve
@@ -103,8 +103,8 @@ def test_short_soak_holds_memory_and_p99(default_app: str) -> None:
     > 0.25 cores) fails with its reason: the test needs a quiet machine to say anything."""
     import numpy as np
 
-    from serve.replicas import app_processes
-    from serve.soak import judge, measure_capacity, run_soak, summarise, table
+    from benchmarks.load.replicas import app_processes
+    from benchmarks.load.soak import judge, measure_capacity, run_soak, summarise, table
 
     quiet = wav_bytes(0.05 * np.random.default_rng(1).standard_normal(16000 * 8).astype(np.float32), 16000)
     clips = [("tone.wav", tone(4.0, seed=8), "audio/wav"), ("noise.wav", quiet, "audio/wav")]

@@ -90,7 +90,7 @@ def test_cli_serves_until_interrupted(
     """`mtlmood serve` deploys, answers while it blocks, and removes its app on Ctrl-C."""
     from ray import serve
 
-    import serve.cli as cli
+    import mtlmood_cli.commands.serve as cli
     from mtlmood_cli.main import main
 
     port = server["main"].rsplit(":", 1)[1]

@@ -212,13 +212,14 @@ def test_a_cuda_error_marks_the_scorer_unhealthy(checkpoint: Path, monkeypatch: 
 # ---------------------------------------------------------------------- responses
 
 
-def test_predict_body_is_a_predict_response(scorer: Any) -> None:
-    from serve.schemas import PredictResponse, model_summary, predict_body
+def test_the_response_body_is_a_predict_response(scorer: Any) -> None:
+    from mtlmood.records import model_summary, response_body
+    from serve.schemas import PredictResponse
 
     buffer = io.BytesIO()
     sf.write(buffer, np.zeros(16000, np.float32), 16000, format="WAV")
     prediction = scorer.predictor.predict_bytes(buffer.getvalue(), top_k=2)
-    body = predict_body(prediction, model_summary(scorer.predictor.card))
+    body = response_body(prediction, model_summary(scorer.predictor.card))
     assert list(body) == ["moods", "top", "n_segments", "duration_s", "model"]
     assert body["moods"] == prediction.probabilities and body["n_segments"] == 1
     assert body["top"] == [{"mood": mood, "probability": p} for mood, p in prediction.top]
@@ -245,7 +246,7 @@ def _soak_run(
 ) -> Any:
     """A synthetic 30 s soak: 10 s warm-up, two 10 s windows whose p99, RSS, other CPU and requests
     in flight are given."""
-    from serve.soak import Sample, Sent, SoakRun
+    from benchmarks.load.soak import Sample, Sent, SoakRun
 
     run = SoakRun(rate_rps=20.0, duration_s=30.0)
     for i in range(600):
@@ -265,7 +266,7 @@ def _soak_run(
 
 
 def test_soak_rule_compares_first_and_last_window_after_warm_up() -> None:
-    from serve.soak import judge, summarise, table
+    from benchmarks.load.soak import judge, summarise, table
 
     steady = summarise(_soak_run((100, 110), (500, 520), (0.0, 0.0)), window_s=10, warmup_s=10)
     assert [w.warmup for w in steady] == [True, False, False] and [w.requests for w in steady] == [200, 200, 200]
@@ -296,7 +297,7 @@ def test_soak_judge_counts_a_p99_drift_only_beyond_its_interval() -> None:
     same windows with a tail that moved as a whole (points, intervals apart) fail."""
     import numpy as np
 
-    from serve.soak import Sample, Sent, SoakRun, judge, summarise
+    from benchmarks.load.soak import Sample, Sent, SoakRun, judge, summarise
 
     def run_with_tails(first: Any, last: Any) -> Any:
         run = SoakRun(rate_rps=20.0, duration_s=30.0)

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from mtlmood.errors import ConfigError
-from serve.config import ServeConfig, checkpoint_source, load_serve_config, resolve_checkpoint, study_selection
+from serve.config import ServeConfig, checkpoint_source, resolve_checkpoint, study_selection
+from serve.config_file import load_serve_config
 
 
 def best_checkpoint_of_study(run_dir: Path, cell: str = "") -> Path:

@@ -26,7 +26,7 @@ def _cells() -> dict[str, Cell]:
 
 def _curve(scores: dict[str, dict[float, float]], seeds=(1, 2), round_of=None) -> pd.DataFrame:
     """Curve rows: per cell and multiple, one row per seed at score +- 1 (the seed mean is the score)."""
-    from study.runner import arm_name
+    from study.results import arm_name
 
     rows = []
     for key, by_factor in scores.items():

@@ -63,16 +63,20 @@ def run_export(args: argparse.Namespace) -> int:
     """Export, validate, write the card beside the file; one line each."""
     from mtlmood.export import export_checkpoint
     from mtlmood.model_card import MODEL_CARD_FILE, write_model_card
+    from study.report.model_cards import find_study_record
 
     result = export_checkpoint(args.checkpoint, args.format, args.output, args.audio)
     print(result.summary())
-    card = write_model_card(args.checkpoint, result.path.parent / MODEL_CARD_FILE, export=result)
+    study = find_study_record(args.checkpoint)  # the evidence of the study that chose it, if one did
+    card = write_model_card(args.checkpoint, result.path.parent / MODEL_CARD_FILE, export=result, study=study)
     print(f"wrote {card}")
     return 0
 
 
 def run_model_card(args: argparse.Namespace) -> int:
     from mtlmood.model_card import write_model_card
+    from study.report.model_cards import find_study_record
 
-    print(f"wrote {write_model_card(args.checkpoint, args.output)}")
+    study = find_study_record(args.checkpoint)  # the evidence of the study that chose it, if one did
+    print(f"wrote {write_model_card(args.checkpoint, args.output, study=study)}")
     return 0

@@ -41,7 +41,7 @@ LATENCY_BUCKETS_S = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 SEGMENT_BUCKETS = [k + 0.5 for k in range(10)]  # a song's first 29 s give at most 9 segments
 BATCH_BUCKETS = [k + 0.5 for k in range(17)] + [32.5, 64.5, 128.5]  # requests per forward (default max 16)
 
-# Our names -> what Ray's Prometheus endpoint calls them (checked by tests/serve/test_serve_metrics.py).
+# Our names -> what Ray's Prometheus endpoint calls them (checked by tests/serve/test_serve_telemetry.py).
 EXPORTED = {
     "mtlmood_requests": "ray_mtlmood_requests_total",
     "mtlmood_request_duration_seconds": "ray_mtlmood_request_duration_seconds",

@@ -1,22 +1,22 @@
-"""`mtlmood study run|report` and `mtlmood demo` (the embedded default main job).
+"""`mtlmood study run|plan|report`: run, plan or report an alpha study, and say where its results are.
 
-Ray is imported inside the run functions only, so `mtlmood --help` stays fast.
+The work is study's (study.runner, study.plan, study.report.writer); this module parses the
+arguments and prints the outcome. Ray is imported inside the run functions only, so
+`mtlmood --help` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
-import pandas as pd
-
 from mtlmood import storage
-from mtlmood.commands.common import add_override_argument
 from mtlmood.errors import ConfigError
+from mtlmood_cli.arguments import add_override_argument
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `study` (with its `run`, `plan` and `report` actions) to the CLI."""
     study = subparsers.add_parser("study", help="run or report an alpha study (Ray Tune + Optuna over Ray Train)")
     actions = study.add_subparsers(dest="study_command", metavar="ACTION")
 
@@ -52,18 +52,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     study.set_defaults(func=lambda args: study.print_help() or 2)
 
-    demo = subparsers.add_parser(
-        "demo",
-        help="the main job on the embedded default: synthesize, prepare, "
-        "run a small study on local Ray, write the report",
-    )
-    demo.add_argument("--output", default="runs/demo", help="where data, study and report go")
-    add_override_argument(demo, "curve.seeds=[1,2,3]")
-    demo.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    demo.set_defaults(
-        func=cmd_demo, interrupted="interrupted; finished steps are kept; re-run the same command to resume"
-    )
-
 
 def print_outcome(run_dir: str | Path, best: str) -> None:
     """Where the report, tables and checkpoint are, and the verdict lines."""
@@ -83,6 +71,7 @@ def print_outcome(run_dir: str | Path, best: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Run (or resume) the study under its run-directory lock on Ray, then print the outcome."""
     from mtlmood.datasets import load_run_songs
     from mtlmood.runlock import RunLock
     from study.config import load_study_config
@@ -100,24 +89,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_trials(run_dir: str | Path) -> pd.DataFrame:
-    """The trial tables of a study's finished phases."""
-    from study.runner import CURVE, SEARCH, TRIALS_FILE
-
-    tables = []
-    for phase in (SEARCH, CURVE):
-        try:
-            tables.append(pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(run_dir, phase, TRIALS_FILE)))))
-        except FileNotFoundError:
-            continue
-    if not tables:
-        raise ConfigError(f"{run_dir} holds no finished study phase; run `mtlmood study run` to start or resume it")
-    return pd.concat(tables, ignore_index=True)
-
-
 def cmd_report(args: argparse.Namespace) -> int:
+    """Write the report of a study directory (local or a URI) from its finished phases."""
     from study.config import load_study_config
     from study.report.writer import write_study_report
+    from study.runner import load_trials
 
     run_dir = storage.normalize(args.run_dir)
     if not storage.is_uri(run_dir):
@@ -133,15 +109,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    """Print the cells and planned trials of a study config (no training)."""
     from study.config import load_study_config
     from study.plan import print_plan
 
     print_plan(load_study_config(args.config, args.overrides), args.pilot)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from study.demo import run_demo
-
-    run_demo(Path(args.output), args.overrides, args.num_cpus)
     return 0

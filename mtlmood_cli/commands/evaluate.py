@@ -14,7 +14,7 @@ import json
 import math
 from typing import TYPE_CHECKING
 
-from mtlmood.commands.common import add_config_arguments
+from mtlmood_cli.arguments import add_config_arguments
 
 if TYPE_CHECKING:
     from mtlmood.metrics import Scores

@@ -7,8 +7,9 @@ write the Ray Serve config file that deploys it with `serve run` / `serve deploy
     mtlmood serve build --study /mnt/shared/mtlmood/studies/alpha -o serve.yaml   # then: serve deploy serve.yaml
 
 ``--config`` takes a YAML of ServeConfig fields or a Serve config file that `serve build`
-wrote (its ``args``). Ray is imported inside the run functions only, so `mtlmood --help`
-stays fast.
+wrote (its ``args``; serve.config_file.load_serve_config). The application is serve's
+(serve.app.build_app, serve.build); this module parses the arguments, starts Ray and
+prints. Ray is imported inside the run functions only, so `mtlmood --help` stays fast.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from mtlmood.commands.common import add_override_argument
 from mtlmood.errors import ConfigError
 from mtlmood.fileio import atomic_write_text
+from mtlmood_cli.arguments import add_override_argument
 
 if TYPE_CHECKING:
     from serve.config import ServeConfig
@@ -51,6 +52,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `serve` (with its `build` action) to the CLI."""
     parser = subparsers.add_parser(
         "serve",
         help="serve a checkpoint (or a study's best) over HTTP with Ray Serve, until Ctrl-C",
@@ -87,7 +89,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _load_config(args: argparse.Namespace, check: bool = True) -> "ServeConfig":
     """Defaults <- --config <- --set <- --checkpoint/--study/--cell/--host/--port."""
-    from serve.config import load_serve_config
+    from serve.config_file import load_serve_config
 
     source = {}
     if args.checkpoint or args.study:  # a flag replaces whatever source the config file named
@@ -98,6 +100,7 @@ def _load_config(args: argparse.Namespace, check: bool = True) -> "ServeConfig":
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    """Write the Ray Serve config file (stdout, --output and/or a RayService manifest)."""
     from mtlmood import storage
     from serve.build import embed_in_rayservice, gpus_note, render, serve_deploy_config
 
@@ -131,6 +134,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Deploy the endpoint on a local or joined Ray and block until Ctrl-C, then remove it."""
     from mtlmood import storage
     from serve.config import checkpoint_source, resolve_checkpoint
 

@@ -46,7 +46,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from serve.replicas import rss_bytes
+from benchmarks.load.replicas import rss_bytes
 
 Clip = tuple[str, bytes, str]  # (name, audio bytes, Content-Type)
 TIMEOUT_S = 60.0  # per request

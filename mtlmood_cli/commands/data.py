@@ -13,8 +13,8 @@ import argparse
 import dataclasses
 import json
 
-from mtlmood.commands.common import add_config_arguments, run_config_from_args
 from mtlmood.config import METADATA_SETS, RunConfig
+from mtlmood_cli.arguments import add_config_arguments, run_config_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -27,7 +27,7 @@ from helpers.serve_apps import MOODS
 from helpers.serve_http import TIMEOUT, free_port
 
 from mtlmood.synth.checkpoints import untrained_checkpoint
-from serve.metrics import EXPORTED
+from serve.telemetry import EXPORTED
 
 APP = "metrics"
 SCRAPE_DEADLINE_S = 60.0  # Ray's agent exports every report interval (1 s here, 10 s by default)
@@ -84,13 +84,13 @@ def test_middleware_counts_route_templates_and_writes_json_access_lines(monkeypa
     import ray.serve  # noqa: F401  # its first import replaces the ray.serve logger's handlers: before ours
     from fastapi import FastAPI
 
-    import serve.metrics as metrics
+    import serve.telemetry as telemetry
 
     fake = FakeMetrics()
-    monkeypatch.setattr(metrics, "_metrics", fake)
-    monkeypatch.setenv(metrics.ACCESS_LOG_ENV, "json")
+    monkeypatch.setattr(telemetry, "_metrics", fake)
+    monkeypatch.setenv(telemetry.ACCESS_LOG_ENV, "json")
     app = FastAPI()
-    app.add_middleware(metrics.RequestMetrics)
+    app.add_middleware(telemetry.RequestMetrics)
 
     @app.get("/items/{item}")
     async def item(item: str) -> dict[str, str]:
@@ -142,7 +142,7 @@ def test_middleware_counts_route_templates_and_writes_json_access_lines(monkeypa
 
 
 def test_a_failing_metric_never_fails_the_request() -> None:
-    from serve.metrics import EndpointMetrics
+    from serve.telemetry import EndpointMetrics
 
     class Broken:
         def inc(self, *args: Any, **kwargs: Any) -> None:
@@ -314,7 +314,7 @@ def test_metrics_reach_rays_prometheus_endpoint_with_the_right_counts(served: di
     assert total(samples, "ray_mtlmood_forward_duration_seconds_count") == batches
     assert {s["deployment"] for n, s, _ in samples if n == "ray_mtlmood_batch_size_count"} == {"MoodModel"}
 
-    # The names and types serve.metrics.EXPORTED (and the RUNBOOK) promise; no gauge copy of the counter.
+    # The names and types serve.telemetry.EXPORTED (and the RUNBOOK) promise; no gauge copy of the counter.
     exported = {name: kind for name, kind in types.items() if "mtlmood" in name}
     assert exported == {
         EXPORTED[name]: "counter" if name == "mtlmood_requests" else "histogram" for name in EXPORTED

@@ -16,9 +16,8 @@ exactly the one the study's trials read. ``--address`` computes the songs as Ray
 (study/prepare_ray.py; the audio and the cache must be on storage every node mounts at
 the same path); without it, local processes and no Ray.
 
-This command lives in the CLI package, not in ``mtlmood.commands``, because it combines
-two layers: ``mtlmood.prepare`` does the work either way and ``study.prepare_ray``
-supplies the Ray runner, and only this package may import both.
+It combines two layers: ``mtlmood.prepare`` does the work either way and
+``study.prepare_ray`` supplies the Ray runner; only the CLI package may import both.
 """
 
 from __future__ import annotations
@@ -28,8 +27,8 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mtlmood.commands.common import add_config_arguments, run_config_from_args
 from mtlmood.config import RunConfig
+from mtlmood_cli.arguments import add_config_arguments, run_config_from_args
 
 if TYPE_CHECKING:  # imported for real inside the run functions: `mtlmood --help` stays fast
     from mtlmood.datasets.base import SongRecord

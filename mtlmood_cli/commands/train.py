@@ -22,7 +22,7 @@ import dataclasses
 import math
 from typing import TYPE_CHECKING
 
-from mtlmood.commands.common import add_config_arguments, run_config_from_args
+from mtlmood_cli.arguments import add_config_arguments, run_config_from_args
 
 if TYPE_CHECKING:
     from mtlmood.train_state import EpochResult, TrainState
