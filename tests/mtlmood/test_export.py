@@ -13,8 +13,8 @@ import pytest
 import torch
 from helpers.mtl_synthetic import make_run_data, small_config
 
-import mtlmood.commands.export as command
 import mtlmood.export as export
+import mtlmood_cli.commands.export as command
 from mtlmood.checkpoint import load_checkpoint, save_checkpoint
 from mtlmood.export import ExportError, ExportResult, export_checkpoint, pytorch_probabilities
 from mtlmood.model_card import MODEL_CARD_FILE
