@@ -46,6 +46,17 @@ def magnatagatune_dir() -> Path:
     return _require(SHARED_DATA / "magnatagatune")
 
 
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained multi-task checkpoint (8 filters, 48 x 32 input, 3 moods, 6 artists, alpha
+    auto, 2 epochs of `mtlmood train` on helpers.train_cli's synthetic set), trained once per
+    session, for tests that need trained weights (real BatchNorm statistics, a metadata head) but
+    are not about training. Shared: copy it before writing into it."""
+    from helpers.train_cli import train_small_model
+
+    return train_small_model(tmp_path_factory.mktemp("trained"))
+
+
 # ------------------------------------------------------------------ test tiers
 # `make test-fast` runs `-m "not ray and not slow"`. A test is marked `ray` automatically when its
 # own code or any fixture it uses (fixtures of fixtures included) names one of these ways of

@@ -10,12 +10,9 @@ from typing import Iterator
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from mtlmood.batch_predict import BatchOutput, resolve_inputs
-from mtlmood.checkpoint import ModelCard, save_checkpoint
-from mtlmood.config import FeatureConfig, ModelConfig
-from mtlmood.model import MoodCNN
+from mtlmood.synth.checkpoints import untrained_checkpoint
 from mtlmood_cli.main import main
 
 MOODS = ["calm", "dark", "energetic", "happy", "sad"]
@@ -35,16 +32,11 @@ def ray_local() -> Iterator[None]:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained paper-input model, 8 filters wide, with non-trivial BatchNorm statistics."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_filters=8)
-    model = MoodCNN(cfg, len(MOODS), 50)
-    with torch.no_grad():
-        for bn in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-            bn.running_mean.uniform_(0.0, 0.5)
-            bn.running_var.uniform_(0.5, 2.0)
+    artists = [f"a{i}" for i in range(50)]
     directory = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(directory, model, ModelCard(MOODS, [f"a{i}" for i in range(50)], cfg, FeatureConfig(), 0.1))
-    return directory
+    return untrained_checkpoint(
+        directory, n_filters=8, moods=MOODS, meta_names=artists, alpha=0.1, realistic_batchnorm=True
+    )
 
 
 @pytest.fixture

@@ -32,8 +32,7 @@ from mtlmood.config import RunConfig
 from mtlmood.config_io import load_config, resolve_run_paths
 from mtlmood.errors import ConfigError, MtlmoodError
 from mtlmood_cli.main import main
-from serve.config import ServeConfig
-from serve.config_file import load_serve_config
+from serve.config import ServeConfig, load_serve_config
 from study.config import StudyConfig, load_study_config
 
 EXAMPLES = 60  # per command: 1-5 s each once the command's modules are imported
@@ -305,9 +304,8 @@ def test_random_overrides_never_break_a_command(
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny real checkpoint whose card's run config points at a dataset that does not exist."""
-    from mtlmood.checkpoint import ModelCard, save_checkpoint
     from mtlmood.config import FeatureConfig, LabelConfig, ModelConfig
-    from mtlmood.model import MoodCNN
+    from mtlmood.synth.checkpoints import untrained_checkpoint
 
     directory = tmp_path_factory.mktemp("checkpoint")
     model_config = ModelConfig(n_filters=4, n_blocks=2, segment_frames=16, n_mels=8)
@@ -319,18 +317,17 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         labels=LabelConfig(n_moods=3, metadata="none"),
         train=dataclasses.replace(RunConfig().train, device="cpu"),
     )
-    card = ModelCard(
-        mood_names=["calm", "dark", "happy"],
-        meta_names=[],
+    return untrained_checkpoint(
+        directory / "model",
         model=model_config,
-        features=run.features,
+        moods=["calm", "dark", "happy"],
+        meta_names=[],
         alpha=0.0,
+        features=run.features,
         dataset=run.dataset,
         labels=run.labels,
         run_config=to_dict(run),
     )
-    save_checkpoint(directory / "model", MoodCNN(model_config, 3, 0), card)
-    return directory / "model"
 
 
 def test_random_overrides_never_break_evaluate_of_a_real_checkpoint(

@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from mtlmood.checkpoint import ModelCard, save_checkpoint
 from mtlmood.config import DatasetConfig, FeatureConfig, LabelConfig, ModelConfig
-from mtlmood.model import MoodCNN
+from mtlmood.synth.checkpoints import untrained_checkpoint
 
 MOODS = ["calm", "dark", "happy"]
 # Deliberately unlike the paper's values, so a hard-coded 16 kHz / 96 / 187 would show.
@@ -27,20 +24,16 @@ TEST = {
 
 
 def card_checkpoint(directory: Path, n_meta: int = 3, alpha: float = 0.5, **card: Any) -> Path:
+    """An untrained checkpoint of MODEL / FEATURES whose card carries known scores and settings
+    (``n_meta`` metadata outputs: artists and one year bucket; ``card``: further card fields)."""
     meta = [f"artist:a{i}" for i in range(n_meta - 1)] + (["year:2005-2009"] if n_meta else [])
     options: dict[str, Any] = dict(
-        mood_names=MOODS,
-        meta_names=meta,
-        model=MODEL,
-        features=FEATURES,
-        alpha=alpha,
         dataset=DatasetConfig(name="synthetic", root="/data/synth"),
         labels=LabelConfig(n_moods=3, metadata="artist+year" if n_meta else "none", n_artists=2),
         metrics={"best_epoch": 4, "validation": {"pr_auc": 60.1, "n_songs": 70}, "test": TEST},
-        seed=7,
         run_config={"train": {"alpha": "auto"}},
     )
     options.update(card)
-    torch.manual_seed(0)
-    save_checkpoint(directory, MoodCNN(options["model"], len(MOODS), n_meta), ModelCard(**options))
-    return directory
+    return untrained_checkpoint(
+        directory, model=MODEL, features=FEATURES, moods=MOODS, meta_names=meta, alpha=alpha, seed=7, **options
+    )

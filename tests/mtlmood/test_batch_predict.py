@@ -13,14 +13,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from mtlmood.batch_predict import BatchOutput, iter_predictions, resolve_inputs
-from mtlmood.checkpoint import ModelCard, save_checkpoint
+from mtlmood.checkpoint import ModelCard
 from mtlmood.config import FeatureConfig, ModelConfig
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.inference import Prediction, Predictor
-from mtlmood.model import MoodCNN
 from mtlmood.records import (
     BATCH_FIELDS,
     PREDICTION_FIELDS,
@@ -34,6 +32,7 @@ from mtlmood.records import (
     to_table,
 )
 from mtlmood.storage import local_checkpoint
+from mtlmood.synth.checkpoints import untrained_checkpoint
 from mtlmood_cli.main import main
 
 MOODS = ["calm", "dark", "energetic", "happy", "sad"]
@@ -43,12 +42,10 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained paper-input model, 8 filters wide (fast), saved as a real checkpoint."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_filters=8)
-    directory = tmp_path_factory.mktemp("ckpt")
-    card = ModelCard(MOODS, [f"artist:{i}" for i in range(50)], cfg, FeatureConfig(), alpha=0.1)
-    save_checkpoint(directory, MoodCNN(cfg, len(MOODS), 50), card)
-    return directory
+    artists = [f"artist:{i}" for i in range(50)]
+    return untrained_checkpoint(
+        tmp_path_factory.mktemp("ckpt"), n_filters=8, moods=MOODS, meta_names=artists, alpha=0.1
+    )
 
 
 @pytest.fixture(scope="module")

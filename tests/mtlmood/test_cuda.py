@@ -50,8 +50,12 @@ def test_fit_on_cuda_learns_like_the_cpu(data: RunData, sampler: str) -> None:
     gpu = _fit(data, device="cuda", sampler=sampler)
     _learned(gpu, data)
     assert cpu.test is not None and gpu.test is not None
-    # Same seed, same batches; only float arithmetic differs (TF32, cuDNN algorithms).
-    assert abs(gpu.test["pr_auc"] - cpu.test["pr_auc"]) < 10, (gpu.test, cpu.test)
+    # Same seed, same batches; only float arithmetic differs (TF32, cuDNN algorithms). Measured on
+    # 2026-12-06 (CPU, these settings, 23 test songs): test PR-AUC over seeds 0-5 spans 97.35-100
+    # (seeds 0-2 all 100: saturated), so even a run decorrelated as much as another seed stays
+    # within 2.65 points; changing only the arithmetic on the CPU (channels-last fp32, bf16
+    # autocast, coarser than TF32) moved it by at most 0.93 points. 3 points covers both.
+    assert abs(gpu.test["pr_auc"] - cpu.test["pr_auc"]) < 3, (gpu.test, cpu.test)
 
 
 def test_bf16_channels_last_on_cuda(data: RunData) -> None:
@@ -74,18 +78,9 @@ def test_a_cuda_checkpoint_serves_on_cpu_and_cuda(data: RunData, tmp_path: Path)
 
 def test_predict_files_on_cuda_matches_cpu(data: RunData, tmp_path: Path, real_audio_dir: Path) -> None:
     """The whole path (decode, log-mel, segments, forward, mean) on real clips, GPU vs CPU."""
-    from mtlmood.checkpoint import ModelCard
-    from mtlmood.config import FeatureConfig, ModelConfig
-    from mtlmood.model import MoodCNN
+    from mtlmood.synth.checkpoints import untrained_checkpoint
 
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_filters=16)
-    moods = ["calm", "happy", "dark"]
-    save_checkpoint(
-        tmp_path,
-        MoodCNN(cfg, len(moods), 0),
-        ModelCard(mood_names=moods, meta_names=[], model=cfg, features=FeatureConfig(), alpha=0.0),
-    )
+    untrained_checkpoint(tmp_path, n_filters=16, moods=["calm", "happy", "dark"], meta_names=[], alpha=0.0)
     files = sorted(p for p in real_audio_dir.iterdir() if p.suffix.lower() in {".ogg", ".mp3", ".flac", ".wav"})
     assert files
     cpu = list(Predictor.from_checkpoint(tmp_path, device="cpu").predict_files(files))

@@ -4,35 +4,27 @@ validation is one error line and leaves no file."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers.mtl_synthetic import make_run_data, small_config
 
+import mtlmood.commands.export as command
 import mtlmood.export as export
-import mtlmood_cli.commands.export as command
-from mtlmood.checkpoint import load_checkpoint, save_checkpoint
+from mtlmood.checkpoint import load_checkpoint
 from mtlmood.export import ExportError, ExportResult, export_checkpoint, pytorch_probabilities
 from mtlmood.model_card import MODEL_CARD_FILE
-from mtlmood.train import fit
 from mtlmood_cli.main import main
 
 FORMATS = ("onnx", "torchscript")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny multi-task model trained for two short epochs (BatchNorm statistics are real, not 0/1)."""
-    root = tmp_path_factory.mktemp("export")
-    config = small_config(root / "cache", alpha="auto", max_epochs=2, max_batches_per_epoch=4)
-    config = dataclasses.replace(config, output_dir=str(root / "run"))
-    result = fit(make_run_data(root / "cache", config, n_songs=60), config)
-    save_checkpoint(root / "ckpt", result.model, result.model_card())
-    return root / "ckpt"
+def checkpoint(trained_checkpoint: Path) -> Path:
+    """The session's small trained multi-task model (BatchNorm statistics are real, not 0/1)."""
+    return trained_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from mtlmood.checkpoint import ModelCard, save_checkpoint
 from mtlmood.config import FeatureConfig, ModelConfig
 from mtlmood.errors import AudioDecodeError, CheckpointError
 from mtlmood.inference import Predictor, segment_song, song_probabilities
 from mtlmood.model import MoodCNN
+from mtlmood.synth.checkpoints import untrained_checkpoint
 
 MOODS = ["calm", "dark", "energetic", "happy", "sad"]
 SEGMENT = ModelConfig().segment_frames  # the paper's ~3 s window
@@ -63,19 +63,9 @@ def test_song_probabilities_average_segment_sigmoids_and_batching_does_not_matte
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
     """An (untrained) paper-input model, 8 filters wide, saved and loaded as a real checkpoint."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_filters=8)
-    directory = tmp_path_factory.mktemp("ckpt")
-    save_checkpoint(
-        directory,
-        MoodCNN(cfg, len(MOODS), 50),
-        ModelCard(
-            mood_names=MOODS,
-            meta_names=[f"artist:{i}" for i in range(50)],
-            model=cfg,
-            features=FeatureConfig(),
-            alpha=0.1,
-        ),
+    artists = [f"artist:{i}" for i in range(50)]
+    directory = untrained_checkpoint(
+        tmp_path_factory.mktemp("ckpt"), n_filters=8, moods=MOODS, meta_names=artists, alpha=0.1
     )
     return Predictor.from_checkpoint(directory)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from test_train_resume import REPO, TIMEOUT, child_env, cli_dataset, train_command, wait_for
+from helpers.train_cli import REPO, TIMEOUT, child_env, cli_dataset, train_command, wait_for
 
 from mtlmood.runlock import LOCK_FILE, RunDirInUse, RunLock, command_line, held_here, read_owner
 from mtlmood_cli.main import main
@@ -267,18 +267,32 @@ def test_run_study_is_refused_while_another_process_runs_the_study(
 def test_study_run_command_is_refused_before_ray_starts(
     holder: tuple[subprocess.Popen, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    import ray
+
     process, directory = holder
     data = directory.parent / "data"
     data.mkdir()
     (data / "manifest.csv").write_text("song_id,path,moods,artist,year\ns1,audio/s1.wav,happy,a1,2001\n")
+    if ray.is_initialized():  # left by an earlier test: this one must see whether the command starts Ray
+        ray.shutdown()
     started = time.monotonic()
-    code = main(
-        ["study", "run", "synthetic", "--set", f"storage_path={directory.parent}", "--set", f"name={directory.name}"]
-        + ["--set", f"run.dataset.root={data}"]
-    )
-    err = capsys.readouterr().err
-    assert code == 2 and f"pid {process.pid}" in err and len(err.strip().splitlines()) == 1
-    assert time.monotonic() - started < 30  # no Ray start: refused at once
-    import ray
-
-    assert not ray.is_initialized()
+    try:
+        code = main(
+            [
+                "study",
+                "run",
+                "synthetic",
+                "--set",
+                f"storage_path={directory.parent}",
+                "--set",
+                f"name={directory.name}",
+            ]
+            + ["--set", f"run.dataset.root={data}"]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and f"pid {process.pid}" in err and len(err.strip().splitlines()) == 1
+        assert time.monotonic() - started < 30  # no Ray start: refused at once
+        assert not ray.is_initialized()
+    finally:
+        if ray.is_initialized():  # the command started Ray after all: stop it for the tests after this one
+            ray.shutdown()

@@ -217,11 +217,22 @@ def test_bf16_autocast_and_channels_last_train(data: RunData) -> None:
     assert result.model.mood_head.weight.dtype == torch.float32  # autocast, not a bf16 model
 
 
-def test_callers_keep_importing_the_state_types_from_train() -> None:
-    """study/trial.py, the benchmarks and the CLI import these names from mtlmood.train."""
-    import mtlmood.train as train
-    from mtlmood import distributed, train_state
-
-    for name in ("EpochResult", "TrainState", "FitResult", "SplitEvaluation", "Callback", "build_card", "STATE_FORMAT"):
-        assert getattr(train, name) is getattr(train_state, name), name
-    assert train.resolve_device is distributed.resolve_device
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"format": 0}, "not a TrainState.to_dict\\(\\) snapshot"),
+        ({"n_moods": 4}, "4 mood / 6 meta outputs, this run 3 / 6"),
+        ({"alpha_mode": "learned"}, "trained with a learned alpha"),
+    ],
+)
+def test_a_snapshot_of_another_format_or_model_is_refused_before_training(
+    data: RunData, multitask: dict[str, Any], change: dict[str, Any], message: str
+) -> None:
+    """What fit() resumes from must be this run's kind of TrainState: an older snapshot format,
+    other output heads or another alpha mode is a CheckpointError naming the difference, raised
+    before any epoch runs (the callback never fires)."""
+    state = {**load_train_state(multitask["snapshot"]), **change}
+    epochs: list[int] = []
+    with pytest.raises(CheckpointError, match=message):
+        fit(data, multitask["config"], resume=state, callback=lambda epoch, _: epochs.append(epoch.epoch))
+    assert epochs == []

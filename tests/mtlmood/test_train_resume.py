@@ -1,6 +1,7 @@
 """`mtlmood train` survives being killed: a run SIGKILLed mid-training and re-run with the
-same command ends with bit-identical weights to an uninterrupted run; a finished run is
-not trained again; other settings in the same directory are refused; --restart starts over.
+same command ends with bit-identical weights to an uninterrupted run, and so does one
+stopped by Ctrl-C; a finished run is not trained again; other settings in the same
+directory are refused; --restart starts over.
 
 The runs are real `python -m mtlmood_cli train` processes on the small synthetic feature
 set of the other train tests (CPU, one thread). Every wait is bounded.
@@ -10,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,73 +21,14 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from helpers.mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
+from helpers.train_cli import REPO, TIMEOUT, child_env, cli_dataset, train_command, wait_for
 
-from mtlmood.cache import write_cache
 from mtlmood.checkpoint import CARD_FILE, WEIGHTS_FILE, load_train_state
-from mtlmood.config import FeatureConfig
 from mtlmood.runlock import LOCK_FILE
 from mtlmood.train import STATE_FILE
 from mtlmood_cli.main import main
 
-REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 4
-TIMEOUT = 240  # seconds any one `mtlmood train` process may take on a busy 2-core machine
-
-
-def cli_dataset(root: Path, epochs: int = EPOCHS) -> Path:
-    """A csv manifest with cached features and a small run config for it (as in
-    test_cli_train); returns the config's path."""
-    root.mkdir(parents=True, exist_ok=True)
-    items, labelled, _ = synthetic_songs(150)
-    rows = ["song_id,path,moods,artist"]
-    for i, song in enumerate(labelled.song_ids):
-        moods = ";".join(m for m, on in zip(MOODS, labelled.mood_targets[i]) if on)
-        artist = labelled.meta_names[int(labelled.meta_targets[i].argmax())].split(":")[1]
-        rows.append(f"{song},audio/{song}.ogg,{moods},{artist}")
-    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    write_cache(root / "features", items, FeatureConfig(n_mels=N_MELS))
-    config = {
-        "dataset": {"name": "csv", "root": str(root / "manifest.csv")},
-        "features": {"n_mels": N_MELS},
-        "labels": {"n_moods": len(MOODS), "metadata": "artist", "n_artists": 6},
-        "model": {"n_filters": 8, "n_blocks": 3, "segment_frames": SEGMENT, "n_mels": N_MELS, "bn_momentum": 0.1},
-        # patience = epochs: every run trains all epochs, so a kill lands before the end.
-        "train": {
-            "alpha": "auto",
-            "batch_size": 16,
-            "max_batches_per_epoch": 32,
-            "max_epochs": epochs,
-            "patience": epochs,
-            "num_threads": 1,
-            "device": "cpu",
-        },
-    }
-    (root / "run.yaml").write_text(yaml.safe_dump(config))
-    return root / "run.yaml"
-
-
-def train_command(config: Path, output: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "mtlmood_cli", "train", "--config", str(config), "--output", str(output), *extra]
-
-
-def child_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float) -> None:
-    """Poll until ``path`` exists; fail (after killing ``process``) if it does not in time
-    or the process ends first."""
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if process.poll() is not None:
-            out, err = process.communicate(timeout=10)
-            pytest.fail(f"the process ended ({process.returncode}) before {path.name} appeared:\n{out}\n{err}")
-        if time.monotonic() > deadline:
-            process.kill()
-            process.communicate(timeout=30)
-            pytest.fail(f"{path} did not appear within {timeout:.0f} s")
-        time.sleep(0.02)
 
 
 def weights_sha256(directory: Path) -> str:
@@ -107,7 +47,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """An uninterrupted run (``full``) and, beside it, the same command SIGKILLed after its
     first epoch state appeared and then re-run to the end (``resumed``)."""
     root = tmp_path_factory.mktemp("resume")
-    config = cli_dataset(root / "data")
+    config = cli_dataset(root / "data", epochs=EPOCHS)
     full, resumed = root / "full", root / "resumed"
     started = time.monotonic()
     # Both at once (one thread each): the uninterrupted run and the one to be killed.
@@ -222,7 +162,33 @@ def test_restart_discards_the_run_and_trains_from_scratch(
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["max_epochs"] == 1
 
 
-def test_the_ctrl_c_line_promises_the_resume() -> None:
-    from mtlmood.commands.train import INTERRUPTED
+def test_ctrl_c_keeps_the_finished_epochs_and_the_same_command_resumes(
+    runs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C right after epoch 1 (a KeyboardInterrupt from its progress line): exit 130 with one
+    line that promises the resume, epoch 1's state on disk, no lock left; the same command then
+    trains only the other epochs and ends with the uninterrupted run's weights."""
+    import mtlmood.train as train
 
-    assert INTERRUPTED == "interrupted; finished epochs are kept, re-run the same command to resume"
+    out = tmp_path / "interrupted"
+    argv = ["train", "--config", str(runs["config"]), "--output", str(out)]
+    progress_line = train.format_epoch
+
+    def ctrl_c_after_epoch_1(result: Any, *args: Any) -> str:
+        if result.epoch == 1:
+            raise KeyboardInterrupt
+        return progress_line(result, *args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "format_epoch", ctrl_c_after_epoch_1)
+        assert main(argv) == 130
+    assert capsys.readouterr().err == (
+        "mtlmood train: interrupted; finished epochs are kept, re-run the same command to resume\n"
+    )
+    assert load_train_state(out / STATE_FILE)["epoch"] == 1
+    assert not (out / CARD_FILE).exists() and not (out / LOCK_FILE).exists()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"resuming {out} after epoch 1/{EPOCHS}" in printed
+    assert printed.count(f"/{EPOCHS}  loss") == EPOCHS - 1
+    assert weights_sha256(out) == weights_sha256(runs["full"])
