@@ -99,8 +99,8 @@ class Scorer:
     of mtlmood.records' batch schema (an Arrow table)."""
 
     def __init__(self, checkpoint: str, device: str, precision: str, top_k: int) -> None:
+        from mtlmood.checkpoint_pointer import local_checkpoint
         from mtlmood.inference import Predictor
-        from mtlmood.storage import local_checkpoint
 
         # ``checkpoint`` may be a URI: every node fetches (and caches) its own copy.
         self.predictor = Predictor.from_checkpoint(local_checkpoint(checkpoint), device=device, precision=precision)
@@ -177,7 +177,7 @@ def predict_with_ray(
     import ray.data
 
     from mtlmood.checkpoint import read_card
-    from mtlmood.storage import local_checkpoint
+    from mtlmood.checkpoint_pointer import local_checkpoint
 
     started = time.perf_counter()
     card = read_card(local_checkpoint(checkpoint))

@@ -1,11 +1,9 @@
 """Names of the files one layer writes and another reads, in one place (no heavy imports:
-the Serve ingress reads them without loading torch)."""
+the Serve ingress reads them without loading torch). The checkpoint pointer of a study,
+whose format the core owns too, is mtlmood.checkpoint_pointer.BEST_CHECKPOINTS_FILE."""
 
 from __future__ import annotations
 
-# A study's pointer to the best checkpoint of each of its cells (written by study/report,
-# read by serve).
-BEST_CHECKPOINTS_FILE = "best_checkpoint.json"
 # The resumable training state (model, optimizer, early stopping), one per run or trial.
 TRAIN_STATE_FILE = "train_state.pt"
 # What a study says about a checkpoint it chose as a cell's best (mtlmood.study_evidence.StudyRecord

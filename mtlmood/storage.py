@@ -5,7 +5,10 @@ is what Ray Tune and Ray Train read for their ``storage_path``).
     run_dir = "s3://bucket/studies/my-study"         # or "/mnt/shared/studies/my-study"
     write_json(join(run_dir, "cells.json"), cells)    # local: temp file + rename; S3: one PUT
     frame = pd.read_parquet(io.BytesIO(read_bytes(join(run_dir, "search", "trials.parquet"))))
-    model_dir = local_checkpoint(run_dir)              # the study's best model, as a local folder
+
+Local copies of remote folders (and where the lock of a URI run lives) are
+mtlmood.remote_cache; a checkpoint or a study's chosen one as a local folder is
+mtlmood.checkpoint_pointer.local_checkpoint.
 
 Every write of one file is atomic: a local file is written to a temp file and renamed
 (mtlmood.fileio), an object appears only when its PUT (single or multipart) completes. A
@@ -26,19 +29,16 @@ code did before URIs were allowed; only URIs go through pyarrow.fs.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import posixpath
 import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Iterable, Type, Union
 from urllib.parse import unquote, urlsplit
 
-from mtlmood.errors import CheckpointError, ConfigError
+from mtlmood.errors import ConfigError
 from mtlmood.fileio import atomic_write_bytes
-from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -47,9 +47,6 @@ Location = Union[str, "os.PathLike[str]"]
 
 # URI schemes pyarrow.fs.FileSystem.from_uri opens (file:// is a local path here).
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
-CACHE_ENV = "MTLMOOD_REMOTE_CACHE"  # where downloaded copies and URI locks live
-SOURCE_FILE = ".mtlmood-source.json"  # in a downloaded copy: what it was copied from
-CARD_FILE = "model_card.json"  # mtlmood.checkpoint.CARD_FILE (not imported: keeps torch out)
 # Settings (never secrets) a driver forwards to the Ray workers of its job, so that they
 # reach the same store: the endpoint of an S3-compatible store, the region.
 FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
@@ -363,152 +360,9 @@ def move(source: Location, target: Location) -> None:
     remove(src)
 
 
-# ------------------------------------------------------------------ local copies
-def cache_root() -> Path:
-    """Where downloaded copies and the locks of URI run folders live (``$MTLMOOD_REMOTE_CACHE``,
-    default ``$XDG_CACHE_HOME/mtlmood`` or ``~/.cache/mtlmood``)."""
-    configured = os.environ.get(CACHE_ENV)
-    if configured:
-        return Path(configured).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "mtlmood"
-
-
-def _listing(location: str) -> list[list[Any]]:
-    """[relative path, size, modified (ns)] of every file below a URI: what a copy is checked against."""
-    import pyarrow.fs
-
-    fs, path = filesystem(location)
-    selector = pyarrow.fs.FileSelector(path, recursive=True, allow_not_found=True)
-    rows = []
-    for info in fs.get_file_info(selector):
-        if info.type == pyarrow.fs.FileType.File and info.path.startswith(path + "/"):
-            rows.append([info.path[len(path) + 1 :], int(info.size or 0), int(info.mtime_ns or 0)])
-    return sorted(rows)
-
-
-def _copy_is(folder: Path, source: dict[str, Any]) -> bool:
-    try:
-        return bool(json.loads((folder / SOURCE_FILE).read_text()) == source)
-    except (OSError, ValueError):
-        return False
-
-
-def local_copy(location: Location, cache_dir: Optional[Location] = None) -> Path:
-    """A local folder with the files of ``location``: the folder itself when it is local; for
-    a URI a copy under ``cache_dir`` (default ``cache_root()/remote``), downloaded once and
-    downloaded again only when the files there changed (names, sizes, modification times).
-
-    Concurrent callers (replicas on one node) each download into a private folder and rename
-    it into place; a copy is never seen half-written. FileNotFoundError when nothing is there.
-    """
-    text = normalize(location)
-    if not is_uri(text):
-        return Path(text).expanduser().resolve()
-    listing = _listing(text)
-    if not listing:
-        raise FileNotFoundError(f"nothing at {text}")
-    source = {"uri": text, "files": listing}
-    key = hashlib.sha256(text.encode()).hexdigest()[:16]
-    root = Path(cache_dir) if cache_dir is not None else cache_root() / "remote"
-    target = root / f"{name(text) or 'root'}-{key}"
-    if _copy_is(target, source):
-        return target
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new.", dir=root))
-    old = staging.with_name(staging.name.replace(".new.", ".old.", 1))
-    try:
-        for relative, _, _ in listing:
-            path = staging / relative
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(read_bytes(join(text, relative)))
-        (staging / SOURCE_FILE).write_text(json.dumps(source))
-        try:
-            os.rename(target, old)  # an older copy is set aside (its readers keep their open files)
-        except OSError:
-            pass  # none, or another caller moved it already
-        try:
-            os.rename(staging, target)
-        except OSError:  # another caller put its copy there first: use it when it is the same
-            if not _copy_is(target, source):
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
-def checkpoint_location(location: Location, cell: str = "") -> str:
-    """The checkpoint folder named by ``location`` (a path or a URI): a checkpoint itself, or a
-    study run folder whose ``best_checkpoint.json`` names one (``cell`` picks the cell, "" =
-    the study's default). A relative path in the pointer is relative to the run folder.
-    CheckpointError / ConfigError with the reason when there is none."""
-    text = normalize(location)
-    if not is_uri(text):
-        text = str(Path(text).expanduser())
-    pointer = join(text, BEST_CHECKPOINTS_FILE)
-    if not is_file(pointer):
-        if cell:
-            raise ConfigError(f"a cell names a cell of a study, but {text} has no {BEST_CHECKPOINTS_FILE}")
-        if not is_dir(text):
-            raise CheckpointError(f"checkpoint directory not found: {text}")
-        return text
-    data = read_json_object(pointer, CheckpointError, "study pointer")
-    cells = data.get("cells")
-    if isinstance(cells, dict):
-        chosen = cell or str(data.get("default_cell", ""))
-        if chosen not in cells or not isinstance(cells[chosen], dict):
-            raise ConfigError(f"cell {chosen!r} is not in {pointer}; its cells: {', '.join(sorted(cells))}")
-        target = cells[chosen].get("checkpoint")
-    else:  # a pointer written before studies had cells
-        target = data.get("checkpoint")
-    if not isinstance(target, str) or not target:
-        raise CheckpointError(f"{pointer} names no checkpoint")
-    if is_uri(target) or (not is_uri(text) and Path(target).is_absolute()):
-        return target
-    return join(text, target)
-
-
-def local_checkpoint(location: Location, cell: str = "", cache_dir: Optional[Location] = None) -> Path:
-    """A local checkpoint folder (weights.pt + model_card.json) for ``location``: a checkpoint
-    or a study run folder, local or a URI (``s3://bucket/studies/my-study``). Local folders are
-    returned as they are; a remote checkpoint is downloaded once into the cache (see
-    ``local_copy``). CheckpointError when the folder holds no ``model_card.json``.
-    What `mtlmood serve` and `mtlmood predict` load.
-    """
-    target = checkpoint_location(location, cell)
-    if not exists(target):
-        raise CheckpointError(f"checkpoint directory not found: {target}")
-    if not is_file(join(target, CARD_FILE)):
-        raise CheckpointError(
-            f"{target} is not a checkpoint (no {CARD_FILE}; an interrupted upload also leaves it missing)"
-        )
-    try:
-        return local_copy(target, cache_dir)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint directory not found: {target}") from None
-
-
-# ------------------------------------------------------------------ locks
-def lock_directory(location: Location) -> Path:
-    """Where the run lock (mtlmood.runlock) of a run folder lives: the folder itself when it
-    is local; for a URI, a local folder named after it under ``cache_root()/locks``. An
-    object store has no atomic "create if absent" that pyarrow exposes, so the lock of a
-    URI run is taken on the machine that runs its driver: two drivers of one study on one
-    machine are refused, drivers on two machines are not (start studies from one place,
-    e.g. as Ray jobs on the cluster's head)."""
-    text = normalize(location)
-    if not is_uri(text):
-        return Path(text)
-    parts = urlsplit(_split_query(text)[0])
-    readable = [parts.scheme, parts.netloc.replace(":", "_"), *[p for p in parts.path.split("/") if p]]
-    return cache_root().joinpath("locks", *readable)
-
-
 __all__ = [
     "SCHEMES",
     "append_text",
-    "cache_root",
-    "checkpoint_location",
     "download_dir",
     "exists",
     "filesystem",
@@ -517,10 +371,7 @@ __all__ = [
     "is_uri",
     "join",
     "list_files",
-    "local_checkpoint",
-    "local_copy",
     "location_problem",
-    "lock_directory",
     "makedirs",
     "move",
     "name",

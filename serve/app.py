@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional, Union, cast
 from ray import serve
 from ray.serve import Deployment
 
-from mtlmood import storage
+from mtlmood.checkpoint_pointer import local_checkpoint
 from serve.build import deployment_options, resolved_topology, with_gpus_resolved
 from serve.config import ServeConfig, checkpoint_source, serve_config_from_mapping, serve_config_to_dict
 from serve.deployments import MoodIngress, MoodModel
@@ -55,7 +55,7 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
     # The replicas get where the checkpoint is (a path, or a URI each of them copies into its
     # node's cache); this process reads the card from a local copy of its own.
     checkpoint = checkpoint_source(config)
-    local = storage.local_checkpoint(checkpoint)
+    local = local_checkpoint(checkpoint)
     # The router gets the card, and MODEL_CARD.md, as data: it never loads torch or reads the checkpoint.
     model_card = read_card(local)
     card = {**model_card.to_dict(), CARD_MARKDOWN_KEY: model_card_markdown(local, model_card, checkpoint)}

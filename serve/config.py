@@ -22,10 +22,10 @@ from typing import Annotated, Any, Mapping
 from pydantic import AfterValidator, Field
 
 from mtlmood import storage
+from mtlmood.checkpoint_pointer import BEST_CHECKPOINTS_FILE, checkpoint_location, local_checkpoint
 from mtlmood.coerce import check_config, from_dict, to_dict
 from mtlmood.config import Count, NonNegativeFloat, NonNegativeInt, PathText, PositiveFloat
 from mtlmood.errors import CheckpointError, ConfigError
-from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 
 CHECKPOINT_ENV = "MTLMOOD_SERVE_CHECKPOINT"  # fallback for `serve deploy` configs without args
 STUDY_ENV = "MTLMOOD_SERVE_STUDY"
@@ -260,7 +260,7 @@ def serve_config_to_dict(config: ServeConfig) -> dict[str, Any]:
 def checkpoint_source(config: ServeConfig) -> str:
     """Where the checkpoint to serve is: ``checkpoint``, else the study's (cell's) best, else the
     env vars. A local path (made absolute) or a URI (``s3://...``), as given: each replica makes
-    its own local copy of a URI (mtlmood.storage.local_checkpoint), so every node fills its cache."""
+    its own local copy of a URI (mtlmood.checkpoint_pointer.local_checkpoint), so every node fills its cache."""
     checkpoint, study = config.checkpoint, config.study
     if checkpoint and study:
         raise ConfigError("give either a checkpoint or a study run directory, not both")
@@ -275,7 +275,7 @@ def checkpoint_source(config: ServeConfig) -> str:
         raise ConfigError("cell names a cell of a study: give --study RUN with --cell")
     if study:
         _study_pointer(study)  # a study without one fails here, saying why
-        checkpoint = storage.checkpoint_location(study, config.cell)
+        checkpoint = checkpoint_location(study, config.cell)
     if storage.is_uri(checkpoint):
         problem = storage.location_problem(checkpoint)
         if problem:
@@ -290,7 +290,7 @@ def resolve_checkpoint(config: ServeConfig) -> Path:
     instead of in every replica's constructor."""
     from mtlmood.checkpoint import read_card
 
-    path = storage.local_checkpoint(checkpoint_source(config))
+    path = local_checkpoint(checkpoint_source(config))
     read_card(path)  # CheckpointError with the reason when it is not a checkpoint
     return path
 

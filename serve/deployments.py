@@ -46,7 +46,7 @@ class MoodModel:
     """The model deployment of the ``split`` topology: a BatchedScorer per replica."""
 
     def __init__(self, checkpoint: str, config: Mapping[str, Any]) -> None:
-        from mtlmood.storage import local_checkpoint
+        from mtlmood.checkpoint_pointer import local_checkpoint
 
         checkpoint = str(local_checkpoint(checkpoint))  # a URI: this node's copy, downloaded once
         cfg = serve_config_from_mapping(config)
@@ -100,7 +100,7 @@ class MoodIngress:
 
     def __init__(self, model: Optional[DeploymentHandle], checkpoint: str, config: Mapping[str, Any]) -> None:
         from mtlmood.checkpoint import read_card
-        from mtlmood.storage import local_checkpoint
+        from mtlmood.checkpoint_pointer import local_checkpoint
 
         checkpoint = str(local_checkpoint(checkpoint))  # a URI: this node's copy, downloaded once
         self.config: ServeConfig = serve_config_from_mapping(config)

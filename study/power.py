@@ -121,8 +121,9 @@ def load_pilot_config(run_dir: str) -> StudyConfig:
     """The resolved config a pilot study recorded."""
     from mtlmood import storage
     from study.config import load_study_config
+    from study.filenames import STUDY_CONFIG_FILE
 
-    return load_study_config(storage.join(run_dir, "study_config.yaml"))
+    return load_study_config(storage.join(run_dir, STUDY_CONFIG_FILE))
 
 
 def power_table(study: StudyConfig, cells: dict[str, Cell], components: VarianceComponents) -> pd.DataFrame:

@@ -26,10 +26,12 @@ from ray import tune
 from mtlmood import storage
 from mtlmood.coerce import to_dict
 from mtlmood.errors import ConfigError, MtlmoodError
+from mtlmood.remote_cache import lock_directory
 from mtlmood.runlock import RunLock, held_here
 from study.cells import CELLS_FILE, Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
 from study.extension import EXTENSIONS_FILE, extension_jobs, extension_summary
+from study.filenames import STUDY_CONFIG_FILE
 from study.results import arm_name, curve_rows, job_name, search_rows, trial_table, tuned_alpha_factor
 from study.space import make_cell_scheduler, make_cell_searcher
 from study.trial import FATAL, LEARNED, driver_resources, job_runs, make_trial_driver
@@ -291,19 +293,19 @@ def run_study(study: StudyConfig) -> StudyOutcome:
     Ray must already be initialised (``ray.init``) by the caller. Holds the run
     directory's lock (``mtlmood.runlock.RunLock``, unless the caller holds it already)
     throughout: RunDirInUse when another process runs this study. The lock of a study on
-    an object store is a local one, keyed on its URI (``mtlmood.storage.lock_directory``).
+    an object store is a local one, keyed on its URI (``mtlmood.remote_cache.lock_directory``).
     """
     from study.reference import run_references
     from study.report.writer import write_study_report
 
     run_dir = study.run_dir
-    lock_dir = storage.lock_directory(run_dir)
+    lock_dir = lock_directory(run_dir)
     # One driver per study directory (mtlmood.runlock): a second `study run` is refused,
     # naming the first; a killed driver's lock is taken over by the next run. A caller may
     # take it first (e.g. before starting Ray, to refuse at once).
     with nullcontext() if held_here(lock_dir) else RunLock(lock_dir):
         storage.write_text(
-            storage.join(run_dir, "study_config.yaml"), yaml.safe_dump(to_dict(study), sort_keys=False)
+            storage.join(run_dir, STUDY_CONFIG_FILE), yaml.safe_dump(to_dict(study), sort_keys=False)
         )  # as mtlmood.config_io.save_config writes it, to any location
         cells = study_cells(study, write_to=storage.join(run_dir, CELLS_DIR))
         storage.write_json(storage.join(run_dir, CELLS_FILE), {k: vars(c) for k, c in cells.items()})

@@ -101,7 +101,7 @@ def _device(name: str) -> str:
 def run_predict(args: argparse.Namespace) -> int:
     """Predict every track; to stdout (exit 2 when one failed) or to --output (exit 0, failures listed)."""
     from mtlmood.batch_predict import resolve_inputs
-    from mtlmood.storage import local_checkpoint
+    from mtlmood.checkpoint_pointer import local_checkpoint
 
     _check_arguments(args)
     # A checkpoint or study folder, local or in object storage (downloaded once, cached).
@@ -152,7 +152,7 @@ def _to_output(args: argparse.Namespace, checkpoint: Path, tracks: list[str]) ->
     args.interrupted = f"interrupted; finished tracks are kept in {output.parts_dir}, re-run the same command to resume"
     if args.ray or args.address:
         from catalog.pipeline import predict_with_ray, start_ray
-        from mtlmood.storage import checkpoint_location
+        from mtlmood.checkpoint_pointer import checkpoint_location
 
         start_ray(args.address, args.num_cpus)
         run = predict_with_ray(

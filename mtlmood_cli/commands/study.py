@@ -73,6 +73,7 @@ def print_outcome(run_dir: str | Path, best: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run (or resume) the study under its run-directory lock on Ray, then print the outcome."""
     from mtlmood.datasets import load_run_songs
+    from mtlmood.remote_cache import lock_directory
     from mtlmood.runlock import RunLock
     from study.config import load_study_config
     from study.ray_session import init_ray
@@ -81,8 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     study = load_study_config(args.config, args.overrides)
     load_run_songs(study.run)  # a missing or malformed dataset is one line, before a lock or Ray
     # One writer per study directory, refused before Ray starts (run_study sees the lock held).
-    # A study on an object store is locked on this machine (mtlmood.storage.lock_directory).
-    with RunLock(storage.lock_directory(study.run_dir), command="mtlmood study run"):
+    # A study on an object store is locked on this machine (mtlmood.remote_cache.lock_directory).
+    with RunLock(lock_directory(study.run_dir), command="mtlmood study run"):
         init_ray(args.address, args.num_cpus)
         outcome = run_study(study)
     print_outcome(outcome.run_dir, outcome.best_checkpoint)
@@ -92,15 +93,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Write the report of a study directory (local or a URI) from its finished phases."""
     from study.config import load_study_config
+    from study.filenames import STUDY_CONFIG_FILE
     from study.report.writer import write_study_report
     from study.runner import load_trials
 
     run_dir = storage.normalize(args.run_dir)
     if not storage.is_uri(run_dir):
         run_dir = str(Path(run_dir).expanduser().resolve())
-    config_file = storage.join(run_dir, "study_config.yaml")
+    config_file = storage.join(run_dir, STUDY_CONFIG_FILE)
     if not storage.is_file(config_file):
-        raise ConfigError(f"{run_dir} is not a study directory (no study_config.yaml)")
+        raise ConfigError(f"{run_dir} is not a study directory (no {STUDY_CONFIG_FILE})")
     # The study is where it is now: a copied or synced study reports from its new place.
     study = load_study_config(config_file, [f"storage_path={storage.parent(run_dir)}", f"name={storage.name(run_dir)}"])
     best = write_study_report(study, load_trials(run_dir))

@@ -17,9 +17,10 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from mtlmood.checkpoint_pointer import BEST_CHECKPOINTS_FILE
 from mtlmood.errors import MtlmoodError
 from mtlmood.fileio import atomic_write_json, read_json_object
-from mtlmood.filenames import BEST_CHECKPOINTS_FILE, STUDY_EVIDENCE_FILE
+from mtlmood.filenames import STUDY_EVIDENCE_FILE
 from mtlmood.model_card import MODEL_CARD_FILE, write_model_card
 from mtlmood.study_evidence import ArmScores, StudyRecord, finite_number
 from study.filenames import CURVES_FILE, STUDY_CONFIG_FILE

@@ -16,11 +16,15 @@ import pandas as pd
 
 from mtlmood import storage
 from mtlmood.checkpoint import CARD_FILE
-from mtlmood.filenames import BEST_CHECKPOINTS_FILE, STUDY_EVIDENCE_FILE
+from mtlmood.checkpoint_pointer import BEST_CHECKPOINTS_FILE, write_pointer
+from mtlmood.filenames import STUDY_EVIDENCE_FILE
 from mtlmood.model_card import MODEL_CARD_FILE
 from study.config import StudyConfig
 from study.filenames import STUDY_CONFIG_FILE
 from study.report.model_cards import CURVES_PATH, write_study_model_cards
+
+# How the pointer's models were chosen, as the pointer says it.
+SELECTED_BY = "highest validation PR-AUC (%) within each cell; cells are never ranked against each other"
 
 
 def best_per_cell(trials: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -83,21 +87,14 @@ def _write_model_cards(run_dir: str, best: dict[str, dict[str, Any]]) -> None:
 
 
 def write_best_pointer(study: StudyConfig, trials: pd.DataFrame) -> str:
-    """``<run>/best_checkpoint.json``: the best model of every cell (paths relative to the run
-    directory), and the default one to serve; returns where the default one is."""
+    """``<run>/best_checkpoint.json`` (mtlmood.checkpoint_pointer.write_pointer, the format the
+    core owns): the best model of every cell (paths relative to the run directory), and the
+    default one to serve; returns where the default one is."""
     run_dir = study.run_dir
     best = best_per_cell(trials)
     default = default_serve_cell(study, best)
     if default is None:
         return ""
-    storage.write_json(
-        storage.join(run_dir, BEST_CHECKPOINTS_FILE),
-        {
-            "default_cell": default,
-            "checkpoint": best[default]["checkpoint"],
-            "selected_by": "highest validation PR-AUC (%) within each cell; cells are never ranked against each other",
-            "cells": best,
-        },
-    )
+    write_pointer(run_dir, best, default, SELECTED_BY)
     _write_model_cards(run_dir, best)  # MODEL_CARD.md beside each cell's best checkpoint
     return storage.join(run_dir, best[default]["checkpoint"])

@@ -17,6 +17,7 @@ import pandas as pd
 from mtlmood import storage
 from study.cells import Cell, load_cells, metadata_cells
 from study.config import StudyConfig
+from study.filenames import CURVES_FILE
 from study.reference import load_reference
 from study.report.bootstrap import chance_pr_auc
 from study.report.curves import AlphaStar, SlopeFit, fit_slope
@@ -140,7 +141,7 @@ def write_study_report(study: StudyConfig, trials: pd.DataFrame, out_dir: Option
     table1 = pd.DataFrame(parts["table1"])
     _csv(storage.join(out, "table1.csv"), table1)
     curves = pd.concat(parts["curves"], ignore_index=True) if parts["curves"] else pd.DataFrame()
-    _csv(storage.join(out, "curves.csv"), curves)
+    _csv(storage.join(out, CURVES_FILE), curves)
     _csv(storage.join(out, "alpha_star.csv"), points)
     storage.write_json(
         storage.join(out, "slope.json"),

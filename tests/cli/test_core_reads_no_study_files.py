@@ -2,7 +2,10 @@
 file names, and of the names the layers share (mtlmood.filenames) it uses only those it owns.
 
 A study's evidence reaches mtlmood as data (a StudyRecord the study builds and hands over), never
-as files mtlmood finds and parses. Checked on the source with ``ast``, beside test_layering.py.
+as files mtlmood finds and parses. The one file of a study that the core reads, the checkpoint
+pointer (best_checkpoint.json), is a format the core owns: mtlmood.checkpoint_pointer names it,
+writes it and reads it, and the study writes it through that module, so no data flows upward
+through a format only the study defines. Checked on the source with ``ast``, beside test_layering.py.
 """
 
 from __future__ import annotations
@@ -13,15 +16,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 # The study's outputs that the core once parsed, named whatever module of the study owns them now.
-KNOWN_STUDY_OUTPUTS = frozenset({"curves.csv", "study_config.yaml", "best_checkpoint.json", "study_evidence.json"})
+KNOWN_STUDY_OUTPUTS = frozenset({"curves.csv", "study_config.yaml", "study_evidence.json"})
+# The checkpoint pointer: its name and format belong to the core, which alone spells them.
+POINTER_NAME = "best_checkpoint.json"
+POINTER_MODULE = "mtlmood/checkpoint_pointer.py"
+# Calls that write a file: the study may not write the pointer through them.
+FILE_WRITERS = frozenset({"write_json", "write_text", "write_bytes", "atomic_write_json", "atomic_write_text"})
 
 # mtlmood.filenames constants that name files a study writes -> the mtlmood modules that may import
 # them, and why. An entry needs a reason a reviewer can judge.
 SHARED_STUDY_FILES: dict[str, dict[str, str]] = {
-    # The study's pointer is the one study output the core still reads: mtlmood.storage resolves a
-    # study folder to the checkpoint it chose (`mtlmood serve --study`, `mtlmood predict RUN_DIR`,
-    # the catalog), because serve and catalog may not import the study and stand on the core alone.
-    "BEST_CHECKPOINTS_FILE": {"mtlmood/storage.py": "resolves a study folder to its chosen checkpoint"},
     # Written by the study beside a chosen checkpoint, read by serve: never by mtlmood.
     "STUDY_EVIDENCE_FILE": {},
 }
@@ -92,3 +96,43 @@ def test_the_core_imports_only_the_shared_names_it_may_read() -> None:
     for name, users in SHARED_STUDY_FILES.items():
         for relative, reason in users.items():
             assert reason.strip() and name in (REPO / relative).read_text(), f"{relative} no longer uses {name}"
+
+
+def _first_party_sources() -> list[Path]:
+    return sorted(
+        p for package in ("mtlmood", "study", "serve", "catalog", "mtlmood_cli") for p in (REPO / package).rglob("*.py")
+    )
+
+
+def test_only_the_core_pointer_module_spells_the_pointer_name() -> None:
+    """mtlmood owns best_checkpoint.json: every other module (study's writer, serve's and the
+    catalog's readers) names the file through mtlmood.checkpoint_pointer.BEST_CHECKPOINTS_FILE."""
+    found = []
+    for path in _first_party_sources():
+        relative = path.relative_to(REPO).as_posix()
+        if relative == POINTER_MODULE:
+            continue
+        for line, text in _strings(ast.parse(path.read_text(encoding="utf-8"))):
+            # Prose (a --help text, a message) may mention the file; a path or a name may not.
+            if POINTER_NAME in text and not any(c.isspace() for c in text):
+                found.append(f"{relative}:{line} spells {POINTER_NAME}")
+    assert found == []
+    assert f'BEST_CHECKPOINTS_FILE = "{POINTER_NAME}"' in (REPO / POINTER_MODULE).read_text()
+
+
+def test_the_study_writes_the_pointer_through_the_core() -> None:
+    """No study module writes the pointer with a file writer of its own (a call naming
+    BEST_CHECKPOINTS_FILE); it calls mtlmood.checkpoint_pointer.write_pointer."""
+    found, callers = [], []
+    for path in sorted((REPO / "study").rglob("*.py")):
+        relative = path.relative_to(REPO).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if func == "write_pointer":
+                callers.append(relative)
+            names = {n.id for arg in node.args for n in ast.walk(arg) if isinstance(n, ast.Name)}
+            if func in FILE_WRITERS and "BEST_CHECKPOINTS_FILE" in names:
+                found.append(f"{relative}:{node.lineno} writes the pointer with {func}")
+    assert found == [] and callers, (found, callers)

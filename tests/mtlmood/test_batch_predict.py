@@ -16,6 +16,7 @@ import pytest
 
 from mtlmood.batch_predict import BatchOutput, iter_predictions, resolve_inputs
 from mtlmood.checkpoint import ModelCard
+from mtlmood.checkpoint_pointer import local_checkpoint
 from mtlmood.config import FeatureConfig, ModelConfig
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.inference import Prediction, Predictor
@@ -31,7 +32,6 @@ from mtlmood.records import (
     response_body,
     to_table,
 )
-from mtlmood.storage import local_checkpoint
 from mtlmood.synth.checkpoints import untrained_checkpoint
 from mtlmood_cli.main import main
 

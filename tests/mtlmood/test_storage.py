@@ -1,5 +1,6 @@
 """mtlmood.storage: one set of file operations for local paths and object store URIs (S3
-here, against a local moto server), downloaded checkpoint copies, and where URI locks live."""
+here, against a local moto server); mtlmood.remote_cache: downloaded copies and where URI
+locks live; mtlmood.checkpoint_pointer: a checkpoint or a study folder as a local checkpoint."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ from pathlib import Path
 import pytest
 from helpers.s3_server import s3_server
 
-from mtlmood import storage
+from mtlmood import checkpoint_pointer, remote_cache, storage
 from mtlmood.checkpoint import CARD_FILE, ModelCard, load_checkpoint, read_card
 from mtlmood.config import FeatureConfig, ModelConfig
 from mtlmood.errors import CheckpointError, ConfigError
-from mtlmood.filenames import BEST_CHECKPOINTS_FILE
 from mtlmood.model import MoodCNN
 from mtlmood.runlock import RunDirInUse, RunLock
 from mtlmood.synth.checkpoints import untrained_checkpoint
@@ -31,7 +31,7 @@ def s3() -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(remote_cache.CACHE_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 
@@ -153,19 +153,19 @@ def test_storage_env_forwards_the_endpoint_and_region_never_keys(s3: dict[str, s
 def test_local_copy_downloads_once_and_again_only_when_the_files_change(s3: dict[str, str], cache: Path) -> None:
     remote = f"s3://{BUCKET}/copy/model"
     storage.write_text(storage.join(remote, "weights.pt"), "v1")
-    first = storage.local_copy(remote)
+    first = remote_cache.local_copy(remote)
     assert first.is_relative_to(cache) and (first / "weights.pt").read_text() == "v1"
     reads: list[str] = []
     real = storage.read_bytes
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(storage, "read_bytes", lambda loc: reads.append(loc) or real(loc))
-        assert storage.local_copy(remote) == first and reads == []  # unchanged: no download
+        assert remote_cache.local_copy(remote) == first and reads == []  # unchanged: no download
     storage.write_text(storage.join(remote, "weights.pt"), "version 2")
-    assert (storage.local_copy(remote) / "weights.pt").read_text() == "version 2"
+    assert (remote_cache.local_copy(remote) / "weights.pt").read_text() == "version 2"
     assert [p.name for p in first.parent.iterdir() if p.name.startswith(".")] == []  # no staging left
     with pytest.raises(FileNotFoundError, match="nothing at"):
-        storage.local_copy(f"s3://{BUCKET}/copy/none")
-    assert storage.local_copy(str(cache)) == cache.resolve()  # a local folder is itself
+        remote_cache.local_copy(f"s3://{BUCKET}/copy/none")
+    assert remote_cache.local_copy(str(cache)) == cache.resolve()  # a local folder is itself
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -173,7 +173,7 @@ def test_local_checkpoint_of_a_checkpoint_or_a_study_folder(where: str, tmp_path
     """A study folder's best_checkpoint.json names its checkpoints relative to the folder."""
     local_study = tmp_path / "study"
     card = _checkpoint(local_study / "runs" / "curve" / "3-none" / "baseline" / "seed-1" / "model")
-    (local_study / BEST_CHECKPOINTS_FILE).write_text(
+    (local_study / checkpoint_pointer.BEST_CHECKPOINTS_FILE).write_text(
         json.dumps(
             {
                 "default_cell": "3|none",
@@ -193,17 +193,17 @@ def test_local_checkpoint_of_a_checkpoint_or_a_study_folder(where: str, tmp_path
         (study, "3|none"),
         (storage.join(study, "runs/curve/3-none/baseline/seed-1/model"), ""),
     ):
-        path = storage.local_checkpoint(location, cell)
+        path = checkpoint_pointer.local_checkpoint(location, cell)
         model, loaded = load_checkpoint(path)
         assert loaded.checkpoint_id == card.checkpoint_id and isinstance(model, MoodCNN)
     expected = storage.join(study, "runs/curve/3-none/baseline/seed-1/model")
-    assert storage.checkpoint_location(study) == (expected if where == "s3" else str(Path(expected)))
+    assert checkpoint_pointer.checkpoint_location(study) == (expected if where == "s3" else str(Path(expected)))
     with pytest.raises(ConfigError, match="cell '9|artist' is not in"):
-        storage.local_checkpoint(study, "9|artist")
+        checkpoint_pointer.local_checkpoint(study, "9|artist")
     with pytest.raises(CheckpointError):
-        storage.local_checkpoint(storage.join(study, "runs"))  # a folder, not a checkpoint
+        checkpoint_pointer.local_checkpoint(storage.join(study, "runs"))  # a folder, not a checkpoint
     with pytest.raises(CheckpointError, match="not found"):
-        storage.local_checkpoint(storage.join(study, "missing"))
+        checkpoint_pointer.local_checkpoint(storage.join(study, "missing"))
 
 
 def test_a_checkpoint_is_complete_only_once_its_card_is_there(base: str, tmp_path: Path) -> None:
@@ -215,20 +215,20 @@ def test_a_checkpoint_is_complete_only_once_its_card_is_there(base: str, tmp_pat
         if path.name != CARD_FILE:
             storage.write_bytes(storage.join(remote, path.name), path.read_bytes())
     with pytest.raises(CheckpointError, match=f"is not a checkpoint \\(no {CARD_FILE}; an interrupted upload"):
-        storage.local_checkpoint(remote)
+        checkpoint_pointer.local_checkpoint(remote)
     storage.write_bytes(storage.join(remote, CARD_FILE), (tmp_path / "ckpt" / CARD_FILE).read_bytes())
-    model, loaded = load_checkpoint(storage.local_checkpoint(remote))
+    model, loaded = load_checkpoint(checkpoint_pointer.local_checkpoint(remote))
     assert loaded.checkpoint_id == card.checkpoint_id and isinstance(model, MoodCNN) and model.n_meta == 0
 
 
 # ------------------------------------------------------------------ locks
 def test_a_uri_run_is_locked_on_this_machine_under_the_cache(cache: Path) -> None:
     uri = "s3://bucket/studies/s1"
-    lock_dir = storage.lock_directory(uri)
+    lock_dir = remote_cache.lock_directory(uri)
     assert lock_dir == cache / "locks" / "s3" / "bucket" / "studies" / "s1"
-    assert storage.lock_directory("/mnt/x") == Path("/mnt/x")
+    assert remote_cache.lock_directory("/mnt/x") == Path("/mnt/x")
     with RunLock(lock_dir):
         with pytest.raises(RunDirInUse):
-            RunLock(storage.lock_directory(uri + "/")).acquire()
+            RunLock(remote_cache.lock_directory(uri + "/")).acquire()
     assert not lock_dir.exists()  # the lock made the folder and took it away again
     assert os.listdir(cache / "locks" / "s3" / "bucket" / "studies") == []

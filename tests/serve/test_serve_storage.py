@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers.serve_apps import MOODS
 
-from mtlmood import storage
+from mtlmood import remote_cache, storage
 from mtlmood.checkpoint import read_card
 from mtlmood.synth.checkpoints import untrained_checkpoint
 
@@ -55,7 +55,7 @@ def test_a_study_in_a_bucket_is_served_from_each_replicas_cache(
 
     checkpoint = make_study(tmp_path / "study")
     with s3_server(BUCKET):
-        monkeypatch.setenv(storage.CACHE_ENV, str(tmp_path / "cache"))
+        monkeypatch.setenv(remote_cache.CACHE_ENV, str(tmp_path / "cache"))
         uri = f"s3://{BUCKET}/studies/alpha"
         storage.upload_dir(tmp_path / "study", uri)
         config = ServeConfig(study=uri, model=ModelSettings(num_gpus=0))

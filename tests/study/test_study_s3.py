@@ -31,7 +31,9 @@ from helpers.s3_server import s3_server  # noqa: E402
 from helpers.study_data import make_study_data, prepare_study_features, small_overrides, study_run_command  # noqa: E402
 
 from mtlmood import storage  # noqa: E402
+from mtlmood.checkpoint_pointer import local_checkpoint  # noqa: E402
 from mtlmood.inference import Predictor  # noqa: E402
+from mtlmood.remote_cache import CACHE_ENV  # noqa: E402
 from mtlmood_cli.main import main  # noqa: E402
 from study.config import load_study_config  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402
@@ -51,7 +53,7 @@ ARMS = ["curve.tuned=false", "curve.learned=false"]
 def env(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("s3study")
     with s3_server(BUCKET), pytest.MonkeyPatch.context() as patch:
-        patch.setenv(storage.CACHE_ENV, str(root / "cache"))  # downloaded checkpoints, the study's lock
+        patch.setenv(CACHE_ENV, str(root / "cache"))  # downloaded checkpoints, the study's lock
         data_dir = make_study_data(root / "data", seed=3)
         prepare_study_features(load_study_config("synthetic", small_overrides(data_dir, STORAGE, "probe")))
         init_ray(None, num_cpus=2)
@@ -131,13 +133,13 @@ def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_
     assert RUN in card and "mtlmood-cards-" not in card  # rendered from a local copy, naming the bucket
 
     # The function Serve and `mtlmood predict` call: the best model, downloaded once.
-    local = storage.local_checkpoint(RUN)
+    local = local_checkpoint(RUN)
     assert local.is_relative_to(env["root"] / "cache")
     predictor = Predictor.from_checkpoint(local)
     assert len(predictor.mood_names) == 4
     prediction = predictor.predict_file(next((env["data"] / "audio").glob("*.wav")))
     assert len(prediction.probabilities) == 4
-    assert storage.local_checkpoint(RUN, "4|artist") != local or best["default_cell"] == "4|artist"
+    assert local_checkpoint(RUN, "4|artist") != local or best["default_cell"] == "4|artist"
 
     # What a user runs: batch inference straight from the study in the bucket.
     out = env["root"] / "moods.parquet"
@@ -169,7 +171,7 @@ def test_a_study_synced_from_s3_and_moved_reports_and_resolves_its_best_checkpoi
     assert pointer == json.loads(storage.read_text(f"{RUN}/best_checkpoint.json"))  # nothing in it named a place
 
     expected = moved / pointer["checkpoint"]
-    assert storage.local_checkpoint(moved) == expected.resolve()
+    assert local_checkpoint(moved) == expected.resolve()
     # What `mtlmood serve --study` resolves.
     assert Path(checkpoint_source(ServeConfig(study=str(moved)))).resolve() == expected.resolve()
     assert len(Predictor.from_checkpoint(expected).mood_names) == 4
