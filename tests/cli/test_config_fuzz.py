@@ -32,7 +32,8 @@ from mtlmood.config import RunConfig
 from mtlmood.config_io import load_config, resolve_run_paths
 from mtlmood.errors import ConfigError, MtlmoodError
 from mtlmood_cli.main import main
-from serve.config import ServeConfig, load_serve_config
+from serve.config import ServeConfig
+from serve.config_file import load_serve_config
 from study.config import StudyConfig, load_study_config
 
 EXAMPLES = 60  # per command: 1-5 s each once the command's modules are imported

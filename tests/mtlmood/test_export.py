@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-import mtlmood.commands.export as command
 import mtlmood.export as export
+import mtlmood_cli.commands.export as command
 from mtlmood.checkpoint import load_checkpoint
 from mtlmood.export import ExportError, ExportResult, export_checkpoint, pytorch_probabilities
 from mtlmood.model_card import MODEL_CARD_FILE
