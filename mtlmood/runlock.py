@@ -1,4 +1,5 @@
-"""One writer per run directory: ``<dir>/.mtlmood.lock``.
+"""One writer per run directory: ``<dir>/.mtlmood.lock`` (its content and its reader:
+mtlmood.lock_file).
 
     with RunLock(output_dir):      # RunDirInUse (one line naming the owner) if another process has it
         train(...)
@@ -37,25 +38,30 @@ import json
 import logging
 import os
 import secrets
-import shlex
 import socket
-import sys
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Optional, Sequence, Type, Union
+from typing import Optional, Type, Union
 
 from mtlmood.errors import MtlmoodError
+from mtlmood.lock_file import (
+    LOCK_FILE,
+    LockOwner,
+    age_seconds,
+    command_line,
+    now_stamp,
+    parse_owner,
+    pid_running,
+    process_start,
+    read_raw,
+)
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".mtlmood.lock"
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0
-_MAX_COMMAND = 300  # characters of the command line kept in the lock
 _ATTEMPTS = 5  # create / take-over rounds before giving up (others keep taking it)
 
 # The locks this process holds, token -> directory: a lock with our pid but another token
@@ -65,115 +71,6 @@ _HELD: dict[str, Path] = {}
 
 class RunDirInUse(MtlmoodError):
     """Another process is writing the directory (the CLI prints it as one line, exit 2)."""
-
-
-def command_line(argv: Optional[Sequence[str]] = None) -> str:
-    """This process's command line, as a user would type it (``mtlmood train ...``)."""
-    argv = list(sys.argv if argv is None else argv) or ["python"]
-    program = Path(argv[0]).name
-    if program == "__main__.py":  # python -m package
-        program = Path(argv[0]).parent.name
-    if program in ("mtlmood_cli", "main.py"):
-        program = "mtlmood"
-    text = shlex.join([program, *argv[1:]])
-    return text if len(text) <= _MAX_COMMAND else text[: _MAX_COMMAND - 3] + "..."
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _age_seconds(stamp: str) -> Optional[float]:
-    """Seconds since an ISO time stamp (None when unparseable)."""
-    try:
-        then = datetime.fromisoformat(stamp)
-    except (TypeError, ValueError):
-        return None
-    if then.tzinfo is None:
-        then = then.replace(tzinfo=timezone.utc)
-    return (datetime.now(timezone.utc) - then).total_seconds()
-
-
-def _proc_stat(pid: int) -> Optional[list[str]]:
-    """The fields of /proc/<pid>/stat after the command name (Linux), None elsewhere or when gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[-1].split()
-
-
-def process_start(pid: int) -> str:
-    """The start time of ``pid`` in clock ticks since boot ("" when unknown): a pid plus its
-    start time names one process, even after the pid is reused."""
-    fields = _proc_stat(pid)
-    return fields[19] if fields is not None and len(fields) > 19 else ""
-
-
-def pid_running(pid: int) -> bool:
-    """Whether ``pid`` is a live (not zombie) process on this host."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user
-        return True
-    except OSError:
-        return True  # cannot tell: assume it runs, which never steals a live lock
-    fields = _proc_stat(pid)
-    return not (fields is not None and fields and fields[0] in ("Z", "X"))
-
-
-@dataclass(frozen=True)
-class LockOwner:
-    """What a lock file says about its holder."""
-
-    pid: int
-    hostname: str
-    command: str
-    started: str
-    heartbeat: str
-    token: str = ""
-    pid_start: str = ""
-
-    @classmethod
-    def from_json(cls, data: Any) -> "LockOwner":
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-        return cls(
-            pid=int(data["pid"]),
-            hostname=str(data["hostname"]),
-            command=str(data.get("command", "")),
-            started=str(data.get("started", "")),
-            heartbeat=str(data.get("heartbeat", data.get("started", ""))),
-            token=str(data.get("token", "")),
-            pid_start=str(data.get("pid_start", "")),
-        )
-
-    def describe(self) -> str:
-        """``pid 123 on host (`mtlmood train ...`) since <time>, heartbeat 2 s ago``."""
-        age = _age_seconds(self.heartbeat)
-        beat = f", heartbeat {age:.0f} s ago" if age is not None else ""
-        command = f" (`{self.command}`)" if self.command else ""
-        return f"pid {self.pid} on {self.hostname}{command} since {self.started}{beat}"
-
-
-def _read(path: Path) -> Optional[bytes]:
-    """The raw lock file, None when there is none."""
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-
-
-def _parse(raw: bytes) -> Optional[LockOwner]:
-    """The owner a lock file names, None when it is unreadable."""
-    try:
-        return LockOwner.from_json(json.loads(raw.decode("utf-8")))
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-        return None
 
 
 class RunLock:
@@ -212,7 +109,7 @@ class RunLock:
             "hostname": self.hostname,
             "command": self.command,
             "started": self.started,
-            "heartbeat": _now(),
+            "heartbeat": now_stamp(),
             "token": self.token,
             "pid_start": process_start(pid),
         }
@@ -267,7 +164,7 @@ class RunLock:
                 return True
             now_start = process_start(owner.pid)
             return bool(owner.pid_start and now_start and owner.pid_start != now_start)  # pid reused
-        beat_age = _age_seconds(owner.heartbeat)
+        beat_age = age_seconds(owner.heartbeat)
         return beat_age is None or beat_age > self.stale_after_s
 
     def _remove_stale(self, raw: bytes) -> bool:
@@ -303,7 +200,7 @@ class RunLock:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MtlmoodError(f"cannot use {self.directory} as a run directory: {exc}") from None
-        self.started = _now()
+        self.started = now_stamp()
         for _ in range(_ATTEMPTS):
             if self._create():
                 _HELD[self.token] = self.directory.resolve()
@@ -314,10 +211,10 @@ class RunLock:
                 )
                 self._thread.start()
                 return self
-            raw = _read(self.path)
+            raw = read_raw(self.path)
             if raw is None:
                 continue  # released between our two steps
-            owner = _parse(raw)
+            owner = parse_owner(raw)
             if not self._stale(owner):
                 if owner is None:
                     raise RunDirInUse(
@@ -338,8 +235,8 @@ class RunLock:
 
     def beat(self) -> None:
         """Refresh the heartbeat now (the thread does it every ``heartbeat_s``)."""
-        raw = _read(self.path)
-        owner = _parse(raw) if raw is not None else None
+        raw = read_raw(self.path)
+        owner = parse_owner(raw) if raw is not None else None
         if owner is None or owner.token != self.token:
             if not self.lost:
                 self.lost = True
@@ -368,8 +265,8 @@ class RunLock:
             self._thread.join(timeout=max(10.0, 2 * self.heartbeat_s))
             self._thread = None
         _HELD.pop(self.token, None)
-        raw = _read(self.path)
-        owner = _parse(raw) if raw is not None else None
+        raw = read_raw(self.path)
+        owner = parse_owner(raw) if raw is not None else None
         if owner is not None and owner.token == self.token:
             self.path.unlink(missing_ok=True)
             if getattr(self, "created", False):
@@ -395,22 +292,10 @@ def held_here(directory: Union[str, os.PathLike[str]]) -> bool:
     return Path(directory).resolve() in _HELD.values()
 
 
-def read_owner(directory: Union[str, os.PathLike[str]]) -> Optional[LockOwner]:
-    """Who holds the lock of ``directory`` (None when nobody does, or it is unreadable)."""
-    raw = _read(Path(directory) / LOCK_FILE)
-    return _parse(raw) if raw is not None else None
-
-
 __all__ = [
-    "LOCK_FILE",
     "HEARTBEAT_S",
     "STALE_AFTER_S",
     "RunDirInUse",
     "RunLock",
-    "LockOwner",
-    "command_line",
-    "pid_running",
-    "process_start",
-    "read_owner",
     "held_here",
 ]

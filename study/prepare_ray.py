@@ -44,7 +44,8 @@ from typing import Any, Callable, Iterator, Sequence
 from mtlmood.config import FeatureConfig
 from mtlmood.datasets.base import SongRecord
 from mtlmood.errors import CacheError
-from mtlmood.prepare import PrepareReport, SongOutcome, SongTask, compute_song, prepare_features
+from mtlmood.prepare import PrepareReport, prepare_features
+from mtlmood.prepare_tasks import SongOutcome, SongTask, compute_song
 
 SONGS_PER_TASK = 8
 MIN_IN_FLIGHT = 16  # tasks queued even on a cluster that has no CPU node up yet (autoscaling from 0)
@@ -101,7 +102,7 @@ def not_shared_error(node: str, shard_dir: Path) -> CacheError:
 
 
 class RayTaskRunner:
-    """A ``mtlmood.prepare.TaskRunner`` that computes songs as Ray tasks (Ray must be initialised).
+    """A ``mtlmood.prepare_tasks.TaskRunner`` that computes songs as Ray tasks (Ray must be initialised).
 
     ``cpus_per_task`` CPUs per task (decoding + a log-mel is single-threaded work);
     ``max_in_flight`` caps the tasks queued at once (0 = about twice the cluster's CPUs);

@@ -20,16 +20,11 @@ from mtlmood.config import DatasetConfig, FeatureConfig, RunConfig
 from mtlmood.datasets.base import SongRecord
 from mtlmood.errors import CacheError, DatasetError
 from mtlmood.features import features_from_file
-from mtlmood.prepare import (
-    SHARD_DIR,
-    SongOutcome,
-    SongTask,
-    _exclusive,
-    compute_song,
-    prepare_features,
-    run_tasks,
-    shard_name,
-)
+from mtlmood.prepare import prepare_features
+from mtlmood.prepare_files import SHARD_DIR, shard_name
+from mtlmood.prepare_lock import exclusive_cache
+from mtlmood.prepare_pool import run_tasks
+from mtlmood.prepare_tasks import SongOutcome, SongTask, compute_song
 from mtlmood_cli.main import main
 
 CFG = FeatureConfig()
@@ -214,7 +209,7 @@ def test_a_second_writer_is_refused(tmp_path: Path) -> None:
     songs = _tones(tmp_path / "audio", 1)
     cache_dir = tmp_path / "cache"
     cache_dir.mkdir()
-    with _exclusive(cache_dir):  # as if another prepare were running
+    with exclusive_cache(cache_dir):  # as if another prepare were running
         with pytest.raises(CacheError, match="another `mtlmood prepare`"):
             prepare_features(songs, cache_dir, CFG, workers=1, progress=False)
     prepare_features(songs, cache_dir, CFG, workers=1, progress=False)  # free again

@@ -24,7 +24,7 @@ import yaml
 from helpers.train_cli import REPO, TIMEOUT, child_env, cli_dataset, train_command, wait_for
 
 from mtlmood.checkpoint import CARD_FILE, WEIGHTS_FILE, load_train_state
-from mtlmood.runlock import LOCK_FILE
+from mtlmood.lock_file import LOCK_FILE
 from mtlmood.train import STATE_FILE
 from mtlmood_cli.main import main
 

@@ -22,7 +22,9 @@ from mtlmood.config import FeatureConfig  # noqa: E402
 from mtlmood.datasets.base import SongRecord  # noqa: E402
 from mtlmood.errors import CacheError  # noqa: E402
 from mtlmood.features import features_from_file  # noqa: E402
-from mtlmood.prepare import FAILURES_FILE, SHARD_DIR, SongOutcome, SongTask, compute_song, prepare_features  # noqa: E402
+from mtlmood.prepare import prepare_features  # noqa: E402
+from mtlmood.prepare_files import FAILURES_FILE, SHARD_DIR  # noqa: E402
+from mtlmood.prepare_tasks import SongOutcome, SongTask, compute_song  # noqa: E402
 from mtlmood_cli.main import main  # noqa: E402
 from study.prepare_ray import CRASHED, RayTaskRunner, compute_batch, not_shared_error  # noqa: E402
 
