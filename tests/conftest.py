@@ -92,10 +92,13 @@ def _starts_ray(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark every test that starts Ray (see RAY_STARTS) with ``ray``."""
+    """Mark every test that starts Ray (see RAY_STARTS) with ``ray``, and the statistical
+    simulations (files ``test_*_simulation.py``: hundreds of simulated studies each) ``slow``."""
     for item in items:
         if _starts_ray(item):
             item.add_marker(pytest.mark.ray)
+        if item.path.name.endswith("_simulation.py"):
+            item.add_marker(pytest.mark.slow)
 
 
 def _ray_sessions_of_this_process() -> set[str]:

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 from helpers.simulated_cells import Noise, simulate_cell
 
 from study.config import StudyConfig
@@ -27,7 +28,7 @@ N_SONGS = 800
 N_BOOT = 100
 
 
-def _pilot(n_cells: int = 20) -> VarianceComponents:
+def _pilot(n_cells: int = 10) -> VarianceComponents:
     rng = np.random.default_rng(31)
     sigmas, kappas = [], []
     for i in range(n_cells):
@@ -40,6 +41,7 @@ def _pilot(n_cells: int = 20) -> VarianceComponents:
     return VarianceComponents(float(np.median(sigmas)), float(np.median(kappas)), "simulated pilot")
 
 
+@pytest.mark.slow  # 30 simulated studies
 def test_forecast_mde_matches_the_realized_mde_at_the_planned_design() -> None:
     components = _pilot()
     seeds = (11, 12, 13, 14, 15)
@@ -48,7 +50,7 @@ def test_forecast_mde_matches_the_realized_mde_at_the_planned_design() -> None:
     rng = np.random.default_rng(32)
     primary = StudyConfig().report.primary
     realized = []
-    for i in range(40):
+    for i in range(20):  # 20 simulated studies: median 2.66 vs forecast 3.04 (40: 2.70 vs 2.84)
         cell = simulate_cell(rng, dict.fromkeys(ARMS, 0.0), WORLD, n=N_SONGS, seeds=seeds)
         rows, _ = cell_verdicts(cell, n_boot=N_BOOT, seed=i, metrics=("pr_auc",))
         rows = adjust_study(assign_families(rows, primary), level=0.05, power=power)
