@@ -204,19 +204,27 @@ def untrained_predictor_parts(
 ) -> tuple[Any, Any]:
     """(model, card) of an untrained paper-shape model: speed does not depend on the weights.
 
-    BatchNorm gets non-trivial running statistics and gammas of both signs, so the
+    Built by the library's one builder (``mtlmood.synth.checkpoints.untrained_checkpoint``);
+    then BatchNorm gets non-trivial running statistics and gammas of both signs, so the
     fused path's folding is exercised as it would be on a trained model.
     """
+    import dataclasses
+    import tempfile
+
     import torch
     from torch import nn
 
-    from mtlmood.checkpoint import ModelCard
-    from mtlmood.config import FeatureConfig, ModelConfig
-    from mtlmood.model import MoodCNN
+    from mtlmood.checkpoint import load_checkpoint
+    from mtlmood.synth.checkpoints import untrained_checkpoint
 
-    torch.manual_seed(seed)
-    config = ModelConfig(n_filters=n_filters)
-    model = MoodCNN(config, n_moods, n_meta).eval()
+    moods = [f"mood_{i}" for i in range(n_moods)]
+    with tempfile.TemporaryDirectory(prefix="untrained-") as tmp:
+        directory = untrained_checkpoint(Path(tmp), n_filters=n_filters, moods=moods, n_meta=n_meta, seed=seed)
+        # The builder seeds the generator and draws the initial weights; the BatchNorm draws below
+        # continue from there (loading a model draws again), so the weights are the same as ever.
+        after_init = torch.get_rng_state()
+        model, card = load_checkpoint(directory)
+    torch.set_rng_state(after_init)
     with torch.no_grad():
         for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
             assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats
@@ -224,11 +232,5 @@ def untrained_predictor_parts(
             bn.running_var.uniform_(0.5, 2.0)
             bn.weight.uniform_(-1.5, 1.5)
             bn.bias.uniform_(-0.2, 0.2)
-    card = ModelCard(
-        mood_names=[f"mood_{i}" for i in range(n_moods)],
-        meta_names=[f"artist_{i}" for i in range(n_meta)],
-        model=config,
-        features=FeatureConfig(),
-        alpha=n_moods / n_meta,
-    )
-    return model, card
+    # The saved checkpoint's id and date describe the weights before the BatchNorm draws: not these.
+    return model, dataclasses.replace(card, checkpoint_id="", created_at="")
