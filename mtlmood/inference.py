@@ -345,14 +345,10 @@ class Predictor:
                 pending.clear()
 
 
-# FusedCNN and its precisions are re-exported: callers import them from here.
 __all__ = [
     "segment_song",
     "predict_segment_batches",
     "song_probabilities",
     "Prediction",
     "Predictor",
-    "FusedCNN",
-    "Precision",
-    "PRECISIONS",
 ]

@@ -20,11 +20,12 @@ called after every epoch on every rank: it can report metrics, save
 ``torch.load(weights_only=True)``) and return True to stop. ``fit(...,
 resume=state_dict)`` continues exactly where that state left off. The state and
 result types live in mtlmood/train_state.py, the device and rank helpers in
-mtlmood/distributed.py; both are re-exported here.
+mtlmood/distributed.py, the sampler choice in mtlmood/train_sampling.py and the setup of
+one fit (model, optimiser, state, sampler) in mtlmood/train_setup.py.
 
-``train_run(config, output_dir)`` (what `mtlmood train` runs, in mtlmood/train_output.py,
-re-exported here) saves the state after every epoch, so a killed run resumes to the
-same final weights as an uninterrupted run.
+``train_run(config, output_dir)`` (what `mtlmood train` runs, in mtlmood/train_output.py)
+saves the state after every epoch, so a killed run resumes to the same final weights as an
+uninterrupted run.
 
 ``train.alpha: learned`` trains the loss weights too (uncertainty weighting,
 ``mtlmood.loss.UncertaintyWeights``): its two log-variances are optimised by the
@@ -49,49 +50,26 @@ from typing import Any, Iterator, Optional, Union
 
 import numpy as np
 import torch
-from torch import nn
 
 from mtlmood.checkpoint import cpu_copy
-from mtlmood.config import RunConfig
+from mtlmood.config import RunConfig, TrainConfig
 from mtlmood.distributed import (
     average_gradients,
     collective_device,
-    rank_and_world,
-    resolve_device,
     sync_buffers,
     to_device,
 )
 from mtlmood.errors import ConfigError
 from mtlmood.inference import song_probabilities
-from mtlmood.loss import UncertaintyWeights, alpha_mode, multitask_loss, resolve_alpha
+from mtlmood.loss import multitask_loss
 from mtlmood.metrics import macro_scores
 from mtlmood.model import MoodCNN
 from mtlmood.rundata import RunData
 from mtlmood.sampler import DeviceWindowSampler, TensorBatch
 from mtlmood.stopping import moving_average, should_stop
-from mtlmood.train_output import (
-    CONFIG_FILE,
-    METRICS_FILE,
-    RUN_FILES,
-    STATE_FILE,
-    OutputDir,
-    clear_output_dir,
-    config_differences,
-    format_epoch,
-    inspect_output_dir,
-    train_run,
-)
-from mtlmood.train_sampling import DEVICE_BANK_BUDGET, SAMPLERS, choose_sampler, make_sampler
-from mtlmood.train_state import (
-    STATE_FORMAT,
-    Callback,
-    EpochResult,
-    FitResult,
-    SplitEvaluation,
-    TrainState,
-    build_card,
-    restore_state,
-)
+from mtlmood.train_sampling import SAMPLERS
+from mtlmood.train_setup import FitRun, start_fit
+from mtlmood.train_state import Callback, EpochResult, FitResult, SplitEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -169,165 +147,155 @@ def _fit(
     resume: Optional[dict[str, Any]],
     device: Union[str, torch.device, None],
 ) -> FitResult:
+    """The loop: set up, then per epoch train, validate (and track early stopping), let the
+    callback report or stop; then restore the best epoch and score the test split."""
     started = time.perf_counter()
     tc = config.train
-    device = resolve_device(device if device is not None else tc.device)
-    distributed, rank, world = rank_and_world()
-    mode = alpha_mode(tc.alpha)
-    alpha = resolve_alpha(tc.alpha, data.n_moods, data.n_meta)  # "learned" without metadata: ConfigError
-    # The baseline (alpha = 0) gets no metadata head: it would only receive zero
-    # gradients, and without it a baseline is the same model whatever the metadata set.
-    n_meta = data.n_meta if alpha > 0 else 0
-    meta_names = data.meta_names if n_meta else []
-
-    torch.manual_seed(tc.seed)  # identical initial weights on every rank
-    model = MoodCNN(config.model, data.n_moods, n_meta).to(device)
-    if tc.channels_last:
-        model.use_channels_last()
-    weighting = UncertaintyWeights().to(device) if mode == "learned" else None
-    parameters = list(model.parameters()) + (list(weighting.parameters()) if weighting is not None else [])
-    optimizer = torch.optim.Adam(parameters, lr=tc.lr, betas=(tc.beta1, tc.beta2), eps=tc.eps)
-    state = TrainState(
-        epoch=0,
-        model=model,
-        optimizer=optimizer,
-        alpha=alpha,
-        seed=tc.seed,
-        config=config,
-        mood_names=data.mood_names,
-        meta_names=meta_names,
-        alpha_mode=mode,
-        weighting=weighting,
-    )
-    if resume is not None:
-        restore_state(state, resume)
-
-    if data.cache.bank.shape[1] != config.model.n_mels:  # before a device upload, not after
-        raise ConfigError(
-            f"the feature cache has {data.cache.bank.shape[1]} mel bands, model.n_mels={config.model.n_mels}"
-        )
-    train_ids = data.song_ids("train")
-    mood_t, meta_t = data.targets("train")
-    meta_train = meta_t if n_meta else np.zeros((len(train_ids), 0), np.float32)
-    sampler, sampler_kind, bank_bytes = make_sampler(data, config, train_ids, mood_t, meta_train, device, rank, world)
-
-    net: nn.Module = model
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shape: let cuDNN pick the fastest kernels
-    autocast_dtype = torch.bfloat16 if tc.bf16 else None
-
-    stop = should_stop(state.epoch, state.stopper.stale, tc.patience, tc.min_epochs)
-    log.info(
-        "training %d moods, %d metadata labels, alpha=%s, %d train songs, %d batches/epoch on %s%s, %s sampler%s",
-        data.n_moods,
-        n_meta,
-        "learned" if weighting is not None else f"{alpha:.4g}",
-        len(train_ids),
-        sampler.batches_per_epoch,
-        device,
-        f" (rank {rank}/{world})" if distributed else "",
-        sampler_kind,
-        f" ({bank_bytes / 2**20:.0f} MiB of frames on {device})" if sampler_kind == "device" else "",
-    )
-    for epoch in range(state.epoch + 1, tc.max_epochs + 1):
+    run = start_fit(data, config, resume, device)
+    stop = should_stop(run.state.epoch, run.state.stopper.stale, tc.patience, tc.min_epochs)
+    _log_start(run, data)
+    for epoch in range(run.state.epoch + 1, tc.max_epochs + 1):
         if stop:
             break
         t0 = time.perf_counter()
-        net.train()
-        torch.manual_seed(_epoch_seed(tc.seed, epoch, rank))  # dropout stream of this epoch
-        # A device sampler's batches are already on the device: no copy, no prefetch thread.
-        batches: Iterator[TensorBatch] = (
-            sampler.epoch(epoch)
-            if isinstance(sampler, DeviceWindowSampler)
-            else to_device(sampler.epoch(epoch), device)
-        )
-        sums = torch.zeros(3, dtype=torch.float64, device=device)
-        for x, mood_y, meta_all in batches:
-            meta_y = meta_all if n_meta else None
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast_dtype is not None):
-                mood_logits, meta_logits = net(x)
-            total, mood_loss, meta_loss = multitask_loss(
-                mood_logits, meta_logits, mood_y, meta_y, weighting if weighting is not None else alpha
-            )
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            if distributed and weighting is not None:
-                average_gradients(weighting, world, collective_device(device))
-            optimizer.step()
-            # Accumulate on the device: no host sync per step.
-            sums += torch.stack([total.detach(), mood_loss.detach(), meta_loss.detach()]).double()
-        if distributed:
-            cdev = collective_device(device)
-            reduced = sums.to(cdev)
-            torch.distributed.all_reduce(reduced)
-            sums = reduced / world
-            sync_buffers(model, cdev)
-        losses = (sums / sampler.local_batches).tolist()
+        losses = _train_epoch(run, epoch, tc)
         train_seconds = time.perf_counter() - t0
+        result = _validate_epoch(run, data, config, epoch, losses, t0, train_seconds)
+        stop = should_stop(epoch, run.state.stopper.stale, tc.patience, tc.min_epochs)
+        if callback is not None and _callback_stops(run, callback, result):
+            break
+    return _finish(run, data, config, started)
 
-        val: Optional[dict[str, Any]] = None
-        if rank == 0:
-            scores = evaluate_split(model, data, "validation", config, per_label=False).scores
-            val = {k: scores[k] for k in _VAL_KEYS if k in scores}  # type: ignore[literal-required]
-        if distributed:
-            holder = [val]
-            torch.distributed.broadcast_object_list(holder, src=0, device=collective_device(device))
-            val = holder[0]
-        assert val is not None
-        score = float(val[tc.monitor])
-        is_best = not math.isnan(score) and score > state.best_score
-        if is_best:
-            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-            state.best_state = cpu_copy(model.state_dict())
-        else:
-            state.bad_epochs += 1
-        # Patience watches the moving average of the last stop_smoothing scores (the raw
-        # score by default); the best raw epoch above stays the one whose weights are kept.
-        smoothed = moving_average(
-            [float(h.val.get(tc.monitor, math.nan)) for h in state.history] + [score], tc.stop_smoothing
-        )
-        state.stopper.update(smoothed)
-        state.epoch = epoch
-        result = EpochResult(
-            epoch=epoch,
-            train_loss=losses[0],
-            train_mood_loss=losses[1],
-            train_meta_loss=losses[2],
-            val=val,
-            is_best=is_best,
-            bad_epochs=state.bad_epochs,
-            seconds=time.perf_counter() - t0,
-            segments_per_second=tc.batch_size * sampler.local_batches * world / train_seconds,
-            alpha=state.effective_alpha(),
-            stop_score=smoothed,
-            stale_epochs=state.stopper.stale,
-        )
-        state.history.append(result)
-        stop = should_stop(epoch, state.stopper.stale, tc.patience, tc.min_epochs)
-        if callback is not None:
-            wants_stop = bool(callback(result, state))
-            if distributed:  # any rank's request stops every rank, so none waits forever
-                flag = torch.tensor([float(wants_stop)], device=collective_device(device))
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                wants_stop = bool(flag.item())
-            if wants_stop:
-                break
 
+def _log_start(run: FitRun, data: RunData) -> None:
+    """One log line: what is trained, on what, with which sampler."""
+    log.info(
+        "training %d moods, %d metadata labels, alpha=%s, %d train songs, %d batches/epoch on %s%s, %s sampler%s",
+        data.n_moods,
+        run.n_meta,
+        "learned" if run.weighting is not None else f"{run.alpha:.4g}",
+        run.n_train,
+        run.sampler.batches_per_epoch,
+        run.device,
+        f" (rank {run.rank}/{run.world})" if run.distributed else "",
+        run.sampler_kind,
+        f" ({run.bank_bytes / 2**20:.0f} MiB of frames on {run.device})" if run.sampler_kind == "device" else "",
+    )
+
+
+def _train_epoch(run: FitRun, epoch: int, tc: TrainConfig) -> list[float]:
+    """One epoch of optimiser steps; the mean (total, mood, meta) loss over every rank's batches."""
+    device, weighting = run.device, run.weighting
+    run.net.train()
+    torch.manual_seed(_epoch_seed(tc.seed, epoch, run.rank))  # dropout stream of this epoch
+    # A device sampler's batches are already on the device: no copy, no prefetch thread.
+    batches: Iterator[TensorBatch] = (
+        run.sampler.epoch(epoch)
+        if isinstance(run.sampler, DeviceWindowSampler)
+        else to_device(run.sampler.epoch(epoch), device)
+    )
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    for x, mood_y, meta_all in batches:
+        meta_y = meta_all if run.n_meta else None
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
+            mood_logits, meta_logits = run.net(x)
+        total, mood_loss, meta_loss = multitask_loss(
+            mood_logits, meta_logits, mood_y, meta_y, weighting if weighting is not None else run.alpha
+        )
+        run.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if run.distributed and weighting is not None:
+            average_gradients(weighting, run.world, collective_device(device))
+        run.optimizer.step()
+        # Accumulate on the device: no host sync per step.
+        sums += torch.stack([total.detach(), mood_loss.detach(), meta_loss.detach()]).double()
+    if run.distributed:
+        cdev = collective_device(device)
+        reduced = sums.to(cdev)
+        torch.distributed.all_reduce(reduced)
+        sums = reduced / run.world
+        sync_buffers(run.model, cdev)
+    losses: list[float] = (sums / run.sampler.local_batches).tolist()
+    return losses
+
+
+def _validate_epoch(
+    run: FitRun,
+    data: RunData,
+    config: RunConfig,
+    epoch: int,
+    losses: list[float],
+    t0: float,
+    train_seconds: float,
+) -> EpochResult:
+    """Score the validation split (rank 0, broadcast to the others), keep the best weights, count
+    the patience on the smoothed score, and record the epoch in the state's history."""
+    tc, state = config.train, run.state
+    val: Optional[dict[str, Any]] = None
+    if run.rank == 0:
+        scores = evaluate_split(run.model, data, "validation", config, per_label=False).scores
+        val = {k: scores[k] for k in _VAL_KEYS if k in scores}  # type: ignore[literal-required]
+    if run.distributed:
+        holder = [val]
+        torch.distributed.broadcast_object_list(holder, src=0, device=collective_device(run.device))
+        val = holder[0]
+    assert val is not None
+    score = float(val[tc.monitor])
+    is_best = not math.isnan(score) and score > state.best_score
+    if is_best:
+        state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+        state.best_state = cpu_copy(run.model.state_dict())
+    else:
+        state.bad_epochs += 1
+    # Patience watches the moving average of the last stop_smoothing scores (the raw
+    # score by default); the best raw epoch above stays the one whose weights are kept.
+    smoothed = moving_average(
+        [float(h.val.get(tc.monitor, math.nan)) for h in state.history] + [score], tc.stop_smoothing
+    )
+    state.stopper.update(smoothed)
+    state.epoch = epoch
+    result = EpochResult(
+        epoch=epoch,
+        train_loss=losses[0],
+        train_mood_loss=losses[1],
+        train_meta_loss=losses[2],
+        val=val,
+        is_best=is_best,
+        bad_epochs=state.bad_epochs,
+        seconds=time.perf_counter() - t0,
+        segments_per_second=tc.batch_size * run.sampler.local_batches * run.world / train_seconds,
+        alpha=state.effective_alpha(),
+        stop_score=smoothed,
+        stale_epochs=state.stopper.stale,
+    )
+    state.history.append(result)
+    return result
+
+
+def _callback_stops(run: FitRun, callback: Callback, result: EpochResult) -> bool:
+    """Run the callback; whether it asks to stop (any rank's request stops every rank, so none waits forever)."""
+    wants_stop = bool(callback(result, run.state))
+    if run.distributed:
+        flag = torch.tensor([float(wants_stop)], device=collective_device(run.device))
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        wants_stop = bool(flag.item())
+    return wants_stop
+
+
+def _finish(run: FitRun, data: RunData, config: RunConfig, started: float) -> FitResult:
+    """Restore the best epoch's weights, score the test split (rank 0, broadcast) and build the result."""
+    tc, state, model = config.train, run.state, run.model
     stopped_early = should_stop(state.epoch, state.stopper.stale, tc.patience, tc.min_epochs)
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
     model.eval()
     best_val = next((h.val for h in state.history if h.epoch == state.best_epoch), {})
     evaluation: Optional[SplitEvaluation] = None
-    if rank == 0:
+    if run.rank == 0:
         evaluation = evaluate_split(model, data, "test", config)
-    if distributed:
+    if run.distributed:
         received: list[Optional[SplitEvaluation]] = [evaluation]
-        torch.distributed.broadcast_object_list(received, src=0, device=collective_device(device))
+        torch.distributed.broadcast_object_list(received, src=0, device=collective_device(run.device))
         evaluation = received[0]
     assert evaluation is not None
     return FitResult(
@@ -339,40 +307,15 @@ def _fit(
         test_evaluation=evaluation,
         alpha=state.best_alpha(),
         n_moods=data.n_moods,
-        n_meta=n_meta,
+        n_meta=run.n_meta,
         mood_names=data.mood_names,
-        meta_names=meta_names,
+        meta_names=run.meta_names,
         stopped_early=stopped_early,
         seconds=time.perf_counter() - started,
         config=config,
         data_summary=data.summary(),
-        alpha_mode=mode,
+        alpha_mode=run.mode,
     )
 
 
-# The state and result types and resolve_device are re-exported: callers import them from here.
-__all__ = [
-    "EpochResult",
-    "TrainState",
-    "FitResult",
-    "SplitEvaluation",
-    "Callback",
-    "STATE_FORMAT",
-    "fit",
-    "evaluate_split",
-    "train_run",
-    "OutputDir",
-    "inspect_output_dir",
-    "clear_output_dir",
-    "config_differences",
-    "CONFIG_FILE",
-    "STATE_FILE",
-    "METRICS_FILE",
-    "build_card",
-    "format_epoch",
-    "resolve_device",
-    "choose_sampler",
-    "RUN_FILES",
-    "SAMPLERS",
-    "DEVICE_BANK_BUDGET",
-]
+__all__ = ["MONITORS", "evaluate_split", "fit"]

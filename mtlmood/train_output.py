@@ -1,13 +1,13 @@
 """What `mtlmood train` leaves in its output directory, and how to read it back.
 
-``train_run`` (mtlmood/train.py) writes, after every epoch, the resolved ``config.yaml``
-(from the first epoch on) and ``train_state.pt``; at the end ``metrics.json`` and the
+``train_run`` (what `mtlmood train` runs: mtlmood.train.fit, saving as it goes) writes,
+after every epoch, the resolved ``config.yaml`` (from the first epoch on) and
+``train_state.pt``; at the end ``metrics.json`` and the
 checkpoint (``weights.pt`` + ``model_card.json``, the card last: it marks a finished
 run). ``inspect_output_dir`` says what a directory holds (nothing, a run to resume, a
 finished run) and which settings differ from the config at hand; ``clear_output_dir``
-removes a run's files; ``format_epoch`` is the progress line it prints. Split out of
-mtlmood/train.py (which re-exports every name), so the training loop and the directory
-bookkeeping each stay one readable file.
+removes a run's files; ``format_epoch`` is the progress line it prints. The training loop
+(mtlmood.train) and this directory bookkeeping each stay one readable file.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from mtlmood.errors import ConfigError
 from mtlmood.fileio import atomic_write_json, read_json_object
 from mtlmood.filenames import TRAIN_STATE_FILE
 from mtlmood.rundata import load_run_data
+from mtlmood.train import fit
 from mtlmood.train_state import Callback, EpochResult, FitResult, TrainState
 
 # What train_run writes into its output directory. The model card is written last: it
@@ -167,8 +168,6 @@ def train_run(
                 config_written = True
             save_train_state(output_dir / STATE_FILE, state.to_dict())
         return callback(result, state) if callback is not None else None
-
-    from mtlmood.train import fit  # at call time: mtlmood.train imports this module
 
     result = fit(data, config, callback=save_epoch, resume=resume)
     if writer:

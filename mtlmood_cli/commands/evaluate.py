@@ -60,10 +60,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from mtlmood.coerce import apply_overrides, from_dict
     from mtlmood.config import RunConfig
     from mtlmood.config_io import load_config
+    from mtlmood.distributed import resolve_device
     from mtlmood.errors import CheckpointError
     from mtlmood.metrics import json_safe
     from mtlmood.rundata import load_run_data
-    from mtlmood.train import evaluate_split, resolve_device
+    from mtlmood.train import evaluate_split
 
     model, card = load_checkpoint(args.checkpoint)
     if args.config:

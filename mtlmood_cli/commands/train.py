@@ -54,7 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
     """Train (or resume), printing progress per epoch and a test summary at the end."""
     from mtlmood.errors import ConfigError
     from mtlmood.runlock import RunLock
-    from mtlmood.train import clear_output_dir, format_epoch, inspect_output_dir, train_run
+    from mtlmood.train_output import clear_output_dir, format_epoch, inspect_output_dir, train_run
 
     config = run_config_from_args(args)
     if args.output:

@@ -182,13 +182,7 @@ def test_every_mtlmood_module_imports_without_ray() -> None:
 GRAPH_PACKAGES = ("mtlmood", "study", "serve", "catalog", "mtlmood_cli")
 # Circles that exist on purpose or await their owner's fix: the modules of one circle -> why.
 # Like ALLOWED, an entry needs a reason a reviewer can judge; a gone circle must leave.
-KNOWN_CIRCLES: dict[frozenset[str], str] = {
-    frozenset({"mtlmood.train", "mtlmood.train_output"}): (
-        "mtlmood.train re-exports train_output's names (train_run, inspect_output_dir, ...) and "
-        "train_output.train_run imports mtlmood.train.fit at call time; the core's owner breaks it by "
-        "having callers import train_output directly (issue 19), then this entry goes"
-    ),
-}
+KNOWN_CIRCLES: dict[frozenset[str], str] = {}
 
 
 def _known(name: str, modules: Collection[str]) -> Optional[str]:

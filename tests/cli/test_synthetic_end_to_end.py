@@ -14,7 +14,7 @@ from mtlmood.config_io import load_config
 from mtlmood.datasets import load_run_songs
 from mtlmood.prepare import prepare_features
 from mtlmood.synth import SynthConfig, synthesize
-from mtlmood.train import train_run
+from mtlmood.train_output import train_run
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,8 @@ from helpers.mtl_synthetic import make_run_data, small_config
 from mtlmood.checkpoint import load_checkpoint, save_checkpoint
 from mtlmood.inference import Predictor
 from mtlmood.rundata import RunData
-from mtlmood.train import FitResult, fit
+from mtlmood.train import fit
+from mtlmood.train_state import FitResult
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

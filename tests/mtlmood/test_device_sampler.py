@@ -16,7 +16,8 @@ from mtlmood.config_io import load_config
 from mtlmood.errors import ConfigError
 from mtlmood.rundata import RunData
 from mtlmood.sampler import DeviceWindowSampler, WindowSampler, device_bank_bytes
-from mtlmood.train import choose_sampler, fit
+from mtlmood.train import fit
+from mtlmood.train_sampling import choose_sampler
 
 N_MELS = 6
 T = 20

@@ -21,7 +21,8 @@ from torch import nn
 from mtlmood.checkpoint import ModelCard
 from mtlmood.config import FeatureConfig, ModelConfig
 from mtlmood.features import features_from_file, log_mel
-from mtlmood.inference import FusedCNN, Predictor
+from mtlmood.fused import FusedCNN
+from mtlmood.inference import Predictor
 from mtlmood.model import MoodCNN
 
 FP32_TOL = 1e-5

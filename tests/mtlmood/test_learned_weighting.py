@@ -19,7 +19,8 @@ from mtlmood.checkpoint import load_checkpoint, load_train_state, save_train_sta
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.loss import UncertaintyWeights, alpha_mode, multitask_loss, resolve_alpha
 from mtlmood.rundata import RunData
-from mtlmood.train import FitResult, fit
+from mtlmood.train import fit
+from mtlmood.train_state import FitResult
 
 EPOCHS = 3
 

@@ -16,7 +16,8 @@ from helpers.mtl_synthetic import ddp_worker, make_run_data, small_config
 from mtlmood.checkpoint import ModelCard, load_checkpoint, load_train_state, save_train_state
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.rundata import RunData
-from mtlmood.train import FitResult, evaluate_split, fit
+from mtlmood.train import evaluate_split, fit
+from mtlmood.train_state import FitResult
 
 EPOCHS = 3
 

@@ -25,7 +25,7 @@ from helpers.train_cli import REPO, TIMEOUT, child_env, cli_dataset, train_comma
 
 from mtlmood.checkpoint import CARD_FILE, WEIGHTS_FILE, load_train_state
 from mtlmood.lock_file import LOCK_FILE
-from mtlmood.train import STATE_FILE
+from mtlmood.train_output import STATE_FILE
 from mtlmood_cli.main import main
 
 EPOCHS = 4
@@ -168,11 +168,11 @@ def test_ctrl_c_keeps_the_finished_epochs_and_the_same_command_resumes(
     """Ctrl-C right after epoch 1 (a KeyboardInterrupt from its progress line): exit 130 with one
     line that promises the resume, epoch 1's state on disk, no lock left; the same command then
     trains only the other epochs and ends with the uninterrupted run's weights."""
-    import mtlmood.train as train
+    import mtlmood.train_output as train_output
 
     out = tmp_path / "interrupted"
     argv = ["train", "--config", str(runs["config"]), "--output", str(out)]
-    progress_line = train.format_epoch
+    progress_line = train_output.format_epoch
 
     def ctrl_c_after_epoch_1(result: Any, *args: Any) -> str:
         if result.epoch == 1:
@@ -180,7 +180,7 @@ def test_ctrl_c_keeps_the_finished_epochs_and_the_same_command_resumes(
         return progress_line(result, *args)
 
     with monkeypatch.context() as patch:
-        patch.setattr(train, "format_epoch", ctrl_c_after_epoch_1)
+        patch.setattr(train_output, "format_epoch", ctrl_c_after_epoch_1)
         assert main(argv) == 130
     assert capsys.readouterr().err == (
         "mtlmood train: interrupted; finished epochs are kept, re-run the same command to resume\n"
