@@ -20,17 +20,21 @@ import mtlmood
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Top-level packages that the code of each package must never import.
+# Top-level packages that the code of each package must never import. No installed package
+# imports ``benchmarks`` (the load and fault tools of benchmarks/load included): it is not
+# shipped (pyproject.toml packages), only run from the repository.
 FORBIDDEN: dict[str, frozenset[str]] = {
     # The core library knows no layer above it, and no Ray.
-    "mtlmood": frozenset({"study", "serve", "catalog", "mtlmood_cli", "ray"}),
+    "mtlmood": frozenset({"study", "serve", "catalog", "mtlmood_cli", "ray", "benchmarks"}),
     # The Ray layers are used by the command line, never the other way round.
-    "study": frozenset({"mtlmood_cli"}),
+    "study": frozenset({"mtlmood_cli", "benchmarks"}),
     # serve stands on the core alone: it reads a study's results from files
     # (best_checkpoint.json), so a study's code never has to be installed next to a server.
-    "serve": frozenset({"mtlmood_cli", "study"}),
+    "serve": frozenset({"mtlmood_cli", "study", "benchmarks"}),
     # catalog (batch inference on Ray Data) stands on the core alone, like serve.
-    "catalog": frozenset({"mtlmood_cli", "study", "serve"}),
+    "catalog": frozenset({"mtlmood_cli", "study", "serve", "benchmarks"}),
+    # The command line sits on top of the shipped packages.
+    "mtlmood_cli": frozenset({"benchmarks"}),
 }
 
 # Imports that break a rule above on purpose: (importing file, imported module) -> why.
@@ -148,6 +152,10 @@ def test_serve_imports_no_study_code_and_not_the_command_line() -> None:
 
 def test_catalog_stands_on_the_core_alone() -> None:
     assert violations("catalog") == []
+
+
+def test_the_command_line_uses_no_benchmark_code() -> None:
+    assert violations("mtlmood_cli") == []
 
 
 def test_every_allowed_exception_is_still_needed() -> None:
