@@ -12,7 +12,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Optional
 
-from mtlmood.cache import INDEX_FILE, FeatureCache, npy_header
+from mtlmood.cache import CONFIG_FILE, INDEX_FILE, FeatureCache, npy_header
 from mtlmood.config import FeatureConfig
 from mtlmood.errors import CacheError
 from mtlmood.fileio import atomic_write_json
@@ -36,7 +36,7 @@ def shard_name(song_id: str) -> str:
 def clear_cache(cache_dir: Path) -> None:
     """Delete everything a previous prepare wrote (for rebuild=True)."""
     (cache_dir / INDEX_FILE).unlink(missing_ok=True)  # first: the cache is then no longer valid
-    for pattern in ("bank*.npy", ".bank*.tmp", "feature_config.json", FAILURES_FILE):
+    for pattern in ("bank*.npy", ".bank*.tmp", CONFIG_FILE, FAILURES_FILE):
         for path in cache_dir.glob(pattern):
             path.unlink()
     shards = cache_dir / SHARD_DIR
@@ -72,7 +72,7 @@ def shard_dir(cache_dir: Path, cfg: FeatureConfig) -> Path:
     """The shard folder, tagged with the feature config its shards were computed with."""
     shards = cache_dir / SHARD_DIR
     shards.mkdir(exist_ok=True)
-    tag = shards / "feature_config.json"
+    tag = shards / CONFIG_FILE  # the shards' feature config, named as the bank names its own
     if tag.exists():
         try:
             found = FeatureConfig(**json.loads(tag.read_text()))
@@ -108,7 +108,7 @@ def valid_shard(path: Path, cfg: FeatureConfig) -> bool:
 
 def remove_if_only_tag(shards: Path) -> None:
     """Drop the shard folder once nothing but its config tag is left in it."""
-    if {p.name for p in shards.iterdir()} <= {"feature_config.json"}:
+    if {p.name for p in shards.iterdir()} <= {CONFIG_FILE}:
         for path in shards.iterdir():
             path.unlink()
         shards.rmdir()
