@@ -99,7 +99,7 @@ class ModelCard:
     def from_fit(
         cls, result: Any, config: Optional[RunConfig] = None, test_metrics: Optional[dict[str, Any]] = None
     ) -> "ModelCard":
-        """The card of a ``mtlmood.train.FitResult`` (its config unless ``config`` is given;
+        """The card of a ``mtlmood.train_state.FitResult`` (its config unless ``config`` is given;
         ``test_metrics`` replaces the result's test scores)."""
         metrics = result.metrics_summary()
         if test_metrics is not None:

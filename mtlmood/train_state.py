@@ -6,7 +6,7 @@ and the final result.
 with ``torch.load(weights_only=True)``) that ``fit(..., resume=snapshot)`` continues
 from exactly: ``restore_state`` checks that a snapshot fits the run (outputs, alpha)
 before loading it (`mtlmood train` writes it to ``<output>/train_state.pt`` after
-every epoch, see ``mtlmood.train.train_run``). ``FitResult`` is what ``fit`` returns;
+every epoch, see ``mtlmood.train_output.train_run``). ``FitResult`` is what ``fit`` returns;
 ``FitResult.to_dict()`` is the content of metrics.json.
 """
 
