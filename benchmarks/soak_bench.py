@@ -53,10 +53,10 @@ def soak_endpoint(
     import ray
     from ray import serve
 
-    from serve.app import build_app
-    from serve.config import ServeConfig
     from benchmarks.load.replicas import app_processes
     from benchmarks.load.soak import as_json, cpu_seconds, judge, measure_capacity, run_soak, summarise, table
+    from serve.app import build_app
+    from serve.config import ServeConfig
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     port = free_port()

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
 
+from helpers.mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
 from mtlmood.cache import write_cache
 from mtlmood.checkpoint import load_checkpoint
 from mtlmood.config import FeatureConfig

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers.mtl_synthetic import make_run_data, small_config
 
+from helpers.mtl_synthetic import make_run_data, small_config
 from mtlmood.checkpoint import load_checkpoint, save_checkpoint
 from mtlmood.inference import Predictor
 from mtlmood.rundata import RunData

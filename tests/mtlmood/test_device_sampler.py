@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from helpers.mtl_synthetic import make_run_data, small_config
 
+from helpers.mtl_synthetic import make_run_data, small_config
 from mtlmood.cache import FeatureCache, write_cache
 from mtlmood.config import FeatureConfig, RunConfig
 from mtlmood.config_io import load_config

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers.mtl_synthetic import make_run_data, small_config
 
+from helpers.mtl_synthetic import make_run_data, small_config
 from mtlmood.checkpoint import load_checkpoint, load_train_state, save_train_state
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.loss import UncertaintyWeights, alpha_mode, multitask_loss, resolve_alpha

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers.model_cards import MOODS, card_checkpoint
-
 from mtlmood.checkpoint import ModelCard
 from mtlmood.config import DatasetConfig, FeatureConfig, LabelConfig, ModelConfig
 from mtlmood.model_card import MODEL_CARD_FILE, render_model_card, write_model_card

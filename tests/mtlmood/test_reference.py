@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers.mtl_synthetic import N_MELS, make_run_data, small_config
 
+from helpers.mtl_synthetic import N_MELS, make_run_data, small_config
 from mtlmood.metrics import macro_scores
 from mtlmood.reference import ReferenceResult, fit_reference, song_statistics
 from mtlmood.rundata import RunData

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from helpers.train_cli import REPO, TIMEOUT, child_env, cli_dataset, train_command, wait_for
 
+from helpers.train_cli import REPO, TIMEOUT, child_env, cli_dataset, train_command, wait_for
 from mtlmood.lock_file import LOCK_FILE, command_line, read_owner
 from mtlmood.runlock import RunDirInUse, RunLock, held_here
 from mtlmood_cli.main import main

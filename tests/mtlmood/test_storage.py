@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers.s3_server import s3_server
 
+from helpers.s3_server import s3_server
 from mtlmood import checkpoint_pointer, remote_cache, storage
 from mtlmood.checkpoint import CARD_FILE, ModelCard, load_checkpoint, read_card
 from mtlmood.config import FeatureConfig, ModelConfig

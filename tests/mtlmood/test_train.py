@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers.mtl_synthetic import ddp_worker, make_run_data, small_config
 
+from helpers.mtl_synthetic import ddp_worker, make_run_data, small_config
 from mtlmood.checkpoint import ModelCard, load_checkpoint, load_train_state, save_train_state
 from mtlmood.errors import CheckpointError, ConfigError
 from mtlmood.rundata import RunData

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from helpers.train_cli import REPO, TIMEOUT, child_env, cli_dataset, train_command, wait_for
 
+from helpers.train_cli import REPO, TIMEOUT, child_env, cli_dataset, train_command, wait_for
 from mtlmood.checkpoint import CARD_FILE, WEIGHTS_FILE, load_train_state
 from mtlmood.lock_file import LOCK_FILE
 from mtlmood.train_output import STATE_FILE

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import torch
-from helpers.mtl_synthetic import make_run_data, small_config
 
+from helpers.mtl_synthetic import make_run_data, small_config
 from mtlmood.checkpoint import load_train_state, save_train_state
 from mtlmood.config import RunConfig
 from mtlmood.config_io import load_config

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+
 from helpers.serve_apps import deploy_shared_apps, serve_checkpoints
 from helpers.serve_http import free_port
 

@@ -12,10 +12,10 @@ from typing import Any, Callable
 import pytest
 import requests
 import yaml
+
 from helpers.audio import tone
 from helpers.serve_apps import MOODS
 from helpers.serve_http import TIMEOUT, free_port
-
 from mtlmood.errors import ConfigError
 from mtlmood.synth.checkpoints import untrained_checkpoint
 

@@ -23,11 +23,11 @@ from typing import Iterator
 
 import pytest
 import requests
+
 from helpers.audio import tone, wav_bytes
 from helpers.replica_kill import assert_clean_answer, kill_under_load
 from helpers.serve_apps import MOODS
 from helpers.serve_http import TIMEOUT, free_port
-
 from mtlmood.synth.checkpoints import untrained_checkpoint
 
 APP = "default"
@@ -58,8 +58,8 @@ def default_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_default_layout_runs_two_ingress_replicas_behind_routers(default_app: str) -> None:
-    from serve.config import ServeConfig
     from benchmarks.load.replicas import running_replicas
+    from serve.config import ServeConfig
 
     defaults = ServeConfig()
     assert len(running_replicas(APP, "MoodIngress")) == defaults.ingress.min_replicas == 2

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import pytest
 import soundfile as sf
+
 from helpers.audio import tone, wav_bytes
 from helpers.serve_apps import MAIN_BODY_LIMIT, MOODS
 from helpers.serve_http import TIMEOUT, assert_error, assert_matches, scored_counts

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers.audio import tone
 from helpers.replica_kill import assert_clean_answer, kill_under_load
 from helpers.serve_apps import own_app, small_app_config

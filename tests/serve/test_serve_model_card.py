@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 from helpers.serve_apps import MOODS
-
 from mtlmood.checkpoint import read_card
 from mtlmood.model_card import MODEL_CARD_FILE
 from mtlmood.synth.checkpoints import untrained_checkpoint

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 from fastapi import Request  # at module level: FastAPI resolves the route's annotations here
-from helpers.serve_apps import MOODS
 
+from helpers.serve_apps import MOODS
 from mtlmood.synth.checkpoints import untrained_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers.serve_apps import MOODS
 
+from helpers.serve_apps import MOODS
 from mtlmood import remote_cache, storage
 from mtlmood.checkpoint import read_card
 from mtlmood.synth.checkpoints import untrained_checkpoint
@@ -41,7 +41,6 @@ def test_a_study_in_a_bucket_is_served_from_each_replicas_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from helpers.s3_server import s3_server
-
     from serve.app import build_app
     from serve.config import (
         ModelSettings,

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 from helpers.serve_apps import MOODS
-
 from mtlmood.checkpoint import read_card
 from mtlmood.filenames import STUDY_EVIDENCE_FILE
 from mtlmood.model_card import MODEL_CARD_FILE

@@ -22,10 +22,10 @@ from typing import Any, Iterator, Optional
 
 import pytest
 import requests
+
 from helpers.audio import tone
 from helpers.serve_apps import MOODS
 from helpers.serve_http import TIMEOUT, free_port
-
 from mtlmood.synth.checkpoints import untrained_checkpoint
 from serve.telemetry import EXPORTED
 

@@ -17,7 +17,6 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from helpers.study_data import make_study_data, prepare_study_features, small_overrides  # noqa: E402
-
 from study.cells import study_cells  # noqa: E402
 from study.config import load_study_config  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402

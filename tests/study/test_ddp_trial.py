@@ -24,7 +24,6 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from helpers.study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
-
 from mtlmood.coerce import from_dict, to_dict  # noqa: E402
 from mtlmood.config import RunConfig  # noqa: E402
 from study.cells import study_cells  # noqa: E402

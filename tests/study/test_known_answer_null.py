@@ -20,7 +20,6 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from helpers.study_data import prepare_study_features, study_run_command  # noqa: E402
-
 from mtlmood.synth import synthesize  # noqa: E402
 from mtlmood.synth.worlds import world_config  # noqa: E402
 from study.config import load_study_config  # noqa: E402

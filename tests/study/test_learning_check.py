@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pandas as pd
-from helpers.simulated_cells import Noise, simulate_cell
 
+from helpers.simulated_cells import Noise, simulate_cell
 from study.config import StudyConfig
 from study.report.bootstrap import ArmRuns, chance_pr_auc
 from study.report.learning import AT_CHANCE, BELOW_REFERENCE, LEARNED, check_cell, warning_line

@@ -9,8 +9,8 @@ import logging
 from pathlib import Path
 
 import pytest
-from helpers.model_cards import card_checkpoint
 
+from helpers.model_cards import card_checkpoint
 from mtlmood.model_card import MODEL_CARD_FILE
 from mtlmood_cli.main import main
 from study.report.model_cards import find_study_record, write_study_model_cards

@@ -26,7 +26,6 @@ if not Path("/proc/self/stat").exists():  # tests/helpers/ray_nodes.py reads the
 
 from helpers.ray_nodes import LocalCluster  # noqa: E402
 from helpers.study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
-
 from mtlmood.cache import FeatureCache, default_cache_dir  # noqa: E402
 from mtlmood.datasets import load_run_songs  # noqa: E402
 from study.config import load_study_config  # noqa: E402

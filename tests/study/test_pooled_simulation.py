@@ -14,8 +14,8 @@ from functools import cache
 
 import numpy as np
 import pandas as pd
-from helpers.simulated_cells import Noise, simulate_cell, true_gain
 
+from helpers.simulated_cells import Noise, simulate_cell, true_gain
 from study.report.bootstrap import arm_draws, cluster_weights, n_clusters
 from study.report.statistics import compare_draws
 from study.report.verdicts import cell_verdicts

@@ -13,8 +13,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from helpers.simulated_cells import Noise, simulate_cell
 
+from helpers.simulated_cells import Noise, simulate_cell
 from study.config import StudyConfig
 from study.power import VarianceComponents, forecast_mde, seeds_needed
 from study.report.bootstrap import arm_draws, cluster_weights, n_clusters

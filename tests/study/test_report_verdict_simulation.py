@@ -10,8 +10,8 @@ from functools import cache
 
 import numpy as np
 import pandas as pd
-from helpers.simulated_cells import CLUSTERED, Noise, simulate_cell, true_gain
 
+from helpers.simulated_cells import CLUSTERED, Noise, simulate_cell, true_gain
 from mtlmood.metrics import macro_metric
 from study.report.statistics import arm_draws, cluster_weights, compare_arms, compare_draws, n_clusters, tost
 from study.report.verdicts import cell_verdicts

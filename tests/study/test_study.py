@@ -22,7 +22,6 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from helpers.study_data import make_study_data, prepare_study_features, small_overrides, study_run_command  # noqa: E402
-
 from mtlmood.inference import Predictor  # noqa: E402
 from study.config import load_study_config  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402

@@ -29,7 +29,6 @@ ray = pytest.importorskip("ray")
 
 from helpers.s3_server import s3_server  # noqa: E402
 from helpers.study_data import make_study_data, prepare_study_features, small_overrides, study_run_command  # noqa: E402
-
 from mtlmood import storage  # noqa: E402
 from mtlmood.checkpoint_pointer import local_checkpoint  # noqa: E402
 from mtlmood.inference import Predictor  # noqa: E402
