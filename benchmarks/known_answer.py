@@ -1,5 +1,6 @@
 """Known-answer benchmark: does alpha = N_mood/N_meta beat alpha = 0 where metadata truly
-helps (world "metadata-helps"), and make no difference where it cannot (world "null")?
+helps (world "metadata-helps"), cost where it competes (world "metadata-costs", the demo's) and
+make no difference where it cannot (world "null")?
 
     python benchmarks/known_answer.py --world metadata-helps --seeds 5
     python benchmarks/known_answer.py --world null --seeds 5 --synth n_artists=12
@@ -40,6 +41,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import CACHE
+from mtlmood.synth.plan import WORLDS
 
 DEMO_RUN = [  # study/configs/synthetic.yaml's run section, as --set overrides
     "dataset.name=synthetic",
@@ -217,7 +219,7 @@ def rule_spread(runs: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--world", default="metadata-helps", choices=("default", "metadata-helps", "null"))
+    p.add_argument("--world", default="metadata-helps", choices=tuple(WORLDS))
     p.add_argument("--synth", nargs="*", default=[], metavar="FIELD=VALUE", help="SynthConfig changes")
     p.add_argument("--set", nargs="*", default=[], dest="sets", metavar="KEY=VALUE", help="RunConfig overrides")
     p.add_argument("--seeds", type=int, default=5)

@@ -1,7 +1,6 @@
 """Where training batches are gathered: the host sampler (numpy over the feature cache's
 memory map) or the device sampler (the training songs' frames held on the GPU). Both
 yield the same batches, so the choice (``train.sampler``) changes speed, never results.
-Split out of mtlmood/train.py, which re-exports these names.
 """
 
 from __future__ import annotations

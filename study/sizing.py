@@ -3,7 +3,7 @@
     python -m study.sizing            # the tables in docs/RUNBOOK.md
 
 The model's work per 187 x 96 segment is counted exactly (conv and dense MACs at each
-block's resolution; ``tests/test_sizing.py`` checks the count against PyTorch's own
+block's resolution; ``tests/study/test_sizing.py`` checks the count against PyTorch's own
 FLOP counter). Time on a GPU is then an *estimate* from stated assumptions:
 
 * compute: FLOPs / (peak x utilization) for the convolutions and heads;
