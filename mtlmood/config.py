@@ -45,17 +45,6 @@ def one_of(*choices: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-def _number(text: str) -> float:
-    """A float from YAML/CLI text; "1/9" reads better than 0.111 in grids (ValueError otherwise)."""
-    if "/" in text:
-        numerator, denominator = text.split("/", 1)
-        try:
-            return float(numerator) / float(denominator)
-        except ZeroDivisionError:
-            raise ValueError(f"{text!r} divides by zero") from None
-    return float(text)
-
-
 def _alpha(value: Any) -> Any:
     """train.alpha: a finite number >= 0, "auto" or "learned" (any case)."""
     allowed = 'must be a number >= 0, "auto" or "learned"'
