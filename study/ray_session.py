@@ -46,6 +46,12 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> N
         return
     port = _free_port()
     api_server = f"http://127.0.0.1:{port}"
+    # Set before ray.init: the raylet inherits this process's environment and hands it to every
+    # worker, those of other drivers that join later (`mtlmood study run --address`) included.
+    # Set after, the raylet kept whatever an earlier Ray of this process had left there, and the
+    # joined driver's placement-group cleaners asked a dead dashboard forever: the study hung
+    # (seen in a random-order suite run, 2026-12-06).
+    os.environ[API_SERVER_ENV] = api_server
     ray.init(
         num_cpus=num_cpus,
         include_dashboard=True,
@@ -55,4 +61,3 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> N
         object_store_memory=200 * 1024 * 1024,
         runtime_env={"env_vars": {API_SERVER_ENV: api_server, **poll}},
     )
-    os.environ[API_SERVER_ENV] = api_server  # this driver's own State API calls too

@@ -121,3 +121,17 @@ def _ray_guard(request: pytest.FixtureRequest) -> Iterator[None]:
             f"this test started a Ray session ({sorted(started)}) but is not marked `ray`: "
             f"start Ray in a way tests/conftest.py's RAY_STARTS names, or add it there"
         )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ray_environment_of_the_module() -> Iterator[None]:
+    """Each module's Ray is its own: what a study's Ray session put in this process's environment
+    (its dashboard's address) is taken back when the module ends, so that a later module's Ray
+    does not inherit the address of a dashboard that no longer runs."""
+    saved = {name: os.environ.get(name) for name in ("RAY_API_SERVER_ADDRESS",)}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value

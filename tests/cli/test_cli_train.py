@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers.mtl_synthetic import MOODS, N_MELS, SEGMENT, synthetic_songs
-from mtlmood.cache import write_cache
+from helpers.mtl_synthetic import MOODS, N_MELS, SEGMENT
+from helpers.train_cli import write_manifest
 from mtlmood.checkpoint import load_checkpoint
-from mtlmood.config import FeatureConfig
 from mtlmood_cli.main import main
 
 N_ARTISTS = 6  # the run config's labels.n_artists: alpha=auto is then 3 moods / 6
@@ -27,15 +26,7 @@ N_ARTISTS = 6  # the run config's labels.n_artists: alpha=auto is then 3 moods /
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A csv manifest whose features are already cached, and a small run config for it."""
     root = tmp_path_factory.mktemp("cli")
-    items, labelled, _ = synthetic_songs(150)
-    rows = ["song_id,path,moods,artist"]
-    for i, song in enumerate(labelled.song_ids):
-        moods = ";".join(m for m, on in zip(MOODS, labelled.mood_targets[i]) if on)
-        artist = labelled.meta_names[int(labelled.meta_targets[i].argmax())].split(":")[1]
-        rows.append(f"{song},audio/{song}.ogg,{moods},{artist}")
-    rows += [f"nofeat{i},audio/nofeat{i}.ogg,calm,a0" for i in range(3)]  # audio that never decoded
-    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    write_cache(root / "features", items, FeatureConfig(n_mels=N_MELS))  # the default cache dir
+    write_manifest(root, [f"nofeat{i},audio/nofeat{i}.ogg,calm,a0" for i in range(3)])  # audio that never decoded
     config = {
         "dataset": {"name": "csv", "root": str(root / "manifest.csv")},
         "features": {"n_mels": N_MELS},

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import pytest
 import yaml
@@ -22,10 +23,9 @@ REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 240  # seconds any one `mtlmood train` process may take on a busy 2-core machine
 
 
-def cli_dataset(root: Path, epochs: int = 4) -> Path:
-    """A csv manifest of 150 synthetic songs (3 moods, 6 artists) with cached features and a run
-    config for it (multi-task, alpha auto, 8 filters, 32 batches of 16 per epoch, one thread,
-    patience = epochs: every run trains all epochs); returns the config's path."""
+def write_manifest(root: Path, extra_rows: Sequence[str] = ()) -> Path:
+    """``root/manifest.csv`` of 150 synthetic songs (3 moods, 6 artists) plus ``extra_rows``, and
+    their features cached in ``root/features`` (the default cache folder); returns the manifest."""
     from mtlmood.cache import write_cache
     from mtlmood.config import FeatureConfig
 
@@ -36,8 +36,16 @@ def cli_dataset(root: Path, epochs: int = 4) -> Path:
         moods = ";".join(m for m, on in zip(MOODS, labelled.mood_targets[i]) if on)
         artist = labelled.meta_names[int(labelled.meta_targets[i].argmax())].split(":")[1]
         rows.append(f"{song},audio/{song}.ogg,{moods},{artist}")
-    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (root / "manifest.csv").write_text("\n".join([*rows, *extra_rows]) + "\n")
     write_cache(root / "features", items, FeatureConfig(n_mels=N_MELS))
+    return root / "manifest.csv"
+
+
+def cli_dataset(root: Path, epochs: int = 4) -> Path:
+    """The manifest of ``write_manifest`` and a run config for it (multi-task, alpha auto, 8
+    filters, 32 batches of 16 per epoch, one thread, patience = epochs: every run trains all
+    epochs); returns the config's path."""
+    write_manifest(root)
     config = {
         "dataset": {"name": "csv", "root": str(root / "manifest.csv")},
         "features": {"n_mels": N_MELS},
