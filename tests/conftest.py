@@ -135,3 +135,11 @@ def _ray_environment_of_the_module() -> Iterator[None]:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """The random order's seed, also under -q (which hides pytest-randomly's header): a failure
+    that depends on the order is replayed with ``--randomly-seed=<seed>``."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if seed is not None:
+        terminalreporter.write_line(f"test order: pytest-randomly seed {seed} (replay with --randomly-seed={seed})")
