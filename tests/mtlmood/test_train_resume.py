@@ -28,6 +28,8 @@ from mtlmood.lock_file import LOCK_FILE
 from mtlmood.train_output import STATE_FILE
 from mtlmood_cli.main import main
 
+# Every test here trains 4-epoch runs through `mtlmood train`, most in subprocesses: the full tier's.
+pytestmark = pytest.mark.slow
 EPOCHS = 4
 
 
