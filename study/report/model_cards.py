@@ -17,9 +17,9 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from mtlmood.checkpoint_pointer import BEST_CHECKPOINTS_FILE
+from mtlmood.checkpoint_pointer import BEST_CHECKPOINTS_FILE, has_pointer, read_pointer
 from mtlmood.errors import MtlmoodError
-from mtlmood.fileio import atomic_write_json, read_json_object
+from mtlmood.fileio import atomic_write_json
 from mtlmood.filenames import STUDY_EVIDENCE_FILE
 from mtlmood.model_card import MODEL_CARD_FILE, write_model_card
 from mtlmood.study_evidence import ArmScores, StudyRecord, finite_number
@@ -89,7 +89,7 @@ def study_record(run_dir: PathLike, cell: str, shown_as: str = "") -> StudyRecor
     """The study's record of ``cell``'s best checkpoint (MtlmoodError when the pointer lacks it).
     ``shown_as``: how the card names the run directory (default its path; a URI for a local copy)."""
     run_dir = Path(run_dir)
-    data = read_json_object(run_dir / BEST_CHECKPOINTS_FILE, MtlmoodError, "study pointer")
+    data = read_pointer(run_dir)
     entry = (data.get("cells") or {}).get(cell)
     if not isinstance(entry, dict):
         raise MtlmoodError(f"{run_dir / BEST_CHECKPOINTS_FILE} has no cell {cell!r}")
@@ -115,7 +115,7 @@ def study_record(run_dir: PathLike, cell: str, shown_as: str = "") -> StudyRecor
 def study_cells(run_dir: Path) -> dict[str, Path]:
     """cell -> checkpoint directory of a study's best_checkpoint.json ({} when unreadable)."""
     try:
-        data = read_json_object(run_dir / BEST_CHECKPOINTS_FILE, MtlmoodError, "study pointer")
+        data = read_pointer(run_dir)
     except MtlmoodError:
         return {}
     cells = data.get("cells")
@@ -132,7 +132,7 @@ def find_study_record(checkpoint: PathLike) -> Optional[StudyRecord]:
     from it to a best_checkpoint.json that names it; None when no study chose it."""
     start = Path(checkpoint).resolve()
     for run_dir in start.parents:
-        if not (run_dir / BEST_CHECKPOINTS_FILE).is_file():
+        if not has_pointer(run_dir):
             continue
         for cell, target in study_cells(run_dir).items():
             if _same_dir(target, start):
