@@ -57,6 +57,13 @@ class StudyOutcome:
     best_checkpoint: str
 
 
+# A trial's driver only builds and waits on its TorchTrainer, so the next trial can run in the
+# same process: no new Python, no second import of Ray Train and torch (a no-op trial: 11.1 s
+# instead of 13.5 s on 2 cores, 2026-12-06). A driver still inside a stopped trial's fit() is
+# not reused: Tune waits 2 s for its thread, then replaces the actor as before.
+REUSE_DRIVERS = True
+
+
 def max_concurrent_trials(study: StudyConfig) -> int:
     """How many trials fit at once in what the cluster has now (at least 1)."""
     import ray
@@ -171,6 +178,7 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
         scheduler=make_cell_scheduler(study),
         num_samples=total,
         time_budget_s=study.search.time_budget_s or None,
+        reuse_actors=REUSE_DRIVERS,
     )
     print(
         f"[search] {len(searched)} cells x {study.search.trials_per_cell} trials (each cell its own TPE study "
@@ -226,7 +234,7 @@ def _curve_round(
     cells_dict = {key: vars(cell) for key, cell in cells.items()}
     driver = make_trial_driver(to_dict(study), cells_dict, CURVE, label=experiment)
     trainable = tune.with_resources(driver, driver_resources(study))
-    tune_config = tune.TuneConfig(max_concurrent_trials=concurrency)
+    tune_config = tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=REUSE_DRIVERS)
     runs = sum(len(job["seeds"]) for job in jobs)
     print(f"[{experiment}] {len(jobs)} trials, {runs} runs ({what}), {concurrency} at a time", flush=True)
     grid = _tuner(
