@@ -5,6 +5,7 @@ one" to a checkpoint folder (a path or a URI) and to a local copy of it.
     write_pointer(run_dir, cells, default_cell="9|artist", selected_by="highest validation PR-AUC")
     model_dir = local_checkpoint(run_dir)              # the default cell's model, as a local folder
     model_dir = local_checkpoint(run_dir, "3|artist")  # another cell's
+    entry = cell_entry(read_pointer(run_dir), "3|artist")  # what the study says about that model
 
 The format (the study writes it through ``write_pointer``; `mtlmood serve --study`, `mtlmood
 predict RUN_DIR` and the catalog read it)::
@@ -63,21 +64,47 @@ def has_pointer(run_dir: Location) -> bool:
     return is_file(join(run_dir, BEST_CHECKPOINTS_FILE))
 
 
-def pointed_checkpoint(data: Mapping[str, Any], cell: str = "", where: str = BEST_CHECKPOINTS_FILE) -> str:
-    """The checkpoint path a pointer's content names for ``cell`` ("" = its default cell), as
-    written (maybe relative). ConfigError when there is no such cell, CheckpointError when the
-    entry names no checkpoint; ``where`` names the pointer in the messages."""
+def cell_entry(data: Mapping[str, Any], cell: str = "", where: str = BEST_CHECKPOINTS_FILE) -> dict[str, Any]:
+    """What a pointer's content says about one cell's best model (``cell`` "" = its default cell):
+    the cell's entry as written (checkpoint, arm, alpha, seed, scores...) plus ``cell`` and
+    ``default_cell``. A pointer written before studies had cells gives ``{"cell": "", "checkpoint":
+    ...}``. ConfigError when there is no such cell, CheckpointError when the entry names no
+    checkpoint; ``where`` names the pointer in the messages. Models are only ever chosen within a
+    cell: PR-AUC of different mood counts is not comparable."""
     cells = data.get("cells")
     if isinstance(cells, dict):
         chosen = cell or str(data.get("default_cell", ""))
         if chosen not in cells or not isinstance(cells[chosen], dict):
             raise ConfigError(f"cell {chosen!r} is not in {where}; its cells: {', '.join(sorted(cells))}")
-        target = cells[chosen].get("checkpoint")
+        entry = {"cell": chosen, "default_cell": data.get("default_cell"), **cells[chosen]}
     else:  # a pointer written before studies had cells
-        target = data.get("checkpoint")
+        entry = {"cell": "", "checkpoint": data.get("checkpoint")}
+    target = entry.get("checkpoint")
     if not isinstance(target, str) or not target:
         raise CheckpointError(f"{where} names no checkpoint")
-    return target
+    return entry
+
+
+def pointed_checkpoint(data: Mapping[str, Any], cell: str = "", where: str = BEST_CHECKPOINTS_FILE) -> str:
+    """The checkpoint path a pointer's content names for ``cell`` ("" = its default cell), as
+    written (maybe relative); the errors of ``cell_entry``."""
+    return str(cell_entry(data, cell, where)["checkpoint"])
+
+
+def _folder_text(location: Location) -> str:
+    """A run or checkpoint folder as text: a URI normalised, a local path with ``~`` expanded."""
+    text = normalize(location)
+    return text if is_uri(text) else str(Path(text).expanduser())
+
+
+def pointed_location(run_dir: Location, target: str) -> str:
+    """Where a checkpoint path that ``run_dir``'s pointer names is: a URI, or an absolute path of a
+    local run, as written; a relative path below the run folder (a synced or moved run still
+    resolves)."""
+    text = _folder_text(run_dir)
+    if is_uri(target) or (not is_uri(text) and Path(target).is_absolute()):
+        return target
+    return join(text, target)
 
 
 def checkpoint_location(location: Location, cell: str = "") -> str:
@@ -85,19 +112,14 @@ def checkpoint_location(location: Location, cell: str = "") -> str:
     study run folder whose ``best_checkpoint.json`` names one (``cell`` picks the cell, "" =
     the study's default). A relative path in the pointer is relative to the run folder.
     CheckpointError / ConfigError with the reason when there is none."""
-    text = normalize(location)
-    if not is_uri(text):
-        text = str(Path(text).expanduser())
+    text = _folder_text(location)
     if not has_pointer(text):
         if cell:
             raise ConfigError(f"a cell names a cell of a study, but {text} has no {BEST_CHECKPOINTS_FILE}")
         if not is_dir(text):
             raise CheckpointError(f"checkpoint directory not found: {text}")
         return text
-    target = pointed_checkpoint(read_pointer(text), cell, join(text, BEST_CHECKPOINTS_FILE))
-    if is_uri(target) or (not is_uri(text) and Path(target).is_absolute()):
-        return target
-    return join(text, target)
+    return pointed_location(text, pointed_checkpoint(read_pointer(text), cell, join(text, BEST_CHECKPOINTS_FILE)))
 
 
 def local_checkpoint(location: Location, cell: str = "", cache_dir: Optional[Location] = None) -> Path:
@@ -122,10 +144,12 @@ def local_checkpoint(location: Location, cell: str = "", cache_dir: Optional[Loc
 
 __all__ = [
     "BEST_CHECKPOINTS_FILE",
+    "cell_entry",
     "checkpoint_location",
     "has_pointer",
     "local_checkpoint",
     "pointed_checkpoint",
+    "pointed_location",
     "read_pointer",
     "write_pointer",
 ]

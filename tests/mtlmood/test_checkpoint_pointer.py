@@ -10,9 +10,11 @@ import pytest
 
 from mtlmood.checkpoint_pointer import (
     BEST_CHECKPOINTS_FILE,
+    cell_entry,
     checkpoint_location,
     has_pointer,
     pointed_checkpoint,
+    pointed_location,
     read_pointer,
     write_pointer,
 )
@@ -88,3 +90,19 @@ def test_what_a_pointer_names_per_cell_and_before_cells(tmp_path: Path) -> None:
         pointed_checkpoint({"cells": {"3|artist": {"arm": "baseline"}}, "default_cell": "3|artist"})
     with pytest.raises(ConfigError, match="a cell names a cell of a study"):
         checkpoint_location(tmp_path / "runs", "3|artist")
+
+
+def test_what_the_pointer_says_about_a_cell_is_read_by_the_core(tmp_path: Path) -> None:
+    """cell_entry: the chosen cell's entry with its name and the default (what `GET /model` shows);
+    pointed_location: where its checkpoint is, relative paths below the run folder."""
+    write_pointer(tmp_path, CELLS, "3|artist", SELECTED_BY)
+    entry = cell_entry(read_pointer(tmp_path))
+    assert entry == {"cell": "3|artist", "default_cell": "3|artist", **CELLS["3|artist"]}
+    assert cell_entry(read_pointer(tmp_path), "50|none")["arm"] == "baseline"
+    assert cell_entry({"checkpoint": "runs/best"}) == {"cell": "", "checkpoint": "runs/best"}  # before cells
+    with pytest.raises(ConfigError, match=re.escape("cell '4|none' is not in where.json")):
+        cell_entry(read_pointer(tmp_path), "4|none", "where.json")
+    assert pointed_location(tmp_path, entry["checkpoint"]) == str(tmp_path / entry["checkpoint"])
+    assert pointed_location(tmp_path, "/abs/model") == "/abs/model"
+    assert pointed_location("s3://bucket/study", "runs/m") == "s3://bucket/study/runs/m"
+    assert pointed_location(tmp_path, "s3://bucket/m") == "s3://bucket/m"
