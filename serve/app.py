@@ -16,6 +16,7 @@ parsing in serve.parsing, the JSON answers in serve.schemas, the model in serve.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Union, cast
 
@@ -24,7 +25,7 @@ from ray.serve import Deployment
 
 from mtlmood.checkpoint_pointer import local_checkpoint
 from serve.build import deployment_options, resolved_topology, with_gpus_resolved
-from serve.config import ServeConfig, checkpoint_source, serve_config_from_mapping, serve_config_to_dict
+from serve.config import MIB, ServeConfig, model_source, serve_config_from_mapping, serve_config_to_dict
 from serve.deployments import MoodIngress, MoodModel
 from serve.router import MoodRouter
 from serve.schemas import CARD_MARKDOWN_KEY
@@ -32,6 +33,8 @@ from serve.schemas import CARD_MARKDOWN_KEY
 if TYPE_CHECKING:
     from mtlmood.checkpoint import ModelCard
     from mtlmood.study_evidence import StudyRecord
+
+logger = logging.getLogger(__name__)
 
 
 def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve.Application:
@@ -52,9 +55,11 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
 
     config = args if isinstance(args, ServeConfig) else serve_config_from_mapping(dict(args or {}))
     config = with_gpus_resolved(config.validate(), _cluster_has_gpus())
+    _warn_if_no_node_fits_a_router(config)
     # The replicas get where the checkpoint is (a path, or a URI each of them copies into its
-    # node's cache); this process reads the card from a local copy of its own.
-    checkpoint = checkpoint_source(config)
+    # node's cache); this process reads the card from a local copy of its own. A study's pointer
+    # is read here once: GET /model describes the model loaded, whatever the study writes later.
+    checkpoint, study = model_source(config)
     local = local_checkpoint(checkpoint)
     # The router gets the card, and MODEL_CARD.md, as data: it never loads torch or reads the checkpoint.
     model_card = read_card(local)
@@ -69,7 +74,7 @@ def build_app(args: Union[ServeConfig, Mapping[str, Any], None] = None) -> serve
     else:
         model = deployments["model"].bind(checkpoint, as_dict)
         ingress = deployments["ingress"].bind(model, checkpoint, as_dict)
-    return deployments["router"].bind(ingress, card, as_dict, topology)
+    return deployments["router"].bind(ingress, card, as_dict, topology, study)
 
 
 def model_card_markdown(checkpoint: Path, card: "ModelCard", source: str = "") -> str:
@@ -107,6 +112,24 @@ def _deployment(decorated: object) -> Deployment:
     """A class decorated with ``@serve.deployment`` as what it is at runtime, a Deployment: mypy does not
     apply class decorators, so it still sees the class (which has no ``options``)."""
     return cast(Deployment, decorated)
+
+
+def _warn_if_no_node_fits_a_router(config: ServeConfig) -> None:
+    """Log a warning when no node of the running Ray offers the memory a router replica reserves:
+    Serve would wait for one (an autoscaling cluster may still add it, so this does not refuse)."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    largest = max((n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")), default=0.0)
+    needed = config.router_memory_bytes()
+    if needed > largest:
+        logger.warning(
+            "a router replica reserves %.0f MiB of memory, but the largest node offers Ray %.0f MiB: Serve "
+            "waits for a node that can hold it; lower max_body_bytes or router.max_ongoing_requests",
+            needed / MIB,
+            largest / MIB,
+        )
 
 
 def _cluster_has_gpus() -> bool:

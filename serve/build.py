@@ -73,14 +73,20 @@ def with_gpus_resolved(config: ServeConfig, cluster_has_gpus: bool) -> ServeConf
     return replace(config, model=replace(config.model, num_gpus=gpus))
 
 
-def _options(settings: DeploymentSettings, num_cpus: float, num_gpus: float) -> dict[str, Any]:
-    """One deployment's options (``Deployment.options`` and a ``deployments:`` entry alike)."""
+def _options(
+    settings: DeploymentSettings, num_cpus: float, num_gpus: float, memory: Optional[int] = None
+) -> dict[str, Any]:
+    """One deployment's options (``Deployment.options`` and a ``deployments:`` entry alike);
+    ``memory``: bytes Ray reserves per replica (None: no reservation)."""
+    # Rounded: 0.1 + 0.2 CPUs is 0.3 in a file, as in the code.
+    actor: dict[str, Any] = {"num_cpus": round(num_cpus, 6), "num_gpus": round(num_gpus, 6)}
+    if memory is not None:
+        actor["memory"] = memory
     return {
         "max_ongoing_requests": settings.max_ongoing_requests,
         "max_queued_requests": settings.max_queued_requests,
         "autoscaling_config": settings.autoscaling(),
-        # Rounded: 0.1 + 0.2 CPUs is 0.3 in a file, as in the code.
-        "ray_actor_options": {"num_cpus": round(num_cpus, 6), "num_gpus": round(num_gpus, 6)},
+        "ray_actor_options": actor,
     }
 
 
@@ -89,11 +95,12 @@ def deployment_options(config: ServeConfig) -> dict[str, dict[str, Any]]:
     of the config's topology, in the order requests pass them. ``config.model.num_gpus`` must be
     resolved (``with_gpus_resolved``). ``combined``: no model deployment; each ingress replica gets
     the replica counts, autoscaling and request limits of ``ingress``, the CPUs of both sections and
-    the GPUs of ``model``."""
+    the GPUs of ``model``. The router reserves memory for the bodies it holds
+    (``ServeConfig.router_memory_bytes``)."""
     if config.model.num_gpus < 0:
         raise ValueError("model.num_gpus=-1 (auto) must be resolved first (with_gpus_resolved)")
     gpus = config.model.num_gpus
-    options = {"router": _options(config.router, config.router.num_cpus, 0.0)}
+    options = {"router": _options(config.router, config.router.num_cpus, 0.0, config.router_memory_bytes())}
     if resolved_topology(config, gpus) == "combined":
         cpus = config.ingress.num_cpus + config.model.num_cpus
         options["ingress"] = _options(config.ingress, cpus, max(gpus, config.ingress.num_gpus))
@@ -216,6 +223,8 @@ def _setting(path: tuple[Any, ...], topology: str) -> str:
     section = {name: s for s, name in DEPLOYMENT_NAMES.items()}.get(str(path[3]), "")
     key = str(path[-1])
     if path[4] == "ray_actor_options":
+        if key == "memory":
+            return "router.memory_base_mib + max_body_bytes x router.max_ongoing_requests"
         if section == "ingress" and topology == "combined":
             return "ingress.num_cpus + model.num_cpus" if key == "num_cpus" else "model.num_gpus"
         return f"{section}.{key}"

@@ -8,8 +8,9 @@ ingress.max_replicas=8``) change them (serve.config_file.load_serve_config), wit
 loader and error messages as the training configs (:mod:`mtlmood.config_io`).
 
 Where the model comes from: ``checkpoint`` (an mtlmood checkpoint directory) or
-``study`` (a study run directory; its ``best_checkpoint.json`` names the winner), each a
-local path or a URI (``s3://bucket/...``, read through mtlmood.storage).
+``study`` (a study run directory; its ``best_checkpoint.json`` names the winner, read through
+mtlmood.checkpoint_pointer), each a local path or a URI (``s3://bucket/...``, read through
+mtlmood.storage). API keys (``auth``) are serve.auth's.
 """
 
 from __future__ import annotations
@@ -17,19 +18,27 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Mapping, Optional
 
 from pydantic import AfterValidator, Field
 
 from mtlmood import storage
-from mtlmood.checkpoint_pointer import BEST_CHECKPOINTS_FILE, checkpoint_location, local_checkpoint
+from mtlmood.checkpoint_pointer import (
+    BEST_CHECKPOINTS_FILE,
+    cell_entry,
+    local_checkpoint,
+    pointed_location,
+    read_pointer,
+)
 from mtlmood.coerce import check_config, from_dict, to_dict
 from mtlmood.config import Count, NonNegativeFloat, NonNegativeInt, PathText, PositiveFloat
-from mtlmood.errors import CheckpointError, ConfigError
+from mtlmood.errors import ConfigError
+from serve.auth import AuthSettings
 
 CHECKPOINT_ENV = "MTLMOOD_SERVE_CHECKPOINT"  # fallback for `serve deploy` configs without args
 STUDY_ENV = "MTLMOOD_SERVE_STUDY"
 TOPOLOGIES = ("auto", "split", "combined")
+MIB = 1024 * 1024
 
 
 def _queue_bound(value: int) -> int:
@@ -110,7 +119,8 @@ class RouterSettings(DeploymentSettings):
 
     It decodes nothing and holds no model, so it needs no CPU reservation and is the
     replica least likely to die; it answers for the replicas behind it when they do.
-    ``threads`` is not used; ``num_gpus`` must stay 0.
+    ``threads`` is not used; ``num_gpus`` must stay 0. It does hold every request's whole body
+    until the answer, so Ray reserves memory for it (``ServeConfig.router_memory_bytes``).
     """
 
     min_replicas: NonNegativeInt = 2
@@ -118,9 +128,15 @@ class RouterSettings(DeploymentSettings):
     target_ongoing_requests: PositiveFloat = 64.0
     # Must hold every request the ingress replicas can hold (validate() checks it): a full
     # router is refused by Serve's proxy with a plain-text 503, a full ingress queue by us in JSON.
-    max_ongoing_requests: Count = 512
-    max_queued_requests: QueueBound = 256
+    # Each may be a body of max_body_bytes: 80 x 20 MiB is the default reservation's bulk.
+    max_ongoing_requests: Count = 80
+    max_queued_requests: QueueBound = 256  # waiting in Serve's proxy, bodies not read yet
     num_cpus: NonNegativeFloat = 0.0
+    # The process without bodies: ~250 MiB of RSS measured per router in the soak (benchmarks/results/soak.md).
+    memory_base_mib: Count = 320
+    # The most memory one router replica may reserve; validate() refuses settings that need more.
+    # At most what a node offers Ray (its `memory` resource, ~70 % of its free RAM by default).
+    max_memory_mib: Count = 2048
 
 
 @dataclass(frozen=True)
@@ -132,9 +148,12 @@ class IngressSettings(DeploymentSettings):
     min_replicas: NonNegativeInt = 2
     max_replicas: Count = 4
     # Decoding a 29 s clip takes tens of ms of one core; most requests just wait on the model.
-    target_ongoing_requests: PositiveFloat = 16.0
-    max_ongoing_requests: Count = 64
-    max_queued_requests: QueueBound = 128
+    target_ongoing_requests: PositiveFloat = 8.0
+    # Every request here and in the queue is also a body held by a router (router.max_ongoing_requests
+    # covers 4 x 16 + 16): larger queues cost router memory, and a request waiting longer than
+    # request_timeout_s gets a 504 anyway. A full batch (batching.max_batch_size) still fits.
+    max_ongoing_requests: Count = 16
+    max_queued_requests: QueueBound = 16
     num_cpus: NonNegativeFloat = 0.5
 
 
@@ -180,6 +199,14 @@ class ServeConfig:
     router: RouterSettings = field(default_factory=RouterSettings)
     ingress: IngressSettings = field(default_factory=IngressSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)  # API keys (serve.auth); off by default
+
+    def router_memory_bytes(self) -> int:
+        """Memory Ray reserves for each router replica (its ``ray_actor_options.memory``): the
+        process (``router.memory_base_mib``) plus a whole body (``max_body_bytes``) for each request
+        it may hold at once (``router.max_ongoing_requests``): it reads every body before relaying
+        it, and keeps it until the answer."""
+        return self.router.memory_base_mib * MIB + self.router.max_ongoing_requests * self.max_body_bytes
 
     def validate(self) -> "ServeConfig":
         """Raise ConfigError (one line) for settings Serve would reject later with a less clear
@@ -224,6 +251,8 @@ class ServeConfig:
                 f"request_timeout_s ({self.request_timeout_s}) must be > model_timeout_s ({self.model_timeout_s})"
             )
         problems += self._router_capacity_problems()
+        problems += self._router_memory_problems()
+        problems += self.auth.problems()
         if problems:
             raise ConfigError("invalid serve config: " + "; ".join(problems))
         return self
@@ -246,6 +275,20 @@ class ServeConfig:
             ]
         return []
 
+    def _router_memory_problems(self) -> list[str]:
+        """A router replica must fit its reservation into ``router.max_memory_mib``, or it would wait
+        for a node that can hold it (Serve would never finish deploying)."""
+        needed = self.router_memory_bytes()
+        if needed <= self.router.max_memory_mib * MIB:
+            return []
+        return [
+            f"a router replica needs {needed / MIB:.0f} MiB (router.memory_base_mib {self.router.memory_base_mib} "
+            f"+ max_body_bytes {self.max_body_bytes} x router.max_ongoing_requests {self.router.max_ongoing_requests})"
+            f", more than router.max_memory_mib ({self.router.max_memory_mib}): lower max_body_bytes or the queues "
+            "(router.max_ongoing_requests, with the ingress.* queues it must hold), or raise router.max_memory_mib "
+            "up to what a node offers"
+        ]
+
 
 def serve_config_from_mapping(data: Mapping[str, Any]) -> ServeConfig:
     """A ServeConfig from a plain mapping (``args:`` of a Serve config file), validated."""
@@ -261,6 +304,13 @@ def checkpoint_source(config: ServeConfig) -> str:
     """Where the checkpoint to serve is: ``checkpoint``, else the study's (cell's) best, else the
     env vars. A local path (made absolute) or a URI (``s3://...``), as given: each replica makes
     its own local copy of a URI (mtlmood.checkpoint_pointer.local_checkpoint), so every node fills its cache."""
+    return model_source(config)[0]
+
+
+def model_source(config: ServeConfig) -> tuple[str, Optional[dict[str, Any]]]:
+    """``checkpoint_source`` and, when a study chose the model, what its pointer says about it
+    (``study_selection``), from one read of the pointer: the two describe the same model even
+    if the study rewrites its pointer meanwhile."""
     checkpoint, study = config.checkpoint, config.study
     if checkpoint and study:
         raise ConfigError("give either a checkpoint or a study run directory, not both")
@@ -273,15 +323,16 @@ def checkpoint_source(config: ServeConfig) -> str:
         )
     if config.cell and not study:
         raise ConfigError("cell names a cell of a study: give --study RUN with --cell")
+    selection = None
     if study:
-        _study_pointer(study)  # a study without one fails here, saying why
-        checkpoint = checkpoint_location(study, config.cell)
+        selection = study_selection(study, config.cell)  # a study without a pointer fails here, saying why
+        checkpoint = pointed_location(study, selection["checkpoint"])
     if storage.is_uri(checkpoint):
         problem = storage.location_problem(checkpoint)
         if problem:
             raise ConfigError(f"{checkpoint}: {problem}")
-        return storage.normalize(checkpoint)
-    return str(Path(checkpoint).expanduser().resolve())
+        return storage.normalize(checkpoint), selection
+    return str(Path(checkpoint).expanduser().resolve()), selection
 
 
 def resolve_checkpoint(config: ServeConfig) -> Path:
@@ -310,14 +361,8 @@ def _study_pointer(study: str) -> str:
 
 def study_selection(study: storage.Location, cell: str = "") -> dict[str, Any]:
     """What ``<study>/best_checkpoint.json`` (a path or URI) says about one cell's best model (the
-    default cell when ``cell`` is ""): its checkpoint, arm, alpha, seed and validation score.
-    Models are only ever chosen within a cell: PR-AUC of different mood counts is not comparable."""
+    default cell when ``cell`` is ""): its checkpoint (as the pointer names it), arm, alpha, seed and
+    validation score (mtlmood.checkpoint_pointer.cell_entry). Read once per deployment (build_app);
+    the router answers GET /model from that copy."""
     pointer = _study_pointer(os.fspath(study))
-    data = storage.read_json_object(pointer, CheckpointError)
-    cells = data.get("cells")
-    if not isinstance(cells, dict):  # a pointer written before studies had cells
-        return {"cell": "", "checkpoint": data.get("checkpoint")}
-    chosen = cell or str(data.get("default_cell", ""))
-    if chosen not in cells:
-        raise ConfigError(f"cell {chosen!r} is not in {pointer}; its cells: {', '.join(sorted(cells))}")
-    return {"cell": chosen, "default_cell": data.get("default_cell"), **cells[chosen]}
+    return cell_entry(read_pointer(study), cell, pointer)

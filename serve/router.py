@@ -15,6 +15,9 @@ requests of a dead replica with a plain-text 500.
 
 The router is the one replica whose own death Serve's proxy still answers (plain-text 500 for
 the requests it held); it does the least work of any, so it is the least likely to die.
+
+With ``auth.enabled`` every route but ``/healthz`` and the API description needs an API key
+(serve.auth): the middleware refuses a request before any route sees it.
 """
 
 # No `from __future__ import annotations` here: Serve rebuilds the ingress methods'
@@ -31,7 +34,8 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import mtlmood
-from serve.config import ServeConfig, serve_config_from_mapping, serve_config_to_dict, study_selection
+from serve.auth import ApiKeyAuth, ApiKeys, install_keys
+from serve.config import ServeConfig, serve_config_from_mapping, serve_config_to_dict
 from serve.parsing import audio_from_request
 from serve.remote import call_deployment
 from serve.schemas import (
@@ -52,7 +56,12 @@ from serve.telemetry import RequestMetrics
 logger = logging.getLogger("ray.serve")
 
 api = FastAPI(title="mtlmood", version=mtlmood.__version__, description=API_DESCRIPTION)
-# Every request counted and timed by route and status (Prometheus, serve.telemetry), 404s included.
+# Open without a key when auth is on: liveness for load balancers and probes, and the API description.
+OPEN_PATHS = ("/healthz", api.docs_url, api.openapi_url, api.swagger_ui_oauth2_redirect_url, api.redoc_url)
+# Added here, before @serve.ingress freezes a copy of the app; it reads the keys the replica installs.
+api.add_middleware(ApiKeyAuth, open_paths=[p for p in OPEN_PATHS if p])
+# Every request counted and timed by route and status (Prometheus, serve.telemetry), 404s and 401s
+# included: added last, so it is the outer middleware.
 api.add_middleware(RequestMetrics)
 
 
@@ -79,17 +88,32 @@ class MoodRouter:
     """HTTP front: checks requests, relays them to the ingress replicas, answers for them when they fail.
 
     ``card`` is the served checkpoint's model card as a dict (read once by ``build_app``), so
-    this replica never loads torch or the checkpoint; ``topology`` is the resolved one.
+    this replica never loads torch or the checkpoint; ``topology`` is the resolved one; ``study``
+    what the study's pointer said about the served model when the app was built (None: no study).
+    With ``auth.enabled`` it loads the API keys now: no usable key stops the replica.
     """
 
     def __init__(
-        self, ingress: DeploymentHandle, card: Mapping[str, Any], config: Mapping[str, Any], topology: str
+        self,
+        ingress: DeploymentHandle,
+        card: Mapping[str, Any],
+        config: Mapping[str, Any],
+        topology: str,
+        study: Optional[Mapping[str, Any]] = None,
     ) -> None:
         self.ingress = ingress
         self.card = dict(card)
         self.config: ServeConfig = serve_config_from_mapping(config)
         self.topology = topology
-        logger.info("MoodRouter for %s (%s topology)", self.card.get("checkpoint_id"), topology)
+        self.study = None if study is None else dict(study)
+        keys = ApiKeys.load(self.config.auth) if self.config.auth.enabled else None
+        install_keys(keys)
+        logger.info(
+            "MoodRouter for %s (%s topology, API keys: %s)",
+            self.card.get("checkpoint_id"),
+            topology,
+            "off" if keys is None else f"{len(keys)} accepted",
+        )
 
     @api.post(
         "/predict",
@@ -157,8 +181,8 @@ class MoodRouter:
             "precision": self.config.precision,
             "batching": serve_config_to_dict(self.config)["batching"],
         }
-        if self.config.study:  # which cell and arm of the study this model is, and why
-            card["study"] = study_selection(self.config.study, self.config.cell)  # a path or URI
+        if self.study is not None:  # which cell and arm of the study this model is, and why
+            card["study"] = dict(self.study)  # as the pointer said at build time: the model loaded
         return card
 
     @api.get(

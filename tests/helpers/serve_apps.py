@@ -30,10 +30,13 @@ def serve_checkpoints(root: Path) -> dict[str, Path]:
     }
 
 
-def one_router() -> Any:
-    """One router replica (0 CPU): the shared apps need no second one, and each costs a process."""
+def one_router(max_ongoing_requests: int = 0) -> Any:
+    """One router replica (0 CPU): the shared apps need no second one, and each costs a process.
+    ``max_ongoing_requests`` (0 = the default) must cover the ingress queues behind it."""
     from serve.config import RouterSettings
 
+    if max_ongoing_requests:
+        return RouterSettings(min_replicas=1, max_replicas=1, max_ongoing_requests=max_ongoing_requests)
     return RouterSettings(min_replicas=1, max_replicas=1)
 
 
@@ -101,7 +104,7 @@ def deploy_shared_apps(checkpoints: dict[str, Path], port: int) -> dict[str, str
         model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.2, num_gpus=0),
     )
     tight = ServeConfig(
-        router=one_router(),
+        router=one_router(max_ongoing_requests=128),  # the ingress holds 100 + 16 queued
         checkpoint=str(checkpoints["wide"]),
         max_body_bytes=TIGHT_BODY_LIMIT,
         model_timeout_s=20.0,

@@ -102,6 +102,34 @@ def test_output_round_trips_through_rays_schema(sets: list[str], topology: str, 
         assert options["model"]["ray_actor_options"]["num_gpus"] == for_file(config).model.num_gpus
 
 
+def test_the_built_app_reserves_the_routers_memory_and_keeps_the_studys_choice(
+    tmp_path: Path, checkpoint: Path
+) -> None:
+    """build_app, without Ray: the router deployment carries ``ray_actor_options.memory`` (its
+    bodies + base), the others none; a study's pointer is read once, here, and handed to the router
+    (GET /model answers that copy: see test_serve_http.py)."""
+    import json
+
+    from serve.app import build_app
+    from serve.config import ModelSettings, ServeConfig
+
+    (tmp_path / "best_checkpoint.json").write_text(
+        json.dumps({"default_cell": "5|none", "cells": {"5|none": {"checkpoint": str(checkpoint), "arm": "x1"}}})
+    )
+    config = ServeConfig(study=str(tmp_path), max_body_bytes=2 * 1024 * 1024, model=ModelSettings(num_gpus=0))
+    router = build_app(config)._bound_deployment
+    assert router.name == "MoodRouter"
+    assert router.ray_actor_options["memory"] == config.router_memory_bytes() == (320 + 80 * 2) * 1024 * 1024
+    ingress = router.init_args[0]._bound_deployment
+    assert ingress.name == "MoodIngress" and "memory" not in ingress.ray_actor_options
+    assert router.init_args[4] == {
+        "cell": "5|none",
+        "default_cell": "5|none",
+        "checkpoint": str(checkpoint),
+        "arm": "x1",
+    }
+
+
 def test_deployment_names_are_the_classes_names() -> None:
     from serve.build import DEPLOYMENT_NAMES
     from serve.deployments import MoodIngress, MoodModel
@@ -132,11 +160,14 @@ def test_build_cli_writes_absolute_paths_and_notes_the_gpus(
 
 def test_build_regenerates_a_file_from_its_edited_args(tmp_path: Path) -> None:
     path, data = build(tmp_path, "--study", "/mnt/shared/s")
-    data["applications"][0]["args"]["ingress"]["max_ongoing_requests"] = 48
+    data["applications"][0]["args"]["ingress"]["max_queued_requests"] = 8
+    data["applications"][0]["args"]["max_body_bytes"] = 1024 * 1024
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     _, again = build(tmp_path, "--config", str(path), name="again.yaml")
-    ingress = {d["name"]: d for d in again["applications"][0]["deployments"]}["MoodIngress"]
-    assert ingress["max_ongoing_requests"] == 48
+    deployments = {d["name"]: d for d in again["applications"][0]["deployments"]}
+    assert deployments["MoodIngress"]["max_queued_requests"] == 8
+    # The router's memory follows the body limit: its base + 80 bodies of 1 MiB.
+    assert deployments["MoodRouter"]["ray_actor_options"]["memory"] == (320 + 80) * 1024 * 1024
 
 
 def test_rayservice_block_is_replaced_and_the_rest_kept(tmp_path: Path) -> None:
@@ -184,7 +215,11 @@ def _deployment(data: dict[str, Any], name: str) -> dict[str, Any]:
     [
         (
             lambda d: _deployment(d, "MoodIngress").update(max_ongoing_requests=8),
-            r"deployments\[MoodIngress\]\.max_ongoing_requests is 8 but args \(ingress\.max_ongoing_requests\) give 64",
+            r"deployments\[MoodIngress\]\.max_ongoing_requests is 8 but args \(ingress\.max_ongoing_requests\) give 16",
+        ),
+        (
+            lambda d: _deployment(d, "MoodRouter")["ray_actor_options"].update(memory=1),
+            r"memory is 1 but args \(router\.memory_base_mib \+ max_body_bytes x router\.max_ongoing_requests\) give",
         ),
         (
             lambda d: _deployment(d, "MoodRouter")["autoscaling_config"].update(max_replicas=9),

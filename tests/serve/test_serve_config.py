@@ -37,7 +37,7 @@ def test_config_validation_and_sources(
     # A partial YAML section keeps the other defaults of that section.
     (tmp_path / "serve.yaml").write_text("ingress: {max_replicas: 3}\nport: 9000\n")
     config = load_serve_config(tmp_path / "serve.yaml", port=9001)
-    assert config.ingress.max_replicas == 3 and config.ingress.max_ongoing_requests == 64 and config.port == 9001
+    assert config.ingress.max_replicas == 3 and config.ingress.max_ongoing_requests == 16 and config.port == 9001
 
     # A study run directory: best_checkpoint.json names the checkpoint (absolute or relative).
     run = tmp_path / "study"
@@ -60,7 +60,7 @@ def test_config_validation_and_sources(
     with pytest.raises(ConfigError, match="precision must be fp32 or bf16"):
         load_serve_config(overrides=["precision=int8"])
     # Overload must be refused by the ingress queue (JSON 503), not by Serve's proxy (plain text).
-    with pytest.raises(ConfigError, match=r"router.max_ongoing_requests \(512\) must be >= .* \(768\)"):
+    with pytest.raises(ConfigError, match=r"router.max_ongoing_requests \(80\) must be >= .* \(176\)"):
         load_serve_config(overrides=["ingress.max_replicas=10"])
     with pytest.raises(ConfigError, match="unbounded"):
         load_serve_config(overrides=["ingress.max_queued_requests=-1"])
@@ -73,6 +73,29 @@ def test_config_validation_and_sources(
     per_replica = default.ingress.num_cpus + default.model.num_cpus
     assert default.ingress.min_replicas == 2 and default.ingress.min_replicas * per_replica <= 2
     assert default.router.num_cpus == 0 and default.router.min_replicas == 2
+
+
+def test_router_memory_reservation_is_its_bodies_plus_a_base_and_must_fit_the_ceiling() -> None:
+    """A router holds every body it relays until the answer: max_body_bytes for each of its
+    max_ongoing_requests, plus the process (the soak measured ~250 MiB per router)."""
+    from serve.config import MIB, ServeConfig
+    from serve.config_file import load_serve_config
+
+    default = ServeConfig()
+    assert default.router_memory_bytes() == 320 * MIB + 80 * 20 * MIB  # 1920 MiB
+    assert default.router_memory_bytes() <= default.router.max_memory_mib * MIB
+    # The old defaults (512 requests of 20 MiB: ~10 GiB per router) are refused, naming the settings.
+    with pytest.raises(ConfigError) as too_big:
+        load_serve_config(overrides=["router.max_ongoing_requests=512"])
+    message = str(too_big.value)
+    assert "10560 MiB" in message and "\n" not in message
+    for name in ("router.memory_base_mib", "max_body_bytes", "router.max_ongoing_requests", "router.max_memory_mib"):
+        assert name in message
+    # Smaller bodies, or a higher ceiling where nodes have the memory, make the same queue fit.
+    small = load_serve_config(overrides=["router.max_ongoing_requests=512", "max_body_bytes=2097152"])
+    assert small.router_memory_bytes() == (320 + 512 * 2) * MIB
+    big = load_serve_config(overrides=["router.max_ongoing_requests=512", "router.max_memory_mib=12000"])
+    assert big.router_memory_bytes() == 10560 * MIB
 
 
 def test_cli_fails_in_one_line_without_a_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

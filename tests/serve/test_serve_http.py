@@ -1,7 +1,7 @@
 """The Ray Serve endpoint end to end, one request at a time: real Ray, real Serve, real
 (small) checkpoints. Answers equal the library's on generated and real audio in both
 topologies; short audio, silence and top_k; health, model card and docs; bad input gets 4xx
-JSON; the body limit counts actual bytes.
+JSON; the body limit counts actual bytes; API keys (an app of its own with ``auth`` on).
 
 One Ray + Serve per module with the shared apps ``main``, ``one`` and ``tight``
 (helpers/serve_apps.py, fixtures in conftest.py); no test relies on what another left
@@ -12,6 +12,8 @@ the test instead of hanging it; nothing asserts on wall-clock time.
 from __future__ import annotations
 
 import io
+import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -20,7 +22,7 @@ import pytest
 import soundfile as sf
 
 from helpers.audio import tone, wav_bytes
-from helpers.serve_apps import MAIN_BODY_LIMIT, MOODS
+from helpers.serve_apps import MAIN_BODY_LIMIT, MOODS, own_app, small_app_config
 from helpers.serve_http import TIMEOUT, assert_error, assert_matches, scored_counts
 
 requests = pytest.importorskip("requests")
@@ -205,3 +207,48 @@ def test_body_limit_counts_actual_bytes(server: dict[str, str]) -> None:
         timeout=TIMEOUT,
     )
     assert small.status_code == 200, small.text
+
+
+# ----------------------------------------------------------------------- API keys
+
+
+def test_api_keys_guard_every_route_but_health_and_model_describes_what_was_loaded(
+    server: dict[str, str], checkpoints: dict[str, Path], predictor, tmp_path: Path
+) -> None:
+    """An app of its own with ``auth`` on, its key in a file (as a mounted Secret), serving a study:
+    through Serve's proxy, /predict and /model answer 401 JSON without the key and work with it,
+    /healthz and /docs stay open. GET /model tells the study's choice as read when the app was
+    built: a pointer rewritten afterwards changes nothing until the next deployment."""
+    from serve.auth import AuthSettings
+
+    key = "test-key-" + "0123456789abcdef" * 2
+    (tmp_path / "keys").write_text(f"# rotated by the test\n{key}\n")
+    study = tmp_path / "study"
+    study.mkdir()
+    entry = {"checkpoint": str(checkpoints["small"]), "arm": "x1", "val_pr_auc": 50.0}
+    pointer = study / "best_checkpoint.json"
+    pointer.write_text(json.dumps({"default_cell": "5|none", "cells": {"5|none": entry}}))
+    auth = AuthSettings(enabled=True, keys_env="", keys_file=str(tmp_path / "keys"))
+    config = replace(small_app_config(checkpoints["small"], "combined"), checkpoint="", study=str(study), auth=auth)
+    clip = tone(2.0, seed=9)
+    with own_app(server, "guarded", config) as base:
+        with_key = {"Authorization": f"Bearer {key}"}
+        assert requests.get(f"{base}/healthz", timeout=TIMEOUT).json()["status"] == "ok"
+        assert requests.get(f"{base}/docs", timeout=TIMEOUT).status_code == 200
+        for response in (
+            requests.post(f"{base}/predict", data=clip, headers={"Content-Type": "audio/wav"}, timeout=TIMEOUT),
+            requests.get(f"{base}/model", timeout=TIMEOUT),
+            requests.get(f"{base}/model/card", headers={"Authorization": f"Bearer {key[:-1]}"}, timeout=TIMEOUT),
+        ):
+            assert_error(response, 401, "unauthorized")
+            assert response.headers["www-authenticate"].startswith("Bearer") and key[:-1] not in response.text
+        answer = requests.post(
+            f"{base}/predict", data=clip, headers={"Content-Type": "audio/wav", **with_key}, timeout=TIMEOUT
+        )
+        assert answer.status_code == 200, answer.text
+        assert_matches(answer.json(), predictor.predict_bytes(clip).probabilities)
+        card = requests.get(f"{base}/model", headers=with_key, timeout=TIMEOUT).json()
+        assert card["study"] == {"cell": "5|none", "default_cell": "5|none", **entry}
+        pointer.write_text(json.dumps({"default_cell": "9|none", "cells": {"9|none": {**entry, "arm": "x9"}}}))
+        again = requests.get(f"{base}/model", headers=with_key, timeout=TIMEOUT).json()
+        assert again["study"] == card["study"] and again["checkpoint_id"] == predictor.card.checkpoint_id
