@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -146,12 +147,13 @@ def _check_ray_cluster(spec: dict, claim: str) -> dict[str, str]:
 def test_k8s_manifests_are_kuberay_v1_resources() -> None:
     kinds = {}
     for path in sorted(K8S.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        kinds[path.name] = (doc["apiVersion"], doc["kind"])
+        docs = list(yaml.safe_load_all(path.read_text()))
+        kinds[path.name] = sorted({(doc["apiVersion"], doc["kind"]) for doc in docs})
     assert kinds == {
-        "rayjob-study.yaml": ("ray.io/v1", "RayJob"),
-        "rayservice.yaml": ("ray.io/v1", "RayService"),
-        "shared-pvc.yaml": ("v1", "PersistentVolumeClaim"),
+        "networkpolicy.yaml": [("networking.k8s.io/v1", "NetworkPolicy")],
+        "rayjob-study.yaml": [("ray.io/v1", "RayJob")],
+        "rayservice.yaml": [("ray.io/v1", "RayService")],
+        "shared-pvc.yaml": [("v1", "PersistentVolumeClaim")],
     }
     pvc = _manifest("shared-pvc.yaml")
     assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # every pod reads and writes it
@@ -198,6 +200,7 @@ def test_k8s_rayservice_serves_the_serve_config_application() -> None:
     assert app["import_path"] == reference["import_path"] and app["name"] == reference["name"]
     expected = copy.deepcopy(reference["args"])
     expected.update(study=app["args"]["study"], host="0.0.0.0")
+    expected["auth"].update(enabled=True, keys_file="/etc/mtlmood/api-keys/keys")  # the mounted Secret
     expected["model"].update(num_gpus=1, max_replicas=app["args"]["model"]["max_replicas"])
     assert app["args"] == expected
     assert app["args"]["study"].startswith(SHARED + "/mtlmood/studies/")
@@ -207,3 +210,93 @@ def test_k8s_rayservice_serves_the_serve_config_application() -> None:
     assert model["ray_actor_options"]["num_gpus"] == 1
     gpu_pods = sum(group["maxReplicas"] for group in spec["rayClusterConfig"]["workerGroupSpecs"])
     assert model["autoscaling_config"]["max_replicas"] <= gpu_pods
+
+
+# ------------------------------------------------------- who may reach the KubeRay clusters
+
+RAY_PORTS = {6379, 8265, 10001}  # GCS, dashboard + job API, Ray client
+OPERATOR_NAMESPACE = {"kubernetes.io/metadata.name": "kuberay-system"}
+
+
+def _policies() -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for doc in yaml.safe_load_all((K8S / "networkpolicy.yaml").read_text())}
+
+
+def _labels(group: dict) -> dict[str, str]:
+    """The labels a head or worker group gives its pods."""
+    return group["template"].get("metadata", {}).get("labels", {})
+
+
+def _rule_ports(rule: dict) -> set[int]:
+    return {int(port["port"]) for port in rule.get("ports", [])}
+
+
+@pytest.mark.parametrize(
+    "name, cluster_of, serves",
+    [
+        ("rayservice.yaml", lambda d: d["spec"]["rayClusterConfig"], True),
+        ("rayjob-study.yaml", lambda d: d["spec"]["rayClusterSpec"], False),
+    ],
+)
+def test_k8s_ray_clusters_need_rays_token_and_only_their_pods_reach_rays_ports(
+    name: str, cluster_of: Any, serves: bool
+) -> None:
+    """Ray token auth from a Secret (KubeRay's authOptions: every Ray container and the operator get
+    it), and a NetworkPolicy selecting the cluster's pods by their label: Ray's ports only from the
+    cluster's own pods, the operator's namespace (and a RayJob's submitter); 8000 open when it serves."""
+    cluster = cluster_of(_manifest(name))
+    assert cluster["authOptions"] == {"mode": "token", "secretName": "mtlmood-ray-auth"}
+    labels = [_labels(group) for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]]
+    label = labels[0]["mtlmood.io/ray-cluster"]
+    assert label == ("serve" if serves else "study") and all(
+        found["mtlmood.io/ray-cluster"] == label for found in labels
+    )
+    for pod in _pod_specs(cluster):  # no token or key in a manifest: only Secret references
+        assert not any(e.get("name", "").startswith("RAY_AUTH") for c in pod["containers"] for e in c.get("env", []))
+
+    policy = [
+        p for p in _policies().values() if p["spec"]["podSelector"]["matchLabels"] == {"mtlmood.io/ray-cluster": label}
+    ]
+    assert len(policy) == 1, f"one NetworkPolicy selects the {label} pods"
+    spec = policy[0]["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    open_ports: set[int] = set()
+    for rule in spec["ingress"]:
+        peers = rule.get("from")
+        if not peers:  # from anywhere: only the Serve port
+            open_ports |= _rule_ports(rule) or {-1}  # a rule without ports would open every port
+            continue
+        for peer in peers:
+            if "namespaceSelector" in peer:  # the operator: its namespace and its pods, Ray's HTTP ports only
+                assert peer["namespaceSelector"]["matchLabels"] == OPERATOR_NAMESPACE and "podSelector" in peer
+                assert _rule_ports(rule) <= {8265, 10001}
+            elif peer["podSelector"]["matchLabels"] != {"mtlmood.io/ray-cluster": label}:
+                # a RayJob's submitter: the job API of its own cluster only
+                assert (
+                    not serves
+                    and peer["podSelector"]["matchLabels"]["ray.io/originated-from-cr-name"] == "mtlmood-study"
+                )
+                assert _rule_ports(rule) == {8265}
+            else:
+                assert not rule.get("ports"), "the cluster's own pods reach every port"
+    assert open_ports == ({8000} if serves else set()) and not open_ports & RAY_PORTS
+
+
+def test_the_rayservice_mounts_the_api_keys_it_names_in_every_ray_pod() -> None:
+    service = _manifest("rayservice.yaml")
+    args = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]["args"]
+    assert args["auth"]["enabled"] is True
+    keys_dir = str(Path(args["auth"]["keys_file"]).parent)
+    for pod in _pod_specs(service["spec"]["rayClusterConfig"]):
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        assert secrets.get(mounts.get(keys_dir, "")) == "mtlmood-api-keys", "a router may start in any pod"
+
+
+def test_the_vm_cluster_says_why_its_dashboard_binds_all_interfaces() -> None:
+    """Bound to every interface only with the reason and the guard written next to it."""
+    text = (REPO / "cluster.yaml").read_text()
+    start = " ".join(yaml.safe_load(text)["head_start_ray_commands"])
+    if "--dashboard-host=0.0.0.0" in start:
+        note = text[text.index("head_start_ray_commands") : text.index("ray start --head")]
+        assert "security group" in note and "docs/RUNBOOK.md" in note
