@@ -108,6 +108,7 @@ def serve_config(
 
     if mode == "serve_default":
         return ServeConfig(checkpoint=str(checkpoint), port=port, precision=args.precision)
+    ingress_slots = max(64, args.max_batch_size)  # a combined replica must fit a whole batch
     return ServeConfig(
         checkpoint=str(checkpoint),
         port=port,
@@ -122,15 +123,19 @@ def serve_config(
             batch_wait_timeout_s=args.batch_wait_ms / 1000,
             immediate_when_idle=immediate_when_idle,
         ),
-        router=RouterSettings(min_replicas=1, max_replicas=1),
+        # The clips are a few MB: 8 MiB bodies keep the router's memory reservation (a body per
+        # request it holds, serve.config.ServeConfig.router_memory_bytes) within its default ceiling.
+        max_body_bytes=8 * 1024 * 1024,
+        # Holds every request the ingress can (the config's rule): 64 + 64 covers 128 clients.
+        router=RouterSettings(min_replicas=1, max_replicas=1, max_ongoing_requests=ingress_slots + 64),
         # One replica each: the comparison is batching vs not, on the same cores.
         ingress=IngressSettings(
             min_replicas=1,
             max_replicas=1,
             num_cpus=args.ingress_cpus,
             threads=args.decode_threads,
-            max_ongoing_requests=256,
-            max_queued_requests=256,
+            max_ongoing_requests=ingress_slots,
+            max_queued_requests=64,
         ),
         model=ModelSettings(
             min_replicas=1,
