@@ -7,8 +7,9 @@
 that decode -> batched model, in one or two deployments); ``serve/serve_config.yaml``
 deploys it with ``serve deploy``. One job per module: ``config`` (settings), ``app`` (the
 builder), ``build`` (the Serve config file of a ServeConfig, ``mtlmood serve build``),
-``router`` (HTTP routes, and an answer when a replica behind dies), ``deployments`` (the
-ingress and model replicas, health), ``batching`` (``@serve.batch`` around the scorer),
+``router`` (HTTP routes, and an answer when a replica behind dies), ``auth`` (optional API
+keys in front of the routes), ``deployments`` (the ingress and model replicas, health),
+``batching`` (``@serve.batch`` around the scorer),
 ``remote`` (Ray's failures of a call to another deployment as HTTP answers), ``parsing``
 (request -> audio bytes or a 4xx), ``scorer`` (features -> prediction through
 mtlmood.inference.Predictor), ``schemas`` (response and error shapes), ``replicas`` (which
