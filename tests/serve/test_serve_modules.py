@@ -315,3 +315,17 @@ def test_soak_judge_counts_a_p99_drift_only_beyond_its_interval() -> None:
     assert noisy.p99_drift == pytest.approx(0.5) and noisy.passed, noisy.reasons
     moved = judge(summarise(run_with_tails(np.full(8, 300.0), np.full(8, 450.0)), 10, 10))
     assert not moved.passed and "p99 drifted +50.0%" in moved.reasons[0] and "intervals" in moved.reasons[0]
+
+
+def test_the_installed_starlette_has_the_form_limits_parsing_uses() -> None:
+    """serve/parsing.py calls ``Request.form(max_files=, max_fields=, max_part_size=)``;
+    ``max_part_size`` came in Starlette 0.44.0, so pyproject.toml admits no older Starlette."""
+    import inspect
+    import re
+
+    from packaging.version import Version
+    from starlette.requests import Request as StarletteRequest
+
+    assert {"max_files", "max_fields", "max_part_size"} <= set(inspect.signature(StarletteRequest.form).parameters)
+    floor = re.search(r'"starlette>=([0-9.]+)', (REPO / "pyproject.toml").read_text())
+    assert floor and Version(floor.group(1)) >= Version("0.44")
