@@ -130,6 +130,7 @@ ERROR_RESPONSES: dict[Union[int, str], dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "empty body, malformed multipart, or no `file` field",
+        401: "API keys are on (`auth`) and the request has no valid `Authorization: Bearer <key>`",
         413: "body larger than max_body_bytes",
         415: "Content-Type is not audio/*, application/octet-stream or multipart/form-data",
         422: "undecodable audio, non-finite features/predictions, or an invalid query parameter",
@@ -149,7 +150,9 @@ API_DESCRIPTION = (
     "replaces the dead one. Two answers come from Ray Serve's proxy, not from this service, and are "
     "plain text: a 500 when a *router* replica (the thin HTTP front, which decodes nothing) dies "
     "with the request, and a 503 when every router replica is full (the config keeps the routers "
-    "larger than the queues behind them, so the JSON 503 `overloaded` comes first)."
+    "larger than the queues behind them, so the JSON 503 `overloaded` comes first).\n\n"
+    "A deployment with API keys answers every route but /healthz and this description with 401 "
+    "`unauthorized` (and `WWW-Authenticate: Bearer`) unless the request sends `Authorization: Bearer <key>`."
 )
 
 PREDICT_BODY = {

@@ -118,11 +118,13 @@ def test_the_built_app_reserves_the_routers_memory_and_keeps_the_studys_choice(
     )
     config = ServeConfig(study=str(tmp_path), max_body_bytes=2 * 1024 * 1024, model=ModelSettings(num_gpus=0))
     router = build_app(config)._bound_deployment
+    options: dict[str, Any] = router.ray_actor_options or {}
+    args: tuple[Any, ...] = tuple(router.init_args)  # ingress, card, config, topology, study
     assert router.name == "MoodRouter"
-    assert router.ray_actor_options["memory"] == config.router_memory_bytes() == (320 + 80 * 2) * 1024 * 1024
-    ingress = router.init_args[0]._bound_deployment
-    assert ingress.name == "MoodIngress" and "memory" not in ingress.ray_actor_options
-    assert router.init_args[4] == {
+    assert options["memory"] == config.router_memory_bytes() == (320 + 80 * 2) * 1024 * 1024
+    ingress = args[0]._bound_deployment
+    assert ingress.name == "MoodIngress" and "memory" not in (ingress.ray_actor_options or {})
+    assert args[4] == {
         "cell": "5|none",
         "default_cell": "5|none",
         "checkpoint": str(checkpoint),
