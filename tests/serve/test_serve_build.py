@@ -132,6 +132,26 @@ def test_the_built_app_reserves_the_routers_memory_and_keeps_the_studys_choice(
     }
 
 
+def test_building_on_a_ray_without_room_for_a_router_warns(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Serve would wait for a node with the router's memory: say so (not refused: an autoscaling
+    cluster may still add one)."""
+    import ray
+
+    from serve.app import _warn_if_no_node_fits_a_router
+    from serve.config import MIB, ServeConfig
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"memory": 1024.0 * MIB}}])
+    with caplog.at_level("WARNING", logger="serve.app"):
+        _warn_if_no_node_fits_a_router(ServeConfig())
+    assert "reserves 1920 MiB of memory, but the largest node offers Ray 1024 MiB" in caplog.text
+    caplog.clear()
+    _warn_if_no_node_fits_a_router(ServeConfig(max_body_bytes=MIB))  # 320 + 80 MiB fits
+    assert not caplog.text
+
+
 def test_deployment_names_are_the_classes_names() -> None:
     from serve.build import DEPLOYMENT_NAMES
     from serve.deployments import MoodIngress, MoodModel
