@@ -2,9 +2,9 @@
 
     mtlmood predict runs/study/best music/ --output moods.parquet --address auto
 
-``catalog.pipeline`` reads the files (``read_binary_files``), decodes them and computes
-log-mel segments in CPU tasks, scores them in an actor pool (one GPU per actor when the
-cluster has GPUs) and writes Parquet parts that ``mtlmood.batch_predict.BatchOutput``
-merges into the same output file, with the same rows, as the local path. A thin layer
-over :mod:`mtlmood`; Ray is imported only here.
+``catalog.pipeline`` hands track locations (paths or URIs) to CPU tasks that open them,
+decode their first 29 s and compute log-mel segments, scores them in an autoscaling actor
+pool (one GPU per actor when the cluster has GPUs) and writes Parquet parts that
+``mtlmood.batch_predict.BatchOutput`` merges into the same output file, with the same
+rows, as the local path. A thin layer over :mod:`mtlmood`; Ray is imported only here.
 """

@@ -1,339 +1,309 @@
-"""Batch prediction to a file: inputs -> tracks, a resumable output, the local scoring loop.
+"""Batch prediction to a file: a resumable output, the local scoring loop.
 
-    tracks = resolve_inputs(["music/", "extra/*.flac", "list.csv"])   # absolute paths, in order
-    output = BatchOutput(Path("moods.parquet"), card.mood_names, card.checkpoint_id)
-    todo = output.todo(tracks)                    # tracks not already in the output (or its parts)
-    score_to_output(predictor, todo, output)      # parts written every `chunk_size` tracks
-    output.finalize(tracks)                       # merge -> moods.parquet (atomic), parts removed
+    tracks = resolve_inputs(["music/", "s3://bucket/more/", "list.csv"])   # paths and URIs, in order
+    output = BatchOutput("s3://bucket/moods.parquet", card.mood_names, card.checkpoint_id)
+    with output.lock():                           # RunDirInUse when another run writes this output
+        todo = output.todo(tracks)                # tracks not already in the output (or its parts)
+        score_to_output(predictor, todo, output)  # a part file every `part_rows` tracks
+        output.finalize(tracks)                   # streamed merge -> moods.parquet (whole), parts removed
 
-Resumability: finished tracks go to ``<output>.parts/`` as Parquet part files, each written
-atomically (temp file + rename), so a kill loses at most the tracks of the chunk in flight
-and never leaves a file that reads half-written. A re-run reads the final output (if any)
-and every readable part, skips the tracks already there, and merges all of it into the
-final file, written atomically, before removing the parts. The Ray Data path (catalog/)
-writes its parts into the same folder and finishes with the same ``finalize``.
+Memory stays bounded whatever the catalogue's size: a resume reads the key column of the
+output and its parts (mtlmood.batch_parts), the merge streams rows window by window
+(mtlmood.batch_merge); rows are never all held as Python objects.
 
-Failures never stop a run: a track that cannot be scored is a row with an ``error`` (its
-prediction fields empty), listed again in ``<output>.failures.csv`` next to the
-output. A re-run does not retry them unless asked (``retry_failed``). Rows follow the
-schema of mtlmood.records (the HTTP answer's fields).
+Resumability: finished tracks go to ``<output>.parts/`` as Parquet part files of at least
+``part_rows`` rows (or what ``part_seconds`` gathered), each complete or absent, so a kill
+loses at most the part in flight. A re-run skips the tracks already in the output or a
+part and merges everything into the output, published whole, before removing the parts.
+The Ray Data path (catalog/) writes its parts into the same folder and finishes with the
+same ``finalize``. One run writes an output at a time (``lock``, mtlmood.runlock).
+
+Locations: inputs, the output and its parts may be local paths or URIs (``s3://``, any
+store mtlmood.storage opens). Failures never stop a run: a track that cannot be scored is
+a row with an ``error`` (its prediction fields empty; mtlmood.batch_audio says why), listed
+again in ``<output>.failures.csv``. A re-run does not retry them unless asked
+(``retry_failed``). Rows follow the schema of mtlmood.records (the HTTP answer's fields).
 """
 
 from __future__ import annotations
 
+import collections
 import csv
-import glob
 import io
-import json
 import os
-import shutil
 import time
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence, Union
 
-from mtlmood.errors import AudioDecodeError, ConfigError
-from mtlmood.fileio import atomic_write_bytes, atomic_write_text
-from mtlmood.records import ERROR_FIELD, KEY_FIELD, batch_record, failure_record, flat_row, nested_row
+import numpy as np
+
+from mtlmood.batch_audio import failure_reason, track_features
+from mtlmood.batch_inputs import AUDIO_SUFFIXES, MANIFEST_COLUMN, MANIFEST_SUFFIX, read_manifest, resolve_inputs
+from mtlmood.batch_merge import convert_previous, merge
+from mtlmood.batch_parts import (
+    PART_ROWS,
+    PART_SECONDS,
+    PartBuffer,
+    Sources,
+    check_model,
+    done_keys,
+    list_parts,
+    open_sources,
+    todo_of,
+)
+from mtlmood.errors import ConfigError
+from mtlmood.records import ERROR_FIELD, KEY_FIELD, batch_record, failure_record
+from mtlmood.storage import exists, is_dir, is_uri, join, location_problem, normalize, remove, write_text
 
 if TYPE_CHECKING:
     from mtlmood.inference import Prediction, Predictor
+    from mtlmood.runlock import RunLock
 
-# What a folder or a glob contributes (libsndfile decodes all of these; an explicitly named
-# file is taken whatever its suffix).
-AUDIO_SUFFIXES = frozenset({".mp3", ".ogg", ".oga", ".opus", ".flac", ".wav", ".aif", ".aiff"})
 OUTPUT_FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl"}
-MANIFEST_SUFFIX = ".csv"
-MANIFEST_COLUMN = "path"
 PARTS_SUFFIX = ".parts"
-CHUNK_SIZE = 64  # tracks per part file of the local path ...
-CHUNK_SECONDS = 60.0  # ... or fewer, when this long has passed since the last part
-
-PathText = Union[str, "os.PathLike[str]"]
-
-
-# ------------------------------------------------------------------ inputs
-
-
-def _is_audio(path: Path) -> bool:
-    return path.suffix.lower() in AUDIO_SUFFIXES
-
-
-def _absolute(path: PathText) -> str:
-    return os.path.abspath(os.path.expanduser(os.fspath(path)))
-
-
-def read_manifest(path: Path) -> list[str]:
-    """The ``path`` column of a CSV manifest; relative paths are relative to the manifest's folder."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if MANIFEST_COLUMN not in (reader.fieldnames or []):
-                raise ConfigError(f"manifest {path} has no {MANIFEST_COLUMN!r} column (columns: {reader.fieldnames})")
-            entries = [(row.get(MANIFEST_COLUMN) or "").strip() for row in reader]
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"cannot read manifest {path}: {exc}") from None
-    return [_absolute(path.parent / entry) for entry in entries if entry]
-
-
-def resolve_inputs(inputs: Sequence[PathText]) -> list[str]:
-    """Absolute paths of the tracks named by ``inputs``, in order, each once.
-
-    An input is a file (taken whatever its suffix; ``.csv`` = a manifest with a ``path``
-    column), a folder (its audio files, recursively, sorted), or a glob (``*``, ``?``, ``[``;
-    ``**`` recurses; its audio files). A missing path with an audio suffix is kept: it becomes
-    a "file not found" failure. ConfigError for any other input that names nothing, and when
-    there are no tracks at all.
-    """
-    tracks: dict[str, None] = {}  # ordered set
-    for raw in inputs:
-        text = os.path.expanduser(os.fspath(raw))
-        path = Path(text)
-        if path.is_dir():
-            found = [p for p in path.rglob("*") if _is_audio(p) and p.is_file()]
-            tracks.update((_absolute(p), None) for p in sorted(found))
-        elif path.is_file():
-            entries = read_manifest(path) if path.suffix.lower() == MANIFEST_SUFFIX else [_absolute(path)]
-            tracks.update((entry, None) for entry in entries)
-        elif glob.has_magic(text):
-            matches = (Path(m) for m in sorted(glob.glob(text, recursive=True)))
-            for match in matches:
-                found = sorted(p for p in match.rglob("*") if _is_audio(p) and p.is_file()) if match.is_dir() else []
-                found = found or ([match] if match.is_file() and _is_audio(match) else [])
-                tracks.update((_absolute(p), None) for p in found)
-        elif _is_audio(path):
-            tracks[_absolute(path)] = None  # reported as "file not found", like any unreadable track
-        else:
-            raise ConfigError(f"input not found: {text} (not a file, a folder or a glob that matches)")
-    if not tracks:
-        raise ConfigError(f"no audio files found in {', '.join(os.fspath(i) for i in inputs)}")
-    return list(tracks)
+LOCK_SUFFIX = ".lock"  # <output>.lock/: the run lock of a local output (mtlmood.runlock)
+PREVIOUS_OUTPUT = "_previous-output.parquet"  # in the parts folder: an earlier CSV/JSONL output, as Parquet
+RECORD_ROWS = 64  # rows turned into Arrow at a time by the local loop
+MIN_BATCH = 32  # segments per forward pass of the local loop (as Predictor.predict_files)
 
 
 # ------------------------------------------------------------------ scoring
 
 
 def iter_predictions(
-    predictor: "Predictor", paths: Sequence[str], top_k: int = 3, workers: int = 1
+    predictor: "Predictor", paths: Sequence[str], top_k: int = 3, workers: int = 1, min_batch: int = MIN_BATCH
 ) -> Iterator[tuple[str, Optional["Prediction"], Optional[str]]]:
-    """(path, prediction, None) or (path, None, reason) for every path, in order.
+    """(path, prediction, None) or (path, None, reason) for every path (local or URI), in order.
 
-    ``Predictor.predict_files`` (decode-ahead threads, segments of several files per
-    forward) stops at the first file it cannot decode; this resumes it after that file,
-    so one bad file costs a failure row, not the run.
+    ``Predictor.predict_files``'s scheme, with batch decoding (mtlmood.batch_audio: any
+    location, only the first seconds read, reasons that name the cause): ``workers``
+    threads decode ahead (a bounded look-ahead: memory stays flat however many paths)
+    while the network runs, and consecutive files share forward passes of at least
+    ``min_batch`` segments. A file that cannot be decoded is a failure, not the end.
     """
-    remaining = list(paths)
-    while remaining:
-        done = 0
+    cfg, method = predictor.feature_config, predictor.mel_method
+
+    def load(path: str) -> tuple[Optional[np.ndarray], Optional[str]]:
         try:
-            for prediction in predictor.predict_files(remaining, top_k=top_k, workers=workers):
-                yield remaining[done], prediction, None
-                done += 1
-            return
-        except AudioDecodeError as exc:
-            rest = remaining[done:]
-            bad = next((i for i, p in enumerate(rest) if p == exc.source), 0)
-            # The files before the bad one were decoded but not yet scored: score them first (in order).
-            yield from iter_predictions(predictor, rest[:bad], top_k, workers)
-            yield rest[bad], None, exc.reason
-            remaining = rest[bad + 1 :]
+            return track_features(path, cfg, method), None
+        except Exception as exc:  # one bad file is that file's failure
+            return None, failure_reason(exc)
+
+    source = iter(paths)
+    ahead: collections.deque[tuple[str, Future]] = collections.deque()
+    pending: list[tuple[str, np.ndarray, np.ndarray]] = []  # (path, features, segments) waiting for a forward
+
+    def scored() -> Iterator[tuple[str, Optional["Prediction"], Optional[str]]]:
+        songs = predictor.predict_songs([segments for _, _, segments in pending])
+        for (path, features, segments), song in zip(pending, songs):
+            yield path, predictor.make_prediction(song, len(segments), features.shape[0], top_k), None
+        pending.clear()
+
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="mtlmood-batch") as pool:
+        while True:
+            while len(ahead) < 2 * max(1, workers):
+                path = next(source, None)
+                if path is None:
+                    break
+                ahead.append((path, pool.submit(load, path)))
+            if not ahead:
+                break
+            path, future = ahead.popleft()
+            features, error = future.result()
+            if features is None:
+                yield from scored()  # the files before it first: rows stay in input order
+                yield path, None, error
+                continue
+            pending.append((path, features, predictor.segments(features)))
+            if sum(len(segments) for _, _, segments in pending) >= min_batch or not ahead:
+                yield from scored()
+        yield from scored()
 
 
 # ------------------------------------------------------------------ the output
 
 
-def output_format(path: PathText) -> str:
+def output_format(path: Any) -> str:
     """ "parquet", "csv" or "jsonl" from the output's suffix (ConfigError for any other)."""
-    suffix = Path(path).suffix.lower()
+    suffix = os.path.splitext(normalize(os.fspath(path)).split("?", 1)[0])[1].lower()
     if suffix not in OUTPUT_FORMATS:
         known = ", ".join(OUTPUT_FORMATS)
         raise ConfigError(f"unknown output format {suffix or '(no suffix)'!r} of {path}: use {known}")
     return OUTPUT_FORMATS[suffix]
 
 
-def _read_parquet_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    import pyarrow.parquet as pq
-
-    from mtlmood.records import mood_names_of
-
-    table = pq.read_table(path)
-    return table.to_pylist(), mood_names_of(table.schema)
-
-
-def _read_records(path: Path, fmt: str) -> tuple[list[dict[str, Any]], Optional[list[str]]]:
-    """(rows, mood names or None when the file does not say) of a finished output file."""
-    if fmt == "parquet":
-        return _read_parquet_records(path)
-    if fmt == "jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        scored = next((r["moods"] for r in rows if r.get("moods")), None)
-        return rows, list(scored) if scored else None
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        moods = [name[len("moods.") :] for name in reader.fieldnames or [] if name.startswith("moods.")]
-        return [nested_row(row) for row in reader], moods
+def _sibling(location: str, suffix: str) -> str:
+    """``location`` + ``suffix`` (a URI's ?options stay last)."""
+    base, mark, query = location.partition("?")
+    return base + suffix + mark + query
 
 
 @dataclass
 class BatchSummary:
     """What a finished batch run wrote."""
 
-    output: Path
+    output: str  # the output's location (an absolute path or a URI)
     rows: int
     failures: list[tuple[str, str]]  # (path, reason) of every failure row in the output
-    failures_file: Optional[Path]  # None when there are none
+    failures_file: Optional[str]  # None when there are none
 
     @property
     def failed(self) -> int:
         return len(self.failures)
 
 
-@dataclass
 class BatchOutput:
-    """The output file of a batch run and its part files (see the module docstring)."""
+    """The output file of a batch run and its part files (see the module docstring).
 
-    path: Path
-    mood_names: Sequence[str]
-    checkpoint_id: str
-    format: str = field(init=False)
+    ``path`` is a local path or a URI; ``part_rows`` the rows of a part file of the local
+    path (the Ray Data path takes it as its files' minimum).
+    """
 
-    def __post_init__(self) -> None:
-        self.path = Path(_absolute(self.path))
-        self.format = output_format(self.path)
-        if self.path.is_dir():
+    def __init__(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        mood_names: Sequence[str],
+        checkpoint_id: str,
+        part_rows: int = PART_ROWS,
+    ) -> None:
+        text = normalize(os.fspath(path))
+        if is_uri(text):
+            problem = location_problem(text)
+            if problem:
+                raise ConfigError(f"--output {text}: {problem}")
+        else:
+            text = os.path.abspath(os.path.expanduser(text))
+        self.path = text
+        self.mood_names = list(mood_names)
+        self.checkpoint_id = checkpoint_id
+        self.part_rows = part_rows
+        self.format = output_format(text)
+        if is_dir(text):
             known = ", ".join(OUTPUT_FORMATS)
-            raise ConfigError(f"--output {self.path} is a folder; give a file name ending in {known}")
+            raise ConfigError(f"--output {text} is a folder; give a file name ending in {known}")
         self._stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
-        self._parts_written = 0
 
     @property
-    def parts_dir(self) -> Path:
+    def parts_dir(self) -> str:
         """Where finished tracks wait for the final merge (removed by ``finalize``)."""
-        return self.path.with_name(self.path.name + PARTS_SUFFIX)
+        return _sibling(self.path, PARTS_SUFFIX)
 
     @property
-    def failures_path(self) -> Path:
+    def failures_path(self) -> str:
         """``<output>.failures.csv`` (moods.parquet.failures.csv): path and reason of every track not scored."""
-        return self.path.with_name(self.path.name + ".failures.csv")
+        return _sibling(self.path, ".failures.csv")
 
-    def staging_dir(self) -> Path:
+    def lock_dir(self) -> Path:
+        """The folder of this output's run lock: ``<output>.lock/`` beside a local output; for
+        a URI a local folder keyed on it (mtlmood.remote_cache.lock_directory: one machine)."""
+        if is_uri(self.path):
+            from mtlmood.remote_cache import lock_directory
+
+            return lock_directory(self.path)
+        return Path(self.path + LOCK_SUFFIX)
+
+    @contextmanager
+    def lock(self, command: Optional[str] = None) -> Iterator["RunLock"]:
+        """Hold the run lock of this output: a second run on it is refused with RunDirInUse
+        naming the first; a dead holder's lock is taken over (mtlmood.runlock)."""
+        from mtlmood.runlock import RunLock
+
+        folder = self.lock_dir()
+        with RunLock(folder, command=command) as held:
+            yield held
+        if not is_uri(self.path):
+            try:
+                folder.rmdir()  # when empty: a killed run's folder, taken over, goes too
+            except OSError:
+                pass
+
+    def staging_dir(self) -> str:
         """A fresh folder under the parts folder for another writer's part files (the Ray Data path)."""
-        return self.parts_dir / f"ray-{self._stamp}"
+        return join(self.parts_dir, f"ray-{self._stamp}")
 
     # -------------------------------------------------------------- reading what exists
 
-    def _part_files(self) -> list[Path]:
-        if not self.parts_dir.is_dir():
+    def _first_sources(self) -> list[str]:
+        """The final output as a Parquet source, when there is one (a CSV/JSONL one converted)."""
+        if not exists(self.path):
             return []
-        return sorted(self.parts_dir.rglob("*.parquet"), key=lambda p: (p.stat().st_mtime_ns, str(p)))
+        if self.format == "parquet":
+            return [self.path]
+        converted = join(self.parts_dir, PREVIOUS_OUTPUT)
+        if not _newer(converted, self.path):  # once per output file: todo() and finalize() both read it
+            convert_previous(self.path, self.format, converted, self.mood_names, self.checkpoint_id)
+        return [converted]
 
-    def existing(self) -> list[dict[str, Any]]:
-        """Rows already written (final output first, then parts, oldest first), one per path:
-        a scored row beats a failure, otherwise the later row wins. Part files that cannot be
-        read (a writer killed mid-file) are ignored; ConfigError when the rows were written by
-        another model."""
-        rows: list[dict[str, Any]] = []
-        if self.path.exists():
-            try:
-                found, moods = _read_records(self.path, self.format)
-            except Exception as exc:  # any reader's error: the file is not ours or is damaged
-                raise ConfigError(
-                    f"cannot read the existing output {self.path} to resume ({type(exc).__name__}: {exc}); "
-                    "move it away or choose another --output"
-                ) from None
-            self._check_model(moods, self.path)
-            rows.extend(found)
-        for part in self._part_files():
-            try:
-                found, moods = _read_parquet_records(part)
-            except Exception:  # unreadable = never finished (Parquet's footer is written last)
-                continue
-            self._check_model(moods, part)
-            rows.extend(found)
-        for row in rows:
-            if row.get("checkpoint_id") not in (None, "", self.checkpoint_id):
-                raise ConfigError(
-                    f"{self.path} (or its parts) holds predictions of another checkpoint "
-                    f"({row['checkpoint_id']} != {self.checkpoint_id}); choose another --output"
-                )
-        merged: dict[str, dict[str, Any]] = {}
-        for row in rows:
-            key = row[KEY_FIELD]
-            if key in merged and merged[key].get(ERROR_FIELD) is None and row.get(ERROR_FIELD) is not None:
-                continue
-            merged[key] = row
-        return list(merged.values())
+    def sources(self) -> Sources:
+        """The output and its readable parts as one dataset, checked to be this model's rows
+        (ConfigError otherwise); unreadable parts (cut short by a kill) are left out."""
+        from mtlmood.storage import filesystem
 
-    def _check_model(self, moods: Optional[Sequence[str]], source: Path) -> None:
-        if moods is not None and list(moods) != list(self.mood_names):
-            raise ConfigError(f"{source} holds other mood labels ({', '.join(moods)}); choose another --output")
+        first = self._first_sources()
+        sources = open_sources(self.parts_dir, self.mood_names, first=first)
+        # Problems of a converted CSV/JSONL output are the output's.
+        check_model(sources, self.mood_names, self.checkpoint_id, {filesystem(f)[1]: self.path for f in first})
+        return sources
 
     def todo(self, tracks: Sequence[str], retry_failed: bool = False) -> list[str]:
-        """The tracks (in order) not already in the output; with ``retry_failed``, failures too."""
-        done = {r[KEY_FIELD] for r in self.existing() if not (retry_failed and r.get(ERROR_FIELD) is not None)}
-        return [t for t in tracks if t not in done]
+        """The tracks (in order) not already in the output; with ``retry_failed``, failures too.
+        Reads the key column only."""
+        return todo_of(tracks, done_keys(self.sources(), retry_failed))
 
     # -------------------------------------------------------------- writing
 
-    def write_part(self, records: Sequence[dict[str, Any]]) -> Optional[Path]:
-        """Write finished rows as one part file, atomically; None when there are none."""
-        if not records:
-            return None
-        import pyarrow.parquet as pq
+    def buffer(self, part_seconds: float = PART_SECONDS) -> PartBuffer:
+        """A writer of this output's part files (``part_rows`` rows each)."""
+        return PartBuffer(self.parts_dir, self.mood_names, self.part_rows, part_seconds)
 
-        from mtlmood.records import to_table
-
-        buffer = io.BytesIO()
-        pq.write_table(to_table(records, self.mood_names), buffer)
-        self._parts_written += 1
-        part = self.parts_dir / f"part-{self._stamp}-{self._parts_written:05d}.parquet"
-        atomic_write_bytes(part, buffer.getvalue())
-        return part
+    def write_part(self, records: Sequence[dict[str, Any]]) -> Optional[str]:
+        """Write finished rows as one part file now; None when there are none."""
+        buffer = self.buffer()
+        buffer.add(records)
+        return buffer.flush()
 
     def finalize(self, order: Sequence[str] = ()) -> BatchSummary:
-        """Merge the final output and every part into the final output (atomically), write or
-        remove the failures file, then remove the parts. Rows of ``order``'s paths follow its
-        order, after any older rows of other paths."""
-        rows = self.existing()
-        position = {path: i for i, path in enumerate(order)}
-        rows.sort(key=lambda r: position.get(r[KEY_FIELD], -1))  # stable: older rows keep their order
-        self._write_final(rows)
-        failures = [r for r in rows if r.get(ERROR_FIELD) is not None]
+        """Merge the final output and every part into the final output (published whole), write
+        or remove the failures file, then remove the parts. Rows of ``order``'s paths follow
+        its order, after any older rows of other paths. With no part to add, a Parquet output
+        is left as it is (a re-run that scored nothing rewrites nothing)."""
+        sources = self.sources()
+        if self.format == "parquet" and exists(self.path) and not list_parts(self.parts_dir):
+            failures = _failure_rows(sources)
+            rows = sources.dataset.count_rows()
+        else:
+            result = merge(sources, order, self.path, self.format, self.mood_names, self.parts_dir)
+            failures, rows = result.failures, result.rows
         if failures:
             text = io.StringIO()
             writer = csv.writer(text, lineterminator="\n")
             writer.writerow([KEY_FIELD, ERROR_FIELD])
-            writer.writerows([r[KEY_FIELD], r[ERROR_FIELD]] for r in failures)
-            atomic_write_text(self.failures_path, text.getvalue())
+            writer.writerows(failures)
+            write_text(self.failures_path, text.getvalue())
         else:
-            self.failures_path.unlink(missing_ok=True)
-        shutil.rmtree(self.parts_dir, ignore_errors=True)
-        return BatchSummary(
-            self.path,
-            len(rows),
-            [(r[KEY_FIELD], r[ERROR_FIELD]) for r in failures],
-            self.failures_path if failures else None,
-        )
+            remove(self.failures_path)
+        remove(self.parts_dir)
+        return BatchSummary(self.path, rows, failures, self.failures_path if failures else None)
 
-    def _write_final(self, rows: Sequence[dict[str, Any]]) -> None:
-        if self.format == "parquet":
-            import pyarrow.parquet as pq
 
-            from mtlmood.records import to_table
+def _newer(location: str, than: str) -> bool:
+    """Whether ``location`` exists and was written after ``than``."""
+    from mtlmood.storage import filesystem
 
-            buffer = io.BytesIO()
-            pq.write_table(to_table(rows, self.mood_names), buffer)
-            atomic_write_bytes(self.path, buffer.getvalue())
-        elif self.format == "jsonl":
-            atomic_write_text(self.path, "".join(json.dumps(row) + "\n" for row in rows))
-        else:
-            text = io.StringIO()
-            flat = [flat_row(row, self.mood_names) for row in rows]
-            columns = list(flat_row({KEY_FIELD: ""}, self.mood_names))
-            writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(flat)
-            atomic_write_text(self.path, text.getvalue())
+    (fs, a), (_, b) = filesystem(location), filesystem(than)
+    mine, theirs = fs.get_file_info([a, b])
+    return bool(mine.mtime_ns and theirs.mtime_ns and mine.mtime_ns >= theirs.mtime_ns)
+
+
+def _failure_rows(sources: Sources) -> list[tuple[str, str]]:
+    """(path, reason) of the failure rows of a merged output (one source, one row per track)."""
+    import pyarrow.dataset as ds
+
+    table = sources.dataset.to_table(columns=[KEY_FIELD, ERROR_FIELD], filter=ds.field(ERROR_FIELD).is_valid())
+    return list(zip(table.column(0).to_pylist(), table.column(1).to_pylist()))
 
 
 # ------------------------------------------------------------------ the local run
@@ -345,20 +315,19 @@ def score_to_output(
     output: BatchOutput,
     top_k: int = 3,
     workers: int = 1,
-    chunk_size: int = CHUNK_SIZE,
-    chunk_seconds: float = CHUNK_SECONDS,
+    part_seconds: float = PART_SECONDS,
     on_track: Optional[Callable[[str, Optional[str]], None]] = None,
 ) -> tuple[int, int]:
     """Score ``paths`` with ``predictor`` into part files of ``output``; (scored, failed).
 
-    A part is written every ``chunk_size`` tracks or ``chunk_seconds``, and on the way out
-    of an interrupted run (Ctrl-C), so a re-run redoes at most one chunk after a kill.
+    A part is written every ``output.part_rows`` tracks or ``part_seconds``, and on the way
+    out of an interrupted run (Ctrl-C), so a re-run redoes at most one part after a kill.
     ``on_track(path, error)`` is called after each track (a progress bar).
     """
     checkpoint_id = predictor.card.checkpoint_id
+    buffer = output.buffer(part_seconds)
     pending: list[dict[str, Any]] = []
     scored = failed = 0
-    last = time.monotonic()
     try:
         for path, prediction, error in iter_predictions(predictor, paths, top_k, workers):
             if prediction is not None:
@@ -369,9 +338,30 @@ def score_to_output(
                 failed += 1
             if on_track is not None:
                 on_track(path, error)
-            if len(pending) >= chunk_size or time.monotonic() - last >= chunk_seconds:
-                output.write_part(pending)
-                pending, last = [], time.monotonic()
+            # Rows go to Arrow a few at a time: cheap per row, and the buffer can cut a part at
+            # any row count (part_rows=1 writes a part per track).
+            if len(pending) >= min(RECORD_ROWS, output.part_rows):
+                buffer.add(pending)
+                pending = []
+            else:
+                buffer.add([])  # a part due by time is written even between conversions
     finally:
-        output.write_part(pending)
+        buffer.add(pending)
+        buffer.flush()
     return scored, failed
+
+
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "MANIFEST_COLUMN",
+    "MANIFEST_SUFFIX",
+    "OUTPUT_FORMATS",
+    "PARTS_SUFFIX",
+    "BatchOutput",
+    "BatchSummary",
+    "iter_predictions",
+    "output_format",
+    "read_manifest",
+    "resolve_inputs",
+    "score_to_output",
+]

@@ -3,20 +3,24 @@
     mtlmood predict runs/train song.mp3 other.ogg --top-k 3          # a line per file on stdout
     mtlmood predict runs/train *.flac --json                          # JSON on stdout
     mtlmood predict runs/study music/ list.csv --output moods.parquet  # a file, resumable
+    mtlmood predict runs/study s3://bucket/audio/ --output s3://bucket/moods.parquet   # object storage
     mtlmood predict runs/study music/ --output moods.parquet --address auto   # Ray Data on a cluster
 
 CKPT is a checkpoint directory or a study run directory (its best_checkpoint.json; --cell
 picks the cell). INPUTs are files, folders (their audio files, recursively), globs, or CSV
-manifests with a ``path`` column. Files are scored in batches (Predictor.predict_files).
+manifests with a ``path`` column, local or URIs (s3://...). Files are scored in batches
+(mtlmood.batch_predict.iter_predictions: decode-ahead threads, shared forward passes).
 
 Without --output a file that cannot be decoded is reported and skipped; the exit code is
 then 2. With --output (.parquet, .csv or .jsonl) every track becomes a row of the HTTP
 answer's schema (mtlmood.records): a failure is a row with its reason in ``error``, also
 listed in ``<output>.failures.csv``, and never stops the run (exit 0). Finished tracks
-are kept in ``<output>.parts/`` as the run goes; re-running the same command after a kill
-skips them, and the parts are merged into the output at the end (see mtlmood.batch_predict).
---ray (a local Ray) or --address (a cluster) runs the same job as a Ray Data pipeline
-(catalog.pipeline), with the same rows.
+are kept in ``<output>.parts/`` as the run goes (a part every --part-rows tracks);
+re-running the same command after a kill skips them, and the parts are merged into the
+output at the end, streamed (see mtlmood.batch_predict). One run writes an output at a
+time: a second is refused, naming the first (mtlmood.runlock). --ray (a local Ray) or
+--address (a cluster) runs the same job as a Ray Data pipeline (catalog.pipeline), with
+the same rows.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:  # imported for real inside the run functions: `mtlmood --help` stays fast
     from mtlmood.batch_predict import BatchOutput
+
+PART_ROWS = 10_000  # mtlmood.batch_parts.PART_ROWS (not imported here: `mtlmood --help` stays fast)
 
 # Ctrl-C (see mtlmood_cli.main) without --output: nothing is written, so there is nothing to resume.
 # With --output, run_predict sets the message that says where the finished tracks are.
@@ -60,14 +66,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="model precision (default fp32)")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads of the local path (default 2)")
     parser.add_argument(
-        "--chunk-size", type=int, default=64, help="with --output: tracks per part file of the local path (default 64)"
+        "--part-rows",
+        "--chunk-size",  # its old name
+        dest="part_rows",
+        type=int,
+        default=PART_ROWS,
+        help=f"with --output: tracks per part file, what a kill can lose (default {PART_ROWS:,}; "
+        "a part is also written every 10 min)",
     )
     parser.add_argument("--retry-failed", action="store_true", help="with --output: score earlier failures again")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     ray = parser.add_argument_group("Ray Data (needs --output)")
     ray.add_argument("--ray", action="store_true", help="run as a Ray Data pipeline on a local Ray")
     ray.add_argument("--address", metavar="ADDR", help="run as a Ray Data pipeline on this cluster (e.g. auto)")
-    ray.add_argument("--actors", type=int, default=0, help="scoring actors at most (default: one per GPU, or CPUs/2)")
+    ray.add_argument(
+        "--actors",
+        type=int,
+        default=0,
+        help="scoring actors at most (default: on a cluster with GPU actors, as many as its GPUs allow, "
+        "autoscaled ones included; else the GPUs, or CPUs/2)",
+    )
+    ray.add_argument(
+        "--min-actors", type=int, default=1, help="scoring actors started at once and always kept (default 1)"
+    )
     ray.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     parser.set_defaults(func=run_predict)
 
@@ -78,8 +99,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.workers < 1 or args.chunk_size < 1 or args.actors < 0:
-        raise ConfigError("--workers and --chunk-size must be >= 1, --actors >= 0")
+    if args.workers < 1 or args.part_rows < 1 or args.actors < 0 or args.min_actors < 1:
+        raise ConfigError("--workers, --part-rows and --min-actors must be >= 1, --actors >= 0")
+    if args.actors and args.min_actors > args.actors:
+        raise ConfigError(f"--min-actors ({args.min_actors}) must not exceed --actors ({args.actors})")
     if args.device not in ("auto", "cpu", "cuda") and not str(args.device).startswith("cuda:"):
         raise ConfigError(f"--device must be auto, cpu or cuda, got {args.device!r}")
     if args.output:
@@ -114,7 +137,6 @@ def run_predict(args: argparse.Namespace) -> int:
 
 def _to_stdout(args: argparse.Namespace, checkpoint: Path, tracks: list[str]) -> int:
     from mtlmood.batch_predict import iter_predictions
-    from mtlmood.errors import AudioDecodeError
     from mtlmood.inference import Predictor
 
     predictor = Predictor.from_checkpoint(checkpoint, device=_device(args.device), precision=args.precision)
@@ -125,7 +147,7 @@ def _to_stdout(args: argparse.Namespace, checkpoint: Path, tracks: list[str]) ->
         name = shown.get(path, path)
         if prediction is None:
             failed += 1
-            message = str(AudioDecodeError(name, error or "unknown error"))
+            message = f"{name}: {error or 'unknown error'}"  # e.g. "a.mp3: cannot decode: libsndfile: ..."
             print(f"mtlmood predict: error: {message}", file=sys.stderr)
             results.append({"file": name, "error": message})
         elif args.json:
@@ -144,41 +166,55 @@ def _to_output(args: argparse.Namespace, checkpoint: Path, tracks: list[str]) ->
     from mtlmood.checkpoint import read_card
 
     card = read_card(checkpoint)
-    output = BatchOutput(args.output, card.mood_names, card.checkpoint_id)
-    todo = output.todo(tracks, retry_failed=args.retry_failed)
-    done = len(tracks) - len(todo)
-    _say(f"{len(tracks)} tracks: {done} already in {output.path.name}, scoring {len(todo)}")
-    # From here on, Ctrl-C leaves finished tracks behind (see mtlmood_cli.main).
-    args.interrupted = f"interrupted; finished tracks are kept in {output.parts_dir}, re-run the same command to resume"
-    if args.ray or args.address:
-        from catalog.pipeline import predict_with_ray, start_ray
-        from mtlmood.checkpoint_pointer import checkpoint_location
-
-        start_ray(args.address, args.num_cpus)
-        run = predict_with_ray(
-            # Where the checkpoint is, not this machine's copy: each scoring actor fetches its own.
-            checkpoint_location(args.checkpoint, args.cell),
-            tracks,
-            output,
-            device=args.device,
-            precision=args.precision,
-            top_k=args.top_k,
-            actors=args.actors,
-            retry_failed=args.retry_failed,
-            progress=not args.quiet,
+    output = BatchOutput(args.output, card.mood_names, card.checkpoint_id, part_rows=args.part_rows)
+    # One run per output: a second is refused here, naming the first (its parts would be merged,
+    # and removed, under the first one's feet).
+    with output.lock(command="mtlmood predict"):
+        todo = output.todo(tracks, retry_failed=args.retry_failed)
+        done = len(tracks) - len(todo)
+        _say(f"{len(tracks)} tracks: {done} already in {_name(output.path)}, scoring {len(todo)}")
+        # From here on, Ctrl-C leaves finished tracks behind (see mtlmood_cli.main).
+        args.interrupted = (
+            f"interrupted; finished tracks are kept in {output.parts_dir}, re-run the same command to resume"
         )
-        summary, scored, failed = run.summary, run.scored, run.failed
-    else:
-        scored, failed = _score_locally(args, checkpoint, todo, output)
-        summary = output.finalize(tracks)
-    new = set(todo)
-    for path, reason in [f for f in summary.failures if f[0] in new][:MAX_LISTED_FAILURES]:
-        _say(f"failed: {path}: {reason}")
+        if args.ray or args.address:
+            from catalog.pipeline import predict_with_ray, start_ray
+            from mtlmood.checkpoint_pointer import checkpoint_location
+
+            start_ray(args.address, args.num_cpus)
+            run = predict_with_ray(
+                # Where the checkpoint is, not this machine's copy: each scoring actor fetches its own.
+                checkpoint_location(args.checkpoint, args.cell),
+                tracks,
+                output,
+                todo=todo,
+                device=args.device,
+                precision=args.precision,
+                top_k=args.top_k,
+                actors=args.actors,
+                min_actors=args.min_actors,
+                cluster=bool(args.address),
+                progress=not args.quiet,
+            )
+            summary, scored, failed = run.summary, run.scored, run.failed
+        else:
+            scored, failed = _score_locally(args, checkpoint, todo, output)
+            summary = output.finalize(tracks)
+    reasons = dict(summary.failures)
+    # This run's failures, in input order (a loop over todo, no set of it: todo may be millions).
+    new = [path for path in todo if path in reasons] if reasons else []
+    for path in new[:MAX_LISTED_FAILURES]:
+        _say(f"failed: {path}: {reasons[path]}")
     if failed > MAX_LISTED_FAILURES:
         _say(f"... and {failed - MAX_LISTED_FAILURES} more")
     where = f"; every failure in {summary.failures_file}" if summary.failures_file else ""
     _say(f"wrote {summary.output}: {summary.rows} rows ({scored} scored now, {failed} failed now){where}")
     return 0
+
+
+def _name(location: str) -> str:
+    """The file name of a path or URI (for messages)."""
+    return location.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
 
 
 def _score_locally(
@@ -203,7 +239,7 @@ def _score_locally(
                 bar.set_postfix(failed=failures, refresh=False)
             bar.update(1)
 
-        return score_to_output(predictor, todo, output, args.top_k, args.workers, args.chunk_size, on_track=advance)
+        return score_to_output(predictor, todo, output, args.top_k, args.workers, on_track=advance)
 
 
 def _say(message: str) -> None:
