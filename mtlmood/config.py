@@ -200,6 +200,10 @@ class TrainConfig:
     sampler: Literal["auto", "host", "device"] = "auto"
     bf16: bool = False  # bf16 autocast (GPU, or CPU with AVX-512 BF16)
     channels_last: bool = False
+    # Replay each training step from a CUDA graph (mtlmood.train_graphs): fewer kernel launches
+    # per step at small batches. CUDA and one process only; ignored with a warning elsewhere.
+    # Off until the GPU check shows a gain (docs/PERFORMANCE.md).
+    cuda_graphs: bool = False
     eval_batch_size: Count = 256  # segments per forward at evaluation
     num_threads: NonNegativeInt = 0  # torch intra-op threads (0 = torch default)
 

@@ -53,20 +53,15 @@ import torch
 
 from mtlmood.checkpoint import cpu_copy
 from mtlmood.config import RunConfig, TrainConfig
-from mtlmood.distributed import (
-    average_gradients,
-    collective_device,
-    sync_buffers,
-    to_device,
-)
+from mtlmood.distributed import collective_device, sync_buffers, to_device
 from mtlmood.errors import ConfigError
 from mtlmood.inference import song_probabilities
-from mtlmood.loss import multitask_loss
 from mtlmood.metrics import macro_scores
 from mtlmood.model import MoodCNN
 from mtlmood.rundata import RunData
 from mtlmood.sampler import DeviceWindowSampler, TensorBatch
 from mtlmood.stopping import moving_average, should_stop
+from mtlmood.train_graphs import GraphedStep, eager_step, graphed_step
 from mtlmood.train_sampling import SAMPLERS
 from mtlmood.train_setup import FitRun, start_fit
 from mtlmood.train_state import Callback, EpochResult, FitResult, SplitEvaluation
@@ -114,6 +109,7 @@ def fit(
     callback: Optional[Callback] = None,
     resume: Optional[dict[str, Any]] = None,
     device: Union[str, torch.device, None] = None,
+    bank_budget: Optional[int] = None,
 ) -> FitResult:
     """Train one model (see the module docstring); returns the best epoch's model and scores.
 
@@ -121,6 +117,8 @@ def fit(
     True stops training (best weights are still restored and the test split scored).
     ``resume`` is a ``TrainState.to_dict()`` snapshot to continue from.
     ``device`` overrides ``config.train.device`` (e.g. Ray Train's per-worker device).
+    ``bank_budget``: the most bytes of training frames the device sampler may keep on the
+    GPU, for a fit that shares its GPU with others (``mtlmood.train_sampling.choose_sampler``).
     """
     tc = config.train
     if tc.monitor not in MONITORS:
@@ -135,7 +133,7 @@ def fit(
     if tc.num_threads > 0:
         torch.set_num_threads(tc.num_threads)
     try:
-        return _fit(data, config, callback, resume, device)
+        return _fit(data, config, callback, resume, device, bank_budget)
     finally:
         torch.set_num_threads(threads)  # the thread count is process-wide: leave it as it was
 
@@ -146,19 +144,21 @@ def _fit(
     callback: Optional[Callback],
     resume: Optional[dict[str, Any]],
     device: Union[str, torch.device, None],
+    bank_budget: Optional[int] = None,
 ) -> FitResult:
     """The loop: set up, then per epoch train, validate (and track early stopping), let the
     callback report or stop; then restore the best epoch and score the test split."""
     started = time.perf_counter()
     tc = config.train
-    run = start_fit(data, config, resume, device)
+    run = start_fit(data, config, resume, device, bank_budget)
+    graphed = graphed_step(run, tc)  # None: the eager step (the default, and anywhere but one CUDA process)
     stop = should_stop(run.state.epoch, run.state.stopper.stale, tc.patience, tc.min_epochs)
     _log_start(run, data)
     for epoch in range(run.state.epoch + 1, tc.max_epochs + 1):
         if stop:
             break
         t0 = time.perf_counter()
-        losses = _train_epoch(run, epoch, tc)
+        losses = _train_epoch(run, epoch, tc, graphed)
         train_seconds = time.perf_counter() - t0
         result = _validate_epoch(run, data, config, epoch, losses, t0, train_seconds)
         stop = should_stop(epoch, run.state.stopper.stale, tc.patience, tc.min_epochs)
@@ -183,9 +183,10 @@ def _log_start(run: FitRun, data: RunData) -> None:
     )
 
 
-def _train_epoch(run: FitRun, epoch: int, tc: TrainConfig) -> list[float]:
-    """One epoch of optimiser steps; the mean (total, mood, meta) loss over every rank's batches."""
-    device, weighting = run.device, run.weighting
+def _train_epoch(run: FitRun, epoch: int, tc: TrainConfig, graphed: Optional[GraphedStep] = None) -> list[float]:
+    """One epoch of optimiser steps (eager, or replays of the CUDA graph of the step); the mean
+    (total, mood, meta) loss over every rank's batches."""
+    device = run.device
     run.net.train()
     torch.manual_seed(_epoch_seed(tc.seed, epoch, run.rank))  # dropout stream of this epoch
     # A device sampler's batches are already on the device: no copy, no prefetch thread.
@@ -194,21 +195,13 @@ def _train_epoch(run: FitRun, epoch: int, tc: TrainConfig) -> list[float]:
         if isinstance(run.sampler, DeviceWindowSampler)
         else to_device(run.sampler.epoch(epoch), device)
     )
-    sums = torch.zeros(3, dtype=torch.float64, device=device)
+    # Loss sums accumulate on the device: no host sync per step. The graph adds into its own tensor.
+    sums = graphed.sums.zero_() if graphed is not None else torch.zeros(3, dtype=torch.float64, device=device)
     for x, mood_y, meta_all in batches:
-        meta_y = meta_all if run.n_meta else None
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.bf16):
-            mood_logits, meta_logits = run.net(x)
-        total, mood_loss, meta_loss = multitask_loss(
-            mood_logits, meta_logits, mood_y, meta_y, weighting if weighting is not None else run.alpha
-        )
-        run.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if run.distributed and weighting is not None:
-            average_gradients(weighting, run.world, collective_device(device))
-        run.optimizer.step()
-        # Accumulate on the device: no host sync per step.
-        sums += torch.stack([total.detach(), mood_loss.detach(), meta_loss.detach()]).double()
+        if graphed is not None:
+            graphed(x, mood_y, meta_all)
+        else:
+            eager_step(run, tc, x, mood_y, meta_all, sums)
     if run.distributed:
         cdev = collective_device(device)
         reduced = sums.to(cdev)

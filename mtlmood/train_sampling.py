@@ -5,7 +5,7 @@ yield the same batches, so the choice (``train.sampler``) changes speed, never r
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -25,15 +25,28 @@ SAMPLERS = ("auto", "host", "device")
 DEVICE_BANK_BUDGET = 0.5
 
 
-def choose_sampler(mode: str, device: torch.device, bank_bytes: int) -> str:
+def choose_sampler(mode: str, device: torch.device, bank_bytes: int, budget: Optional[int] = None) -> str:
     """ "host" or "device": where ``train.sampler=mode`` gathers batches when training on
     ``device`` with ``bank_bytes`` of training frames (``device_bank_bytes``). "auto" is
-    "device" on CUDA when they fit ``DEVICE_BANK_BUDGET`` of its free memory, else "host"."""
+    "device" on CUDA when they fit ``DEVICE_BANK_BUDGET`` of its free memory, else "host".
+
+    ``budget``: the most bytes this fit's frames may take on the device, when it shares the
+    GPU with other trials (a fractional GPU: ``study.resources``). Trials packed on one GPU
+    start together and each sees the whole GPU free, so the free-memory rule alone would let
+    every one of them take half of it; the budget is this trial's own share. "auto" then
+    also needs the frames to fit it, and "device" beyond it is refused."""
     if mode not in SAMPLERS:
         raise ConfigError(f"train.sampler must be one of {SAMPLERS}, got {mode!r}")
+    over_budget = budget is not None and bank_bytes > budget
+    if mode == "device" and over_budget and device.type == "cuda":
+        raise ConfigError(
+            f"train.sampler=device: the training frames take {bank_bytes / 2**30:.2f} GiB, more than this "
+            f"trial's share of the GPU leaves for them ({max(budget or 0, 0) / 2**30:.2f} GiB; see "
+            "resources.trials_per_gpu and resources.gpu_memory_gb): use train.sampler=auto or host"
+        )
     if mode != "auto":
         return mode
-    if device.type != "cuda":
+    if device.type != "cuda" or over_budget:
         return "host"  # on a CPU the memory map already is the fastest "device" bank
     free, _ = torch.cuda.mem_get_info(device)
     return "device" if bank_bytes <= DEVICE_BANK_BUDGET * free else "host"
@@ -48,13 +61,14 @@ def make_sampler(
     device: torch.device,
     rank: int,
     world: int,
+    bank_budget: Optional[int] = None,
 ) -> tuple[Union[WindowSampler, DeviceWindowSampler], str, int]:
     """The training batch sampler of one rank: (sampler, "host" or "device", bytes of
     training frames). Each rank decides for itself; that is safe because both samplers
-    yield the same batches."""
+    yield the same batches. ``bank_budget``: see ``choose_sampler``."""
     tc = config.train
     bank_bytes = device_bank_bytes(data.cache, train_ids)
-    kind = choose_sampler(tc.sampler, device, bank_bytes)
+    kind = choose_sampler(tc.sampler, device, bank_bytes, bank_budget)
     common: dict[str, Any] = dict(
         batch_size=tc.batch_size,
         segment_frames=config.model.segment_frames,

@@ -50,12 +50,23 @@ class FitRun:
 
 
 def start_fit(
-    data: RunData, config: RunConfig, resume: Optional[dict[str, Any]], device: Union[str, torch.device, None]
+    data: RunData,
+    config: RunConfig,
+    resume: Optional[dict[str, Any]],
+    device: Union[str, torch.device, None],
+    bank_budget: Optional[int] = None,
 ) -> FitRun:
-    """Build the model, optimiser, state (restored from ``resume``) and sampler of a fit."""
+    """Build the model, optimiser, state (restored from ``resume``) and sampler of a fit.
+
+    ``bank_budget``: the most bytes of training frames the device sampler may hold (a trial
+    sharing its GPU; ``mtlmood.train_sampling.choose_sampler``)."""
     tc = config.train
     where = resolve_device(device if device is not None else tc.device)
     distributed, rank, world = rank_and_world()
+    # A process group of one (Ray Train starts one for every trial, even a one-worker trial)
+    # needs no DDP: its gradient all-reduce and buffer broadcasts would only add kernels and
+    # launches to every step, and the results are the same without them.
+    distributed = distributed and world > 1
     mode = alpha_mode(tc.alpha)
     alpha = resolve_alpha(tc.alpha, data.n_moods, data.n_meta)  # "learned" without metadata: ConfigError
     # The baseline (alpha = 0) gets no metadata head: it would only receive zero
@@ -69,7 +80,10 @@ def start_fit(
         model.use_channels_last()
     weighting = UncertaintyWeights().to(where) if mode == "learned" else None
     parameters = list(model.parameters()) + (list(weighting.parameters()) if weighting is not None else [])
-    optimizer = torch.optim.Adam(parameters, lr=tc.lr, betas=(tc.beta1, tc.beta2), eps=tc.eps)
+    # A step captured as a CUDA graph (train.cuda_graphs, mtlmood.train_graphs) needs Adam's
+    # step count on the device; elsewhere the default implementation stays.
+    capturable = tc.cuda_graphs and where.type == "cuda" and not distributed
+    optimizer = torch.optim.Adam(parameters, lr=tc.lr, betas=(tc.beta1, tc.beta2), eps=tc.eps, capturable=capturable)
     state = TrainState(
         epoch=0,
         model=model,
@@ -92,7 +106,9 @@ def start_fit(
     train_ids = data.song_ids("train")
     mood_t, meta_t = data.targets("train")
     meta_train = meta_t if n_meta else np.zeros((len(train_ids), 0), np.float32)
-    sampler, sampler_kind, bank_bytes = make_sampler(data, config, train_ids, mood_t, meta_train, where, rank, world)
+    sampler, sampler_kind, bank_bytes = make_sampler(
+        data, config, train_ids, mood_t, meta_train, where, rank, world, bank_budget
+    )
 
     net: nn.Module = model
     if distributed:

@@ -193,6 +193,16 @@ class ResourcesConfig:
     use_gpu: Annotated[str, one_of(*USE_GPU)] = "auto"  # auto | true | false
     cpus_per_worker: NonNegativeFloat = 1.0
     gpus_per_worker: NonNegativeFloat = 1.0
+    # Trials sharing one GPU (study.resources): each worker gets 1/N of a GPU (overrides
+    # gpus_per_worker's default 1; any other gpus_per_worker than 1/N is refused). Choose N
+    # from benchmarks/gpu_study_bench.py (docs/RUNBOOK.md, "Trials per GPU").
+    trials_per_gpu: Count = 1
+    # GPU memory in GiB (nvidia-smi's MiB / 1024) that N trials must fit, each estimated from
+    # the run's model and batch sizes: H100 80GB (default) 79.6, A10G 22.5.
+    gpu_memory_gb: PositiveFloat = 80.0
+    # CPUs Ray offers per GPU on a GPU node (node CPUs / node GPUs): N x cpus_per_worker must
+    # fit. 0 = unknown, not checked.
+    cpus_per_gpu: NonNegativeFloat = 0.0
     driver_cpus: NonNegativeFloat = 0.1  # the Tune trial driver that only builds and waits on a TorchTrainer
     driver_resource: str = ""  # custom resource that pins drivers to the head node (cluster)
     max_concurrent_trials: NonNegativeInt = 0  # 0 = derive from the cluster's resources
@@ -270,8 +280,10 @@ def _problems(config: StudyConfig) -> list[str]:
 def validate(config: StudyConfig) -> StudyConfig:
     """Reject configs that would fail late, inside a trial (all problems in one line):
     each setting's type and range, then the rules that tie settings together."""
+    from study.resources import resource_problems  # it reads the config's types: imported here, not at the top
+
     check_config(config)
-    problems = _problems(config)
+    problems = _problems(config) + resource_problems(config)
     if problems:
         raise ConfigError("; ".join(problems))
     return config

@@ -19,8 +19,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> None:
+def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None, num_gpus: Optional[int] = None) -> None:
     """Join a cluster (``address="auto"`` or ``ray://...``) or start a local Ray.
+
+    ``num_cpus`` / ``num_gpus``: what a local Ray offers (default: what the machine has). A
+    local Ray may offer GPUs the machine lacks (``num_gpus=1`` without CUDA): Ray schedules
+    them like real ones and the trials' workers train on the CPU (study.trial.worker_device),
+    which is how the packing of trials on a GPU is tested and dry-run without one.
 
     The dashboard stays ON: Train V2 frees the resources of a finished or stopped trial
     through the State API, which needs it; without it the next trial waits forever. A
@@ -54,6 +59,7 @@ def init_ray(address: Optional[str] = None, num_cpus: Optional[int] = None) -> N
     os.environ[API_SERVER_ENV] = api_server
     ray.init(
         num_cpus=num_cpus,
+        num_gpus=num_gpus,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         dashboard_port=port,

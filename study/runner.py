@@ -65,8 +65,12 @@ REUSE_DRIVERS = True
 
 
 def max_concurrent_trials(study: StudyConfig) -> int:
-    """How many trials fit at once in what the cluster has now (at least 1)."""
+    """How many trials fit at once in what the cluster has now (at least 1). A trial's GPU
+    share is fractional when trials share GPUs (``resources.trials_per_gpu``: 1/N per worker),
+    so N trials fit on each GPU."""
     import ray
+
+    from study.resources import worker_gpus
 
     res = study.resources
     if res.max_concurrent_trials > 0:
@@ -74,8 +78,9 @@ def max_concurrent_trials(study: StudyConfig) -> int:
     available = ray.cluster_resources()
     per_trial_cpu = res.num_workers * res.cpus_per_worker + res.driver_cpus
     fits = math.floor(available.get("CPU", 1) / per_trial_cpu + 1e-9)
-    if available.get("GPU", 0) > 0 and res.use_gpu.lower() != "false":
-        fits = min(fits, math.floor(available["GPU"] / (res.num_workers * res.gpus_per_worker) + 1e-9))
+    per_trial_gpu = res.num_workers * worker_gpus(res)
+    if available.get("GPU", 0) > 0 and res.use_gpu.lower() != "false" and per_trial_gpu > 0:
+        fits = min(fits, math.floor(available["GPU"] / per_trial_gpu + 1e-9))
     return max(1, fits)
 
 

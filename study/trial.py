@@ -24,9 +24,11 @@ node) still raise and are retried up to ``max_failures`` times.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import tempfile
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Optional
@@ -116,10 +118,30 @@ def _log_fatal(log_file: str, exc: BaseException, where: str) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def worker_device() -> tuple[Any, float]:
+    """(the torch device this Ray Train worker trains on, the GPU share Ray gave it).
+
+    Ray's device is the worker's GPU whenever Ray gave it one, CUDA or not: a Ray node can
+    offer "GPU" resources that are not CUDA devices (``ray.init(num_gpus=1)`` on a machine
+    without one, as the packing test does). Without CUDA the worker trains on the CPU instead
+    of failing at its first CUDA call."""
+    import ray
+    import ray.train.torch
+    import torch
+
+    gpus = float(ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0))
+    device = ray.train.torch.get_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning(
+            "Ray gave this worker %g GPU but torch sees no CUDA device: training on the CPU", gpus
+        )
+        device = torch.device("cpu")
+    return device, gpus
+
+
 def train_worker_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: each run of the job in turn, resuming where a checkpoint left off."""
     import ray.train
-    import ray.train.torch
 
     from mtlmood.checkpoint import load_train_state, save_train_state
     from mtlmood.errors import MtlmoodError
@@ -127,6 +149,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
     from mtlmood.train import fit
 
     rank = ray.train.get_context().get_world_rank()
+    device, gpus = worker_device()
     resume_state: Optional[dict[str, Any]] = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:  # a restarted worker group (FailureConfig) or a restored trial
@@ -164,8 +187,23 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
                 (Path(tmp) / "run.json").write_text(json.dumps({"run_index": index}))
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
-        fit_result = fit(data, run_config, callback=report_epoch, resume=resume, device=ray.train.torch.get_device())
-        record = _run_record(fit_result, run)
+        started = time.time()
+        fit_result = fit(
+            data,
+            run_config,
+            callback=report_epoch,
+            resume=resume,
+            device=device,
+            bank_budget=loop_config.get("bank_budget"),
+        )
+        record = {
+            **_run_record(fit_result, run),
+            # Where and when it trained: the packing of trials on GPUs can be read back from these.
+            "device": str(device),
+            "worker_gpus": gpus,
+            "started_unix": started,
+            "finished_unix": time.time(),
+        }
         if rank == 0:
             _write_run_outputs(out_dir, fit_result, record)
         last = record
@@ -231,10 +269,11 @@ def make_trial_driver(
     def trial_driver(config: dict[str, Any]) -> None:
         import ray.train
         import ray.tune
-        from ray.train.torch import TorchTrainer
+        from ray.train.torch import TorchConfig, TorchTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from study.config import StudyConfig, join_storage
+        from study.resources import device_bank_budget, worker_gpus
 
         study = from_dict(StudyConfig, study_dict)
         context = ray.tune.get_context()
@@ -249,13 +288,18 @@ def make_trial_driver(
         use_gpu = _use_gpu(res.use_gpu)
         worker_resources = {"CPU": res.cpus_per_worker}
         if use_gpu:
-            worker_resources["GPU"] = res.gpus_per_worker
+            worker_resources["GPU"] = worker_gpus(res)  # 1/N of a GPU with resources.trials_per_gpu N
         trainer = TorchTrainer(
             train_worker_loop,
             train_loop_config={
                 "runs": runs,
                 "log_file": join_storage(study.run_dir, "logs", f"{name}-{trial_id}.log"),
+                "bank_budget": device_bank_budget(study) if use_gpu else None,
             },
+            # One worker needs no collectives (mtlmood.train skips DDP at world size 1), and gloo
+            # exists in every torch build: NCCL, Ray's choice for GPU workers, is missing from CPU
+            # builds, where a Ray "GPU" without CUDA (a test's logical GPU) would fail to start.
+            torch_config=TorchConfig(backend="gloo") if res.num_workers == 1 else None,
             scaling_config=ray.train.ScalingConfig(
                 num_workers=res.num_workers, use_gpu=use_gpu, resources_per_worker=worker_resources
             ),
