@@ -40,7 +40,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -51,6 +51,9 @@ from mtlmood.checkpoint import ModelCard, load_checkpoint
 from mtlmood.config import FeatureConfig
 from mtlmood.errors import MtlmoodError
 from mtlmood.model import MoodCNN
+
+if TYPE_CHECKING:
+    import onnx
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_NAMES = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -204,7 +207,9 @@ def _quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _write_onnx(module: MoodProbabilities, example: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
+def onnx_proto(module: nn.Module, example: torch.Tensor, metadata: dict[str, str], doc: str) -> "onnx.ModelProto":
+    """``module`` (input ``INPUT_NAME`` with a dynamic batch axis -> ``OUTPUT_NAME``) as a checked
+    ONNX model at ``ONNX_OPSET`` carrying ``metadata``; ExportError when it cannot be exported."""
     try:
         import onnx
         import onnxscript  # noqa: F401  (torch's exporter needs it; fail here with a clear message)
@@ -229,12 +234,23 @@ def _write_onnx(module: MoodProbabilities, example: torch.Tensor, path: Path, me
         for key, value in metadata.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        proto.doc_string = "mtlmood mood classifier: log-mel windows -> mood probabilities (see MODEL_CARD.md)"
+        proto.doc_string = doc
         onnx.checker.check_model(proto)
-        onnx.save_model(proto, str(path))
+        return proto
     except ExportError:
         raise
     except Exception as exc:  # torch.export, onnxscript and the checker raise many kinds
+        raise ExportError(f"ONNX export failed: {_first_line(exc)}") from None
+
+
+def _write_onnx(module: MoodProbabilities, example: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
+    import onnx
+
+    doc = "mtlmood mood classifier: log-mel windows -> mood probabilities (see MODEL_CARD.md)"
+    proto = onnx_proto(module, example, metadata, doc)
+    try:
+        onnx.save_model(proto, str(path))
+    except Exception as exc:
         raise ExportError(f"ONNX export failed: {_first_line(exc)}") from None
 
 
