@@ -23,6 +23,8 @@ from mtlmood.study_evidence import StudyRecord
 
 if TYPE_CHECKING:
     from mtlmood.export import ExportResult
+    from mtlmood.export_golden import GoldenSet
+    from mtlmood.export_waveform import WaveformExportResult
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
 
@@ -47,8 +49,11 @@ def render_model_card(
     checkpoint: str = "",
     study: Optional[StudyRecord] = None,
     export: Optional[ExportResult] = None,
+    waveform: Optional[WaveformExportResult] = None,
+    golden: Optional[GoldenSet] = None,
 ) -> str:
-    """MODEL_CARD.md for a checkpoint's card (plus a study's evidence and an export, when given)."""
+    """MODEL_CARD.md for a checkpoint's card (plus a study's evidence, the exported models and
+    their golden files, when given)."""
     title = f"# Model card: mtlmood mood classifier `{card.checkpoint_id or 'unsaved'}`"
     sections: list[tuple[str, list[str]]] = [
         ("Intended use", section.intended_use(card)),
@@ -59,6 +64,10 @@ def render_model_card(
     ]
     if export is not None:
         sections.append(("Exported model", section.export_section(export)))
+    if waveform is not None:
+        sections.append(("Exported waveform model", section.waveform_section(waveform)))
+    if golden is not None:
+        sections.append(("Golden files", section.golden_section(golden)))
     sections += [
         ("Limitations", section.limitations(card, study)),
         (
@@ -91,11 +100,13 @@ def write_model_card(
     path: Optional[PathLike] = None,
     export: Optional[ExportResult] = None,
     study: Optional[StudyRecord] = None,
+    waveform: Optional[WaveformExportResult] = None,
+    golden: Optional[GoldenSet] = None,
 ) -> Path:
     """Write MODEL_CARD.md (default: inside the checkpoint), with the evidence of the study that
     chose the checkpoint when the caller has it (``study``: the study builds it, mtlmood never
     looks for one). CheckpointError when the directory is not a checkpoint."""
     card = read_card(checkpoint)
     target = Path(path) if path else Path(checkpoint) / MODEL_CARD_FILE
-    atomic_write_text(target, render_model_card(card, str(checkpoint), study, export))
+    atomic_write_text(target, render_model_card(card, str(checkpoint), study, export, waveform, golden))
     return target

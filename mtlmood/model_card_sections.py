@@ -17,6 +17,8 @@ from mtlmood.study_evidence import StudyRecord, finite_number
 
 if TYPE_CHECKING:
     from mtlmood.export import ExportResult
+    from mtlmood.export_golden import GoldenSet
+    from mtlmood.export_waveform import WaveformExportResult
 
 
 def _f(value: Optional[float], digits: int = 2) -> str:
@@ -217,24 +219,72 @@ def evaluation(card: ModelCard, study: Optional[StudyRecord]) -> list[str]:
     return lines
 
 
+def _library_versions() -> dict[str, str]:
+    """The decoding and resampling libraries of this environment: what the reference runs with."""
+    from importlib.metadata import version  # librosa's without importing it (seconds)
+
+    import soundfile
+    import soxr
+
+    return {
+        "soundfile": soundfile.__version__,
+        "libsndfile": soundfile.__libsndfile_version__,
+        "soxr": soxr.__version__,
+        "libsoxr": soxr.__libsoxr_version__,
+        "librosa": version("librosa"),
+    }
+
+
 def preprocessing(card: ModelCard) -> list[str]:
-    """ "Preprocessing contract": what a caller must reproduce, from the checkpoint's config."""
-    f, m = card.features, card.model
-    fps = f.frames_per_second
+    """ "Preprocessing contract": what a caller must reproduce, from the checkpoint's config and the
+    decoding libraries of this environment; enough to re-implement the log-mel without mtlmood
+    (tests/helpers/contract_logmel.py does, from this text, and matches the golden files)."""
+    f, m, v = card.features, card.model, _library_versions()
+    fps, sr = f.frames_per_second, f.sample_rate
     rows = [
-        ("decode", "any common format (mp3, ogg, flac, wav, …); mono = mean of the channels"),
-        ("resample", f"{f.sample_rate} Hz (soxr, as `librosa.load`)"),
+        (
+            "decode",
+            f"`soundfile` {v['soundfile']} on libsndfile {v['libsndfile']} (`mtlmood.audio.load_audio`): wav, flac, "
+            "ogg (Vorbis, Opus), mp3, … read as float32 (integer PCM divided by 2^(bits−1), e.g. 32768 for 16-bit). "
+            "mp3 goes through the libmpg123 built into libsndfile (1.32.3 in soundfile 0.14.0's Linux x86-64 wheel) "
+            "with float output and gapless decoding: the encoder delay that a LAME/Xing `Info` header records and "
+            "mpg123's own 529-sample decoder delay are removed, so the first sample out is the first sample the "
+            "encoder was given (an mp3 without that header keeps them), and the end padding as far as the header "
+            "records it. What libsndfile cannot open goes to librosa's audioread fallback (ffmpeg, when installed)",
+        ),
+        (
+            "cut",
+            f"at the file's native rate, before resampling: the first int({f.max_seconds:g} × native rate) frames; "
+            "nothing after them is read (the arithmetic of `librosa.load(duration=…)`)",
+        ),
+        ("mono", "the mean of the channels (float32), after the cut"),
+        (
+            "resample",
+            f"native rate → {sr} Hz with libsoxr {v['libsoxr']} (python-soxr {v['soxr']}) at quality HQ "
+            '(`librosa.resample(res_type="soxr_hq")` = `soxr.resample(quality="soxr_hq")`: 20-bit precision, '
+            f"linear phase), float32, the whole clip in one call, then zero-padded or trimmed to ceil(n × {sr} / "
+            f"native rate) samples (`librosa.util.fix_length`); nothing is done to audio already at {sr} Hz",
+        ),
         ("keep", f"the first {f.max_seconds:g} s = at most {f.max_frames} frames"),
         (
+            "frames",
+            f"centred: {f.n_fft // 2} zeros on both sides of the wave (constant padding, not reflection); frame i is "
+            f"padded samples [i·{f.hop_length}, i·{f.hop_length} + {f.n_fft}): 1 + n // {f.hop_length} frames",
+        ),
+        (
             "STFT",
-            f"n_fft {f.n_fft}, hop {f.hop_length} ({fps:g} frames/s), Hann window, centred frames with zero padding",
+            f"n_fft {f.n_fft}, hop {f.hop_length} ({fps:g} frames/s), periodic Hann window w[n] = 0.5 − 0.5·cos(2πn / "
+            f'{f.n_fft}), n = 0 … {f.n_fft - 1} (`scipy.signal.get_window("hann", n_fft, fftbins=True)`, not the '
+            f"symmetric one); one-sided DFT, {f.n_fft // 2 + 1} bins; power |X|²",
         ),
         (
             "mel",
-            f"{f.n_mels} bands of the power spectrogram, Slaney mel scale and norm, 0 Hz to Nyquist "
-            "(`librosa.feature.melspectrogram` defaults)",
+            f"{f.n_mels} bands of the power spectrogram, 0 Hz to {sr / 2:g} Hz (Nyquist), Slaney mel scale and norm "
+            "(`librosa.filters.mel` defaults): m(f) = 3f / 200 below 1000 Hz, 15 + 27·ln(f / 1000) / ln 6.4 above; "
+            f"{f.n_mels + 2} edges equally spaced in m from m(0) to m({sr / 2:g}); band i is the triangle rising from "
+            "edge i to i + 1 and falling to i + 2 over the bin frequencies k·sr / n_fft, times 2 / (f_(i+2) − f_i)",
         ),
-        ("compression", f"log10(1 + {f.log_multiplier:g} · mel)"),
+        ("compression", f"log10(1 + {f.log_multiplier:g} · mel), float32 (no floor, no dB)"),
         (
             "windows",
             f"non-overlapping windows of {m.segment_frames} frames (≈ {m.segment_frames / fps:.2f} s); "
@@ -246,12 +296,14 @@ def preprocessing(card: ModelCard) -> list[str]:
         ("song probability", "the mean over the song's windows of the per-window probabilities"),
     ]
     return [
-        "Values read from this checkpoint's config; `mtlmood.features.log_mel` and "
-        "`mtlmood.inference.segment_song` are the reference implementation.",
+        "Values read from this checkpoint's config; `mtlmood.audio.load_audio`, `mtlmood.features.log_mel` and "
+        "`mtlmood.inference.segment_song` are the reference implementation, with the libraries named below "
+        f"(librosa {v['librosa']}). An export's waveform model does every step after the resampling itself, and "
+        "its golden files let a runtime check its own steps.",
         "",
         "| step | contract |",
         "|---|---|",
-        *(f"| {k} | {v} |" for k, v in rows),
+        *(f"| {k} | {val} |" for k, val in rows),
     ]
 
 
@@ -272,6 +324,49 @@ def export_section(export: ExportResult) -> list[str]:
     if export.operators:
         lines.append(f"- ONNX operators: {', '.join(export.operators)}.")
     lines.append("- The file carries the label names and preprocessing settings as metadata.")
+    return lines
+
+
+def waveform_section(export: WaveformExportResult) -> list[str]:
+    """ "Exported waveform model": the waveform-in ONNX file, what it computes and its validation."""
+    diffs = "; ".join(f"{name} {d:.1e} (log-mel {export.feature_diffs[name]:.1e})" for name, d in export.diffs.items())
+    return [
+        f"`{export.path.name}` (onnx, ONNX opset {export.opset}; sha256 `{export.sha256}`).",
+        "",
+        f"- Input `waveform`: float32 (batch, samples), mono at {export.sample_rate} Hz, any length: the output "
+        "of the decode, cut, mono and resample steps of the contract above. The rows of a batch are songs of the "
+        "same length; score songs of different lengths one call each.",
+        f"- Outputs `mood_probabilities`: float32 (batch, {len(export.mood_names)}), the song's probabilities "
+        "(the mean over its windows, as `mtlmood predict` gives), columns in the order of the mood labels; "
+        "`logmel`: float32 (batch, frames, mel bands), its log-mel features.",
+        "- Inside: the centred frames times the periodic-Hann-windowed DFT as a constant float64 MatMul, |X|², "
+        "the mel filterbank as a constant MatMul, the compression, the windows, the log-mel model's graph, the mean.",
+        f"- Validated when written against the library (librosa log-mel, windows, PyTorch, mean): max |Δp| = "
+        f"{export.max_abs_diff:.1e} (tolerance {export.tolerance:.0e}), log-mel max |Δ| = "
+        f"{export.max_feature_diff:.1e} (tolerance {export.feature_tolerance:.0e}); {diffs}.",
+        f"- ONNX operators: {', '.join(export.operators)}.",
+    ]
+
+
+def golden_section(golden: GoldenSet) -> list[str]:
+    """ "Golden files": the triples written beside an export, for checking another runtime."""
+    from mtlmood.export_golden import LOGMEL_TOLERANCE, PROBABILITY_TOLERANCE
+
+    lines = [
+        f"`{golden.directory.name}/` beside the model: `{golden.index.name}` (the contract's settings as values, "
+        "the tolerances, what each array is) and one `.npz` per triple: `waveform` (float32, mono at the sample "
+        "rate above), `logmel` (its log-mel, the reference), `window_probabilities` and `probabilities` "
+        "(the PyTorch model's, per window and for the song).",
+        "",
+        "| triple | waveform | samples | frames | windows |",
+        "|---|---|---|---|---|",
+        *(f"| `{t.file}` | {t.source} | {t.samples} | {t.frames} | {t.windows} |" for t in golden.triples),
+        "",
+        f"A runtime that implements the contract reproduces `logmel` from `waveform` within {LOGMEL_TOLERANCE:.0e} "
+        f"(max absolute difference, log10 units) and `probabilities` within {PROBABILITY_TOLERANCE:.0e}; one that "
+        "decodes audio itself also checks "
+        "its decoder and resampler against the `waveform` of a `clip-*` triple (written for `--audio` files).",
+    ]
     return lines
 
 
