@@ -36,6 +36,7 @@ from mtlmood.config import (
 )
 from mtlmood.config_io import load_config, resolve_run_paths
 from mtlmood.errors import ConfigError
+from study.optuna_urls import database_url, resolve_database_url
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 BOOTSTRAP_UNITS = ("auto", "song", "artist", "track")
@@ -105,6 +106,13 @@ class SearchConfig:
     alpha_factor_low: PositiveFloat = 0.05
     alpha_factor_high: PositiveFloat = 20.0
     optuna_seed: Seed = 0
+    # Where each cell's Optuna study is kept, as "<name>:<cell key>", for optuna-dashboard and
+    # optuna.load_study (docs/STUDY.md): a SQLAlchemy database URL. "" = the SQLite file
+    # <run dir>/optuna.db; for a study on an object store, a SQLite file on the driver's machine
+    # (<mtlmood cache>/optuna/...; study.optuna_urls), copied to <run dir>/optuna.db when the
+    # search ends. A study whose driver may move between machines: a database server, e.g.
+    # postgresql://user@host/db (no password in the URL: it is recorded; use PGPASSWORD).
+    optuna_storage: Annotated[str, BeforeValidator(database_url)] = ""
     # Training seeds of search trials (cycled).
     seeds: Annotated[list[Seed], Field(min_length=1)] = field(default_factory=lambda: [0])
 
@@ -290,13 +298,15 @@ def validate(config: StudyConfig) -> StudyConfig:
 
 
 def resolve_paths(config: StudyConfig, base: str | os.PathLike[str] | None = None) -> StudyConfig:
-    """Every relative path (storage, dataset, audio, cache, output) made absolute against
+    """Every relative path (storage, dataset, audio, cache, output, a SQLite file) made absolute against
     ``base`` (default: the working directory), once, before anything reaches Ray."""
     where = Path(base) if base is not None else Path.cwd()
     location = storage.normalize(config.storage_path)  # file:// URIs are local paths
     if not storage.is_uri(location):
         location = str((where / Path(location).expanduser()).resolve())
-    return replace(config, storage_path=location, run=resolve_run_paths(config.run, where))
+    # A relative SQLite file of search.optuna_storage, too: the driver may run elsewhere later.
+    search = replace(config.search, optuna_storage=resolve_database_url(config.search.optuna_storage, where))
+    return replace(config, storage_path=location, run=resolve_run_paths(config.run, where), search=search)
 
 
 def shipped_configs() -> list[str]:

@@ -4,7 +4,8 @@ Each Tune phase is its own experiment under ``<storage_path>/<name>/``, a local 
 path or an object store URI (``s3://bucket/studies``: every file below goes through
 mtlmood.storage, and Tune and Train write there themselves). Re-running the
 same study resumes it: a finished phase is read back from disk, an interrupted phase is
-restored with ``Tuner.restore`` (each cell's Optuna study and ASHA rungs included),
+restored with ``Tuner.restore`` (each cell's Optuna study and ASHA rungs included; the
+studies themselves live in Optuna's storage, study.optuna_store),
 finished runs are never re-trained (their ``result.json`` is on disk) and interrupted
 ones continue from their last epoch checkpoint.
 """
@@ -17,7 +18,7 @@ import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import yaml
@@ -32,6 +33,8 @@ from study.cells import CELLS_FILE, Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
 from study.extension import EXTENSIONS_FILE, extension_jobs, extension_summary
 from study.filenames import STUDY_CONFIG_FILE
+from study.optuna_store import check_resumable, fresh_storage, publish_studies, storage_url
+from study.optuna_urls import cell_study_name
 from study.results import arm_name, curve_rows, job_name, search_rows, trial_table, tuned_alpha_factor
 from study.space import make_cell_scheduler, make_cell_searcher
 from study.trial import FATAL, LEARNED, driver_resources, job_runs, make_trial_driver
@@ -100,9 +103,16 @@ class FatalStopper(tune.Stopper):
 
 
 def _tuner(
-    study: StudyConfig, phase: str, trainable: Any, param_space: dict[str, Any], tune_config: Any, callbacks: list[Any]
+    study: StudyConfig,
+    phase: str,
+    trainable: Any,
+    param_space: dict[str, Any],
+    tune_config: Callable[[], Any],
+    callbacks: list[Any],
 ) -> Any:
-    """A new Tuner for a phase, or the restored one when the phase was interrupted."""
+    """A new Tuner for a phase, or the restored one when the phase was interrupted.
+    ``tune_config`` is called for a new Tuner only: a restored one brings its own search
+    algorithm back (a fresh search's Optuna studies must not be opened for a restore)."""
     path = join_storage(study.run_dir, phase)
     if tune.Tuner.can_restore(path):
         print(f"[{phase}] resuming the interrupted phase from {path}", flush=True)
@@ -110,7 +120,7 @@ def _tuner(
     return tune.Tuner(
         trainable,
         param_space=param_space,
-        tune_config=tune_config,
+        tune_config=tune_config(),
         run_config=tune.RunConfig(
             name=phase,
             storage_path=study.run_dir,
@@ -175,23 +185,33 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     if total == 0:
         return trial_table([])
     concurrency = max_concurrent_trials(study)
-    searcher = make_cell_searcher(study, [cell.key for cell in searched])
+    keys = [cell.key for cell in searched]
+    if tune.Tuner.can_restore(join_storage(study.run_dir, SEARCH)):
+        check_resumable(study)  # its Optuna studies must be where Tune's saved state says
     cells_dict = {key: vars(cell) for key, cell in cells.items()}
     trainable = tune.with_resources(make_trial_driver(to_dict(study), cells_dict, SEARCH), driver_resources(study))
-    tune_config = tune.TuneConfig(
-        search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
-        scheduler=make_cell_scheduler(study),
-        num_samples=total,
-        time_budget_s=study.search.time_budget_s or None,
-        reuse_actors=REUSE_DRIVERS,
-    )
+
+    def tune_config() -> Any:
+        # Each cell's Optuna study in its database (study.optuna_store), empty: a new search.
+        searcher = make_cell_searcher(study, keys, fresh_storage(study, keys))
+        publish_studies(study, keys)
+        return tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+            scheduler=make_cell_scheduler(study),
+            num_samples=total,
+            time_budget_s=study.search.time_budget_s or None,
+            reuse_actors=REUSE_DRIVERS,
+        )
+
     print(
         f"[search] {len(searched)} cells x {study.search.trials_per_cell} trials (each cell its own TPE study "
-        f"and ASHA rungs, starting at the heuristic), {concurrency} at a time",
+        f"and ASHA rungs, starting at the heuristic), {concurrency} at a time; Optuna studies "
+        f'"{cell_study_name(study.name, "<cell>")}" in {storage_url(study)}',
         flush=True,
     )
     grid = _tuner(study, SEARCH, trainable, {}, tune_config, _progress(SEARCH, total)).fit()
     _stop_on_fatal(study, SEARCH, grid)
+    publish_studies(study, keys)  # before the done marker: a study on an object store gets its copy
     return _finish_phase(study, SEARCH, search_rows(grid, cells, study.run_dir))
 
 
@@ -243,7 +263,12 @@ def _curve_round(
     runs = sum(len(job["seeds"]) for job in jobs)
     print(f"[{experiment}] {len(jobs)} trials, {runs} runs ({what}), {concurrency} at a time", flush=True)
     grid = _tuner(
-        study, experiment, trainable, {"job": tune.grid_search(jobs)}, tune_config, _progress(experiment, len(jobs))
+        study,
+        experiment,
+        trainable,
+        {"job": tune.grid_search(jobs)},
+        lambda: tune_config,
+        _progress(experiment, len(jobs)),
     ).fit()
     _stop_on_fatal(study, experiment, grid)
     errors = {

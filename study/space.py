@@ -8,7 +8,8 @@ cluster-wide parallelism, but
 
 * :class:`CellSearcher` holds one ``OptunaSearch`` per cell, hands out each cell's own
   budget (round robin, so every cell progresses at once) and routes every result back to
-  the study of the cell it came from;
+  the study of the cell it came from; each cell's study lives in Optuna's own storage
+  (a database: study.optuna_store), where optuna-dashboard and optuna.load_study open it;
 * :class:`CellASHA` holds one ASHA scheduler per cell: a trial's rung cutoffs are set by
   trials of its own cell only.
 
@@ -27,6 +28,8 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.config import StudyConfig
+from study.optuna_store import is_persistent, is_told, label_study, label_trial, reconcile
+from study.optuna_urls import cell_study_name
 
 CELL = "cell"  # trial config key naming the trial's cell ("n_moods|metadata")
 OPTUNA_DEFAULT_STARTUP = 10  # optuna.samplers.TPESampler's own n_startup_trials
@@ -61,15 +64,28 @@ def make_sampler(study: StudyConfig, cell_index: int) -> Any:
     )
 
 
-def make_cell_searcher(study: StudyConfig, cell_keys: list[str]) -> "CellSearcher":
-    """The phase-1 searcher: one OptunaSearch per cell, the heuristic (x1) first in each."""
+def make_cell_searcher(study: StudyConfig, cell_keys: list[str], storage: Any = None) -> "CellSearcher":
+    """The phase-1 searcher: one OptunaSearch per cell, the heuristic (x1) first in each.
+
+    ``storage``: an ``optuna.storages.BaseStorage`` (study.optuna_store.fresh_storage) where
+    each cell's study lives under its own name (``<study name>:<cell key>``), or None for
+    Optuna's in-memory storage (tests, benchmarks). The search is the same either way."""
     space = AlphaSpace(study.search.alpha_factor_low, study.search.alpha_factor_high)
     searchers = {
         key: OptunaSearch(
-            space, metric=METRIC, mode=MODE, points_to_evaluate=[{"alpha_factor": 1.0}], sampler=make_sampler(study, i)
+            space,
+            metric=METRIC,
+            mode=MODE,
+            points_to_evaluate=[{"alpha_factor": 1.0}],
+            sampler=make_sampler(study, i),
+            study_name=cell_study_name(study.name, key) if storage is not None else None,
+            storage=storage,
         )
         for i, key in enumerate(cell_keys)
     }
+    if storage is not None:
+        for key, searcher in searchers.items():
+            label_study(searcher, study.run_dir, key)
     return CellSearcher(searchers, study.search.trials_per_cell)
 
 
@@ -110,18 +126,27 @@ class CellSearcher(Searcher):
         config = self.searchers[key].suggest(trial_id)
         if config is None or config == Searcher.FINISHED:
             return config
+        label_trial(self.searchers[key], trial_id)  # users find the Tune trial of an Optuna trial
         self.issued[key] += 1
         self.owner[trial_id] = key
         return {**config, CELL: key}
 
+    def _open(self, trial_id: str) -> Optional[Any]:
+        """The OptunaSearch of a trial whose result may still be written to its study: a trial
+        told already (a resumed search runs it again, see study.optuna_store.reconcile) is not."""
+        search = self.searchers.get(self.owner.get(trial_id, ""))
+        return None if search is None or is_told(search, trial_id) else search
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id in self.owner and METRIC in result:
-            self.searchers[self.owner[trial_id]].on_trial_result(trial_id, result)
+        search = self._open(trial_id)
+        if search is not None and METRIC in result:
+            search.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
-        if trial_id in self.owner:
+        search = self._open(trial_id)
+        if search is not None:
             usable = result if result and METRIC in result else None
-            self.searchers[self.owner[trial_id]].on_trial_complete(trial_id, usable, error or usable is None)
+            search.on_trial_complete(trial_id, usable, error or usable is None)
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "wb") as f:
@@ -130,6 +155,10 @@ class CellSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        # A study in a database may be ahead of the state just restored: bring it in line.
+        for search in self.searchers.values():
+            if is_persistent(search):
+                reconcile(search)
 
 
 class CellASHA(FIFOScheduler):
