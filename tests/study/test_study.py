@@ -21,9 +21,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from helpers.optuna_studies import assert_optuna_studies  # noqa: E402
 from helpers.study_data import make_study_data, prepare_study_features, small_overrides, study_run_command  # noqa: E402
 from mtlmood.inference import Predictor  # noqa: E402
 from study.config import load_study_config  # noqa: E402
+from study.optuna_urls import default_storage_url  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402
 from study.results import COLUMNS  # noqa: E402
 from study.runner import run_study  # noqa: E402
@@ -138,6 +140,8 @@ def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(
     # Running the finished study again re-runs nothing and gives the same table.
     again = run_study(study)
     pd.testing.assert_frame_equal(again.trials.reset_index(drop=True), trials.reset_index(drop=True))
+    # Each cell's Optuna study opens from the default storage, holding the search rows once each.
+    assert_optuna_studies(outcome.run_dir, "interrupted", search, default_storage_url(outcome.run_dir))
 
 
 def test_a_deterministic_failure_stops_the_study_at_once_with_one_line(env, tmp_path) -> None:

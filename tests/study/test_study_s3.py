@@ -1,6 +1,7 @@
 """A tiny alpha study whose storage_path is an S3 bucket (a local moto server): everything it
 writes goes there (Tune state, Train checkpoints, runs, tables, report, best_checkpoint.json,
 model cards), it resumes after its driver is killed, its best model loads from the bucket,
+its Optuna studies open from the driver's local SQLite file and from the copy in the bucket,
 and the study, synced to a disk and moved there, still reports and still resolves its best
 checkpoint. Dataset and feature cache stay on local disk: they are inputs.
 
@@ -27,6 +28,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from helpers.optuna_studies import assert_optuna_studies  # noqa: E402
 from helpers.s3_server import s3_server  # noqa: E402
 from helpers.study_data import make_study_data, prepare_study_features, small_overrides, study_run_command  # noqa: E402
 from mtlmood import storage  # noqa: E402
@@ -35,6 +37,7 @@ from mtlmood.inference import Predictor  # noqa: E402
 from mtlmood.remote_cache import CACHE_ENV  # noqa: E402
 from mtlmood_cli.main import main  # noqa: E402
 from study.config import load_study_config  # noqa: E402
+from study.optuna_urls import default_storage_url, sqlite_url  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402
 from study.results import COLUMNS  # noqa: E402
 
@@ -125,6 +128,10 @@ def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_
     assert any(f.startswith("train/") and "/checkpoint_" in f for f in listed)  # Train's epoch checkpoints
     assert any(f.startswith("reference/") for f in listed) and any(f.startswith("report/plots/") for f in listed)
     assert not (env["root"] / "s3:").exists() and not (REPO / "s3:").exists()  # no URI taken for a local path
+    # The Optuna studies: SQLite on the driver's machine (the cache), a copy in the bucket.
+    local_db = default_storage_url(RUN)
+    assert local_db.startswith(f"sqlite:///{env['root'] / 'cache'}") and "optuna.db" in listed
+    assert_optuna_studies(RUN, NAME, search, local_db)
 
     best = json.loads(storage.read_text(f"{RUN}/best_checkpoint.json"))
     assert set(best["cells"]) == {"4|none", "4|artist"} and not best["checkpoint"].startswith(("s3:", "/"))
@@ -166,6 +173,10 @@ def test_a_study_synced_from_s3_and_moved_reports_and_resolves_its_best_checkpoi
     assert local.split("verdict", 1)[1].split("report:")[0] == remote.split("verdict", 1)[1].split("report:")[0]
     verdicts = pd.read_csv(moved / "report" / "verdicts.csv")
     assert len(verdicts) and verdicts["verdict"].notna().all() and {"p_raw", "p_adjusted"} <= set(verdicts.columns)
+    import optuna
+
+    for name in json.loads((moved / "optuna_studies.json").read_text())["studies"].values():  # the copy opens
+        assert optuna.load_study(study_name=name, storage=sqlite_url(moved / "optuna.db")).best_trial.params
     pointer = json.loads((moved / "best_checkpoint.json").read_text())
     assert pointer == json.loads(storage.read_text(f"{RUN}/best_checkpoint.json"))  # nothing in it named a place
 
