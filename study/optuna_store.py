@@ -11,7 +11,7 @@ file system with locks), so its default is a file on the driver's machine,
 mtlmood.remote_cache, where the lock of such a study lives too), copied to
 ``<run dir>/optuna.db`` when the search ends.
 
-Names: ``<study name>:<cell key>``, e.g. ``synthetic-alpha:3|artist@12``. Every trial carries
+Names: ``<study name>:<cell key>``, e.g. ``synthetic-alpha:3|artist@3``. Every trial carries
 its Tune trial id (user attribute ``tune_trial_id``, the ``trial_id`` of the trial table).
 
 Resume: Tune saves each cell's ``OptunaSearch`` (its Optuna study handle included) with the

@@ -2,7 +2,7 @@
 config validates ``search.optuna_storage`` with these); the storage itself is
 study.optuna_store.
 
-    cell_study_name("synthetic-alpha", "3|artist@12")   # "synthetic-alpha:3|artist@12"
+    cell_study_name("synthetic-alpha", "3|artist@3")   # "synthetic-alpha:3|artist@3"
     default_storage_url("/runs/studies/synthetic-alpha")  # "sqlite:////runs/.../optuna.db"
 """
 
@@ -19,7 +19,7 @@ LOCAL_DIR = "optuna"  # under mtlmood.remote_cache.cache_root(): the SQLite file
 
 
 def cell_study_name(study_name: str, cell_key: str) -> str:
-    """The Optuna study name of one cell: ``<study name>:<cell key>`` ("synthetic-alpha:3|artist@12")."""
+    """The Optuna study name of one cell: ``<study name>:<cell key>`` ("synthetic-alpha:3|artist@3")."""
     return f"{study_name}:{cell_key}"
 
 
