@@ -3,7 +3,8 @@
 Reads only the dataset's metadata (labels, artists, splits): no audio, no features, no Ray
 cluster. A reviewer sees before any GPU-hour is spent what each cell is (mood labels,
 metadata classes from training songs, the heuristic alpha, songs per split, artist
-overlap) and how the budget is spread: every cell gets its own search budget.
+overlap), how the budget is spread (every cell gets its own search budget) and what it
+costs in GPU-hours at the configured packing (study.forecast).
 """
 
 from __future__ import annotations
@@ -57,9 +58,14 @@ def plan_table(study: StudyConfig, cells: dict[str, Cell] | None = None) -> tupl
     return labels, pd.DataFrame(rows)
 
 
-def print_plan(study: StudyConfig, pilot: "str | None" = None) -> None:
-    """Print the cells, the planned trials and the power forecast of the primary family
-    (variance components from the ``pilot`` study's runs when given, else the config's defaults)."""
+def print_plan(
+    study: StudyConfig, pilot: "str | None" = None, measure: bool = False, epochs: "int | None" = None
+) -> None:
+    """Print the cells, the planned trials, their cost forecast (study.forecast: from the GPU
+    check's measured throughput, or from steps timed here with ``measure``; ``epochs`` per run
+    instead of the cap) and the power forecast of the primary family (variance components from
+    the ``pilot`` study's runs when given, else the config's defaults)."""
+    from study.forecast import print_forecast
     from study.power import print_power
 
     cells = study_cells(study)  # reads the dataset's metadata once for the tables and the forecast
@@ -77,4 +83,5 @@ def print_plan(study: StudyConfig, pilot: "str | None" = None) -> None:
         f"trials ({int(trials['curve runs'].sum())} runs; the tuned arm is dropped where the search lands on a grid "
         "point)"
     )
+    print_forecast(study, cells, trials, measure, epochs)
     print_power(study, cells, pilot)

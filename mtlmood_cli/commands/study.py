@@ -42,6 +42,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="STUDY",
         help="a finished study whose curve runs give the variance components of the power forecast",
     )
+    plan.add_argument(
+        "--measure",
+        action="store_true",
+        help="time a few training steps of the config's model and batch on this machine for the cost forecast "
+        "(default: the GPU check's measured throughput, benchmarks/results/gpu/gpu_check.json)",
+    )
+    plan.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="epochs per curve run in the cost forecast (default: run.train.max_epochs, the cap: a bound)",
+    )
     add_override_argument(plan, "search.trials_per_cell=16")
     plan.set_defaults(func=cmd_plan)
 
@@ -51,6 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         func=cmd_report, interrupted="interrupted; the report may be incomplete, re-run the same command to write it"
     )
     study.set_defaults(func=lambda args: study.print_help() or 2)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def print_outcome(run_dir: str | Path, best: str) -> None:
@@ -111,9 +131,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Print the cells and planned trials of a study config (no training)."""
+    """Print the cells, planned trials, cost and power forecasts of a study config (no study is run)."""
     from study.config import load_study_config
     from study.plan import print_plan
 
-    print_plan(load_study_config(args.config, args.overrides), args.pilot)
+    print_plan(load_study_config(args.config, args.overrides), args.pilot, args.measure, args.epochs)
     return 0
