@@ -73,7 +73,7 @@ def _open_remote(location: str) -> IO[bytes]:
             raise AudioDecodeError(location, "not a regular file")
         if not info.size:
             raise AudioDecodeError(location, "the file is empty (0 bytes)")
-        handle: Any = fs.open_input_file(info)  # the size is known: no second request for it
+        handle: Any = fs.open_input_file(path)
     except OSError as exc:
         raise AudioDecodeError(location, f"cannot read the file: {exc}".splitlines()[0]) from None
     # pyarrow's file has readinto/seek/tell: a raw stream that io.BufferedReader can buffer.

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 WINDOW_ROWS = ROW_GROUP_ROWS  # output rows gathered and written at a time (one row group)
-CACHE_BYTES = 256 << 20  # row groups kept decoded while gathering (about 40 parts of 10,000 rows)
+CACHE_BYTES = 128 << 20  # row groups kept decoded while gathering (about 20 parts of 10,000 rows at 50 moods)
 TEXT_ROWS = 2_048  # rows turned into CSV / JSON text at a time (Python objects: ~6 KB a row)
 
 
@@ -90,19 +90,26 @@ def _plan(sources: Sources, order: Sequence[str]) -> _Plan:
     error = pa.chunked_array(errors, pa.string()).combine_chunks()
     seq = np.concatenate(seqs)
     scored = np.asarray(pc.is_null(error).to_numpy(zero_copy_only=False), dtype=bool)
-    # One row per key: sort by (key, scored, age); the last of each key's run wins.
-    codes = np.asarray(pc.dictionary_encode(key).indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    by_key = np.lexsort((seq, scored, codes))
-    last = np.ones(len(by_key), dtype=bool)
-    last[:-1] = codes[by_key[1:]] != codes[by_key[:-1]]
-    kept = by_key[last]
-    # Output order: the position of each kept row's track in ``order`` (-1: not in it), then age.
+    # Each row's track: its position in ``order`` (one hash pass over the keys), and for
+    # tracks not in it (rows of an earlier run's inputs) a negative id from a second pass
+    # over those rows only. Hashing a million strings twice is most of a plan's time.
     if order:
-        found = pc.index_in(key.take(pa.array(kept)), value_set=pa.array(list(order), pa.string()))
+        found = pc.index_in(key, value_set=pa.array(list(order), pa.string()))
         position = np.asarray(found.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
     else:
-        position = np.full(len(kept), -1, dtype=np.int64)
-    kept = kept[np.lexsort((seq[kept], position))]
+        position = np.full(len(key), -1, dtype=np.int64)
+    track = position.copy()
+    outside = np.flatnonzero(position < 0)
+    if len(outside):
+        codes = pc.dictionary_encode(key.take(pa.array(outside))).indices.to_numpy(zero_copy_only=False)
+        track[outside] = -1 - np.asarray(codes, dtype=np.int64)
+    # One row per track: sort by (track, scored, age); the last of each track's run wins.
+    by_track = np.lexsort((seq, scored, track))
+    last = np.ones(len(by_track), dtype=bool)
+    last[:-1] = track[by_track[1:]] != track[by_track[:-1]]
+    kept = by_track[last]
+    # Output order: the position in ``order`` (-1: not in it, first), then age.
+    kept = kept[np.lexsort((seq[kept], position[kept]))]
     failed = kept[~scored[kept]]
     failures = list(zip(key.take(pa.array(failed)).to_pylist(), error.take(pa.array(failed)).to_pylist()))
     # Source rows -> (row group, row in it), through each source's row-group sizes (its footer).
@@ -147,6 +154,17 @@ class _RowGroups:
         return table
 
 
+def _rows_of(table: "pa.Table", rows: np.ndarray) -> "pa.Table":
+    """``table``'s rows at ``rows`` (ascending): a zero-copy slice when they are a run, the
+    usual case (parts hold tracks in input order), else a copying take."""
+    import pyarrow as pa
+
+    first, n = int(rows[0]), len(rows)
+    if int(rows[-1]) - first + 1 == n:
+        return table.slice(first, n)
+    return table.take(pa.array(rows))
+
+
 def _windows(sources: Sources, plan: _Plan, schema: "pa.Schema", window_rows: int) -> Iterator["pa.Table"]:
     """The output rows, ``window_rows`` at a time, in output order."""
     import pyarrow as pa
@@ -157,8 +175,26 @@ def _windows(sources: Sources, plan: _Plan, schema: "pa.Schema", window_rows: in
         grouped = np.lexsort((row, unit))  # the window's rows, row group by row group
         pieces, bounds = [], np.flatnonzero(np.diff(unit[grouped])) + 1
         for part in np.split(grouped, bounds):
-            pieces.append(groups.get(int(unit[part[0]])).take(pa.array(row[part])))
-        yield pa.concat_tables(pieces).take(pa.array(np.argsort(grouped)))  # back to output order
+            pieces.append(_rows_of(groups.get(int(unit[part[0]])), row[part]))
+        window = pa.concat_tables(pieces)
+        if np.any(np.diff(grouped) < 0):  # not already in output order: put it back in it
+            window = window.take(pa.array(np.argsort(grouped)))
+        yield window
+
+
+def _read_ahead(windows: Iterator["pa.Table"]) -> Iterator["pa.Table"]:
+    """``windows``, the next one gathered in a thread while the caller writes this one
+    (reading and writing Parquet both release the GIL: two cores do twice the work)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mtlmood-merge") as pool:
+        ahead = pool.submit(next, windows, None)
+        while True:
+            window = ahead.result()
+            if window is None:
+                return
+            ahead = pool.submit(next, windows, None)
+            yield window
 
 
 # ------------------------------------------------------------------ writing the output
@@ -235,11 +271,15 @@ def merge(
     window_rows: int = WINDOW_ROWS,
 ) -> MergeResult:
     """Write every track of ``sources`` once, in ``order``, to ``target`` (see the module docstring)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     plan = _plan(sources, order)
+    # The plan's hash tables are gone: give their pages back before the gather needs its own
+    # (pyarrow's allocator keeps freed memory for reuse; RSS would carry both peaks).
+    pa.default_memory_pool().release_unused()
     schema = arrow_schema(mood_names)
-    windows = _windows(sources, plan, schema, max(1, window_rows))
+    windows = _read_ahead(_windows(sources, plan, schema, max(1, window_rows)))
     out = _Target(target, scratch_dir)
     try:
         with out.open() as stream:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 PART_ROWS = 10_000  # rows per part file (at least; the last part of a run may hold fewer)
 PART_SECONDS = 600.0  # ... or fewer, when this long has passed: a kill loses at most this much work
-ROW_GROUP_ROWS = 65_536  # rows per Parquet row group: what a merge holds of one file at a time
+ROW_GROUP_ROWS = 32_768  # rows per Parquet row group: what a merge holds of one file at a time
 SCRATCH_PREFIXES = ("_", ".")  # names in the parts folder that are not parts
 CHECKPOINT_FIELD = "checkpoint_id"
 # Writer settings of parts and merged outputs: dictionaries only where values repeat (a
@@ -164,6 +164,8 @@ def todo_of(tracks: Sequence[str], done: "pa.ChunkedArray") -> list[str]:
         return list(tracks)
     present = pc.is_in(pa.array(tracks, pa.string()), value_set=done.combine_chunks())
     mask = np.asarray(present.to_numpy(zero_copy_only=False), dtype=bool)
+    del present
+    pa.default_memory_pool().release_unused()  # the hash table's pages, before the run needs memory
     return [track for track, there in zip(tracks, mask) if not there]
 
 

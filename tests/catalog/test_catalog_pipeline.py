@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from helpers.s3_server import FAKE_KEYS, s3_server
+from mtlmood import storage
 from mtlmood.batch_predict import BatchOutput, resolve_inputs
+from mtlmood.remote_cache import CACHE_ENV
 from mtlmood.synth.checkpoints import untrained_checkpoint
 from mtlmood_cli.main import main
 
@@ -22,9 +27,15 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """One local Ray for the module (2 CPUs, no dashboard: Ray Data needs none)."""
+    """One local Ray for the module (2 CPUs, no dashboard: Ray Data needs none). Its workers
+    get the S3 test's fake keys (as a node has its own credentials) but not its endpoint,
+    which does not exist yet: the pipeline must forward the driver's."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024 * 1024)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in {**FAKE_KEYS, "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            patch.setenv(key, value)
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024 * 1024)
     yield
     ray.shutdown()
 
@@ -102,3 +113,28 @@ def test_ray_data_path_resumes_from_what_is_already_there(
         assert next(r for r in rows if r["path"] == path) == row
     assert next(r for r in rows if r["path"] == next_track)["error"] is None
     assert not Path(output.parts_dir).exists()
+
+
+def test_ray_data_path_reads_and_writes_an_object_store(
+    ray_local: None, checkpoint: Path, real_audio_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Audio and output in a bucket (a local moto server started after Ray: only the
+    endpoint forwarded in the tasks' runtime_env reaches it), resuming from a local run's output."""
+    audio, out = "s3://catalog/audio", "s3://catalog/moods/moods.parquet"
+    with s3_server("catalog"), pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+        names = sorted(p.name for p in real_audio_dir.glob("*.ogg"))[:3]
+        for name in names:
+            storage.write_bytes(f"{audio}/{name}", (real_audio_dir / name).read_bytes())
+        storage.write_bytes(f"{audio}/corrupt.mp3", np.random.default_rng(0).bytes(20_000))
+        tracks = resolve_inputs([audio])
+        assert main(["predict", str(checkpoint), tracks[0], "-o", out, "--quiet"]) == 0
+        capsys.readouterr()
+        assert main(["predict", str(checkpoint), audio, "-o", out, "--ray", "--quiet"]) == 0
+        err = capsys.readouterr().err
+        assert "4 tracks: 1 already in moods.parquet, scoring 3" in err and "(2 scored now, 1 failed now)" in err
+        rows = pq.read_table(pa.BufferReader(storage.read_bytes(out))).to_pylist()
+        assert [r["path"] for r in rows] == tracks == [*(f"{audio}/{n}" for n in names), f"{audio}/corrupt.mp3"]
+        assert rows[-1]["error"].startswith("cannot decode: libsndfile: Format not recognised")
+        assert all(r["error"] is None and r["n_segments"] >= 1 for r in rows[:-1])
+        assert not storage.exists(out + ".parts") and storage.exists(out + ".failures.csv")

@@ -272,3 +272,32 @@ def test_killed_halfway_and_rerun_scores_every_track_once(
     assert (tmp_path / "moods.parquet.failures.csv").read_text().startswith(f"path,error\n{clips / 'corrupt.mp3'},")
     assert all(r["n_segments"] >= 1 and len(r["top"]) == 3 for r in rows if r["error"] is None)
     assert not parts.exists() and not lock.exists()
+
+
+HOLDER = """
+import sys, time
+from mtlmood.batch_predict import BatchOutput
+with BatchOutput(sys.argv[1], [], "").lock(command="mtlmood predict (the first run)"):
+    print("held", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_second_run_on_one_output_is_refused_naming_the_first(
+    checkpoint: Path, clips: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "moods.jsonl"
+    argv = ["predict", str(checkpoint), str(clips / "corrupt.mp3"), "-o", str(out), "--quiet"]
+    first = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout is not None and first.stdout.readline().strip() == "held"
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"pid {first.pid} on " in err and "(the first run)" in err, err
+        assert not out.exists() and not Path(str(out) + ".parts").exists()  # refused before anything was written
+    finally:
+        first.kill()  # SIGKILL: its lock stays behind, stale
+        first.wait(timeout=30)
+    assert main(argv) == 0  # the dead run's lock is taken over
+    assert "1 rows (0 scored now, 1 failed now)" in capsys.readouterr().err
+    assert not Path(str(out) + ".lock").exists()
