@@ -38,7 +38,7 @@ STUDIES_FILE = "optuna_studies.json"  # in the run directory: where the studies 
 TUNE_TRIAL_ATTR = "tune_trial_id"  # trial user attribute: the Tune trial (trial table's trial_id)
 RUN_DIR_ATTR = "mtlmood_run_dir"  # study user attribute: the study run directory it belongs to
 CELL_ATTR = "mtlmood_cell"  # study user attribute: the cell key
-STALE_ATTR = "mtlmood_stale"  # trial user attribute of a trial the resumed search asked again
+STALE_ATTR = "mtlmood_stale"  # trial user attribute: asked after Tune's last saved state, failed on resume
 FIXED_PARAMS = "fixed_params"  # Optuna's system attribute of an enqueued point (the heuristic)
 
 
