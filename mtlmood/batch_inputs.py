@@ -28,7 +28,10 @@ PathText = Union[str, "os.PathLike[str]"]
 
 
 def _is_audio(name: str) -> bool:
-    return os.path.splitext(name.split("?", 1)[0])[1].lower() in AUDIO_SUFFIXES
+    """Whether a file name (or a URI, its ?options aside) has an audio suffix."""
+    if is_uri(name):
+        name = name.split("?", 1)[0]
+    return os.path.splitext(name)[1].lower() in AUDIO_SUFFIXES
 
 
 def _absolute(path: PathText) -> str:

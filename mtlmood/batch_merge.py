@@ -130,9 +130,9 @@ def _plan(sources: Sources, order: Sequence[str]) -> _Plan:
 class _RowGroups:
     """Decoded row groups of the sources, least recently used dropped beyond ``limit`` bytes."""
 
-    def __init__(self, sources: Sources, schema: "pa.Schema", limit: int = CACHE_BYTES) -> None:
+    def __init__(self, sources: Sources, schema: "pa.Schema", limit: Optional[int] = None) -> None:
         self.schema = schema
-        self.limit = limit
+        self.limit = CACHE_BYTES if limit is None else limit  # read now: a test may change it
         self.where = [
             (fragment, group) for fragment in sources.fragments for group in range(fragment.metadata.num_row_groups)
         ]
