@@ -56,10 +56,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint", metavar="CKPT", help="checkpoint directory (weights.pt + model_card.json) or study run directory"
     )
     parser.add_argument(
-        "files", metavar="INPUT", nargs="+", help="audio files, folders (recursive), globs or CSV manifests (`path`)"
+        "files",
+        metavar="INPUT",
+        nargs="+",
+        help="audio files, folders (recursive), globs or CSV manifests (`path`); local or URIs (s3://bucket/audio/)",
     )
     parser.add_argument("--cell", default="", help="with a study run directory: the cell whose best model to use")
-    parser.add_argument("--output", "-o", metavar="FILE", help="write rows to FILE (.parquet, .csv or .jsonl)")
+    parser.add_argument(
+        "--output", "-o", metavar="FILE", help="write rows to FILE (.parquet, .csv or .jsonl; a path or s3://...)"
+    )
     parser.add_argument("--top-k", "-k", type=int, default=3, help="top moods per file (default 3)")
     parser.add_argument("--json", action="store_true", help="without --output: print JSON (all probabilities)")
     parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu or cuda")

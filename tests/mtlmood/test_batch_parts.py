@@ -18,7 +18,7 @@ import soundfile as sf
 import mtlmood.batch_audio as batch_audio
 import mtlmood.batch_merge as batch_merge
 import mtlmood.batch_predict as batch_predict
-from mtlmood.batch_parts import PartBuffer, done_keys, list_parts, open_sources, write_parquet
+from mtlmood.batch_parts import PART_ROWS, PartBuffer, done_keys, list_parts, open_sources, write_parquet
 from mtlmood.batch_predict import BatchOutput
 from mtlmood.config import FeatureConfig
 from mtlmood.inference import Prediction
@@ -79,6 +79,9 @@ def test_parts_hold_part_rows_rows(tmp_path: Path) -> None:
     sizes = [pq.ParquetFile(part).metadata.num_rows for part in buffer.written]
     assert sizes == [6, 3] and last == buffer.written[-1]  # ... >= part_rows each, the rest at the end
     assert buffer.flush() is None
+    from mtlmood_cli.commands.predict import PART_ROWS as CLI_DEFAULT  # written out there: --help imports nothing
+
+    assert CLI_DEFAULT == PART_ROWS
     assert [Path(i.path).name for i in list_parts(str(tmp_path / "parts"))] == [Path(p).name for p in buffer.written]
 
 
