@@ -1,6 +1,6 @@
-"""A real tiny alpha study on a local Ray: per-cell Optuna + ASHA search, the alpha curve over
-fresh seeds, table, report, resume after the driver is killed, a training worker killed
-mid-trial, and a deterministic failure that stops the study at once.
+"""Failures of a real tiny alpha study on a local Ray: a training worker killed mid-trial
+resumes from its checkpoint, and a deterministic failure stops the study at once. (The whole
+study as a user runs it, killed and resumed, is test_study_s3.py.)
 
 Ray starts once for the module (dashboard on: Train V2 frees the resources of trials
 that ASHA stops through the State API, which needs it).
@@ -16,18 +16,13 @@ import threading
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
 
-from helpers.optuna_studies import assert_optuna_studies  # noqa: E402
 from helpers.study_data import make_study_data, prepare_study_features, small_overrides, study_run_command  # noqa: E402
-from mtlmood.inference import Predictor  # noqa: E402
 from study.config import load_study_config  # noqa: E402
-from study.optuna_urls import default_storage_url  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402
-from study.results import COLUMNS  # noqa: E402
 from study.runner import run_study  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -44,104 +39,6 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     init_ray(None, num_cpus=2)
     yield {"root": root, "data": data_dir, "storage": root / "studies"}
     ray.shutdown()
-
-
-def _finished_trials(train_dir: Path) -> int:
-    """Trials whose final (tested) checkpoint Ray Train has written to storage."""
-    return len(list(train_dir.glob("search-*/checkpoint_*/test_predictions.npz")))
-
-
-def _finished_search_runs(run_dir: Path) -> set[str]:
-    """Search trials whose run wrote its result (model, predictions, result.json)."""
-    return {p.parent.parent.name for p in run_dir.glob("runs/search/*/*/seed-*/result.json")}
-
-
-def test_interrupted_study_resumes_to_the_full_table_report_and_best_checkpoint(env) -> None:
-    """The README's `mtlmood study run synthetic` with relative paths, typed in another working
-    directory; its driver is killed after the first finished search trial and the study resumed.
-    Then the whole output: the same rows as an uninterrupted run, nothing twice, fresh curve seeds."""
-    overrides = small_overrides("data", "studies", "interrupted")  # relative to the root, not to the repo
-    command = study_run_command(overrides)
-    environ = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
-    proc = subprocess.Popen(
-        command, cwd=env["root"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    run_dir = env["storage"] / "interrupted"
-    deadline = time.monotonic() + 240
-    try:
-        while not _finished_search_runs(run_dir):
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "the study finished no trial in time"
-            time.sleep(0.5)
-        time.sleep(1.5)  # let Tune write its experiment state (every second here) with that trial
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-study, as with a lost head node
-        proc.wait(timeout=30)
-    assert not (run_dir / "search" / "phase_done.json").exists(), "the search finished before the kill"
-    finished_before = _finished_search_runs(run_dir)
-    saved = load_study_config(run_dir / "study_config.yaml")
-    assert saved.run.dataset.root == str(env["data"])  # recorded resolved, against the caller's directory
-
-    study = load_study_config("synthetic", small_overrides(env["data"], env["storage"], "interrupted"))
-    outcome = run_study(study)
-    trials = outcome.trials
-    assert list(trials.columns) == COLUMNS
-    search = trials[trials["phase"] == "search"]
-    curve = trials[trials["phase"] == "curve"]
-    assert len(search) == 3  # the same count as an uninterrupted run: nothing lost, nothing repeated
-    assert finished_before <= set(search["trial_id"])
-    assert (search["cell"] == "4|artist").all() and (search["alpha_factor"] == 1.0).any()  # heuristic first
-    # The curve: fresh seeds only, every run finished and tested, no row a copy of another arm's.
-    assert set(curve["seed"]) == {1, 2} and not set(curve["seed"]) & set(search["seed"])
-    arms = set(curve["arm"])
-    assert {"baseline", "x1/3", "heuristic", "learned"} <= arms <= {"baseline", "x1/3", "heuristic", "tuned", "learned"}
-    assert not curve.duplicated(["cell", "arm", "seed"]).any()
-    assert curve["predictions_path"].is_unique and curve["checkpoint_path"].is_unique
-    assert (curve["status"] == "TERMINATED").all() and curve["test_pr_auc"].between(0, 100).all()
-    assert (curve[curve["arm"] == "baseline"]["cell"] == "4|none").all()
-    learned = curve[curve["arm"] == "learned"]
-    assert (learned["alpha_mode"] == "learned").all() and (learned["alpha"] > 0).all()
-    assert all((run_dir / p).exists() for p in curve["predictions_path"])  # relative to the run directory
-
-    report_dir = Path(outcome.run_dir) / "report"
-    for name in (
-        "trials.csv",
-        "trials.parquet",
-        "table1.csv",
-        "curves.csv",
-        "verdicts.csv",
-        "labels.csv",
-        "alpha_star.csv",
-        "report.md",
-        "report.html",
-    ):
-        assert (report_dir / name).stat().st_size > 0, name
-    assert {p.name for p in (report_dir / "plots").glob("*.png")} >= {"curve-4-artist.png"}
-    verdicts = pd.read_csv(report_dir / "verdicts.csv")
-    assert {"p_raw", "p_adjusted", "verdict"} <= set(verdicts.columns)
-    assert (verdicts["p_adjusted"].dropna() >= verdicts["p_raw"].dropna() - 1e-12).all()
-    assert {"family", "seed_df", "mde level"} <= set(verdicts.columns)
-    primary = verdicts[verdicts["family"] == "primary"]
-    assert set(primary["comparison"]) <= {"heuristic - baseline", "best alpha - heuristic"}
-    text = (report_dir / "report.md").read_text()
-    assert "the slope is not identifiable" in text  # one cell cannot test a rule about ratios
-    # The learning check comes before any verdict, in the report and on the console.
-    assert text.index("Did the CNN learn?") < text.index("Verdict on the heuristic")
-    learning = json.loads((report_dir / "learning.json").read_text())
-    assert len(learning["cells"]) == 1 and learning["cells"][0].startswith("synthetic · 4 moods · artist")
-    if not learning["learned"]:  # tiny models: when they stayed at chance the verdict says so first
-        verdict_part = text[text.index("Verdict on the heuristic") :]
-        assert "These verdicts describe models that did not learn" in verdict_part.split("\n\n")[1]
-    assert len(pd.read_csv(report_dir / "trials.csv")) == len(trials)
-    best = json.loads((Path(outcome.run_dir) / "best_checkpoint.json").read_text())
-    assert set(best["cells"]) == {"4|none", "4|artist"} and best["default_cell"] in best["cells"]
-    assert len(Predictor.from_checkpoint(run_dir / best["checkpoint"]).mood_names) == 4
-
-    # Running the finished study again re-runs nothing and gives the same table.
-    again = run_study(study)
-    pd.testing.assert_frame_equal(again.trials.reset_index(drop=True), trials.reset_index(drop=True))
-    # Each cell's Optuna study opens from the default storage, holding the search rows once each.
-    assert_optuna_studies(outcome.run_dir, "interrupted", search, default_storage_url(outcome.run_dir))
 
 
 def test_a_deterministic_failure_stops_the_study_at_once_with_one_line(env, tmp_path) -> None:

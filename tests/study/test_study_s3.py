@@ -1,9 +1,18 @@
-"""A tiny alpha study whose storage_path is an S3 bucket (a local moto server): everything it
-writes goes there (Tune state, Train checkpoints, runs, tables, report, best_checkpoint.json,
-model cards), it resumes after its driver is killed, its best model loads from the bucket,
-its Optuna studies open from the driver's local SQLite file and from the copy in the bucket,
-and the study, synced to a disk and moved there, still reports and still resolves its best
-checkpoint. Dataset and feature cache stay on local disk: they are inputs.
+"""The tiny alpha study as a user runs it, end to end, killed and resumed: `mtlmood study run
+synthetic` with a relative dataset path typed in another working directory, its storage_path
+an S3 bucket (a local moto server). Everything it writes goes there (Tune state, Train
+checkpoints, runs, tables, report, best_checkpoint.json, model cards); the driver is killed
+after the first search result and the same command resumes it: the same rows as an
+uninterrupted run, nothing twice, fresh curve seeds, the report with its learning check and
+verdicts, the best model loading from the bucket, the Optuna studies opening from the
+driver's local SQLite file and from the copy in the bucket; run again it re-runs nothing;
+synced to a disk and moved, it still reports and still resolves its best checkpoint.
+Dataset and feature cache stay on local disk: they are inputs.
+
+One study serves all of this (a second one on local storage cost ~100 s of the suite): the
+resume path is the same code through pyarrow's file systems, and local storage is what the
+other study tests (test_study.py, test_curve_extension_ray.py, test_known_answer_null.py,
+test_node_loss.py) use.
 
 The killed driver is the user's command (`mtlmood study run ... --address`) in a
 subprocess; the same command resumes the study in this process (it joins the module's Ray),
@@ -40,6 +49,7 @@ from study.config import load_study_config  # noqa: E402
 from study.optuna_urls import default_storage_url, sqlite_url  # noqa: E402
 from study.ray_session import init_ray  # noqa: E402
 from study.results import COLUMNS  # noqa: E402
+from study.runner import run_study  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -47,8 +57,6 @@ BUCKET = "mtlmood-studies"
 STORAGE = f"s3://{BUCKET}/studies"
 NAME = "on-s3"
 RUN = f"{STORAGE}/{NAME}"
-# The tiny study, with fewer curve arms (alpha = 0, x1/3, the heuristic): enough for verdicts.
-ARMS = ["curve.tuned=false", "curve.learned=false"]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +91,7 @@ def _cli(*args: str) -> str:
 @pytest.fixture(scope="module")
 def study(env: dict) -> dict:
     """The study run in the bucket, its driver SIGKILLed after the first search result, then resumed."""
-    command = study_run_command(small_overrides(env["data"], STORAGE, NAME) + ARMS)
+    command = study_run_command(small_overrides("data", STORAGE, NAME))  # relative to the root, not to the repo
     environ = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
     proc = subprocess.Popen(
         command, cwd=env["root"], env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
@@ -102,7 +110,8 @@ def study(env: dict) -> dict:
     finished_before = _search_results()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "1")
-        output = _cli(*command[command.index("study") :])  # the same command, here
+        patch.chdir(env["root"])
+        output = _cli(*command[command.index("study") :])  # the same command, typed in the same place
     return {"finished_before": finished_before, "output": output}
 
 
@@ -115,7 +124,14 @@ def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_
     assert len(search) == 3 and search["trial_id"].is_unique  # nothing lost, nothing twice
     assert study["finished_before"] <= set(search["trial_id"])  # finished trials were not trained again
     assert not curve.duplicated(["cell", "arm", "seed"]).any() and set(curve["seed"]) == {1, 2}
-    assert set(curve["arm"]) == {"baseline", "x1/3", "heuristic"}
+    assert (search["cell"] == "4|artist").all() and (search["alpha_factor"] == 1.0).any()  # heuristic first
+    assert not set(curve["seed"]) & set(search["seed"])  # the curve's seeds are fresh
+    arms = set(curve["arm"])
+    assert {"baseline", "x1/3", "heuristic", "learned"} <= arms <= {"baseline", "x1/3", "heuristic", "tuned", "learned"}
+    assert curve["predictions_path"].is_unique and curve["checkpoint_path"].is_unique
+    assert (curve[curve["arm"] == "baseline"]["cell"] == "4|none").all()
+    learned = curve[curve["arm"] == "learned"]
+    assert (learned["alpha_mode"] == "learned").all() and (learned["alpha"] > 0).all()
     assert (curve["status"] == "TERMINATED").all() and curve["test_pr_auc"].between(0, 100).all()
     # Every recorded path is relative to the run directory, and there in the bucket.
     for path in pd.concat([curve["checkpoint_path"], curve["predictions_path"]]):
@@ -153,6 +169,39 @@ def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_
     rows = pd.read_parquet(out)
     assert len(rows) == len(list((env["data"] / "audio").iterdir())) and rows["error"].isna().all()
     assert set(rows["moods"].iloc[0]) == set(predictor.mood_names)
+
+
+def test_the_resumed_study_reports_its_learning_check_and_verdicts_and_reruns_nothing(env, study) -> None:
+    saved = load_study_config(f"{RUN}/study_config.yaml")
+    assert saved.run.dataset.root == str(env["data"])  # recorded resolved, against the caller's directory
+    report = f"{RUN}/report"
+    for name in ("trials.csv", "table1.csv", "curves.csv", "labels.csv", "alpha_star.csv", "report.html"):
+        assert storage.read_bytes(f"{report}/{name}"), name
+    assert storage.exists(f"{report}/plots/curve-4-artist.png")
+    verdicts = pd.read_csv(io.BytesIO(storage.read_bytes(f"{report}/verdicts.csv")))
+    assert {"p_raw", "p_adjusted", "verdict", "family", "seed_df", "mde level"} <= set(verdicts.columns)
+    assert (verdicts["p_adjusted"].dropna() >= verdicts["p_raw"].dropna() - 1e-12).all()
+    primary = verdicts[verdicts["family"] == "primary"]
+    assert set(primary["comparison"]) <= {"heuristic - baseline", "best alpha - heuristic"}
+    text = storage.read_text(f"{report}/report.md")
+    assert "the slope is not identifiable" in text  # one cell cannot test a rule about ratios
+    # The learning check comes before any verdict, in the report and on the console.
+    assert text.index("Did the CNN learn?") < text.index("Verdict on the heuristic")
+    assert study["output"].index("learning check:") < study["output"].index("heuristic - baseline")
+    learning = json.loads(storage.read_text(f"{report}/learning.json"))
+    assert len(learning["cells"]) == 1 and learning["cells"][0].startswith("synthetic · 4 moods · artist")
+    if not learning["learned"]:  # tiny models: when they stayed at chance the verdict says so first
+        verdict_part = text[text.index("Verdict on the heuristic") :]
+        assert "These verdicts describe models that did not learn" in verdict_part.split("\n\n")[1]
+
+    # Running the finished study again re-runs nothing and gives the same table.
+    trials = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{report}/trials.parquet")))
+    again = run_study(load_study_config("synthetic", small_overrides(env["data"], STORAGE, NAME)))
+    assert len(pd.read_csv(io.BytesIO(storage.read_bytes(f"{report}/trials.csv")))) == len(trials)
+    # (the table read back from Parquet has string dtypes where the one in memory has objects)
+    pd.testing.assert_frame_equal(again.trials.reset_index(drop=True), trials.reset_index(drop=True), check_dtype=False)
+    reread = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{report}/trials.parquet")))
+    pd.testing.assert_frame_equal(reread, trials)
 
 
 def test_a_study_synced_from_s3_and_moved_reports_and_resolves_its_best_checkpoint(env, study) -> None:
