@@ -2,12 +2,19 @@
 # Every CUDA check of mtlmood in one run, under 8 minutes on one GPU; figures in one file.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]      (default benchmarks/results/gpu)
+#   bash benchmarks/gpu_check.sh --dry-run      (no GPU: every step on the CPU, a logical Ray GPU
+#                                                for the packing step; default OUT_DIR runs/gpu-check-dry-run)
 #
 # Writes OUT_DIR/gpu_check.md (every figure: device, CUDA tests, training and inference
-# benchmarks on CUDA with their CPU baselines measured in the same run, a one-trial
-# study on the GPU) and OUT_DIR/gpu_check.log (all output). Each step has its own time
-# limit; a failed step is recorded and the next one still runs. Exit status: the number
-# of failed steps.
+# benchmarks on CUDA with their CPU baselines measured in the same run, CUDA graphs of the
+# training step, a one-trial study on the GPU, trials per GPU) and OUT_DIR/gpu_check.log (all
+# output); OUT_DIR/gpu_check.json (training throughputs, read by `mtlmood study plan`'s cost
+# forecast) and gpu_study.{json,md} (trials per GPU). Each step has its own time limit; a
+# failed step is recorded and the next one still runs. Exit status: the number of failed steps.
+#
+# Seconds per step on an H100 (2026-11-26, gpu_check.md): tests 36, train 69 (now without its
+# torch.compile variant, measured then at 0.84x), inference 22, study 72-97, batch 8 + 24,
+# serve ~40; new: graphs ~30 (estimated), packing at most 150 (its own budget, 120 s, skips levels).
 #
 # Needs python3 with a CUDA build of torch. The project's other dependencies must be
 # importable; on a machine without them (a lent GPU box with no registry), carry wheels
@@ -15,17 +22,23 @@
 # $MTLMOOD_SHARED_DATA/audio (default ../shared/data/audio).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR=$(mkdir -p "${1:-benchmarks/results/gpu}" && cd "${1:-benchmarks/results/gpu}" && pwd)
+if [ "${1:-}" = "--dry-run" ]; then
+    export GPU_CHECK_DEVICE=cpu
+    shift
+fi
+# GPU_CHECK_DEVICE=cpu runs the same steps on the CPU: a dry run of this script without a GPU.
+DEVICE=${GPU_CHECK_DEVICE:-cuda}
+# A dry run never writes over a GPU's figures.
+DEFAULT_OUT=$([ "$DEVICE" = cpu ] && echo runs/gpu-check-dry-run || echo benchmarks/results/gpu)
+OUT_DIR=$(mkdir -p "${1:-$DEFAULT_OUT}" && cd "${1:-$DEFAULT_OUT}" && pwd)
 REPORT=$OUT_DIR/gpu_check.md
 LOG=$OUT_DIR/gpu_check.log
 WORK=$(mktemp -d /tmp/mtlmood-gpu-check.XXXXXX)
 PY=${PYTHON:-python3}
-# GPU_CHECK_DEVICE=cpu runs the same steps on the CPU: a dry run of this script without a GPU.
-DEVICE=${GPU_CHECK_DEVICE:-cuda}
 ACCEL_STEPS=${GPU_CHECK_STEPS:-50}  # training steps per timed round of the accelerator section
-# GPU_CHECK_ONLY=study,serve (say) reruns some steps: tests, train, inference, study, batch, serve
-# (batch and serve use the study of the study step).
-ONLY=",${GPU_CHECK_ONLY:-tests,train,inference,study,batch,serve},"
+# GPU_CHECK_ONLY=study,serve (say) reruns some steps: tests, train, inference, graphs, study, batch,
+# serve, packing (batch and serve use the study of the study step).
+ONLY=",${GPU_CHECK_ONLY:-tests,train,inference,graphs,study,batch,serve,packing},"
 USE_GPU=$([ "$DEVICE" = cpu ] && echo false || echo true)
 export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
 : >"$LOG"
@@ -66,15 +79,24 @@ step() {
 
 # 1. The CUDA tests (skipped on machines without CUDA, so CI never runs them).
 step tests "CUDA tests" 240 $PY -m pytest -q -p no:cacheprovider -p no:randomly \
-    tests/mtlmood/test_cuda.py tests/mtlmood/test_device_sampler.py --junitxml="$WORK/tests.xml"
+    tests/mtlmood/test_cuda.py tests/mtlmood/test_device_sampler.py tests/mtlmood/test_train_graphs.py \
+    --junitxml="$WORK/tests.xml"
 
 # 2. Training on CUDA: host sampler + copy (baseline) vs device-resident sampler, bf16,
-#    channels-last, torch.compile; the CPU sections of the benchmark run too, briefly.
+#    channels-last (torch.compile, 0.84x on 2026-11-26, left out for time); the CPU sections
+#    of the benchmark run too, briefly.
 step train "training benchmark" 240 $PY -m benchmarks.train_bench --skip-ray --step-rounds 2 --accuracy-epochs 2 \
-    --accelerator "$DEVICE" --accelerator-steps "$ACCEL_STEPS" --out "$WORK"
+    --accelerator "$DEVICE" --accelerator-steps "$ACCEL_STEPS" --no-compile --out "$WORK"
 
 # 3. Inference on CUDA vs the CPU default path, same clips, same run.
 step inference "inference benchmark" 150 $PY -m benchmarks.cuda_inference_bench --rounds 5 --device "$DEVICE" --out "$WORK"
+
+# 3b. CUDA graphs of the training step vs eager, at the paper's window and at 64 x 32, fp32 and bf16,
+#     and how far the two train apart from the same weights (train.cuda_graphs stays off unless
+#     this shows a gain).
+GRAPH_STEPS=$([ "$DEVICE" = cpu ] && echo "--steps 1 --rounds 1" || echo "--steps 50 --rounds 3")  # a CPU only checks the path
+step graphs "CUDA graphs of the training step" 120 $PY -m benchmarks.gpu_graphs_bench --device "$DEVICE" $GRAPH_STEPS \
+    --out "$WORK"
 
 # 4. A one-trial study on the GPU (the demo's data and settings, one cell, one search
 #    trial, no curve), with the GPU's memory sampled every second while it runs.
@@ -96,6 +118,15 @@ step batch "batch inference, Ray Data" 180 $PY -m mtlmood_cli predict "$STUDY_DI
 
 # 6. The endpoint with its default settings (model replicas on the GPU) under a short load.
 step serve "serve smoke" 240 $PY -m benchmarks.serve_smoke --study "$STUDY_DIR" --clients 8 --requests 96 --out "$WORK"
+
+# 7. Trials per GPU: the same short trials at 1, 2, 4 and 8 per GPU (trials/hour, GPU utilisation,
+#    memory, scores); last, with a budget of its own: levels that would overrun are skipped.
+step packing "trials per GPU" 170 $PY -m benchmarks.gpu_study_bench $([ "$DEVICE" = cpu ] && echo --dry-run) \
+    --budget-s 120 --seeds 2 --epochs 2 --batches 150 --out "$WORK"
+$PY -m benchmarks.gpu_results "$WORK" "$OUT_DIR" >>"$LOG" 2>&1
+for name in gpu_study.json gpu_study.md; do
+    [ -f "$WORK/$name" ] && cp "$WORK/$name" "$OUT_DIR/$name"
+done
 
 {
     echo
@@ -124,7 +155,7 @@ for case in root.iter("testcase"):
             outcome = f"{tag}: {(node.get('message') or '')[:160]}"
     print(f"- `{case.get('name')}` ({float(case.get('time', 0)):.1f} s): {outcome}")
 EOF
-    for name in train cuda_inference serve_smoke; do
+    for name in train cuda_inference gpu_graphs serve_smoke gpu_study; do
         if [ -f "$WORK/$name.md" ]; then
             echo
             sed 's/^#/##/' "$WORK/$name.md"

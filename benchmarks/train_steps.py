@@ -166,7 +166,13 @@ def accelerator_steps(
     runs = {name: make(*spec) for name, spec in variants.items()}
     t = interleaved(runs, rounds, warmup=1, progress="accelerator")  # the warm-up pays for compilation
     base = None
-    out: dict[str, Any] = {"device": str(device), "n_steps": n_steps, "steps": {}}
+    out: dict[str, Any] = {
+        "device": str(device),
+        "n_steps": n_steps,
+        "n_mels": config.model.n_mels,  # the window the steps ran at (the synthetic set's, not the paper's)
+        "segment_frames": config.model.segment_frames,
+        "steps": {},
+    }
     if device.type == "cuda":
         out["device_name"] = torch.cuda.get_device_name(device)
     for name in variants:

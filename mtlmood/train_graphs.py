@@ -29,23 +29,37 @@ check shows a gain (``benchmarks/gpu_graphs_bench.py``).
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
+from torch import nn
 
 from mtlmood.config import TrainConfig
 from mtlmood.distributed import average_gradients, collective_device
 from mtlmood.errors import ConfigError
-from mtlmood.loss import multitask_loss
-from mtlmood.train_setup import FitRun
+from mtlmood.loss import UncertaintyWeights, multitask_loss
 
 log = logging.getLogger(__name__)
 
 WARMUP_STEPS = 3  # eager steps before the capture (PyTorch's examples use 3; 11 for DDP)
 
 
+class StepParts(Protocol):
+    """What a training step needs of its fit (``mtlmood.train_setup.FitRun`` has it; a benchmark
+    can build it without a dataset)."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    weighting: Optional[UncertaintyWeights]
+    device: torch.device
+    distributed: bool
+    world: int
+    alpha: float
+    n_meta: int
+
+
 def step_losses(
-    run: FitRun,
+    run: StepParts,
     tc: TrainConfig,
     x: torch.Tensor,
     mood_y: torch.Tensor,
@@ -61,7 +75,7 @@ def step_losses(
 
 
 def eager_step(
-    run: FitRun,
+    run: StepParts,
     tc: TrainConfig,
     x: torch.Tensor,
     mood_y: torch.Tensor,
@@ -86,7 +100,7 @@ class GraphedStep:
     ``sums`` holds the running (total, mood, meta) loss sums on the device; the loop zeroes
     it at the start of each epoch (the graph writes into this very tensor)."""
 
-    def __init__(self, run: FitRun, tc: TrainConfig) -> None:
+    def __init__(self, run: StepParts, tc: TrainConfig) -> None:
         if run.device.type != "cuda":
             raise ConfigError(f"train.cuda_graphs needs a CUDA device, the fit trains on {run.device}")
         if run.distributed:
@@ -136,7 +150,7 @@ class GraphedStep:
         log.info("training step captured as a CUDA graph after %d eager steps", self.eager_steps)
 
 
-def graphed_step(run: FitRun, tc: TrainConfig) -> Optional[GraphedStep]:
+def graphed_step(run: StepParts, tc: TrainConfig) -> Optional[GraphedStep]:
     """The fit's graphed step when ``train.cuda_graphs`` is on and can work here, else None (the
     eager step), with a warning that says why the setting is ignored."""
     if not tc.cuda_graphs:
@@ -156,4 +170,4 @@ def graphed_step(run: FitRun, tc: TrainConfig) -> Optional[GraphedStep]:
     return GraphedStep(run, tc)
 
 
-__all__ = ["WARMUP_STEPS", "GraphedStep", "eager_step", "graphed_step", "step_losses"]
+__all__ = ["WARMUP_STEPS", "GraphedStep", "StepParts", "eager_step", "graphed_step", "step_losses"]

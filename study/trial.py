@@ -201,6 +201,10 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
             # Where and when it trained: the packing of trials on GPUs can be read back from these.
             "device": str(device),
             "worker_gpus": gpus,
+            # Training segments/s of its epochs (median): a packed trial's share of the GPU's throughput.
+            "segments_per_second": float(np.median([h.segments_per_second for h in fit_result.history]))
+            if fit_result.history
+            else float("nan"),
             "started_unix": started,
             "finished_unix": time.time(),
         }

@@ -122,3 +122,25 @@ def test_plan_measure_times_steps_on_the_cpu(tmp_path: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     forecast = out[out.index("cost forecast") :]
     assert "segments/s measured now" in forecast and "| total" in forecast and "/ 2 " in forecast
+
+
+def test_the_gpu_checks_files_feed_the_forecast(tmp_path: Path) -> None:
+    """benchmarks/gpu_results.py turns the GPU check's benchmark files into gpu_check.json; a
+    measurement at the study's own sizes is then used as it is, not scaled."""
+    from benchmarks.gpu_results import main as write_gpu_check
+
+    steps = {"host sampler + copy, fp32 (baseline)": {"segments_per_s": 8000.0}}
+    accelerator = {"device": "cuda", "device_name": "GPU-X", "n_mels": 32, "segment_frames": 64, "steps": steps}
+    (tmp_path / "train.json").write_text(json.dumps({"accelerator": accelerator}))
+    rates = {"eager, fp32": 2000.0, "cuda graphs, fp32": 2600.0, "eager, bf16 autocast": 2400.0}
+    graphs = {"card": "GPU-X", "n_filters": 128, "batch_size": 32, "agreement": {}, "segments_per_s": {}}
+    graphs["segments_per_s"] = {"187 x 96 (paper)": rates, "64 x 32 (training benchmark)": rates}
+    (tmp_path / "gpu_graphs.json").write_text(json.dumps(graphs))
+    assert write_gpu_check([str(tmp_path), str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert written["card"] == "GPU-X" and len(written["train"]) == 3
+    paper = load_study_config("mtg-jamendo").run  # 187 x 96, 128 filters, batch 32, bf16
+    rate = measured_throughput(paper, check_file=tmp_path / "gpu_check.json", study_file=tmp_path / "none.json")
+    assert rate.segments_per_s == 2400.0 and "scaled" not in rate.source
+    graphed = replace(paper, train=replace(paper.train, bf16=False, cuda_graphs=True))
+    assert measured_throughput(graphed, tmp_path / "gpu_check.json", tmp_path / "none.json").segments_per_s == 2600.0
