@@ -18,7 +18,8 @@
 #
 # Needs python3 with a CUDA build of torch. The project's other dependencies must be
 # importable; on a machine without them (a lent GPU box with no registry), carry wheels
-# in .whl/ and they are installed to a private folder first. Real clips are read from
+# in .whl/ (built by `python -m benchmarks.build_wheels`: what the image lacks, Ray's wheel
+# slimmed, ~54 MiB) and they are installed to a private folder first. Real clips are read from
 # $MTLMOOD_SHARED_DATA/audio (default ../shared/data/audio).
 set -uo pipefail
 cd "$(dirname "$0")/.."
