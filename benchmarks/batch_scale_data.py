@@ -4,9 +4,9 @@
     python -m benchmarks.batch_scale_data measure OUTPUT ROWS NEW   # resume + merge, JSON on stdout
 
 Rows follow mtlmood.records' batch schema (``moods`` a struct of float64, one per mood;
-``top`` the three best; 1 % failures); keys look like a catalogue's paths. Parts hold
-contiguous ranges of tracks, shuffled within groups of ``shuffle_span`` parts and written
-in shuffled order: what a Ray Data job leaves (blocks finish out of order).
+``top`` the three best; 1 % failures); keys look like a catalogue's paths. Parts are laid
+out as the local path leaves them (tracks in input order) or as a Ray Data job does
+(``make_parts``: its blocks finish out of order).
 
 ``measure`` runs in a fresh process, so its peak RSS (``ru_maxrss``) is the run's alone: it
 builds the track list (ROWS done + NEW not yet), resumes (``BatchOutput.todo``) and
@@ -82,20 +82,27 @@ def _table(first: int, order: np.ndarray, names: list[str], rng: np.random.Gener
 
 
 def make_parts(
-    folder: Path, rows: int, part_rows: int, n_moods: int = 50, shuffle_span: int = 4, seed: int = 0
+    folder: Path, rows: int, part_rows: int, n_moods: int = 50, run_rows: int = 16, span: int = 4, seed: int = 0
 ) -> dict[str, Any]:
-    """Write ``rows`` rows as parts of ``part_rows`` under ``folder`` (see the module docstring)."""
+    """Write ``rows`` rows as parts of ``part_rows`` under ``folder``. ``run_rows`` > 0: what a
+    Ray job leaves, runs of that many consecutive tracks (its scoring batches) shuffled
+    within groups of ``span`` parts, the parts written in shuffled order; 0: the local
+    path's parts, in input order."""
     from mtlmood.batch_parts import write_parquet
 
     rng = np.random.default_rng(seed)
     names = mood_names(n_moods)
-    span = part_rows * shuffle_span
     parts: list[tuple[int, np.ndarray]] = []
-    for start in range(0, rows, span):
-        order = rng.permutation(min(span, rows - start))
+    group = part_rows * span if run_rows else part_rows
+    for start in range(0, rows, group):
+        order = np.arange(min(group, rows - start))
+        if run_rows:
+            runs = np.array_split(order, max(1, len(order) // run_rows))
+            order = np.concatenate([runs[i] for i in rng.permutation(len(runs))])
         parts += [(start, order[i : i + part_rows]) for i in range(0, len(order), part_rows)]
     folder.mkdir(parents=True, exist_ok=True)
-    for number, k in enumerate(rng.permutation(len(parts))):
+    written = rng.permutation(len(parts)) if run_rows else np.arange(len(parts))
+    for number, k in enumerate(written):
         first, order = parts[k]
         write_parquet(_table(first, order, names, rng), str(folder / f"part-bench-{number:06d}.parquet"))
     files = list(folder.glob("*.parquet"))

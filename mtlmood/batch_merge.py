@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from mtlmood.batch_parts import PARQUET_OPTIONS, ROW_GROUP_ROWS, Sources
+from mtlmood.batch_parts import OUTPUT_OPTIONS, PARQUET_OPTIONS, ROW_GROUP_ROWS, Sources
 from mtlmood.errors import ConfigError
 from mtlmood.records import ERROR_FIELD, KEY_FIELD, arrow_schema, flat_row, nested_row, to_table
 from mtlmood.storage import filesystem, is_uri, join, makedirs, name, parent
@@ -154,15 +154,18 @@ class _RowGroups:
         return table
 
 
-def _rows_of(table: "pa.Table", rows: np.ndarray) -> "pa.Table":
-    """``table``'s rows at ``rows`` (ascending): a zero-copy slice when they are a run, the
-    usual case (parts hold tracks in input order), else a copying take."""
-    import pyarrow as pa
-
-    first, n = int(rows[0]), len(rows)
-    if int(rows[-1]) - first + 1 == n:
-        return table.slice(first, n)
-    return table.take(pa.array(rows))
+def _runs(unit: np.ndarray, row: np.ndarray) -> Optional[list[tuple[int, int, int]]]:
+    """(row group, first row, rows) slices that give the window in order, when it is made of
+    consecutive rows of row groups in order (the local path's parts: no copy); else None."""
+    if len(unit) > 1 and np.any(np.diff(unit) < 0):
+        return None
+    runs = []
+    for part in np.split(np.arange(len(unit)), np.flatnonzero(np.diff(unit)) + 1):
+        rows = row[part]
+        if int(rows[-1]) - int(rows[0]) + 1 != len(rows) or (len(rows) > 1 and np.any(np.diff(rows) <= 0)):
+            return None
+        runs.append((int(unit[part[0]]), int(rows[0]), len(rows)))
+    return runs
 
 
 def _windows(sources: Sources, plan: _Plan, schema: "pa.Schema", window_rows: int) -> Iterator["pa.Table"]:
@@ -172,14 +175,14 @@ def _windows(sources: Sources, plan: _Plan, schema: "pa.Schema", window_rows: in
     groups = _RowGroups(sources, schema)
     for start in range(0, len(plan.unit), window_rows):
         unit, row = plan.unit[start : start + window_rows], plan.row[start : start + window_rows]
-        grouped = np.lexsort((row, unit))  # the window's rows, row group by row group
-        pieces, bounds = [], np.flatnonzero(np.diff(unit[grouped])) + 1
-        for part in np.split(grouped, bounds):
-            pieces.append(_rows_of(groups.get(int(unit[part[0]])), row[part]))
-        window = pa.concat_tables(pieces)
-        if np.any(np.diff(grouped) < 0):  # not already in output order: put it back in it
-            window = window.take(pa.array(np.argsort(grouped)))
-        yield window
+        runs = _runs(unit, row)
+        if runs is not None:  # zero-copy slices
+            yield pa.concat_tables([groups.get(u).slice(first, n) for u, first, n in runs])
+            continue
+        needed = np.unique(unit)  # the window's row groups, as one table of chunks (no copy) ...
+        tables = [groups.get(int(u)) for u in needed]
+        offset = np.concatenate([[0], np.cumsum([t.num_rows for t in tables])])[np.searchsorted(needed, unit)]
+        yield pa.concat_tables(tables).take(pa.array(offset + row))  # ... and one take into output order
 
 
 def _read_ahead(windows: Iterator["pa.Table"]) -> Iterator["pa.Table"]:
@@ -284,7 +287,7 @@ def merge(
     try:
         with out.open() as stream:
             if fmt == "parquet":
-                with pq.ParquetWriter(stream, schema, **PARQUET_OPTIONS) as writer:
+                with pq.ParquetWriter(stream, schema, **OUTPUT_OPTIONS) as writer:
                     for window in windows:
                         writer.write_table(window, row_group_size=window_rows)
             else:
