@@ -12,7 +12,9 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from mtlmood.errors import ConfigError
 from study.config import load_study_config
+from study.resources import worker_gpus, workers_per_gpu
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,11 +56,32 @@ def test_cluster_study_configs_fit_the_node_types(cluster: dict, name: str) -> N
     # Trial drivers: only the custom resource, which only the head offers.
     assert res.driver_resource in head and res.driver_cpus <= head["CPU"]
     # Each training worker fits on one GPU node; a trial's workers fit in the autoscaling range.
-    assert res.cpus_per_worker <= gpu["CPU"] and res.gpus_per_worker <= gpu["GPU"]
-    workers_per_node = min(gpu["CPU"] // res.cpus_per_worker, gpu["GPU"] // res.gpus_per_worker)
+    share = worker_gpus(res)  # 1 / trials_per_gpu when trials share GPUs
+    assert res.cpus_per_worker <= gpu["CPU"] and share <= gpu["GPU"]
+    workers_per_node = min(gpu["CPU"] // res.cpus_per_worker, gpu["GPU"] // share)
     assert res.num_workers <= workers_per_node * nodes["gpu_worker"]["max_workers"]
     assert study.storage_path.startswith("/mnt/shared/"), "cluster studies need storage every node sees"
     assert study.resources.use_gpu == "true" and study.resources.max_concurrent_trials >= 1
+
+
+@pytest.mark.parametrize("name", ["mtg-jamendo", "magnatagatune"])
+def test_cluster_study_configs_pack_trials_the_nodes_can_hold(cluster: dict, name: str) -> None:
+    """trials_per_gpu stays 1 until a GPU run of benchmarks/gpu_study_bench.py measures a gain
+    (docs/RUNBOOK.md); whatever it is, every GPU node type holds N workers' CPUs, the config
+    knows the GPU's memory and the smaller node's CPUs, and starts N trials per GPU node."""
+    res = load_study_config(name).resources
+    assert res.trials_per_gpu == 1, "measure packing on a GPU before shipping it (docs/RUNBOOK.md)"
+    assert res.gpu_memory_gb == 22.5  # one A10G (g5.2xlarge), what cluster.yaml and the RayJob ask for
+    vm_cpus = cluster["available_node_types"]["gpu_worker"]["resources"]["CPU"]
+    worker = _manifest("rayjob-study.yaml")["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    pod_cpus = float(worker["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"])
+    assert res.cpus_per_gpu == min(vm_cpus, pod_cpus)
+    assert workers_per_gpu(res) * res.cpus_per_worker <= res.cpus_per_gpu
+    gpu_nodes = cluster["available_node_types"]["gpu_worker"]["max_workers"]
+    assert res.max_concurrent_trials == gpu_nodes * workers_per_gpu(res) == worker["maxReplicas"] * res.trials_per_gpu
+    # Packing 2 per A10G at these CPUs is refused, naming the setting to change.
+    with pytest.raises(ConfigError, match="resources.cpus_per_gpu=7.*cpus_per_worker <= 3.5"):
+        load_study_config(name, ["resources.trials_per_gpu=2"])
 
 
 SHARED = "/mnt/shared"  # where initialization_commands mount the EFS file system on every host
