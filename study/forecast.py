@@ -16,9 +16,9 @@ batches and the GPU-hours they take at the configured packing, from a *measured*
   from the same ``gpu_study.json``; without a GPU measurement of that N, none is assumed
   (GPU-hours as at N = 1).
 * **Epochs**: search trials under ASHA run its expected epochs (every trial to the first
-  rung, 1/reduction_factor of them on to each next one); curve and extension runs the cap
-  ``run.train.max_epochs`` (or ``--epochs``): early stopping ends most runs sooner, so the
-  forecast is a bound. Validation and test scoring (~1-2 % at the paper's sizes) are left out.
+  rung, 1/reduction_factor of them on to each next one) up to the cap; curve and extension
+  runs the cap ``run.train.max_epochs``, or ``--epochs`` (a typical early stop) in its place:
+  at the cap the forecast is a bound. Validation and test scoring (~1-2 % at the paper's sizes) are left out.
 """
 
 from __future__ import annotations

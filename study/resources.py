@@ -26,13 +26,44 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol
 
 from mtlmood.config import ModelConfig, RunConfig
 from study.sizing import conv_blocks, flatten_size
 
-if TYPE_CHECKING:
-    from study.config import ResourcesConfig, StudyConfig
+
+# What this module reads of a study config (study.config.ResourcesConfig and StudyConfig have
+# it), named here so that study.config can call these checks without an import circle.
+class ResourcesConfig(Protocol):
+    @property
+    def use_gpu(self) -> str: ...
+    @property
+    def cpus_per_worker(self) -> float: ...
+    @property
+    def gpus_per_worker(self) -> float: ...
+    @property
+    def trials_per_gpu(self) -> int: ...
+    @property
+    def gpu_memory_gb(self) -> float: ...
+    @property
+    def cpus_per_gpu(self) -> float: ...
+
+
+class SearchConfig(Protocol):
+    @property
+    def n_moods(self) -> list[int]: ...
+    @property
+    def n_artists(self) -> list[int]: ...
+
+
+class StudyConfig(Protocol):
+    @property
+    def resources(self) -> ResourcesConfig: ...
+    @property
+    def search(self) -> SearchConfig: ...
+    @property
+    def run(self) -> RunConfig: ...
+
 
 GIB = 2**30
 # Share of gpu_memory_gb that trials may plan on: the rest is slack for the caching
@@ -112,29 +143,29 @@ def trial_gpu_memory(run: RunConfig, n_moods: int = 50, n_meta: int = 50) -> Mem
     )
 
 
-def worker_gpus(res: "ResourcesConfig") -> float:
+def worker_gpus(res: ResourcesConfig) -> float:
     """The GPU share of one Ray Train worker: 1/trials_per_gpu when packing, else gpus_per_worker."""
     return 1.0 / res.trials_per_gpu if res.trials_per_gpu > 1 else float(res.gpus_per_worker)
 
 
-def workers_per_gpu(res: "ResourcesConfig") -> int:
+def workers_per_gpu(res: ResourcesConfig) -> int:
     """How many workers Ray can place on one GPU at this share (1 for a whole GPU or more)."""
     share = worker_gpus(res)
     return max(1, math.floor(1.0 / share + 1e-9)) if share > 0 else 1
 
 
-def uses_gpus(res: "ResourcesConfig") -> bool:
+def uses_gpus(res: ResourcesConfig) -> bool:
     """Whether trials may ask for GPUs ("auto" may: the checks assume it will)."""
     return res.use_gpu.lower() != "false" and worker_gpus(res) > 0
 
 
-def _largest_cell(study: "StudyConfig") -> tuple[int, int]:
+def _largest_cell(study: StudyConfig) -> tuple[int, int]:
     """(mood labels, metadata labels) of the study's largest heads: the memory bound."""
     artists = max([*study.search.n_artists, study.run.labels.n_artists])
     return max(study.search.n_moods), artists + 10  # + year classes at most (a few buckets)
 
 
-def device_bank_budget(study: "StudyConfig") -> Optional[int]:
+def device_bank_budget(study: StudyConfig) -> Optional[int]:
     """Bytes of training frames one trial's device sampler may keep on its GPU, when trials share
     GPUs: its share of the usable memory less its own estimate (None: a GPU of its own, where
     the sampler's rule of half the free memory is enough)."""
@@ -146,7 +177,7 @@ def device_bank_budget(study: "StudyConfig") -> Optional[int]:
     return max(0, int(share - trial_gpu_memory(study.run, *_largest_cell(study)).total))
 
 
-def resource_problems(study: "StudyConfig") -> list[str]:
+def resource_problems(study: StudyConfig) -> list[str]:
     """Every reason this study's trials cannot be packed as configured, each naming its settings."""
     res = study.resources
     problems: list[str] = []

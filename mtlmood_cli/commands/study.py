@@ -53,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=None,
         metavar="N",
-        help="epochs per curve run in the cost forecast (default: run.train.max_epochs, the cap: a bound)",
+        help="epochs a run is planned at in the cost forecast, e.g. a typical early stop (default: "
+        "run.train.max_epochs, the cap: a bound); search trials run ASHA's expected share of them",
     )
     add_override_argument(plan, "search.trials_per_cell=16")
     plan.set_defaults(func=cmd_plan)
