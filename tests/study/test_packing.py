@@ -87,4 +87,5 @@ def test_two_trials_share_one_logical_gpu_and_train_on_the_cpu(study) -> None:
     # Both workers alive together on the one GPU: Ray held 0.5 + 0.5 of it at once.
     assert most[0] == 2, most[0]
     spans = sorted((r["started_unix"], r["finished_unix"]) for r in records)
-    print({"fit spans (s from the first start)": [(round(a - spans[0][0], 1), round(b - spans[0][0], 1)) for a, b in spans]})
+    first = spans[0][0]
+    print({"fit spans (s from the first start)": [(round(a - first, 1), round(b - first, 1)) for a, b in spans]})

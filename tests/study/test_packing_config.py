@@ -34,7 +34,8 @@ def test_trials_per_gpu_gives_each_worker_its_share(tmp_path: Path) -> None:
     packed = _study(tmp_path, "resources.trials_per_gpu=4").resources
     assert worker_gpus(packed) == 0.25 and workers_per_gpu(packed) == 4
     # Both set, consistently: fine. The older way (gpus_per_worker alone) still packs.
-    assert worker_gpus(_study(tmp_path, "resources.trials_per_gpu=4", "resources.gpus_per_worker=0.25").resources) == 0.25
+    both = _study(tmp_path, "resources.trials_per_gpu=4", "resources.gpus_per_worker=0.25").resources
+    assert worker_gpus(both) == 0.25
     assert workers_per_gpu(_study(tmp_path, "resources.gpus_per_worker=0.5").resources) == 2
 
 
@@ -76,7 +77,8 @@ def test_the_memory_check_refuses_what_cannot_fit(tmp_path: Path) -> None:
     _study(tmp_path, *paper, "resources.gpu_memory_gb=22.5", "resources.trials_per_gpu=2")
     with pytest.raises(ConfigError, match="at most 2 fit"):
         _study(tmp_path, *paper, "resources.gpu_memory_gb=22.5", "resources.trials_per_gpu=3")
-    _study(tmp_path, *paper, "resources.gpu_memory_gb=22.5", "resources.trials_per_gpu=3", "run.train.eval_batch_size=64")
+    a10g = [*paper, "resources.gpu_memory_gb=22.5"]
+    _study(tmp_path, *a10g, "resources.trials_per_gpu=3", "run.train.eval_batch_size=64")
     # A graphed step keeps its activations apart from evaluation's: counted together.
     graphed = trial_gpu_memory(_study(tmp_path, *paper, "run.train.cuda_graphs=true").run)
     assert graphed.activations == graphed.train_activations + graphed.eval_activations
