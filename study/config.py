@@ -288,7 +288,7 @@ def _problems(config: StudyConfig) -> list[str]:
 def validate(config: StudyConfig) -> StudyConfig:
     """Reject configs that would fail late, inside a trial (all problems in one line):
     each setting's type and range, then the rules that tie settings together."""
-    from study.resources import resource_problems  # it reads the config's types: imported here, not at the top
+    from study.resources import resource_problems  # the packing checks (trials per GPU, memory, CPUs)
 
     check_config(config)
     problems = _problems(config) + resource_problems(config)
