@@ -13,8 +13,11 @@ round runs, in a rotating order:
 * ``mtlmood predict --output`` (local): the same plus part files and the final merge
   (``mtlmood.batch_predict.score_to_output`` + ``BatchOutput.finalize``);
 * Ray Data: ``catalog.pipeline.predict_with_ray`` on a local Ray started once before
-  timing (``ray.init(num_cpus=cores)``): read tasks, decode tasks, a scoring actor pool
-  that loads the model in each round (a job's fixed cost), Parquet parts and the merge.
+  timing (``ray.init(num_cpus=cores)``): decode tasks that open the files, a scoring actor
+  pool that loads the model in each round (a job's fixed cost), Parquet parts and the merge.
+
+benchmarks/batch_scale_bench.py measures the same paths on 504 files, and the resume and
+merge of a million rows.
 
 Reported: files/s (median over rounds) and the ratio to ``predict_files`` from the same
 run; max |Δp| of the Ray rows against ``predict_files``; Ray's start-up, once. The
@@ -48,7 +51,7 @@ from benchmarks.common import (
 )
 
 PEER_ROW = "peer: musicnn MTT_vgg (TF, one session)"
-RAY = "Ray Data pipeline (read, decode tasks, actor pool, Parquet)"
+RAY = "Ray Data pipeline (decode tasks, actor pool, Parquet)"
 RAY_HALF = "Ray Data pipeline, half the files"
 
 

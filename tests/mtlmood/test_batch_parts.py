@@ -164,3 +164,20 @@ def test_a_missing_or_empty_track_says_so(tmp_path: Path) -> None:
             batch_audio.read_track(str(tmp_path / name), cfg)
         assert caught.value.reason == reason
     assert done_keys(open_sources(str(tmp_path / "none"), MOODS)).to_pylist() == []
+
+
+@pytest.mark.slow  # ~5 s: two fresh measuring processes
+def test_the_scale_benchmark_runs_small(tmp_path: Path) -> None:
+    from benchmarks.batch_scale_bench import main as bench
+
+    result = bench(
+        ["--rows", "3000", "--part-rows", "1000", "--new", "10", "--before-rows", "0"]
+        + ["--files", "0"]
+        + ["--out", str(tmp_path)]
+    )
+    for layout in ("local", "ray"):
+        after = result["scale"][layout]["after"]
+        assert after["rows_out"] == 3000 and after["todo"] == 10 and after["failures"] == 30
+        assert 0 < after["rss_tracks_mib"] <= after["rss_resume_mib"] <= after["rss_merge_mib"] < 1024
+        assert result["scale"][layout]["parts"]["parts"] == 3
+    assert "Peak driver RSS of a run" in (tmp_path / "batch_scale.md").read_text()
