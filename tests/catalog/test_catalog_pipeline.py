@@ -120,8 +120,8 @@ def test_ray_data_path_reads_and_writes_an_object_store(
 ) -> None:
     """Audio and output in a bucket (a local moto server started after Ray: only the
     endpoint forwarded in the tasks' runtime_env reaches it), resuming from a local run's output."""
-    audio, out = "s3://catalog/audio", "s3://catalog/moods/moods.parquet"
-    with s3_server("catalog"), pytest.MonkeyPatch.context() as patch:
+    audio, out = "s3://batch-ray/audio", "s3://batch-ray/moods/moods.parquet"
+    with s3_server("batch-ray"), pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(tmp_path / "cache"))
         names = sorted(p.name for p in real_audio_dir.glob("*.ogg"))[:3]
         for name in names:

@@ -29,20 +29,20 @@ from mtlmood_cli.main import main
 pytestmark = pytest.mark.slow  # ~15 s: a server, a CLI subprocess started and killed, a second run
 REPO = Path(__file__).resolve().parents[2]
 MOODS = ["calm", "dark", "energetic", "happy", "sad"]
-AUDIO = "s3://catalog/audio"
-OUT = "s3://catalog/moods/moods.parquet"
+AUDIO = "s3://batch-local/audio"
+OUT = "s3://batch-local/moods/moods.parquet"
 
 
 @pytest.fixture
 def bucket(tmp_path: Path, real_audio_dir: Path) -> Iterator[list[str]]:
     """The bucket with 16 short clips and a corrupt .mp3 under AUDIO; the tracks, in order."""
-    with s3_server("catalog"), pytest.MonkeyPatch.context() as patch:
+    with s3_server("batch-local"), pytest.MonkeyPatch.context() as patch:
         patch.setenv(CACHE_ENV, str(tmp_path / "cache"))  # where the lock of an s3:// output lives
         clip = (real_audio_dir / "sorohanro_-_solo-trumpet-06.ogg").read_bytes()
         for i in range(16):
             storage.write_bytes(f"{AUDIO}/t{i:02d}.ogg", clip)
         storage.write_bytes(f"{AUDIO}/corrupt.mp3", np.random.default_rng(0).bytes(20_000))
-        storage.write_text("s3://catalog/list.csv", "path\naudio/t03.ogg\ns3://catalog/audio/t04.ogg\n")
+        storage.write_text("s3://batch-local/list.csv", "path\naudio/t03.ogg\ns3://batch-local/audio/t04.ogg\n")
         yield [f"{AUDIO}/corrupt.mp3", *(f"{AUDIO}/t{i:02d}.ogg" for i in range(16))]
 
 
@@ -56,7 +56,7 @@ def test_an_s3_run_killed_and_run_again_scores_each_track_once(
     bucket: list[str], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     assert resolve_inputs([AUDIO]) == bucket  # one listing, sorted; a prefix given with or without "/"
-    assert resolve_inputs(["s3://catalog/list.csv"]) == [f"{AUDIO}/t03.ogg", f"{AUDIO}/t04.ogg"]
+    assert resolve_inputs(["s3://batch-local/list.csv"]) == [f"{AUDIO}/t03.ogg", f"{AUDIO}/t04.ogg"]
     checkpoint = untrained_checkpoint(tmp_path / "ckpt", n_filters=8, moods=MOODS, meta_names=["a", "b"], alpha=0.1)
     argv = ["predict", str(checkpoint), AUDIO + "/", "-o", OUT, "--part-rows", "1", "--quiet", "--workers", "1"]
     first = subprocess.Popen([sys.executable, "-m", "mtlmood_cli", *argv], cwd=REPO, stderr=subprocess.DEVNULL)
@@ -81,4 +81,4 @@ def test_an_s3_run_killed_and_run_again_scores_each_track_once(
     assert not storage.exists(OUT + ".parts")
     assert all(r["n_segments"] >= 1 for r in rows if not r["error"])
     assert not any(p.name.startswith("s3:") for p in REPO.iterdir())  # no URI taken for a local path
-    assert os.listdir(tmp_path / "cache" / "locks" / "s3" / "catalog" / "moods" / "moods.parquet") == []
+    assert os.listdir(tmp_path / "cache" / "locks" / "s3" / "batch-local" / "moods" / "moods.parquet") == []
