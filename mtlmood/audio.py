@@ -30,7 +30,7 @@ from mtlmood.errors import AudioDecodeError
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def _max_frames(cfg: FeatureConfig, native_rate: int) -> int:
+def frames_to_read(cfg: FeatureConfig, native_rate: int) -> int:
     """Frames to read at the native rate; -1 = all. Same arithmetic as librosa.load(duration=...)."""
     return int(cfg.max_seconds * native_rate) if cfg.max_seconds > 0 else -1
 
@@ -39,11 +39,11 @@ def _read_soundfile(source: Union[str, io.BytesIO], cfg: FeatureConfig) -> tuple
     """(samples (n,) or (n, channels) float32, native rate) via libsndfile; raises sf.SoundFileError."""
     with sf.SoundFile(source) as handle:
         native_rate = handle.samplerate
-        wave = handle.read(frames=_max_frames(cfg, native_rate), dtype="float32", always_2d=False)
+        wave = handle.read(frames=frames_to_read(cfg, native_rate), dtype="float32", always_2d=False)
     return wave, native_rate
 
 
-def _read_audioread(path: str, cfg: FeatureConfig) -> tuple[np.ndarray, int]:
+def read_audioread(path: str, cfg: FeatureConfig) -> tuple[np.ndarray, int]:
     """Fallback through librosa's (deprecated) audioread path; returns (channels, n) or (n,)."""
     import librosa
 
@@ -57,7 +57,7 @@ def _read_audioread(path: str, cfg: FeatureConfig) -> tuple[np.ndarray, int]:
     return (wave.T if wave.ndim == 2 else wave), int(native_rate)
 
 
-def _finish(wave: np.ndarray, native_rate: int, cfg: FeatureConfig, source: str) -> np.ndarray:
+def finish_wave(wave: np.ndarray, native_rate: int, cfg: FeatureConfig, source: str) -> np.ndarray:
     """Validate, downmix and resample decoded samples to the float32 mono wave features use."""
     import librosa
 
@@ -95,10 +95,10 @@ def load_audio(path: PathLike, cfg: FeatureConfig) -> np.ndarray:
         wave, native_rate = _read_soundfile(source, cfg)
     except sf.SoundFileError as sf_exc:
         try:
-            wave, native_rate = _read_audioread(source, cfg)
+            wave, native_rate = read_audioread(source, cfg)
         except Exception as ar_exc:  # audioread raises assorted types (NoBackendError, EOFError, ...)
             raise _undecodable(source, sf_exc, ar_exc) from None
-    return _finish(wave, native_rate, cfg, source)
+    return finish_wave(wave, native_rate, cfg, source)
 
 
 def load_audio_bytes(data: bytes, cfg: FeatureConfig, name: str = "<bytes>") -> np.ndarray:
@@ -119,10 +119,10 @@ def load_audio_bytes(data: bytes, cfg: FeatureConfig, name: str = "<bytes>") -> 
             spilled = Path(tmp) / f"upload{suffix}"
             spilled.write_bytes(bytes(data))
             try:
-                wave, native_rate = _read_audioread(str(spilled), cfg)
+                wave, native_rate = read_audioread(str(spilled), cfg)
             except Exception as ar_exc:
                 raise _undecodable(name, sf_exc, ar_exc) from None
-    return _finish(wave, native_rate, cfg, name)
+    return finish_wave(wave, native_rate, cfg, name)
 
 
 def _undecodable(source: str, sf_exc: Exception, ar_exc: Exception) -> AudioDecodeError:

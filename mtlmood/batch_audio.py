@@ -30,7 +30,7 @@ import numpy as np
 import soundfile as sf
 
 # The steps after reading are load_audio's own (same samples): its private helpers on purpose.
-from mtlmood.audio import _finish, _max_frames, _read_audioread
+from mtlmood.audio import finish_wave, frames_to_read, read_audioread
 from mtlmood.errors import AudioDecodeError
 from mtlmood.storage import filesystem, is_uri
 
@@ -97,20 +97,20 @@ def read_track(location: str, cfg: "FeatureConfig") -> np.ndarray:
         try:
             with sf.SoundFile(handle) as sound:
                 rate = sound.samplerate
-                wave = sound.read(frames=_max_frames(cfg, rate), dtype="float32", always_2d=False)
+                wave = sound.read(frames=frames_to_read(cfg, rate), dtype="float32", always_2d=False)
         except sf.SoundFileError as exc:
             reason = f"libsndfile: {_libsndfile_reason(exc)}"
             if remote:
                 raise AudioDecodeError(location, DECODE_PREFIX + reason) from None
             try:
-                wave, rate = _read_audioread(location, cfg)
+                wave, rate = read_audioread(location, cfg)
             except Exception as fallback:  # audioread raises assorted types (NoBackendError, EOFError, ...)
                 said = f"{type(fallback).__name__}: {fallback}" if str(fallback) else type(fallback).__name__
                 raise AudioDecodeError(location, f"{DECODE_PREFIX}{reason}; audioread: {said}") from None
         except OSError as exc:  # the store failed mid-file (a dropped connection, a deleted object)
             raise AudioDecodeError(location, f"cannot read the file: {exc}".splitlines()[0]) from None
     try:
-        return _finish(wave, rate, cfg, location)
+        return finish_wave(wave, rate, cfg, location)
     except AudioDecodeError as exc:  # no samples, NaN samples: decoded, but not audio we can use
         raise AudioDecodeError(location, DECODE_PREFIX + exc.reason) from None
 
