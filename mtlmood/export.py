@@ -50,6 +50,7 @@ import mtlmood
 from mtlmood.checkpoint import ModelCard, load_checkpoint
 from mtlmood.config import FeatureConfig
 from mtlmood.errors import MtlmoodError
+from mtlmood.fileio import publish
 from mtlmood.model import MoodCNN
 
 if TYPE_CHECKING:
@@ -347,10 +348,7 @@ def export_checkpoint(
             )
         operators = _onnx_operators(tmp) if fmt == "onnx" else []
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(

@@ -35,6 +35,7 @@ import numpy as np
 import mtlmood
 from mtlmood.checkpoint import ModelCard, load_checkpoint
 from mtlmood.export import PathLike, music_like_signal, pytorch_probabilities
+from mtlmood.fileio import publish
 from mtlmood.model import MoodCNN
 
 GOLDEN_DIR = "golden"
@@ -180,14 +181,11 @@ def write_golden(checkpoint: PathLike, directory: PathLike, audio_files: Sequenc
             "triples": [vars(t) for t in triples],
         }
         (staging / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp made it 0700
         old = target.with_name(f".{target.name}.old")
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
-        os.replace(staging, target)
+        publish(staging, target, mode=0o777)
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -58,6 +58,7 @@ from mtlmood.export import (
     pytorch_probabilities,
 )
 from mtlmood.export_waveform_graph import FEATURES_OUTPUT, WAVEFORM_INPUT, waveform_metadata, waveform_model
+from mtlmood.fileio import publish
 from mtlmood.model import MoodCNN
 
 if TYPE_CHECKING:
@@ -239,10 +240,7 @@ def export_waveform(
                 f"{feature_tolerance:.0e}); nothing was written"
             )
         digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it 0600
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return WaveformExportResult(

@@ -11,20 +11,27 @@ from typing import Any, Callable, Type
 import numpy as np
 
 
+def publish(staged: str | os.PathLike[str], path: str | os.PathLike[str], mode: int = 0o666) -> None:
+    """Give a finished temp file (or folder: ``mode=0o777``) the usual umask-based mode and
+    rename it onto ``path``, atomically on POSIX when both are in one directory.
+
+    mkstemp/mkdtemp create 0600/0700 entries; results on shared storage must be readable by
+    the other nodes' users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staged, mode & ~umask)
+    os.replace(staged, path)
+
+
 def _atomic(path: Path, write: Callable[[str], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # The temp file lives in the same directory, so the final rename is atomic on POSIX.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    # mkstemp creates 0600 files; results on shared storage must be readable by the
-    # other nodes' users, so give them the usual umask-based mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
     try:
         write(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
