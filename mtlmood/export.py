@@ -129,13 +129,20 @@ def default_output(checkpoint: PathLike, fmt: str) -> Path:
     return Path(checkpoint) / DEFAULT_NAMES[fmt]
 
 
-def export_metadata(card: ModelCard) -> dict[str, str]:
-    """What an exported file says about itself (ONNX metadata_props, TorchScript extra file)."""
-    f = card.features
+def identity_metadata(card: ModelCard) -> dict[str, str]:
+    """What every exported model says of where it comes from: producer, checkpoint, moods."""
     return {
         "producer": f"mtlmood {mtlmood.__version__}",
         "checkpoint_id": card.checkpoint_id,
         "mood_names": json.dumps(card.mood_names),
+    }
+
+
+def export_metadata(card: ModelCard) -> dict[str, str]:
+    """What an exported file says about itself (ONNX metadata_props, TorchScript extra file)."""
+    f = card.features
+    return {
+        **identity_metadata(card),
         "input": f"{INPUT_NAME}: float32 (batch, {card.model.segment_frames} frames, {f.n_mels} mels), "
         f"log10(1 + {f.log_multiplier:g}·mel) windows",
         "output": f"{OUTPUT_NAME}: float32 (batch, {card.n_moods}), sigmoid per mood; "

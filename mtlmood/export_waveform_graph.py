@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-import mtlmood
 from mtlmood.checkpoint import ModelCard
 from mtlmood.config import FeatureConfig
-from mtlmood.export import INPUT_NAME, OUTPUT_NAME, ExportError
+from mtlmood.export import INPUT_NAME, OUTPUT_NAME, ExportError, identity_metadata
 
 if TYPE_CHECKING:
     import onnx
@@ -184,9 +183,7 @@ def waveform_metadata(card: ModelCard) -> dict[str, str]:
     """What the waveform model says about itself (ONNX metadata_props)."""
     f = card.features
     return {
-        "producer": f"mtlmood {mtlmood.__version__}",
-        "checkpoint_id": card.checkpoint_id,
-        "mood_names": json.dumps(card.mood_names),
+        **identity_metadata(card),
         "input": f"{WAVEFORM_INPUT}: float32 (batch, samples), mono at {f.sample_rate} Hz: the first "
         f"{f.max_seconds:g} s of the decoded file, cut at its native rate, channels averaged, resampled "
         "(see MODEL_CARD.md); the rows of a batch are songs of equal length",
