@@ -13,6 +13,7 @@ import torch
 
 import mtlmood.export as export
 import mtlmood_cli.commands.export as command
+from helpers.audio import shared_clips
 from mtlmood.checkpoint import load_checkpoint
 from mtlmood.export import ExportError, ExportResult, export_checkpoint, pytorch_probabilities
 from mtlmood.model_card import MODEL_CARD_FILE
@@ -30,11 +31,7 @@ def checkpoint(trained_checkpoint: Path) -> Path:
 @pytest.fixture(scope="module")
 def clips(request: pytest.FixtureRequest) -> list[Path]:
     """Two real CC music clips when the shared data is there, else none (the exports are still tested)."""
-    try:
-        folder = request.getfixturevalue("real_audio_dir")
-    except pytest.skip.Exception:
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in {".ogg", ".mp3", ".flac", ".wav"})[:2]
+    return shared_clips(request)[:2]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import pytest
 
 import mtlmood.export_waveform as export_waveform
 import mtlmood_cli.commands.export as command
+from helpers.audio import shared_clips
 from mtlmood.audio import load_audio
 from mtlmood.checkpoint_pointer import write_pointer
 from mtlmood.config import ModelConfig
@@ -37,11 +38,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def clips(request: pytest.FixtureRequest) -> list[Path]:
     """Every real CC clip of the shared data (ogg, mp3, flac, wav), or none when it is absent."""
-    try:
-        folder = request.getfixturevalue("real_audio_dir")
-    except pytest.skip.Exception:
-        return []
-    return sorted(p for p in folder.iterdir() if p.suffix in {".ogg", ".mp3", ".flac", ".wav"})
+    return shared_clips(request)
 
 
 @pytest.fixture(scope="module")
