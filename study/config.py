@@ -211,7 +211,7 @@ class ResourcesConfig:
     # CPUs Ray offers per GPU on a GPU node (node CPUs / node GPUs): N x cpus_per_worker must
     # fit. 0 = unknown, not checked.
     cpus_per_gpu: NonNegativeFloat = 0.0
-    driver_cpus: NonNegativeFloat = 0.1  # the Tune trial driver that only builds and waits on a TorchTrainer
+    driver_cpus: NonNegativeFloat = 0.1  # the Tune trial driver that only builds and waits on a Ray Train trainer
     driver_resource: str = ""  # custom resource that pins drivers to the head node (cluster)
     max_concurrent_trials: NonNegativeInt = 0  # 0 = derive from the cluster's resources
 

@@ -1,9 +1,9 @@
-"""One study trial: a Tune driver function that trains one or more runs in a Ray Train TorchTrainer.
+"""One study trial: a Tune driver function that trains one or more runs on Ray Train.
 
-Train V2 way (Ray >= 2.51): the Tune trainable is a *driver* that builds and fits a
-TorchTrainer; ``TuneReportCallback`` forwards rank 0's ``ray.train.report`` metrics to
-Tune. The per-worker loop wraps ``mtlmood.train.fit``; no copy of the training loop
-lives here.
+Train V2 way (Ray >= 2.51): the Tune trainable is a *driver* that builds and fits a Ray
+Train trainer (a DataParallelTrainer for one worker, a TorchTrainer for several);
+``TuneReportCallback`` forwards rank 0's ``ray.train.report`` metrics to Tune. The
+per-worker loop wraps ``mtlmood.train.fit``; no copy of the training loop lives here.
 
 A trial is one **job**: a cell, an arm (an alpha, or the learned weight) and one or more
 seeds. A search trial trains one seed; a curve trial may train several seeds of the same
@@ -136,6 +136,8 @@ def worker_device() -> tuple[Any, float]:
             "Ray gave this worker %g GPU but torch sees no CUDA device: training on the CPU", gpus
         )
         device = torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # what TorchTrainer's setup does; a one-worker trial has none
     return device, gpus
 
 
@@ -264,7 +266,7 @@ def search_job(
 def make_trial_driver(
     study_dict: dict[str, Any], cells: dict[str, dict[str, Any]], phase: str, label: Optional[str] = None
 ):
-    """The Tune trainable of one phase: turn the trial's job into runs, then fit a TorchTrainer.
+    """The Tune trainable of one phase: turn the trial's job into runs, then fit its Ray Train trainer.
 
     ``label`` (default: the phase) names the trial's Train run and log: the Tune experiment,
     e.g. "curve-ext1", so that trials of two experiments of one phase never share a Train run."""
@@ -273,7 +275,7 @@ def make_trial_driver(
     def trial_driver(config: dict[str, Any]) -> None:
         import ray.train
         import ray.tune
-        from ray.train.torch import TorchConfig, TorchTrainer
+        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from study.config import StudyConfig, join_storage
@@ -293,17 +295,24 @@ def make_trial_driver(
         worker_resources = {"CPU": res.cpus_per_worker}
         if use_gpu:
             worker_resources["GPU"] = worker_gpus(res)  # 1/N of a GPU with resources.trials_per_gpu N
-        trainer = TorchTrainer(
+        trainer_class: Any = DataParallelTrainer
+        if res.num_workers > 1:
+            from ray.train.torch import TorchTrainer
+
+            trainer_class = TorchTrainer
+        # One worker needs no process group (mtlmood.train runs without DDP when none exists), so
+        # a one-worker trial is a plain DataParallelTrainer: its Train controller then never imports
+        # torch (TorchTrainer's config does), ~1.9 CPU-s and ~1.5 s of every trial's start-up
+        # (measured 2026-12-06, 2 cores); and no NCCL, which CPU builds of torch lack, where a
+        # Ray "GPU" without CUDA (a test's logical GPU) would have failed to start. Several
+        # workers train under TorchTrainer's process group (NCCL on GPUs, gloo on CPUs).
+        trainer = trainer_class(
             train_worker_loop,
             train_loop_config={
                 "runs": runs,
                 "log_file": join_storage(study.run_dir, "logs", f"{name}-{trial_id}.log"),
                 "bank_budget": device_bank_budget(study) if use_gpu else None,
             },
-            # One worker needs no collectives (mtlmood.train skips DDP at world size 1), and gloo
-            # exists in every torch build: NCCL, Ray's choice for GPU workers, is missing from CPU
-            # builds, where a Ray "GPU" without CUDA (a test's logical GPU) would fail to start.
-            torch_config=TorchConfig(backend="gloo") if res.num_workers == 1 else None,
             scaling_config=ray.train.ScalingConfig(
                 num_workers=res.num_workers, use_gpu=use_gpu, resources_per_worker=worker_resources
             ),
@@ -331,7 +340,7 @@ def _use_gpu(setting: str) -> bool:
 
 
 def driver_resources(study: Any) -> dict[str, float]:
-    """Resources of the trial driver itself (tiny: it only waits on its TorchTrainer)."""
+    """Resources of the trial driver itself (tiny: it only waits on its Ray Train trainer)."""
     resources: dict[str, float] = {"cpu": study.resources.driver_cpus}
     if study.resources.driver_resource:
         resources[study.resources.driver_resource] = 0.01

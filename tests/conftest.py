@@ -12,10 +12,17 @@ from typing import Iterator
 
 import pytest
 
+from helpers import shared_ray
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MTLMOOD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # local test clusters need no token
+# Two Ray Train helpers no test uses, ~1.2 CPU-s a trial together (4-trial study: 78.6 -> 73.8
+# CPU-s, 2026-12-06): the watcher of node drains (an actor per trial; no test drains a node,
+# the node-loss tests kill one) and Train's Prometheus metrics. Studies outside the tests keep both.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
 
 
 def _require(path: Path) -> Path:
@@ -72,6 +79,7 @@ RAY_STARTS = (
     '"--ray"',
     "RayCluster",
     "LocalCluster(",
+    "shared_ray.shared(",
 )
 
 
@@ -91,14 +99,31 @@ def _starts_ray(item: pytest.Item) -> bool:
     return any(start in source for source in sources for start in RAY_STARTS)
 
 
+RAY_MODULES: set[str] = set()  # modules with a test that starts Ray (filled at collection)
+
+
+def _shared_kind(item: pytest.Item) -> str | None:
+    module = getattr(item, "module", None)
+    return getattr(module, shared_ray.KIND_ATTRIBUTE, None) if module is not None else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that starts Ray (see RAY_STARTS) with ``ray``, and the statistical
-    simulations (files ``test_*_simulation.py``: hundreds of simulated studies each) ``slow``."""
+    simulations (files ``test_*_simulation.py``: hundreds of simulated studies each) ``slow``.
+
+    Then run the modules that share one kind of Ray (helpers.shared_ray) one after another,
+    where the first of them fell in pytest-randomly's order: a stable sort, so the random
+    order still holds within the group and between everything else."""
     for item in items:
         if _starts_ray(item):
             item.add_marker(pytest.mark.ray)
+            RAY_MODULES.add(item.path.as_posix())
         if item.path.name.endswith("_simulation.py"):
             item.add_marker(pytest.mark.slow)
+    first: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first.setdefault(_shared_kind(item) or item.path.as_posix(), index)
+    items.sort(key=lambda item: first[_shared_kind(item) or item.path.as_posix()])
 
 
 def _ray_sessions_of_this_process() -> set[str]:
@@ -123,11 +148,21 @@ def _ray_guard(request: pytest.FixtureRequest) -> Iterator[None]:
         )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _shared_ray_stops_at_the_end() -> Iterator[None]:
+    yield
+    shared_ray.release()
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _ray_environment_of_the_module() -> Iterator[None]:
-    """Each module's Ray is its own: what a study's Ray session put in this process's environment
-    (its dashboard's address) is taken back when the module ends, so that a later module's Ray
-    does not inherit the address of a dashboard that no longer runs."""
+def _ray_environment_of_the_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each module's Ray is its own, or the shared one of its kind (helpers.shared_ray): a module
+    that starts a Ray of its own first stops a shared one left running by the module before it.
+    What a study's Ray session put in this process's environment (its dashboard's address) is
+    taken back when the module ends, so that a later module's Ray does not inherit the address
+    of a dashboard that no longer runs."""
+    if request.path.as_posix() in RAY_MODULES and getattr(request.module, shared_ray.KIND_ATTRIBUTE, None) is None:
+        shared_ray.release()
     saved = {name: os.environ.get(name) for name in ("RAY_API_SERVER_ADDRESS",)}
     yield
     for name, value in saved.items():

@@ -40,8 +40,9 @@ def one_router(max_ongoing_requests: int = 0) -> Any:
     return RouterSettings(min_replicas=1, max_replicas=1)
 
 
-def small_app_config(checkpoint: Path, topology: str) -> Any:
-    """A one-replica app on 0.1 + 0.1 CPU: fits beside the shared apps in the test's 2 CPUs."""
+def small_app_config(checkpoint: Path, topology: str, cpus: float = 0.1) -> Any:
+    """A one-replica app on ``cpus`` + ``cpus`` CPU (0.1 by default): fits beside the shared apps
+    in the test's 2 CPUs."""
     from serve.config import BatchingConfig, IngressSettings, ModelSettings, ServeConfig
 
     return ServeConfig(
@@ -52,8 +53,8 @@ def small_app_config(checkpoint: Path, topology: str) -> Any:
         model_timeout_s=20.0,
         topology=topology,
         batching=BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
-        ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=0.1),
-        model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=0.1, num_gpus=0),
+        ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=cpus),
+        model=ModelSettings(min_replicas=1, max_replicas=1, num_cpus=cpus, num_gpus=0),
     )
 
 
@@ -79,8 +80,9 @@ def deploy_shared_apps(checkpoints: dict[str, Path], port: int) -> dict[str, str
     from serve.app import build_app
     from serve.config import BatchingConfig, IngressSettings, ModelSettings, ServeConfig
 
-    # Fractional CPUs: the three apps (5 replicas, 1.7 CPUs; routers take none) plus the one
-    # app a test deploys for itself (0.2 CPUs: the CLI and replica-kill tests) fit in 2 CPUs.
+    # Fractional CPUs: the three apps (5 replicas, 1.7 CPUs; routers take none) plus the apps a
+    # test deploys for itself (0.2 CPUs: the CLI test; 3 x 0.1 at most: the replica-kill test)
+    # fit in 2 CPUs.
     main = ServeConfig(
         router=one_router(),
         checkpoint=str(checkpoints["small"]),

@@ -1,20 +1,23 @@
-"""Fixtures of the Serve endpoint tests. Module-scoped: a module that asks for ``server``
-starts one Ray + Serve with the shared apps (helpers.serve_apps) for all its tests, and
-stops it when its last test is done, so no module depends on another's Ray."""
+"""Fixtures of the Serve endpoint tests. A module that asks for ``server`` declares
+``SHARED_RAY = "serve"`` and gets the one Ray + Serve with the shared apps (helpers.serve_apps)
+of all such modules (helpers.shared_ray: they run one after another; a Ray + Serve with its
+apps costs ~25 s to start). Apps a test adds or breaks are its own and removed again, so no
+module depends on what another did."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
+from helpers import shared_ray
 from helpers.serve_apps import deploy_shared_apps, serve_checkpoints
 from helpers.serve_http import free_port
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The ``small`` (8 filters) and ``wide`` (128) untrained checkpoints the shared apps serve."""
     return serve_checkpoints(tmp_path_factory.mktemp("serve-ckpt"))
@@ -29,19 +32,20 @@ def predictor(checkpoints: dict[str, Path]) -> Any:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoints: dict[str, Path]) -> Iterator[dict[str, str]]:
-    """Base URLs of the `main`, `one` and `tight` apps on a Ray (2 CPUs) of this module's own."""
-    ray = pytest.importorskip("ray")
-    from ray import serve
+def server(checkpoints: dict[str, Path]) -> dict[str, str]:
+    """Base URLs of the `main`, `one` and `tight` apps on the shared Ray (2 CPUs) + Serve."""
+    pytest.importorskip("ray")
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
-    try:
+    def start() -> dict[str, str]:
+        import ray
+        from ray import serve
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        port = free_port()
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024 * 1024, log_to_driver=False)
+        # Stopped by helpers.shared_ray with ray.shutdown(), which ends Serve's actors with the
+        # cluster: no graceful drain of replicas first (serve.shutdown() cost 3-7 s).
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        yield deploy_shared_apps(checkpoints, port)
-    finally:
-        # Ray's shutdown ends the whole local cluster, Serve's actors with it: no graceful drain of
-        # replicas first (serve.shutdown() cost 3-7 s per module). Ray 2.60 drops a Serve client
-        # cached from an earlier driver session by itself.
-        ray.shutdown()
+        return deploy_shared_apps(checkpoints, port)
+
+    return shared_ray.shared("serve", start)

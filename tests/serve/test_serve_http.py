@@ -3,8 +3,8 @@
 topologies; short audio, silence and top_k; health, model card and docs; bad input gets 4xx
 JSON; the body limit counts actual bytes; API keys (an app of its own with ``auth`` on).
 
-One Ray + Serve per module with the shared apps ``main``, ``one`` and ``tight``
-(helpers/serve_apps.py, fixtures in conftest.py); no test relies on what another left
+One Ray + Serve, shared with test_serve_load.py, with the shared apps ``main``, ``one`` and
+``tight`` (helpers/serve_apps.py, fixtures in conftest.py); no test relies on what another left
 behind, so they pass in any order. Every HTTP call has a timeout, so a broken server fails
 the test instead of hanging it; nothing asserts on wall-clock time.
 """
@@ -26,6 +26,8 @@ from helpers.serve_apps import MAIN_BODY_LIMIT, MOODS, own_app, small_app_config
 from helpers.serve_http import TIMEOUT, assert_error, assert_matches, scored_counts
 
 requests = pytest.importorskip("requests")
+
+SHARED_RAY = "serve"  # the shared Ray + Serve of the modules using `server` (conftest.py)
 
 
 @pytest.mark.parametrize("app", ["main", "one"])

@@ -2,18 +2,19 @@
 (batched, never mixed up), overload beyond the queue gets 503 JSON, `mtlmood serve` serves
 until Ctrl-C, and a replica SIGKILLed under load costs only clean answers.
 
-One Ray + Serve per module with the shared apps ``main``, ``one`` and ``tight``
-(helpers/serve_apps.py, fixtures in conftest.py). A test that breaks an app (the
-replica-kill tests) or adds one (the CLI test) deploys its own and removes it, so they pass
-in any order. The default layout (two ingress replicas on 2 CPUs) losing a replica under load
-is in test_serve_default_layout.py. Every HTTP call has a timeout and every loop a bound;
-nothing asserts on wall-clock time.
+One Ray + Serve, shared with test_serve_http.py, with the shared apps ``main``, ``one`` and
+``tight`` (helpers/serve_apps.py, fixtures in conftest.py). A test that breaks an app (the
+replica-kill test: one app per topology, killed at once) or adds one (the CLI test) deploys
+its own and removes it, so they pass in any order. The default layout (two ingress replicas
+on 2 CPUs) losing a replica under load is in test_serve_default_layout.py. Every HTTP call
+has a timeout and every loop a bound; nothing asserts on wall-clock time.
 """
 
 from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ from helpers.serve_apps import own_app, small_app_config
 from helpers.serve_http import TIMEOUT, assert_matches, scored_counts
 
 requests = pytest.importorskip("requests")
+
+SHARED_RAY = "serve"  # the shared Ray + Serve of the modules using `server` (conftest.py)
 
 
 @pytest.mark.parametrize("app", ["main", "one"])
@@ -133,27 +136,42 @@ def test_cli_serves_until_interrupted(
 # ----------------------------------------------------------------------- failures
 
 
-@pytest.mark.parametrize(
-    "topology, deployment",
-    [("split", "MoodModel"), ("split", "MoodIngress"), ("combined", "MoodIngress")],
-)
+# Each topology's kill on an app of its own; the three run at once (apart, each waited ~25 s on
+# Serve starting a new replica, at half a core's use: 78 s of the suite, 2026-12-06).
+KILLS = [("split", "MoodModel"), ("split", "MoodIngress"), ("combined", "MoodIngress")]
+
+
 def test_killed_replica_costs_503_json_and_is_replaced(
-    server: dict[str, str], checkpoints: dict[str, Path], predictor, topology: str, deployment: str
+    server: dict[str, str], checkpoints: dict[str, Path], predictor
 ) -> None:
     """SIGKILL of the only replica of a deployment under load, in each topology: the requests it
     held, and those sent before Serve replaced it, get 503 JSON with Retry-After (the replica in
     front answers for it); none gets another 5xx or hangs; afterwards every answer is 200 and
-    correct. On an app of its own. (Two replicas, the default, in test_serve_default_layout.py.)"""
+    correct. (Two replicas, the default, in test_serve_default_layout.py.)"""
     clip = tone(4.0, seed=4)
     expected = predictor.predict_bytes(clip).probabilities
-    name = f"kill{topology}{deployment.lower()}"
-    with own_app(server, name, small_app_config(checkpoints["small"], topology)) as base:
-        run = kill_under_load(f"{base}/predict", name, deployment, clip, clients=6, ok_before_kill=6, settle_s=3.0)
-        for outcome in run.outcomes:
-            body = assert_clean_answer(outcome)
-            if body is not None:
-                assert_matches(body, expected)
-        assert run.statuses().get(200, 0) >= 6, run.statuses()
-        after = [o for o in run.outcomes if o.started > run.replaced_at + 1.0]
-        assert after and all(o.status == 200 for o in after), [(o.status, o.text[:200]) for o in after]
-        assert requests.get(f"{base}/healthz?deep=true", timeout=TIMEOUT).status_code == 200
+    with ExitStack() as stack:
+        bases = {}
+        for topology, deployment in KILLS:
+            name = f"kill{topology}{deployment.lower()}"
+            # 0.05 CPU per replica: the three apps fit beside the shared ones in 2 CPUs.
+            config = small_app_config(checkpoints["small"], topology, cpus=0.05)
+            bases[(topology, deployment)] = (name, stack.enter_context(own_app(server, name, config)))
+        with ThreadPoolExecutor(max_workers=len(KILLS)) as pool:
+            futures = {
+                kill: pool.submit(
+                    kill_under_load, f"{base}/predict", name, kill[1], clip, clients=6, ok_before_kill=6, settle_s=3.0
+                )
+                for kill, (name, base) in bases.items()
+            }
+            runs = {kill: future.result(timeout=600) for kill, future in futures.items()}
+        for kill, run in runs.items():
+            for outcome in run.outcomes:
+                body = assert_clean_answer(outcome)
+                if body is not None:
+                    assert_matches(body, expected)
+            assert run.statuses().get(200, 0) >= 6, (kill, run.statuses())
+            after = [o for o in run.outcomes if o.started > run.replaced_at + 1.0]
+            assert after and all(o.status == 200 for o in after), (kill, [(o.status, o.text[:200]) for o in after])
+            base = bases[kill][1]
+            assert requests.get(f"{base}/healthz?deep=true", timeout=TIMEOUT).status_code == 200, kill

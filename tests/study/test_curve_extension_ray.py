@@ -16,14 +16,15 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from helpers import shared_ray  # noqa: E402
 from helpers.study_data import make_study_data, prepare_study_features, small_overrides  # noqa: E402
 from study.cells import study_cells  # noqa: E402
 from study.config import load_study_config  # noqa: E402
-from study.ray_session import init_ray  # noqa: E402
 from study.results import trial_table  # noqa: E402
 from study.runner import run_curve  # noqa: E402
 
 pytestmark = pytest.mark.slow
+SHARED_RAY = "study"  # the Ray of the study modules before and after it (helpers.shared_ray)
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +43,8 @@ def study(tmp_path_factory: pytest.TempPathFactory):
         ],
     )
     prepare_study_features(config)
-    init_ray(None, num_cpus=2)
-    yield config
-    ray.shutdown()
+    shared_ray.shared(SHARED_RAY, shared_ray.start_study_ray)
+    return config
 
 
 def _result_times(run_dir: Path) -> dict[str, int]:

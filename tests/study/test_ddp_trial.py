@@ -2,8 +2,8 @@
 the DDP invariant underneath it (every rank ends with the same model and the same losses).
 
 On 2 CPU cores a 2-worker trial fits with fractional CPUs: 2 x 0.9 for the workers
-(gloo on CPU) + 0.1 for the Tune trial driver. Ray starts once for the module, with
-the dashboard on (Train V2 needs it to free trial resources; see RAY_NOTES).
+(gloo on CPU) + 0.1 for the Tune trial driver. The module runs on the study modules' shared
+Ray (helpers.shared_ray), dashboard on (Train V2 needs it to free trial resources; see RAY_NOTES).
 That ranks draw disjoint slices of the global batch sequence is tested in
 tests/mtlmood/test_sampler.py (test_distributed_ranks_get_disjoint_slices_of_the_global_sequence).
 """
@@ -23,15 +23,16 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from helpers import shared_ray  # noqa: E402
 from helpers.study_data import NEUTRAL_STUDY, make_study_data, prepare_study_features  # noqa: E402
 from mtlmood.coerce import from_dict, to_dict  # noqa: E402
 from mtlmood.config import RunConfig  # noqa: E402
 from study.cells import study_cells  # noqa: E402
 from study.config import StudyConfig, load_study_config, trial_run_config  # noqa: E402
-from study.ray_session import init_ray  # noqa: E402
 from study.runner import run_search  # noqa: E402
 
 pytestmark = pytest.mark.slow
+SHARED_RAY = "study"  # the Ray of the study modules before and after it (helpers.shared_ray)
 EPOCHS = 3
 
 
@@ -69,9 +70,8 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     make_study_data(data_dir, seed=5)
     study = load_study_config("synthetic", _overrides(data_dir, root / "studies", "probe", 1))
     prepare_study_features(study)
-    init_ray(None, num_cpus=2)
-    yield {"root": root, "data": data_dir, "storage": root / "studies"}
-    ray.shutdown()
+    shared_ray.shared(SHARED_RAY, shared_ray.start_study_ray)
+    return {"root": root, "data": data_dir, "storage": root / "studies"}
 
 
 def _epoch_reports(study: StudyConfig) -> list[dict[str, Any]]:

@@ -19,13 +19,14 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from helpers import shared_ray  # noqa: E402
 from helpers.study_data import prepare_study_features, study_run_command  # noqa: E402
 from mtlmood.synth import synthesize  # noqa: E402
 from mtlmood.synth.worlds import world_config  # noqa: E402
 from study.config import load_study_config  # noqa: E402
-from study.ray_session import init_ray  # noqa: E402
 
 pytestmark = pytest.mark.slow
+SHARED_RAY = "study"  # the Ray of the study modules before and after it (helpers.shared_ray)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -59,9 +60,8 @@ def null_world(tmp_path_factory: pytest.TempPathFactory):
     synthesize(data_dir, world_config("null", n_songs=600, difficulty=0.3, label_noise=0.0), workers=2)
     study = load_study_config("synthetic", _overrides(data_dir, root / "studies"))
     prepare_study_features(study)
-    init_ray(None, num_cpus=2)
-    yield root, data_dir
-    ray.shutdown()
+    shared_ray.shared(SHARED_RAY, shared_ray.start_study_ray)
+    return root, data_dir
 
 
 def test_the_null_world_gives_no_significant_primary_verdict(null_world) -> None:

@@ -17,6 +17,7 @@ import soundfile as sf
 
 ray = pytest.importorskip("ray")
 
+from helpers import shared_ray  # noqa: E402
 from mtlmood.cache import FeatureCache  # noqa: E402
 from mtlmood.config import FeatureConfig  # noqa: E402
 from mtlmood.datasets.base import SongRecord  # noqa: E402
@@ -29,6 +30,7 @@ from mtlmood_cli.main import main  # noqa: E402
 from study.prepare_ray import CRASHED, RayTaskRunner, compute_batch, not_shared_error  # noqa: E402
 
 pytestmark = pytest.mark.slow
+SHARED_RAY = "study"  # the Ray of the study modules before and after it (helpers.shared_ray)
 CFG = FeatureConfig()
 # The same setting as tests/conftest.py; the real-clip part of the dataset is skipped without it.
 SHARED_DATA = Path(os.environ.get("MTLMOOD_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
@@ -37,13 +39,12 @@ AUDIO_SUFFIXES = (".ogg", ".mp3", ".flac", ".wav")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def local_ray():
+def local_ray() -> None:
+    """The study modules' shared Ray (helpers.shared_ray)."""
     # The crash helper below lives in this test module, which Ray's workers cannot import:
     # ship it by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 * 1024 * 1024)
-    yield
-    ray.shutdown()
+    shared_ray.shared(SHARED_RAY, shared_ray.start_study_ray)
 
 
 def _tones(folder: Path, n: int, seconds: float = 1.5) -> list[SongRecord]:

@@ -2,8 +2,8 @@
 resumes from its checkpoint, and a deterministic failure stops the study at once. (The whole
 study as a user runs it, killed and resumed, is test_study_s3.py.)
 
-Ray starts once for the module (dashboard on: Train V2 frees the resources of trials
-that ASHA stops through the State API, which needs it).
+The module runs on the study modules' shared Ray (helpers.shared_ray: dashboard on, as Train
+V2 frees the resources of trials that ASHA stops through the State API, which needs it).
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from helpers import shared_ray  # noqa: E402
 from helpers.study_data import make_study_data, prepare_study_features, small_overrides, study_run_command  # noqa: E402
 from study.config import load_study_config  # noqa: E402
-from study.ray_session import init_ray  # noqa: E402
 from study.runner import run_study  # noqa: E402
 
 pytestmark = pytest.mark.slow
+SHARED_RAY = "study"  # the Ray of the study modules before and after it (helpers.shared_ray)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -36,16 +37,17 @@ def env(tmp_path_factory: pytest.TempPathFactory):
     make_study_data(data_dir, seed=3)
     study = load_study_config("synthetic", small_overrides(data_dir, root / "studies", "probe"))
     prepare_study_features(study)
-    init_ray(None, num_cpus=2)
-    yield {"root": root, "data": data_dir, "storage": root / "studies"}
-    ray.shutdown()
+    shared_ray.shared(SHARED_RAY, shared_ray.start_study_ray)
+    return {"root": root, "data": data_dir, "storage": root / "studies"}
 
 
 def test_a_deterministic_failure_stops_the_study_at_once_with_one_line(env, tmp_path) -> None:
     """Features never prepared: every trial would fail the same way, so none is retried; the
     study stops with one line naming the cause and the trial, the traceback in its log."""
     data = make_study_data(tmp_path / "unprepared", seed=4)
-    overrides = small_overrides(data, tmp_path / "studies", "no-features")
+    # One trial at a time: the first one's failure must stop the study before the others start
+    # (two at once cost a second trial's ~20 CPU-seconds of Ray Train start-up for nothing).
+    overrides = small_overrides(data, tmp_path / "studies", "no-features") + ["resources.max_concurrent_trials=1"]
     started = time.monotonic()
     done = subprocess.run(
         study_run_command(overrides),
@@ -60,7 +62,7 @@ def test_a_deterministic_failure_stops_the_study_at_once_with_one_line(env, tmp_
     assert "Traceback" not in done.stderr
     assert time.monotonic() - started < 120
     logs = list((tmp_path / "studies" / "no-features" / "logs").glob("*.log"))
-    assert logs and "Traceback" in logs[0].read_text()
+    assert len(logs) == 1 and "Traceback" in logs[0].read_text()  # the trials after the first never started
 
 
 def test_killed_training_worker_resumes_from_its_checkpoint(env) -> None:
