@@ -17,7 +17,7 @@ The rule (``judge``), comparing the first and the last window after the warm-up:
 memory: each process's median RSS in the last window must be within +10 % of the first
 (a process that disappears or appears, i.e. a replica that died or was added, fails too);
 latency: p99 of the last window must be within +25 % of the first (only growth counts), or
-the two windows' distribution-free 95 % intervals of the p99 must overlap;
+the two windows' 95 % intervals of the p99 must overlap;
 errors: at most 1 % of the measured requests.
 
 Other load on the machine can break the last two, and the first through a backlog (requests
@@ -30,8 +30,9 @@ explains: a p99 drift; errors or memory growth while the requests in flight grew
 the last window > 2 x first + 2). Memory growth without a backlog, or a replica that died,
 fails whatever the load.
 
-Each window's p99 comes with a distribution-free 95 % interval (binomial order statistics):
-how far two windows can differ by sampling alone (bursts of other load widen it further).
+Each window's p99 comes with a 95 % interval from a bootstrap of 5 s blocks of requests
+(benchmarks/load/tail_interval.py): slow requests come in bursts (one stall delays every
+request in flight), and an interval that took them for independent ones was too narrow.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from benchmarks.load.replicas import rss_bytes
+from benchmarks.load.tail_interval import block_quantile_ci
 
 Clip = tuple[str, bytes, str]  # (name, audio bytes, Content-Type)
 TIMEOUT_S = 60.0  # per request
@@ -248,17 +250,6 @@ def run_soak(
 # ------------------------------------------------------------------- windows, rule
 
 
-def _quantile_ci(sorted_ms: np.ndarray, q: float, level: float = 0.95) -> tuple[float, float]:
-    """Distribution-free interval for the q-quantile: the order statistics whose ranks a
-    Binomial(n, q) count falls between with probability ``level``."""
-    from scipy.stats import binom
-
-    n = len(sorted_ms)
-    lo = int(binom.ppf((1 - level) / 2, n, q))
-    hi = int(binom.ppf(1 - (1 - level) / 2, n, q)) + 1
-    return float(sorted_ms[max(lo, 1) - 1]), float(sorted_ms[min(hi, n) - 1])
-
-
 def summarise(run: SoakRun, window_s: float, warmup_s: float) -> list[Window]:
     """The warm-up (``[0, warmup_s)``, one window) and then windows of ``window_s`` seconds (by
     due time; the last may be shorter): requests, errors (anything but 200), p50/p99 of the
@@ -269,7 +260,8 @@ def summarise(run: SoakRun, window_s: float, warmup_s: float) -> list[Window]:
     windows = []
     for index, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
         sent = [s for s in run.sent if lo <= s.due_s < hi]
-        ok = np.sort([s.latency_s * 1000 for s in sent if s.status == 200])
+        answered = [s for s in sent if s.status == 200]
+        ok = np.sort([s.latency_s * 1000 for s in answered])
         samples = [s for s in run.samples if lo <= s.at_s <= hi]
         labels = sorted({label for s in samples for label in s.rss})
         rss = {label: float(np.median([s.rss[label] for s in samples if label in s.rss])) / 2**20 for label in labels}
@@ -287,7 +279,9 @@ def summarise(run: SoakRun, window_s: float, warmup_s: float) -> list[Window]:
                 errors=sum(s.status != 200 for s in sent),
                 p50_ms=float(np.percentile(ok, 50)) if len(ok) else float("nan"),
                 p99_ms=float(np.percentile(ok, 99)) if len(ok) else float("nan"),
-                p99_ci_ms=_quantile_ci(ok, 0.99) if len(ok) else (float("nan"), float("nan")),
+                p99_ci_ms=block_quantile_ci(
+                    np.array([s.latency_s * 1000 for s in answered]), np.array([s.due_s for s in answered])
+                ),
                 rss_mb=rss,
                 other_cpu_cores=other,
                 in_flight=float(np.median([s.in_flight for s in samples])) if samples else 0.0,
