@@ -115,8 +115,9 @@ def markdown(result: dict, info: dict, args: argparse.Namespace) -> list[str]:
         f"warm-up + {args.duration:.0f} s, windows of {args.window:.0f} s; {result['late_starts']} requests "
         "started late (every client thread busy).",
         "",
-        "Latency counts from each request's due time; p50/p99 of the 200s, with the p99's distribution-free "
-        "95 % interval. RSS: median of 2 s samples per process, summed per deployment. Other CPU: cores "
+        "Latency counts from each request's due time; p50/p99 of the 200s, with the p99's 95 % interval "
+        "(a bootstrap of 5 s blocks of requests; until 2026-12-06 binomial order statistics). RSS: "
+        "median of 2 s samples per process, summed per deployment. Other CPU: cores "
         "used by processes outside this benchmark's Ray.",
         "",
         result["table"],

@@ -67,11 +67,13 @@ def kill_under_load(
     settle_s: float = 3.0,
     max_requests_per_client: int = 200,
     replace_timeout_s: float = 120.0,
+    answers_after: int = 3,
 ) -> KillRun:
     """``clients`` threads post ``clip`` to ``url`` in a closed loop. Once ``ok_before_kill`` answers
     were 200, one running replica of ``deployment`` (app ``app``) gets SIGKILL. The load goes on
     until Serve runs as many replicas as before without the killed one, then ``settle_s`` more
-    seconds. Bounded: every request has a timeout, every client a request cap, the wait a deadline."""
+    seconds and until ``answers_after`` requests sent a second after that have their answers.
+    Bounded: every request has a timeout, every client a request cap, the waits a deadline."""
     from benchmarks.load.replicas import running_replicas
 
     before = running_replicas(app, deployment)
@@ -111,6 +113,15 @@ def kill_under_load(
                 f"{app}/{deployment} was not back to {len(before)} replicas in {replace_timeout_s} s"
             )
             time.sleep(settle_s)
+            # Then until a few requests sent a second after the replacement have their answers: on
+            # a loaded machine (three kills at once) the first ones can take longer than settle_s.
+            deadline = time.monotonic() + replace_timeout_s
+            while time.monotonic() < deadline:
+                with lock:
+                    answered = sum(o.started > run.replaced_at + 1.0 for o in run.outcomes)
+                if answered >= answers_after:
+                    break
+                time.sleep(0.25)
         finally:
             stop.set()
             for future in futures:
