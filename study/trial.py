@@ -141,6 +141,24 @@ def worker_device() -> tuple[Any, float]:
     return device, gpus
 
 
+def _final_report(last: dict[str, Any], runs: int) -> dict[str, Any]:
+    """The trial's last report: the numbers of its last run's record, ``final`` and the run count."""
+    final: dict[str, Any] = {k: v for k, v in last.items() if isinstance(v, (int, float, bool))}
+    final.update({"final": True, "runs": runs})
+    return final
+
+
+def _finished_report(runs: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The final report of a job whose runs all wrote their result.json, else None."""
+    last: dict[str, Any] = {}
+    for run in runs:
+        result_file = storage.join(str(run["out_dir"]), RESULT_FILE)
+        if not storage.exists(result_file):
+            return None
+        last = json.loads(storage.read_text(result_file))
+    return _final_report(last, len(runs)) if runs else None
+
+
 def train_worker_loop(loop_config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: each run of the job in turn, resuming where a checkpoint left off."""
     import ray.train
@@ -213,9 +231,7 @@ def train_worker_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             _write_run_outputs(out_dir, fit_result, record)
         last = record
-    final = {k: v for k, v in last.items() if isinstance(v, (int, float, bool))}
-    final.update({"final": True, "runs": len(loop_config["runs"])})
-    ray.train.report(final, checkpoint=None)
+    ray.train.report(_final_report(last, len(loop_config["runs"])), checkpoint=None)
 
 
 def job_runs(study: Any, job: dict[str, Any], cell: dict[str, Any], phase: str, trial_id: str) -> list[dict[str, Any]]:
@@ -290,6 +306,14 @@ def make_trial_driver(
         else:
             job = dict(config["job"])
         runs = job_runs(study, job, cells[job["cell"]], phase, trial_id)
+        finished = _finished_report(runs) if phase != "search" else None
+        if finished is not None:
+            # Every run of this curve job finished before a restart (the round was not yet
+            # recorded): report what the last one wrote, as its worker did, without paying Ray
+            # Train's ~9 s start-up per job. (Search trials go through Tune's scheduler, which
+            # expects their epochs: a restored search trial always resumes on Ray Train.)
+            ray.tune.report(finished)
+            return
         res = study.resources
         use_gpu = _use_gpu(res.use_gpu)
         worker_resources = {"CPU": res.cpus_per_worker}

@@ -1,7 +1,9 @@
 """The curve's extension round on a local Ray: a 2-point grid (x1/3, x1) is never bracketed, so
 one extension round (x1/9 or x3) trains over the same seeds; its rows join the curve table
 as ordinary grid arms (curve_round 1), curve_extensions.json says where alpha* stands, and a
-study killed before the extension round was recorded resumes without retraining anything.
+study killed before the extension round was recorded resumes without retraining anything,
+even when Tune had not recorded the round's trial (its job then reports its finished runs
+without starting Ray Train).
 
 Calls run_curve itself (no search, no report): the orchestration is what is under test.
 """
@@ -9,6 +11,7 @@ Calls run_curve itself (no search, no report): the orchestration is what is unde
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -88,3 +91,16 @@ def test_one_extension_round_joins_the_curve_and_resumes(study) -> None:
     keys = ["cell", "arm", "seed", "curve_round", "val_pr_auc"]
     pd.testing.assert_frame_equal(again[keys], table[keys])
     assert json.loads((run_dir / "curve_extensions.json").read_text()) == summary
+
+    # Killed before Tune recorded the extension trial at all (its experiment state gone too): the
+    # round starts afresh, and its trial finds every run finished and reports them without
+    # starting Ray Train (no new Train run folder).
+    train_runs = sorted(p.name for p in (run_dir / "train").iterdir())
+    for name in ("curve/phase_done.json", "curve/trials.parquet", "curve_extensions.json"):
+        (run_dir / name).unlink()
+    shutil.rmtree(run_dir / "curve-ext1")
+    fresh = run_curve(study, trial_table([]), cells)
+    assert _result_times(run_dir) == before
+    assert sorted(p.name for p in (run_dir / "train").iterdir()) == train_runs
+    pd.testing.assert_frame_equal(fresh[keys], table[keys])
+    assert (fresh["status"] == "TERMINATED").all()
