@@ -13,6 +13,7 @@ from typing import Iterator
 import pytest
 
 from helpers import shared_ray
+from study.ray_session import API_SERVER_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MTLMOOD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -102,9 +103,11 @@ def _starts_ray(item: pytest.Item) -> bool:
 RAY_MODULES: set[str] = set()  # modules with a test that starts Ray (filled at collection)
 
 
-def _shared_kind(item: pytest.Item) -> str | None:
+def _run_group(item: pytest.Item) -> str:
+    """The shared kind of Ray the item's module declares (helpers.shared_ray), else its own file."""
     module = getattr(item, "module", None)
-    return getattr(module, shared_ray.KIND_ATTRIBUTE, None) if module is not None else None
+    kind = getattr(module, shared_ray.KIND_ATTRIBUTE, None) if module is not None else None
+    return kind or item.path.as_posix()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -122,8 +125,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.slow)
     first: dict[str, int] = {}
     for index, item in enumerate(items):
-        first.setdefault(_shared_kind(item) or item.path.as_posix(), index)
-    items.sort(key=lambda item: first[_shared_kind(item) or item.path.as_posix()])
+        first.setdefault(_run_group(item), index)
+    items.sort(key=lambda item: first[_run_group(item)])
 
 
 def _ray_sessions_of_this_process() -> set[str]:
@@ -163,7 +166,7 @@ def _ray_environment_of_the_module(request: pytest.FixtureRequest) -> Iterator[N
     of a dashboard that no longer runs."""
     if request.path.as_posix() in RAY_MODULES and getattr(request.module, shared_ray.KIND_ATTRIBUTE, None) is None:
         shared_ray.release()
-    saved = {name: os.environ.get(name) for name in ("RAY_API_SERVER_ADDRESS",)}
+    saved = {name: os.environ.get(name) for name in (API_SERVER_ENV,)}
     yield
     for name, value in saved.items():
         if value is None:

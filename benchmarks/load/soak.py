@@ -261,7 +261,8 @@ def summarise(run: SoakRun, window_s: float, warmup_s: float) -> list[Window]:
     for index, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
         sent = [s for s in run.sent if lo <= s.due_s < hi]
         answered = [s for s in sent if s.status == 200]
-        ok = np.sort([s.latency_s * 1000 for s in answered])
+        latency_ms = np.array([s.latency_s * 1000 for s in answered])
+        ok = np.sort(latency_ms)
         samples = [s for s in run.samples if lo <= s.at_s <= hi]
         labels = sorted({label for s in samples for label in s.rss})
         rss = {label: float(np.median([s.rss[label] for s in samples if label in s.rss])) / 2**20 for label in labels}
@@ -279,9 +280,7 @@ def summarise(run: SoakRun, window_s: float, warmup_s: float) -> list[Window]:
                 errors=sum(s.status != 200 for s in sent),
                 p50_ms=float(np.percentile(ok, 50)) if len(ok) else float("nan"),
                 p99_ms=float(np.percentile(ok, 99)) if len(ok) else float("nan"),
-                p99_ci_ms=block_quantile_ci(
-                    np.array([s.latency_s * 1000 for s in answered]), np.array([s.due_s for s in answered])
-                ),
+                p99_ci_ms=block_quantile_ci(latency_ms, np.array([s.due_s for s in answered])),
                 rss_mb=rss,
                 other_cpu_cores=other,
                 in_flight=float(np.median([s.in_flight for s in samples])) if samples else 0.0,

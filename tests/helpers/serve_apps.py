@@ -81,8 +81,8 @@ def deploy_shared_apps(checkpoints: dict[str, Path], port: int) -> dict[str, str
     from serve.config import BatchingConfig, IngressSettings, ModelSettings, ServeConfig
 
     # Fractional CPUs: the three apps (5 replicas, 1.7 CPUs; routers take none) plus the apps a
-    # test deploys for itself (0.2 CPUs: the CLI test; 3 x 0.1 at most: the replica-kill test)
-    # fit in 2 CPUs.
+    # test deploys for itself (0.2 CPUs: the CLI test; three apps at 0.05 CPU a replica, 0.25
+    # CPUs: the replica-kill test) fit in 2 CPUs.
     main = ServeConfig(
         router=one_router(),
         checkpoint=str(checkpoints["small"]),

@@ -20,8 +20,10 @@ import os
 import time
 from typing import Any, Callable, Optional
 
+from study.ray_session import API_SERVER_ENV
+
 KIND_ATTRIBUTE = "SHARED_RAY"
-_ENV = ("RAY_API_SERVER_ADDRESS",)  # what a study's Ray puts in this process's environment
+_ENV = (API_SERVER_ENV,)  # what a study's Ray puts in this process's environment
 
 _kind: Optional[str] = None
 _value: Any = None
