@@ -143,6 +143,9 @@ class CurveConfig:
     # Seeds of one (cell, alpha) trained one after another in one trial: amortises the
     # ~12 s start-up of a Ray Train trial when runs are short (the demo); 1 on a cluster.
     seeds_per_trial: Count = 1
+    # Arms of one cell (each over the same seeds_per_trial seeds) trained one after another in
+    # one trial: start-up paid once for several arms of tiny runs; fewer trials run at once.
+    arms_per_trial: Count = 1
 
 
 @dataclass(frozen=True)

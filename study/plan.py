@@ -51,7 +51,8 @@ def plan_table(study: StudyConfig, cells: dict[str, Cell] | None = None) -> tupl
                 "search trials": study.search.trials_per_cell,
                 "curve arms": ", ".join(arms),
                 "curve runs": len(arms) * curve_seeds,
-                "curve trials": len(arms) * -(-curve_seeds // per_trial),
+                # A trial trains up to arms_per_trial arms of the cell over one chunk of seeds.
+                "curve trials": -(-len(arms) // study.curve.arms_per_trial) * -(-curve_seeds // per_trial),
                 "extension runs": extension_runs,
             }
         )

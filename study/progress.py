@@ -9,6 +9,17 @@ from typing import Any
 from ray.tune import Callback
 
 
+def _job_of(config: dict[str, Any]) -> dict[str, Any]:
+    """What a trial trains, as one job: a search trial's config, or a curve trial's jobs (one
+    cell; several arms are named together, e.g. "x1/3+heuristic")."""
+    jobs = config.get("jobs") or [config]
+    job = {**jobs[0], **{k: v for k, v in config.items() if k != "jobs"}}
+    if len(jobs) > 1:
+        job["arm"] = "+".join(str(j.get("arm", "?")) for j in jobs)
+        job.pop("alpha", None)  # several: the last run's alpha comes with its result
+    return job
+
+
 class ProgressTable(Callback):
     """Prints one line per finished trial, and a status summary at most every ``every_s``
     seconds when it changed (or every ``heartbeat_s`` seconds when nothing did)."""
@@ -32,8 +43,7 @@ class ProgressTable(Callback):
         print(text, file=sys.stdout, flush=True)
 
     def _row(self, trial: Any, result: dict[str, Any], status: str) -> str:
-        cfg = trial.config
-        job = {**cfg.get("job", {}), **cfg}
+        job = _job_of(trial.config or {})
         alpha = result.get("alpha", job.get("alpha", float("nan")))
         alpha_text = f"{float(alpha):.3g}" if isinstance(alpha, (int, float)) else str(alpha)
         seeds = job.get("seeds") or [result.get("seed", "?")]
@@ -50,8 +60,7 @@ class ProgressTable(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.latest[trial.trial_id] = result
         value = result.get("val_pr_auc")
-        cfg = trial.config or {}
-        cell = str({**cfg.get("job", {}), **cfg}.get("cell", "?"))
+        cell = str(_job_of(trial.config or {}).get("cell", "?"))
         if value is not None and not (value <= self.best.get(cell, float("nan"))):  # NaN: the first value
             self.best[cell] = float(value)
         now = time.monotonic()

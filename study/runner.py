@@ -148,7 +148,7 @@ def _stop_on_fatal(study: StudyConfig, phase: str, grid: Any) -> None:
         metrics = result.metrics or {}
         if FATAL in metrics:
             config = result.config or {}
-            what = config.get("cell") or job_name(config["job"]) if config else "?"
+            what = config.get("cell") or " + ".join(map(job_name, config["jobs"])) if config else "?"
             trial = storage.name(result.path or "")
             logs = join_storage(study.run_dir, "logs")
             aside = join_storage(study.run_dir, f"{phase}.failed-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -248,6 +248,16 @@ def _seed_chunks(study: StudyConfig) -> list[list[int]]:
     return [seeds[i : i + study.curve.seeds_per_trial] for i in range(0, len(seeds), study.curve.seeds_per_trial)]
 
 
+def curve_trials(jobs: list[dict[str, Any]], arms_per_trial: int) -> list[list[dict[str, Any]]]:
+    """The trials of a curve round: the jobs of one cell over the same seeds, ``arms_per_trial``
+    at a time, in the order of ``jobs`` (a cell's arms are never split across seed chunks)."""
+    groups: dict[tuple[str, tuple[int, ...]], list[dict[str, Any]]] = {}
+    for job in jobs:
+        groups.setdefault((str(job["cell"]), tuple(job["seeds"])), []).append(job)
+    size = max(1, arms_per_trial)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
 def _curve_round(
     study: StudyConfig, experiment: str, jobs: list[dict[str, Any]], cells: dict[str, Cell], what: str
 ) -> pd.DataFrame:
@@ -260,21 +270,23 @@ def _curve_round(
     driver = make_trial_driver(to_dict(study), cells_dict, CURVE, label=experiment)
     trainable = tune.with_resources(driver, driver_resources(study))
     tune_config = tune.TuneConfig(max_concurrent_trials=concurrency, reuse_actors=REUSE_DRIVERS)
+    trials = curve_trials(jobs, study.curve.arms_per_trial)
     runs = sum(len(job["seeds"]) for job in jobs)
-    print(f"[{experiment}] {len(jobs)} trials, {runs} runs ({what}), {concurrency} at a time", flush=True)
+    print(f"[{experiment}] {len(trials)} trials, {runs} runs ({what}), {concurrency} at a time", flush=True)
     grid = _tuner(
         study,
         experiment,
         trainable,
-        {"job": tune.grid_search(jobs)},
+        {"jobs": tune.grid_search(trials)},
         lambda: tune_config,
-        _progress(experiment, len(jobs)),
+        _progress(experiment, len(trials)),
     ).fit()
     _stop_on_fatal(study, experiment, grid)
     errors = {
-        job_name(r.config["job"]): str(r.error).splitlines()[0][:300]
+        job_name(job): str(r.error).splitlines()[0][:300]
         for r in grid
-        if r.error is not None and r.config and "job" in r.config
+        if r.error is not None and r.config
+        for job in r.config.get("jobs", ())
     }
 
     def runs_of(job: dict[str, Any]) -> list[dict[str, Any]]:

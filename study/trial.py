@@ -5,14 +5,15 @@ Train trainer (a DataParallelTrainer for one worker, a TorchTrainer for several)
 ``TuneReportCallback`` forwards rank 0's ``ray.train.report`` metrics to Tune. The
 per-worker loop wraps ``mtlmood.train.fit``; no copy of the training loop lives here.
 
-A trial is one **job**: a cell, an arm (an alpha, or the learned weight) and one or more
-seeds. A search trial trains one seed; a curve trial may train several seeds of the same
-(cell, arm) one after another (``curve.seeds_per_trial``), paying Ray Train's start-up
-once. Each finished run writes its model, test predictions and ``result.json`` under
-``<run_dir>/runs/...`` (atomically: one folder rename on a file system; on an object
-store every file is one PUT and ``result.json`` goes last, so a run is finished exactly
-when its ``result.json`` exists); a restarted or restored trial skips finished runs and
-resumes the unfinished one from its last epoch checkpoint.
+A **job** is a cell, an arm (an alpha, or the learned weight) and one or more seeds. A
+search trial is one job of one seed; a curve trial trains one or more jobs one after
+another: several seeds of the same (cell, arm) (``curve.seeds_per_trial``) and several
+arms of the cell (``curve.arms_per_trial``), paying Ray Train's start-up once. Each
+finished run writes its model, test predictions and ``result.json`` under
+``<run_dir>/runs/...`` (atomically: one folder rename on a file system; on an object store
+every file is one PUT and ``result.json`` goes last, so a run is finished exactly when its
+``result.json`` exists); a restarted or restored trial skips finished runs and resumes the
+unfinished one from its last epoch checkpoint.
 
 Failures that retrying cannot fix (missing data, an invalid config, an empty label set:
 ``mtlmood.errors.MtlmoodError``) are not raised into Ray, which would retry them: the
@@ -291,26 +292,26 @@ def make_trial_driver(
     def trial_driver(config: dict[str, Any]) -> None:
         import ray.train
         import ray.tune
-        from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
         from ray.tune.integration.ray_train import TuneReportCallback
 
         from study.config import StudyConfig, join_storage
         from study.resources import device_bank_budget, worker_gpus
+        from study.trainer import trainer_class
 
         study = from_dict(StudyConfig, study_dict)
         context = ray.tune.get_context()
         trial_id = context.get_trial_id()
         if phase == "search":
             number = int(trial_id.rsplit("_", 1)[-1]) if trial_id.rsplit("_", 1)[-1].isdigit() else 0
-            job = search_job(config, cells, study.search.seeds, number)
+            jobs = [search_job(config, cells, study.search.seeds, number)]
         else:
-            job = dict(config["job"])
-        runs = job_runs(study, job, cells[job["cell"]], phase, trial_id)
+            jobs = [dict(job) for job in config["jobs"]]
+        runs = [run for job in jobs for run in job_runs(study, job, cells[job["cell"]], phase, trial_id)]
         finished = _finished_report(runs) if phase != "search" else None
         if finished is not None:
-            # Every run of this curve job finished before a restart (the round was not yet
+            # Every run of this curve trial finished before a restart (the round was not yet
             # recorded): report what the last one wrote, as its worker did, without paying Ray
-            # Train's ~9 s start-up per job. (Search trials go through Tune's scheduler, which
+            # Train's ~9 s start-up per trial. (Search trials go through Tune's scheduler, which
             # expects their epochs: a restored search trial always resumes on Ray Train.)
             ray.tune.report(finished)
             return
@@ -319,18 +320,13 @@ def make_trial_driver(
         worker_resources = {"CPU": res.cpus_per_worker}
         if use_gpu:
             worker_resources["GPU"] = worker_gpus(res)  # 1/N of a GPU with resources.trials_per_gpu N
-        trainer_class: Any = DataParallelTrainer
-        if res.num_workers > 1:
-            from ray.train.torch import TorchTrainer
-
-            trainer_class = TorchTrainer
         # One worker needs no process group (mtlmood.train runs without DDP when none exists), so
         # a one-worker trial is a plain DataParallelTrainer: its Train controller then never imports
         # torch (TorchTrainer's config does), ~1.9 CPU-s and ~1.5 s of every trial's start-up
         # (measured 2026-12-06, 2 cores); and no NCCL, which CPU builds of torch lack, where a
         # Ray "GPU" without CUDA (a test's logical GPU) would have failed to start. Several
         # workers train under TorchTrainer's process group (NCCL on GPUs, gloo on CPUs).
-        trainer = trainer_class(
+        trainer = trainer_class(torch_process_group=res.num_workers > 1)(
             train_worker_loop,
             train_loop_config={
                 "runs": runs,

@@ -53,3 +53,20 @@ def test_summary_lines_skip_repeats_but_keep_a_heartbeat(
     done = capsys.readouterr().out
     assert "b" in done and "stopped early" in done
     assert "1/4 trials finished" in report(111, 61.5)[0]
+
+
+def test_a_curve_trial_of_several_arms_names_its_cell_arms_and_seeds(capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = [
+        {"cell": "4|artist", "arm": arm, "alpha": alpha, "alpha_factor": factor, "seeds": [1, 2]}
+        for arm, alpha, factor in (("x1/3", 0.22, 1 / 3), ("heuristic", 0.67, 1.0))
+    ]
+    packed = SimpleNamespace(trial_id="c1", status="TERMINATED", last_result={}, config={"jobs": jobs})
+    table = ProgressTable("curve", total=1)
+    table.on_trial_result(0, [packed], packed, {"val_pr_auc": 40.0, "alpha": 0.67, "final": True})
+    table.on_trial_complete(0, [packed], packed)
+    line = capsys.readouterr().out.splitlines()[-1]
+    assert "cell=4|artist" in line and "arm=x1/3+heuristic" in line and "seeds=1,2" in line
+    assert "alpha=0.67" in line and line.endswith("done")  # the last run's alpha, from its result
+    single = SimpleNamespace(trial_id="c2", status="TERMINATED", last_result={}, config={"jobs": jobs[:1]})
+    table.on_trial_complete(0, [single], single)
+    assert "arm=x1/3" in capsys.readouterr().out and table.best == {"4|artist": 40.0}
