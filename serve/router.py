@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import mtlmood
 from serve.auth import ApiKeyAuth, ApiKeys, install_keys
-from serve.config import ServeConfig, serve_config_from_mapping, serve_config_to_dict
+from serve.config import HEALTH_CHECK_PERIOD_S, ServeConfig, serve_config_from_mapping, serve_config_to_dict
 from serve.parsing import audio_from_request
 from serve.remote import call_deployment
 from serve.schemas import (
@@ -81,7 +81,10 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 
 @serve.deployment(
-    name="MoodRouter", health_check_period_s=10.0, health_check_timeout_s=30.0, graceful_shutdown_timeout_s=10.0
+    name="MoodRouter",
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
+    health_check_timeout_s=30.0,
+    graceful_shutdown_timeout_s=10.0,
 )
 @serve.ingress(api)
 class MoodRouter:
