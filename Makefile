@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   # creates .venv if needed, then runs the main job on the embedded default
 #   make test   # creates .venv if needed, then runs the test suite (what CI runs)
+# make test runs the tests that start Ray and, niced beside them, the others (tests/run_suite.py).
 # make test-fast is the edit loop: every test that starts no Ray and trains no multi-epoch model.
 # make lint checks style, formatting and types (ruff, mypy; configured in pyproject.toml).
 PYTHON ?= python3
@@ -29,7 +30,7 @@ demo: setup
 	$(BIN)/mtlmood demo
 
 test: setup
-	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	RAY_AUTH_MODE=disabled $(BIN)/python tests/run_suite.py $(PYTEST_ARGS)
 
 test-fast: setup
 	RAY_AUTH_MODE=disabled $(BIN)/python -m pytest -q -m "not ray and not slow" $(PYTEST_ARGS)
