@@ -44,13 +44,14 @@ def main(argv: list[str]) -> int:
     pytest = [sys.executable, "-m", "pytest", "-q", *args]
     # Its own cache folder: two sessions writing one lastfailed file at once could garble it.
     beside = [*pytest, "-m", "not ray", "-o", "cache_dir=.pytest_cache/not-ray"]
-    print("run_suite: the tests that start Ray run here; the others run beside them (nice 19), output after", flush=True)
+    print("run_suite: the tests that start Ray run here; the others beside them (nice 19), output after", flush=True)
+    repo = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryFile("w+", encoding="utf-8") as log:
         background = subprocess.Popen(
-            beside, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[1], preexec_fn=lowest_priority
+            beside, stdout=log, stderr=subprocess.STDOUT, cwd=repo, preexec_fn=lowest_priority
         )
         try:
-            foreground = subprocess.call([*pytest, "-m", "ray"], cwd=Path(__file__).resolve().parents[1])
+            foreground = subprocess.call([*pytest, "-m", "ray"], cwd=repo)
             background_status = background.wait()
         except KeyboardInterrupt:
             background.terminate()
