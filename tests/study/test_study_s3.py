@@ -3,21 +3,24 @@ synthetic` with a relative dataset path typed in another working directory, its 
 an S3 bucket (a local moto server). Everything it writes goes there (Tune state, Train
 checkpoints, runs, tables, report, best_checkpoint.json, model cards); the driver is killed
 after the first search result and the same command resumes it: the same rows as an
-uninterrupted run, nothing twice, fresh curve seeds, the report with its learning check and
-verdicts, the best model loading from the bucket, the Optuna studies opening from the
-driver's local SQLite file and from the copy in the bucket; run again it re-runs nothing;
-synced to a disk and moved, it still reports and still resolves its best checkpoint.
-Dataset and feature cache stay on local disk: they are inputs.
+uninterrupted run, nothing twice, fresh curve seeds, the curve's grid extended once (a
+2-point grid is never bracketed: x1/9 or x3 over the same seeds, its rows in the curve
+table), the report with its learning check and verdicts, the best model loading from the
+bucket, the Optuna studies opening from the driver's local SQLite file and from the copy in
+the bucket; run again it re-runs nothing, even when the extension round's Tune state is gone
+(its trial then reports the finished runs without starting Ray Train); synced to a disk and
+moved, it still reports and still resolves its best checkpoint. Dataset and feature cache
+stay on local disk: they are inputs.
 
 One study serves all of this (a second one on local storage cost ~100 s of the suite): the
 resume path is the same code through pyarrow's file systems, and local storage is what the
-other study tests (test_study.py, test_curve_extension_ray.py, test_known_answer_null.py,
-test_node_loss.py) use.
+other study tests (test_study.py, test_known_answer_null.py, test_node_loss.py) use. The
+extension round's checks live here too (a module of their own cost ~45 s of the suite).
 
-The killed driver is the user's command (`mtlmood study run ... --address`) in a
-subprocess; the same command resumes the study in this process (it joins the module's Ray),
-and `mtlmood study report` runs here too. Ray starts once for the module, after the AWS
-variables point at the server, so its workers have them too.
+The killed driver is the user's command (`mtlmood study run ... --address`) in a subprocess;
+the same command resumes the study in this process (it joins the module's Ray), and `mtlmood
+study report` runs here too. Ray starts once for the module, after the AWS variables point
+at the server, so its workers have them too.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ SEARCH_TRIALS = 4
 
 
 def _overrides(data: Path | str) -> list[str]:
-    return [*small_overrides(data, STORAGE, NAME), f"search.trials_per_cell={SEARCH_TRIALS}"]
+    return [*small_overrides(data, STORAGE, NAME), f"search.trials_per_cell={SEARCH_TRIALS}", "curve.max_extensions=1"]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +138,17 @@ def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_
     assert (search["cell"] == "4|artist").all() and (search["alpha_factor"] == 1.0).any()  # heuristic first
     assert not set(curve["seed"]) & set(search["seed"])  # the curve's seeds are fresh
     arms = set(curve["arm"])
-    assert {"baseline", "x1/3", "heuristic", "learned"} <= arms <= {"baseline", "x1/3", "heuristic", "tuned", "learned"}
+    assert {"baseline", "x1/3", "heuristic", "learned"} <= arms
+    assert arms <= {"baseline", "x1/3", "heuristic", "tuned", "learned", "x1/9", "x3"}
+    # The grid [1/3, 1] is never bracketed: one extension round over the same seeds (curve_round 1).
+    extension = curve[curve["curve_round"] == 1]
+    assert len(extension) == 2 and extension["arm"].nunique() == 1 and set(extension["seed"]) == {1, 2}
+    arm, factor = extension["arm"].iloc[0], float(extension["alpha_factor"].iloc[0])
+    assert arm in ("x1/9", "x3") and factor == pytest.approx(1 / 9 if arm == "x1/9" else 3.0)
+    assert not {"x1/9", "x3"} & set(curve[curve["curve_round"] == 0]["arm"])
+    assert storage.exists(f"{RUN}/runs/curve/4-artist/x1_3/seed-1/result.json")  # one path segment per arm
+    extended = json.loads(storage.read_text(f"{RUN}/curve_extensions.json"))["cells"]["4|artist"]
+    assert extended["extensions"] == [pytest.approx(factor)] and extended["bracketed"] != extended["limit_reached"]
     assert curve["predictions_path"].is_unique and curve["checkpoint_path"].is_unique
     assert (curve[curve["arm"] == "baseline"]["cell"] == "4|none").all()
     learned = curve[curve["arm"] == "learned"]
@@ -148,6 +161,7 @@ def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_
     for name in ("study_config.yaml", "cells.json", "curve_plan.json", "best_checkpoint.json", "report/report.md"):
         assert name in listed, name
     assert {"search/trials.parquet", "search/phase_done.json", "curve/phase_done.json"} <= listed
+    assert {"curve/round_done.json", "curve-ext1/round_done.json"} <= listed
     assert any(f.startswith("search/experiment_state") for f in listed)  # Tune's own state
     assert any(f.startswith("train/") and "/checkpoint_" in f for f in listed)  # Train's epoch checkpoints
     assert any(f.startswith("reference/") for f in listed) and any(f.startswith("report/plots/") for f in listed)
@@ -202,9 +216,16 @@ def test_the_resumed_study_reports_its_learning_check_and_verdicts_and_reruns_no
         verdict_part = text[text.index("Verdict on the heuristic") :]
         assert "These verdicts describe models that did not learn" in verdict_part.split("\n\n")[1]
 
-    # Running the finished study again re-runs nothing and gives the same table.
+    # Running the finished study again re-runs nothing and gives the same table, even when it was
+    # killed after the extension round trained but before Tune recorded its trial (its experiment
+    # state and the phase's records gone): the round starts afresh and its trial finds every run
+    # finished and reports them without starting Ray Train (no new Train run folder).
     trials = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{report}/trials.parquet")))
+    train_runs = {f.split("/")[0] for f in storage.list_files(f"{RUN}/train")}
+    for name in ("curve/phase_done.json", "curve/trials.parquet", "curve_extensions.json", "curve-ext1"):
+        storage.remove(f"{RUN}/{name}")
     again = run_study(load_study_config("synthetic", _overrides(env["data"])))
+    assert {f.split("/")[0] for f in storage.list_files(f"{RUN}/train")} == train_runs
     assert len(pd.read_csv(io.BytesIO(storage.read_bytes(f"{report}/trials.csv")))) == len(trials)
     # (the table read back from Parquet has string dtypes where the one in memory has objects)
     pd.testing.assert_frame_equal(again.trials.reset_index(drop=True), trials.reset_index(drop=True), check_dtype=False)
