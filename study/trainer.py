@@ -11,6 +11,13 @@ def trainer_class(torch_process_group: bool) -> Any:
     """The Ray Train trainer of a trial: TorchTrainer (a process group) or a plain
     DataParallelTrainer, either without the Ray Data actor that it would start for nothing.
 
+    One worker needs no process group (mtlmood.train runs without DDP when none exists), so a
+    one-worker trial is a plain DataParallelTrainer: its Train controller then never imports
+    torch (TorchTrainer's config does), ~1.9 CPU-s and ~1.5 s of every trial's start-up
+    (measured 2026-12-06, 2 cores); and no NCCL, which CPU builds of torch lack, where a Ray
+    "GPU" without CUDA (a test's logical GPU) would have failed to start. Several workers
+    train under TorchTrainer's process group (NCCL on GPUs, gloo on CPUs).
+
     Ray Train 2.60 starts a DatasetManager actor for every run, datasets or not (its
     DatasetsCallback is a default callback); trials read their data themselves (mtlmood.rundata),
     so a trial with no datasets leaves that callback out: one Ray process fewer per trial,

@@ -150,7 +150,7 @@ def _final_report(last: dict[str, Any], runs: int) -> dict[str, Any]:
 
 
 def _finished_report(runs: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    """The final report of a job whose runs all wrote their result.json, else None."""
+    """The final report of a trial whose runs all wrote their result.json, else None."""
     last: dict[str, Any] = {}
     for run in runs:
         result_file = storage.join(str(run["out_dir"]), RESULT_FILE)
@@ -320,12 +320,6 @@ def make_trial_driver(
         worker_resources = {"CPU": res.cpus_per_worker}
         if use_gpu:
             worker_resources["GPU"] = worker_gpus(res)  # 1/N of a GPU with resources.trials_per_gpu N
-        # One worker needs no process group (mtlmood.train runs without DDP when none exists), so
-        # a one-worker trial is a plain DataParallelTrainer: its Train controller then never imports
-        # torch (TorchTrainer's config does), ~1.9 CPU-s and ~1.5 s of every trial's start-up
-        # (measured 2026-12-06, 2 cores); and no NCCL, which CPU builds of torch lack, where a
-        # Ray "GPU" without CUDA (a test's logical GPU) would have failed to start. Several
-        # workers train under TorchTrainer's process group (NCCL on GPUs, gloo on CPUs).
         trainer = trainer_class(torch_process_group=res.num_workers > 1)(
             train_worker_loop,
             train_loop_config={
