@@ -13,6 +13,7 @@ import pandas as pd
 
 from study.cells import Cell, cell_key, metadata_cells, study_cells
 from study.config import StudyConfig
+from study.curve_jobs import curve_trials, seed_chunks
 from study.report.tables import labels_table
 
 
@@ -27,7 +28,6 @@ def plan_table(study: StudyConfig, cells: dict[str, Cell] | None = None) -> tupl
     labels = labels_table(list(cells.values()))
     rows = []
     curve_seeds = len(study.curve.seeds) if study.curve.enabled else 0
-    per_trial = max(1, study.curve.seeds_per_trial)
     for n in study.search.n_moods:
         rows.append(
             {
@@ -36,7 +36,7 @@ def plan_table(study: StudyConfig, cells: dict[str, Cell] | None = None) -> tupl
                 "N_mood/N_meta": "",
                 "curve arms": "alpha = 0 (baseline)",
                 "curve runs": curve_seeds,
-                "curve trials": -(-curve_seeds // per_trial),
+                "curve trials": _curve_trial_count(study, cell_key(n, "none"), ["baseline"]),
                 "extension runs": 0,
             }
         )
@@ -51,12 +51,19 @@ def plan_table(study: StudyConfig, cells: dict[str, Cell] | None = None) -> tupl
                 "search trials": study.search.trials_per_cell,
                 "curve arms": ", ".join(arms),
                 "curve runs": len(arms) * curve_seeds,
-                # A trial trains up to arms_per_trial arms of the cell over one chunk of seeds.
-                "curve trials": -(-len(arms) // study.curve.arms_per_trial) * -(-curve_seeds // per_trial),
+                "curve trials": _curve_trial_count(study, cell.key, arms),
                 "extension runs": extension_runs,
             }
         )
     return labels, pd.DataFrame(rows)
+
+
+def _curve_trial_count(study: StudyConfig, key: str, arms: list[str]) -> int:
+    """The curve trials of one cell's ``arms``, packed as the study packs them (study.curve_jobs)."""
+    if not study.curve.enabled:
+        return 0
+    jobs = [{"cell": key, "arm": arm, "seeds": chunk} for arm in arms for chunk in seed_chunks(study)]
+    return len(curve_trials(jobs, study.curve.arms_per_trial))
 
 
 def print_plan(

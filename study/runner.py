@@ -29,15 +29,16 @@ from mtlmood.coerce import to_dict
 from mtlmood.errors import ConfigError, MtlmoodError
 from mtlmood.remote_cache import lock_directory
 from mtlmood.runlock import RunLock, held_here
-from study.cells import CELLS_FILE, Cell, cell_key, metadata_cells, study_cells
+from study.cells import CELLS_FILE, Cell, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
+from study.curve_jobs import curve_jobs, curve_trials, seed_chunks
 from study.extension import EXTENSIONS_FILE, extension_jobs, extension_summary
 from study.filenames import STUDY_CONFIG_FILE
 from study.optuna_store import check_resumable, fresh_storage, publish_studies, storage_url
 from study.optuna_urls import cell_study_name
-from study.results import arm_name, curve_rows, job_name, search_rows, trial_table, tuned_alpha_factor
+from study.results import curve_rows, job_name, search_rows, trial_table
 from study.space import make_cell_scheduler, make_cell_searcher
-from study.trial import FATAL, LEARNED, driver_resources, job_runs, make_trial_driver
+from study.trial import FATAL, driver_resources, job_runs, make_trial_driver
 
 SEARCH, CURVE = "search", "curve"
 TRIALS_FILE = "trials.parquet"
@@ -215,49 +216,6 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     return _finish_phase(study, SEARCH, search_rows(grid, cells, study.run_dir))
 
 
-def curve_jobs(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) -> list[dict[str, Any]]:
-    """Phase 2 jobs: per mood count the baseline; per metadata cell every grid multiple of the
-    heuristic, the tuned alpha (unless it is a grid point: then the table says so) and the
-    learned weight; each over the curve's fresh seeds, ``seeds_per_trial`` seeds per job."""
-    arms: list[dict[str, Any]] = []
-    for n in study.search.n_moods:
-        arms.append({"cell": cell_key(n, "none"), "arm": "baseline", "alpha": 0.0, "alpha_factor": 0.0})
-    for cell in metadata_cells(cells):
-        for factor in study.curve.grid:
-            arms.append(
-                {
-                    "cell": cell.key,
-                    "arm": arm_name(factor),
-                    "alpha": factor * cell.heuristic_alpha,
-                    "alpha_factor": float(factor),
-                }
-            )
-        tuned = tuned_alpha_factor(search, cell.key) if study.curve.tuned and not search.empty else None
-        if tuned is not None and not any(math.isclose(tuned, f, rel_tol=1e-6) for f in study.curve.grid):
-            arms.append(
-                {"cell": cell.key, "arm": "tuned", "alpha": tuned * cell.heuristic_alpha, "alpha_factor": tuned}
-            )
-        if study.curve.learned:
-            arms.append({"cell": cell.key, "arm": LEARNED, "alpha": LEARNED, "alpha_factor": math.nan})
-    return [{**arm, "seeds": chunk} for arm in arms for chunk in _seed_chunks(study)]
-
-
-def _seed_chunks(study: StudyConfig) -> list[list[int]]:
-    """The curve seeds, ``seeds_per_trial`` per job."""
-    seeds = [int(s) for s in study.curve.seeds]
-    return [seeds[i : i + study.curve.seeds_per_trial] for i in range(0, len(seeds), study.curve.seeds_per_trial)]
-
-
-def curve_trials(jobs: list[dict[str, Any]], arms_per_trial: int) -> list[list[dict[str, Any]]]:
-    """The trials of a curve round: the jobs of one cell over the same seeds, ``arms_per_trial``
-    at a time, in the order of ``jobs`` (a cell's arms are never split across seed chunks)."""
-    groups: dict[tuple[str, tuple[int, ...]], list[dict[str, Any]]] = {}
-    for job in jobs:
-        groups.setdefault((str(job["cell"]), tuple(job["seeds"])), []).append(job)
-    size = max(1, arms_per_trial)
-    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
-
-
 def _curve_round(
     study: StudyConfig, experiment: str, jobs: list[dict[str, Any]], cells: dict[str, Cell], what: str
 ) -> pd.DataFrame:
@@ -317,7 +275,7 @@ def run_curve(study: StudyConfig, search: pd.DataFrame, cells: dict[str, Cell]) 
     tables = [_curve_round(study, CURVE, jobs, cells, what)]
     for number in range(1, study.curve.max_extensions + 1):
         # Decided from the rounds before it, all on disk: a resumed study decides the same.
-        extra = extension_jobs(pd.concat(tables, ignore_index=True), cells, _seed_chunks(study), number)
+        extra = extension_jobs(pd.concat(tables, ignore_index=True), cells, seed_chunks(study), number)
         if not extra:
             break
         beyond = sorted({f"{job['cell']} {job['arm']}" for job in extra})

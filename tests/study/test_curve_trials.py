@@ -1,4 +1,4 @@
-"""How a curve round's jobs become trials (study.runner.curve_trials) and what the plan counts:
+"""How a curve round's jobs become trials (study.curve_jobs.curve_trials) and what the plan counts:
 ``curve.arms_per_trial`` arms of one cell over one chunk of seeds share a trial, in plan order;
 a trial never mixes cells or seed chunks. The trained rows of packed trials are checked on Ray
 by the study tests (tests/helpers/study_data.small_overrides packs every arm of a cell)."""
@@ -11,8 +11,8 @@ import pytest
 
 from study.cells import Cell, cell_key
 from study.config import load_study_config
+from study.curve_jobs import curve_trials
 from study.plan import plan_table
-from study.runner import curve_trials
 
 
 def _job(cell: str, arm: str, seeds: list[int]) -> dict:
