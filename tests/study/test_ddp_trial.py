@@ -64,14 +64,22 @@ def _overrides(data_dir: Path, storage: Path, name: str, workers: int) -> list[s
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory):
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The study's data and feature cache, without Ray: the DDP invariant below needs no Ray, and
+    so runs in the session of the tests that start none (tests/run_suite.py)."""
     root = tmp_path_factory.mktemp("ddp")
     data_dir = root / "data"
     make_study_data(data_dir, seed=5)
     study = load_study_config("synthetic", _overrides(data_dir, root / "studies", "probe", 1))
     prepare_study_features(study)
-    shared_ray.shared(SHARED_RAY, shared_ray.start_study_ray)
     return {"root": root, "data": data_dir, "storage": root / "studies"}
+
+
+@pytest.fixture(scope="module")
+def env(data: dict[str, Path]) -> dict[str, Path]:
+    """The data, on the study modules' shared Ray."""
+    shared_ray.shared(SHARED_RAY, shared_ray.start_study_ray)
+    return data
 
 
 def _epoch_reports(study: StudyConfig) -> list[dict[str, Any]]:
@@ -88,7 +96,7 @@ def _train_workers() -> int:
     return len(list_actors(address=address, filters=[("class_name", "=", "RayTrainWorker")], limit=1000))
 
 
-def test_two_worker_trial_matches_one_worker(env) -> None:
+def test_two_worker_trial_matches_one_worker(env: dict[str, Path]) -> None:
     runs: dict[int, tuple[Any, list[dict[str, Any]]]] = {}
     for workers in (1, 2):
         before = _train_workers()
@@ -154,10 +162,10 @@ def _ddp_rank(rank: int, port: int, config: dict[str, Any], out: str) -> None:
         dist.destroy_process_group()
 
 
-def test_ddp_ranks_end_with_identical_models_and_losses(env, tmp_path: Path) -> None:
+def test_ddp_ranks_end_with_identical_models_and_losses(data: dict[str, Path], tmp_path: Path) -> None:
     import torch.multiprocessing as mp
 
-    study = load_study_config("synthetic", _overrides(env["data"], env["storage"], "inv", 2))
+    study = load_study_config("synthetic", _overrides(data["data"], data["storage"], "inv", 2))
     run = trial_run_config(study, 4, "none", 0.0, 0)
     run = replace(run, train=replace(run.train, max_epochs=2, patience=2))
     with socket.socket() as s:
