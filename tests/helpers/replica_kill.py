@@ -68,12 +68,14 @@ def kill_under_load(
     max_requests_per_client: int = 200,
     replace_timeout_s: float = 120.0,
     answers_after: int = 3,
+    pause_s: float = 0.0,
 ) -> KillRun:
     """``clients`` threads post ``clip`` to ``url`` in a closed loop. Once ``ok_before_kill`` answers
     were 200, one running replica of ``deployment`` (app ``app``) gets SIGKILL. The load goes on
     until Serve runs as many replicas as before without the killed one, then ``settle_s`` more
     seconds and until ``answers_after`` requests sent a second after that have their answers.
-    Bounded: every request has a timeout, every client a request cap, the waits a deadline."""
+    ``pause_s``: each client's pause between an answer and its next request (0: as fast as
+    answers come, which keeps every core busy for the whole run). Bounded: every request has a timeout, every client a request cap, the waits a deadline."""
     from benchmarks.load.replicas import running_replicas
 
     before = running_replicas(app, deployment)
@@ -93,6 +95,8 @@ def kill_under_load(
                     run.outcomes.append(outcome)
                 if outcome.status == 200:
                     ok.release()
+                if pause_s and stop.wait(pause_s):
+                    return
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
         futures = [pool.submit(client) for _ in range(clients)]

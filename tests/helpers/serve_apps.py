@@ -40,7 +40,7 @@ def one_router(max_ongoing_requests: int = 0) -> Any:
     return RouterSettings(min_replicas=1, max_replicas=1)
 
 
-def small_app_config(checkpoint: Path, topology: str, cpus: float = 0.1) -> Any:
+def small_app_config(checkpoint: Path, topology: str, cpus: float = 0.1, model_timeout_s: float = 20.0) -> Any:
     """A one-replica app on ``cpus`` + ``cpus`` CPU (0.1 by default): fits beside the shared apps
     in the test's 2 CPUs."""
     from serve.config import BatchingConfig, IngressSettings, ModelSettings, ServeConfig
@@ -50,7 +50,7 @@ def small_app_config(checkpoint: Path, topology: str, cpus: float = 0.1) -> Any:
         checkpoint=str(checkpoint),
         max_body_bytes=MAIN_BODY_LIMIT,
         top_k=3,
-        model_timeout_s=20.0,
+        model_timeout_s=model_timeout_s,
         topology=topology,
         batching=BatchingConfig(max_batch_size=8, batch_wait_timeout_s=0.005),
         ingress=IngressSettings(min_replicas=1, max_replicas=1, num_cpus=cpus),
