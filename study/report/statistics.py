@@ -274,8 +274,11 @@ ADJUST_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: str = "holm") -> np.ndarray:
     """Multiplicity-adjusted p-values ("holm": family-wise error; "bh": false discovery rate).
 
-    Uses statsmodels' ``multipletests``. NaN p-values (untestable comparisons)
-    stay NaN and do not count as members of the family.
+    Benjamini-Hochberg through statsmodels' ``multipletests``; Holm's step-down here (the same
+    numbers, tested against statsmodels), because statsmodels' Holm runs a full ``gc.collect()``
+    on every call (0.15.0, multitest.py): in a process with a large heap, a study's driver or
+    the simulations that call this thousands of times, that cost 25 of a test's 31 s. NaN
+    p-values (untestable comparisons) stay NaN and do not count as members of the family.
     """
     methods = {"holm": "holm", "bh": "fdr_bh"}
     if method not in methods:
@@ -284,5 +287,14 @@ def adjust_p_values(p_values: Sequence[float] | np.ndarray, method: str = "holm"
     out = np.full(p.shape, np.nan)
     ok = np.isfinite(p)
     if ok.any():
-        out[ok] = multipletests(p[ok], method=methods[method])[1]
+        out[ok] = _holm(p[ok]) if method == "holm" else multipletests(p[ok], method=methods[method])[1]
+    return out
+
+
+def _holm(p: np.ndarray) -> np.ndarray:
+    """Holm's adjusted p-values: the i-th smallest times (n - i), made monotone, capped at 1."""
+    order = np.argsort(p, kind="stable")
+    stepped = np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1))
+    out = np.empty(len(p))
+    out[order] = np.minimum(stepped, 1.0)
     return out

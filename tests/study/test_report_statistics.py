@@ -216,6 +216,10 @@ def test_adjust_p_values_matches_statsmodels(method: str, sm: str) -> None:
     assert np.isnan(out[[1, 4]]).all()
     assert out[~np.isnan(with_nan)] == pytest.approx(multipletests(p, method=sm)[1])  # NaNs not counted
     assert np.isnan(adjust_p_values([np.nan, np.nan], method)).all()
+    rng = np.random.default_rng(7)  # families of any size, with ties and products past 1
+    for n in (1, 2, 3, 7, 30):
+        for draw in (rng.uniform(size=n), rng.choice([0.01, 0.02, 0.3, 0.9], size=n)):
+            assert adjust_p_values(draw, method) == pytest.approx(multipletests(draw, method=sm)[1], abs=1e-15)
     with pytest.raises(ValueError):
         adjust_p_values(p, "bonferroni-ish")
 
