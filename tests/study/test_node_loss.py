@@ -32,7 +32,7 @@ from study.config import load_study_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = 6
+EPOCHS = 4
 DRIVER = "trial_driver"
 
 
