@@ -75,7 +75,8 @@ def kill_under_load(
     until Serve runs as many replicas as before without the killed one, then ``settle_s`` more
     seconds and until ``answers_after`` requests sent a second after that have their answers.
     ``pause_s``: each client's pause between an answer and its next request (0: as fast as
-    answers come, which keeps every core busy for the whole run). Bounded: every request has a timeout, every client a request cap, the waits a deadline."""
+    answers come, which keeps every core busy for the whole run). Bounded: every request has a
+    timeout, every client a request cap, the waits a deadline."""
     from benchmarks.load.replicas import running_replicas
 
     before = running_replicas(app, deployment)
