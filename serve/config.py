@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Mapping, Optional
+from typing import Annotated, Any, Mapping, Optional, TypedDict
 
 from pydantic import AfterValidator, Field
 
@@ -45,6 +45,23 @@ MIB = 1024 * 1024
 # attribute). A default-layout ingress replica SIGKILLed under 16 clients was replaced after
 # 14.0 s, against 17.0 and 19.1 s at 10 s (2026-12-06, 2 cores, tests/serve).
 HEALTH_CHECK_PERIOD_S = 2.0
+
+
+# What every deployment (router, ingress, model) is deployed with: checked every
+# HEALTH_CHECK_PERIOD_S, 30 s to answer a check (Serve's default), and 10 s to finish the
+# requests it holds when Serve stops it (scale-down, redeploy; Serve's default is 20 s: a
+# forward takes well under a second, so 10 s drains a full queue and stops it sooner).
+class ReplicaLifecycle(TypedDict):
+    """Keyword arguments of ``serve.deployment`` (a TypedDict, so each one is type-checked)."""
+
+    health_check_period_s: float
+    health_check_timeout_s: float
+    graceful_shutdown_timeout_s: float
+
+
+REPLICA_LIFECYCLE = ReplicaLifecycle(
+    health_check_period_s=HEALTH_CHECK_PERIOD_S, health_check_timeout_s=30.0, graceful_shutdown_timeout_s=10.0
+)
 
 
 def _queue_bound(value: int) -> int:

@@ -28,7 +28,7 @@ from ray.serve.handle import DeploymentHandle
 
 from mtlmood.records import model_summary, response_body
 from serve.batching import BatchedScorer
-from serve.config import HEALTH_CHECK_PERIOD_S, ServeConfig, serve_config_from_mapping
+from serve.config import REPLICA_LIFECYCLE, ServeConfig, serve_config_from_mapping
 from serve.remote import call_deployment
 from serve.schemas import RETRY_AFTER, Answer, ApiError
 from serve.telemetry import endpoint_metrics
@@ -41,9 +41,7 @@ logger = logging.getLogger("ray.serve")
 
 @serve.deployment(
     name="MoodModel",
-    health_check_period_s=HEALTH_CHECK_PERIOD_S,
-    health_check_timeout_s=30.0,
-    graceful_shutdown_timeout_s=10.0,
+    **REPLICA_LIFECYCLE,
 )
 class MoodModel:
     """The model deployment of the ``split`` topology: a BatchedScorer per replica."""
@@ -89,9 +87,7 @@ def _silence_wav(seconds: float = 0.5, rate: int = 16000) -> bytes:
 
 @serve.deployment(
     name="MoodIngress",
-    health_check_period_s=HEALTH_CHECK_PERIOD_S,
-    health_check_timeout_s=30.0,
-    graceful_shutdown_timeout_s=10.0,
+    **REPLICA_LIFECYCLE,
 )
 class MoodIngress:
     """Decodes and featurises the audio the router relays, then scores it.

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import mtlmood
 from serve.auth import ApiKeyAuth, ApiKeys, install_keys
-from serve.config import HEALTH_CHECK_PERIOD_S, ServeConfig, serve_config_from_mapping, serve_config_to_dict
+from serve.config import REPLICA_LIFECYCLE, ServeConfig, serve_config_from_mapping, serve_config_to_dict
 from serve.parsing import audio_from_request
 from serve.remote import call_deployment
 from serve.schemas import (
@@ -82,9 +82,7 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 @serve.deployment(
     name="MoodRouter",
-    health_check_period_s=HEALTH_CHECK_PERIOD_S,
-    health_check_timeout_s=30.0,
-    graceful_shutdown_timeout_s=10.0,
+    **REPLICA_LIFECYCLE,
 )
 @serve.ingress(api)
 class MoodRouter:

@@ -329,3 +329,15 @@ def test_the_installed_starlette_has_the_form_limits_parsing_uses() -> None:
     assert {"max_files", "max_fields", "max_part_size"} <= set(inspect.signature(StarletteRequest.form).parameters)
     floor = re.search(r'"starlette>=([0-9.]+)', (REPO / "pyproject.toml").read_text())
     assert floor and Version(floor.group(1)) >= Version("0.44")
+
+
+def test_every_deployment_has_the_one_replica_lifecycle() -> None:
+    from serve.config import HEALTH_CHECK_PERIOD_S, REPLICA_LIFECYCLE
+    from serve.deployments import MoodIngress, MoodModel
+    from serve.router import MoodRouter
+
+    assert REPLICA_LIFECYCLE["health_check_period_s"] == HEALTH_CHECK_PERIOD_S
+    for deployment in (MoodRouter, MoodIngress, MoodModel):
+        config = deployment._deployment_config  # what Serve deploys it with
+        for option, value in REPLICA_LIFECYCLE.items():
+            assert getattr(config, option) == value, (deployment.name, option)
