@@ -3,9 +3,10 @@
 The tests that start Ray (marked ``ray`` by tests/conftest.py) run in the foreground, one Ray
 at a time, as before; every other test runs beside them in a second session at the lowest
 CPU priority (nice 19). The Ray tests leave part of the cores idle while Ray starts processes,
-replicas and trials; the niced session takes those cycles without taking CPU from the Ray
-tests, so the soak and replica-kill tests keep their latencies. The whole suite on 2 cores
-(2026-12-06, the same commit): 946 s as one session, 788 s as these two.
+replicas and trials; the niced session takes those cycles, and Ray's workers run at nice 0
+here (see ``ray_tests_environment``), so it takes little CPU from the Ray tests and the soak
+and replica-kill tests keep their latencies. The whole suite on 2 cores (2026-12-06, the
+same commit): 946 s as one session, 788 s as these two (with Ray's workers at nice 15).
 
 Both sessions get one pytest-randomly seed (printed by each; replay with
 ``PYTEST_ARGS=--randomly-seed=<seed>``) and the same arguments (``make test PYTEST_ARGS=...``:
