@@ -144,3 +144,34 @@ def test_fit_slope_from_alpha_stars() -> None:
     )
     assert fit.slope == pytest.approx(direct.slope) and fit.slope_low == pytest.approx(direct.slope_low)
     assert fit.n_bounds == 1 and "median" in fit.note  # the bound's missing se: the median of the others
+
+
+def test_the_vertex_offset_is_the_root_of_its_two_branch_equation() -> None:
+    """The closed-form vertex of the two-branch parabola equals a bisection of its equation
+    f(v) = d0 (r (b - v)^2 - v^2) - d2 a (a + 2 v) on [0, b), for curvature ratios on both sides of
+    1, exactly 1, and level neighbours (offset 0)."""
+    from study.report.alpha_star import _vertex_offset
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    a, b = rng.uniform(0.05, 2.0, n), rng.uniform(0.05, 2.0, n)
+    d0, d2 = rng.exponential(1.0, n), rng.exponential(1.0, n)
+    d0[:200] = 0.0
+    d2[100:300] = 0.0
+    r = rng.choice([0.25, 1.0, 4.0], n) * rng.uniform(0.5, 2.0, n)
+    r[-500:] = 1.0
+    # The side convention of peak_log_alpha: the vertex lies right of the middle point, f(0) >= 0.
+    keep = d0 * r * b**2 >= d2 * a**2
+    a, b, d0, d2, r = a[keep], b[keep], d0[keep], d2[keep], r[keep]
+
+    lo, hi = np.zeros_like(b), b.copy()
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        positive = d0 * (r * (b - mid) ** 2 - mid**2) - d2 * a * (a + 2.0 * mid) >= 0
+        lo, hi = np.where(positive, mid, lo), np.where(positive, hi, mid)
+    bisection = np.where((d0 > 0) | (d2 > 0), 0.5 * (lo + hi), 0.0)
+
+    offset = _vertex_offset(a, b, d0, d2, r)
+    assert np.all((offset >= 0) & (offset <= b))
+    assert offset == pytest.approx(bisection, abs=1e-12)
+    assert np.all(offset[(d0 == 0) & (d2 == 0)] == 0.0)
