@@ -176,6 +176,26 @@ def reconcile(search: Any) -> None:
             study.enqueue_trial(dict(fixed))
 
 
+def fail_lost_trial(search: Any, trial_id: str) -> None:
+    """Fail the Optuna trial of Tune's trial ``trial_id`` that the restored experiment no longer
+    has (study.space.CellSearcher.restore): marked stale like a trial asked after the save, its
+    enqueued point (the heuristic) enqueued again, so the resumed search asks for it anew."""
+    from optuna.trial import TrialState
+
+    trial = search._ot_trials.pop(trial_id, None)
+    if trial is None:
+        return
+    study = search._ot_study
+    frozen = study._storage.get_trial(trial._trial_id)
+    if frozen.state.is_finished():
+        return
+    study._storage.set_trial_user_attr(frozen._trial_id, STALE_ATTR, "lost with Tune's trial on resume")
+    study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL)
+    fixed = frozen.system_attrs.get(FIXED_PARAMS)
+    if fixed:
+        study.enqueue_trial(dict(fixed))
+
+
 def is_told(search: Any, trial_id: str) -> bool:
     """Whether Tune's trial ``trial_id`` is already finished in its cell's study."""
     return trial_id in search._completed_trials

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -177,7 +178,6 @@ def _progress(phase: str, total: int) -> list[Any]:
 
 def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     """Phase 1: per cell, Optuna TPE over alpha (heuristic first) with ASHA rungs of its own."""
-    from ray.tune.search import ConcurrencyLimiter
 
     if storage.exists(_phase_file(study, SEARCH, DONE_MARKER)):
         return _read_table(_phase_file(study, SEARCH, TRIALS_FILE))
@@ -194,12 +194,16 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
 
     def tune_config() -> Any:
         # Each cell's Optuna study in its database (study.optuna_store), empty: a new search.
-        searcher = make_cell_searcher(study, keys, fresh_storage(study, keys))
+        searcher = make_cell_searcher(study, keys, fresh_storage(study, keys), max_concurrent=concurrency)
         publish_studies(study, keys)
         return tune.TuneConfig(
-            search_alg=ConcurrencyLimiter(searcher, max_concurrent=concurrency),
+            # The searcher limits the concurrency and ends the search itself (its counts are
+            # the ones a resume corrects: study.space.CellSearcher), so Tune samples "forever":
+            # past sys.maxsize, which Tune's console table shows as "infinite" (-1 it shows as
+            # the 19-digit sys.maxsize).
+            search_alg=searcher,
             scheduler=make_cell_scheduler(study),
-            num_samples=total,
+            num_samples=sys.maxsize + 1,
             time_budget_s=study.search.time_budget_s or None,
             reuse_actors=REUSE_DRIVERS,
         )

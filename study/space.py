@@ -19,8 +19,10 @@ Both classes live at module level: Tune pickles them with the experiment, and
 
 from __future__ import annotations
 
+import json
 import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -28,7 +30,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.config import StudyConfig
-from study.optuna_store import is_persistent, is_told, label_study, label_trial, reconcile
+from study.optuna_store import fail_lost_trial, is_persistent, is_told, label_study, label_trial, reconcile
 from study.optuna_urls import cell_study_name
 
 CELL = "cell"  # trial config key naming the trial's cell ("n_moods|metadata")
@@ -64,8 +66,11 @@ def make_sampler(study: StudyConfig, cell_index: int) -> Any:
     )
 
 
-def make_cell_searcher(study: StudyConfig, cell_keys: list[str], storage: Any = None) -> "CellSearcher":
-    """The phase-1 searcher: one OptunaSearch per cell, the heuristic (x1) first in each.
+def make_cell_searcher(
+    study: StudyConfig, cell_keys: list[str], storage: Any = None, max_concurrent: int = 0
+) -> "CellSearcher":
+    """The phase-1 searcher: one OptunaSearch per cell, the heuristic (x1) first in each;
+    ``max_concurrent`` trials at a time at most (0: no limit).
 
     ``storage``: an ``optuna.storages.BaseStorage`` (study.optuna_store.fresh_storage) where
     each cell's study lives under its own name (``<study name>:<cell key>``), or None for
@@ -86,7 +91,7 @@ def make_cell_searcher(study: StudyConfig, cell_keys: list[str], storage: Any = 
     if storage is not None:
         for key, searcher in searchers.items():
             label_study(searcher, study.run_dir, key)
-    return CellSearcher(searchers, study.search.trials_per_cell)
+    return CellSearcher(searchers, study.search.trials_per_cell, max_concurrent)
 
 
 def make_cell_scheduler(study: StudyConfig) -> Any:
@@ -101,16 +106,27 @@ def make_cell_scheduler(study: StudyConfig) -> Any:
 
 
 class CellSearcher(Searcher):
-    """One Optuna study per cell; each cell gets ``budget`` trials (see the module docstring)."""
+    """One Optuna study per cell; each cell gets ``budget`` trials (see the module docstring),
+    ``max_concurrent`` at a time at most (0: no limit).
 
-    def __init__(self, searchers: dict[str, Any], budget: int) -> None:
+    It keeps its own counts (trials issued per cell, trials live) instead of Tune's
+    ``ConcurrencyLimiter`` and ``num_samples``, so that a resume can correct them: Tune saves
+    the searcher and the experiment's trial list in separate files, uploaded one by one, and a
+    driver killed between the two uploads left a searcher that had issued a trial the restored
+    experiment did not have. That trial was never run again, and its cell was one trial short
+    (the S3 study test, 1 run in ~10, 2026-12-07); with two such trials live the limiter would
+    have waited forever. :meth:`restore` forgets such trials."""
+
+    def __init__(self, searchers: dict[str, Any], budget: int, max_concurrent: int = 0) -> None:
         # No metric at this level: Tune would then demand it in every result, a trial's
         # one-line failure report included. Each cell's OptunaSearch knows it.
         super().__init__()
         self.searchers = searchers
         self.budget = budget
+        self.max_concurrent = max_concurrent
         self.issued = {key: 0 for key in searchers}
         self.owner: dict[str, str] = {}
+        self.live: set[str] = set()
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
         return True  # each cell's OptunaSearch already knows its metric, mode and space
@@ -123,12 +139,15 @@ class CellSearcher(Searcher):
         key = self._next_cell()
         if key is None:
             return Searcher.FINISHED  # type: ignore[return-value]  # Tune's sentinel is a str; its annotation omits it
+        if self.max_concurrent and len(self.live) >= self.max_concurrent:
+            return None  # Tune asks again when a trial has ended
         config = self.searchers[key].suggest(trial_id)
         if config is None or config == Searcher.FINISHED:
             return config
         label_trial(self.searchers[key], trial_id)  # users find the Tune trial of an Optuna trial
         self.issued[key] += 1
         self.owner[trial_id] = key
+        self.live.add(trial_id)
         return {**config, CELL: key}
 
     def _open(self, trial_id: str) -> Optional[Any]:
@@ -143,6 +162,7 @@ class CellSearcher(Searcher):
             search.on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: Optional[dict] = None, error: bool = False) -> None:
+        self.live.discard(trial_id)
         search = self._open(trial_id)
         if search is not None:
             usable = result if result and METRIC in result else None
@@ -155,10 +175,38 @@ class CellSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
+        self.__dict__.setdefault("live", set())  # saved before the searcher kept these counts
+        self.__dict__.setdefault("max_concurrent", 0)
         # A study in a database may be ahead of the state just restored: bring it in line.
         for search in self.searchers.values():
             if is_persistent(search):
                 reconcile(search)
+        # Tune downloads the experiment's saved files beside this one before restoring it.
+        restored = restored_trial_ids(Path(checkpoint_path).parent)
+        if restored is not None:
+            for trial_id in sorted(set(self.owner) - restored):
+                self.forget(trial_id)
+
+    def forget(self, trial_id: str) -> None:
+        """A trial this searcher issued that Tune's restored experiment does not have: give its
+        cell the trial back and fail it in the cell's Optuna study."""
+        key = self.owner.pop(trial_id)
+        self.issued[key] -= 1
+        self.live.discard(trial_id)
+        fail_lost_trial(self.searchers[key], trial_id)
+
+
+def restored_trial_ids(experiment_dir: Path) -> Optional[set[str]]:
+    """The ids of the trials in the newest experiment state file in ``experiment_dir`` (the one
+    ``Tuner.restore`` restores: newest by name), or None when there is none."""
+    from ray.tune.execution.tune_controller import TuneController
+
+    states = sorted(experiment_dir.glob(TuneController.CKPT_FILE_TMPL.format("*")))
+    if not states:
+        return None
+    # Each entry is (the trial's state as a JSON text, its run metadata): TuneController.save_to_dir.
+    trial_data = json.loads(states[-1].read_text())["trial_data"]
+    return {json.loads(state)["trial_id"] for state, _ in trial_data}
 
 
 class CellASHA(FIFOScheduler):

@@ -108,6 +108,67 @@ def test_searcher_survives_a_pickle_round_trip(tmp_path) -> None:
     assert searcher.suggest("t4") == restored.suggest("t4")
 
 
+def _experiment_state(folder, trial_ids: list[str]) -> None:
+    """An experiment state file as Tune's TuneController.save_to_dir writes it, with these trials."""
+    import json
+
+    trials = [Trial("__fake", config={}, trial_id=trial_id, stub=True) for trial_id in trial_ids]
+    state = {"trial_data": [t.get_json_state() for t in trials], "runner_data": {}, "stats": {}}
+    (folder / "experiment_state-2026-12-07_01-52-49.json").write_text(json.dumps(state))
+
+
+def test_searcher_runs_at_most_max_concurrent_trials() -> None:
+    searcher = make_cell_searcher(_study(), CELLS, max_concurrent=2)
+    assert searcher.suggest("t0") and searcher.suggest("t1")
+    assert searcher.suggest("t2") is None  # two live: Tune asks again later
+    searcher.on_trial_complete("t0", {"val_pr_auc": 50.0})
+    assert searcher.suggest("t2")[CELL] == CELLS[2]
+
+
+def test_a_resume_gives_back_a_trial_the_restored_experiment_lost(tmp_path) -> None:
+    """Tune saves the searcher and the trial list in separate files; a driver killed between
+    their uploads leaves a searcher that issued a trial the restored experiment lacks. The
+    restored searcher gives that trial back to its cell (and fails it in the cell's Optuna
+    study), so every cell still gets its whole budget and the concurrency limit is not held."""
+    from optuna.trial import TrialState
+
+    searcher = make_cell_searcher(_study(), CELLS, max_concurrent=2)
+    configs = {t: searcher.suggest(t) for t in ("t0", "t1")}
+    searcher.on_trial_complete("t0", {"val_pr_auc": 60.0})
+    configs["t2"] = searcher.suggest("t2")  # then the driver dies: the experiment state has t0, t1
+    searcher.save(str(tmp_path / "searcher-state-2026-12-07_01-52-49.pkl"))
+    _experiment_state(tmp_path, ["t0", "t1"])
+
+    restored = make_cell_searcher(_study(), CELLS, max_concurrent=2)
+    restored.restore(str(tmp_path / "searcher-state-2026-12-07_01-52-49.pkl"))
+    lost_cell = configs["t2"][CELL]
+    assert "t2" not in restored.owner and restored.live == {"t1"}
+    assert restored.issued[lost_cell] == searcher.issued[lost_cell] - 1
+    # t2 was its cell's first trial, the heuristic (an enqueued point): failed, and enqueued again.
+    states = [t.state for t in restored.searchers[lost_cell]._ot_study.get_trials()]
+    assert states == [TrialState.FAIL, TrialState.WAITING]
+    # The cell's trial comes back (the heuristic again), and every cell gets its whole budget of 6.
+    again = restored.suggest("t3")
+    assert again[CELL] == lost_cell and again["alpha_factor"] == configs["t2"]["alpha_factor"] == 1.0
+    for i in range(4, 40):
+        for live in sorted(restored.live):
+            restored.on_trial_complete(live, {"val_pr_auc": 50.0})
+        if restored.suggest(f"t{i}") == Searcher.FINISHED:
+            break
+    assert set(restored.issued.values()) == {6}
+    assert sorted(restored.owner.values()).count(lost_cell) == 6
+
+
+def test_a_resume_without_an_experiment_state_keeps_every_trial(tmp_path) -> None:
+    searcher = make_cell_searcher(_study(), CELLS)
+    for t in ("t0", "t1"):
+        searcher.suggest(t)
+    searcher.save(str(tmp_path / "s.pkl"))
+    restored = make_cell_searcher(_study(), CELLS)
+    restored.restore(str(tmp_path / "s.pkl"))
+    assert set(restored.owner) == {"t0", "t1"}
+
+
 def test_tuned_alpha_is_chosen_at_equal_budgets() -> None:
     """ASHA never stops the first trial of a rung, so with a small budget the heuristic (first)
     always "finishes": a trial ASHA stopped is compared at the epochs it reached, not on the
