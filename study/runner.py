@@ -38,7 +38,7 @@ from study.filenames import STUDY_CONFIG_FILE
 from study.optuna_store import check_resumable, fresh_storage, publish_studies, storage_url
 from study.optuna_urls import cell_study_name
 from study.results import curve_rows, job_name, search_rows, trial_table
-from study.space import make_cell_scheduler, make_cell_searcher
+from study.space import CellSearchGenerator, make_cell_scheduler, make_cell_searcher
 from study.trial import FATAL, driver_resources, job_runs, make_trial_driver
 
 SEARCH, CURVE = "search", "curve"
@@ -201,7 +201,7 @@ def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
             # the ones a resume corrects: study.space.CellSearcher), so Tune samples "forever":
             # past sys.maxsize, which Tune's console table shows as "infinite" (-1 it shows as
             # the 19-digit sys.maxsize).
-            search_alg=searcher,
+            search_alg=CellSearchGenerator(searcher),
             scheduler=make_cell_scheduler(study),
             num_samples=sys.maxsize + 1,
             time_budget_s=study.search.time_budget_s or None,

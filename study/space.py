@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import Searcher
+from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from study.config import StudyConfig
@@ -115,7 +115,7 @@ class CellSearcher(Searcher):
     driver killed between the two uploads left a searcher that had issued a trial the restored
     experiment did not have. That trial was never run again, and its cell was one trial short
     (the S3 study test, 1 run in ~10, 2026-12-07); with two such trials live the limiter would
-    have waited forever. :meth:`restore` forgets such trials."""
+    have waited forever. :meth:`restore` makes the counts agree with the restored trials."""
 
     def __init__(self, searchers: dict[str, Any], budget: int, max_concurrent: int = 0) -> None:
         # No metric at this level: Tune would then demand it in every result, a trial's
@@ -127,6 +127,7 @@ class CellSearcher(Searcher):
         self.issued = {key: 0 for key in searchers}
         self.owner: dict[str, str] = {}
         self.live: set[str] = set()
+        self.adopted: set[str] = set()  # restored trials never issued here: no Optuna trial of ours
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: dict, **spec: Any) -> bool:
         return True  # each cell's OptunaSearch already knows its metric, mode and space
@@ -154,7 +155,9 @@ class CellSearcher(Searcher):
         """The OptunaSearch of a trial whose result may still be written to its study: a trial
         told already (a resumed search runs it again, see study.optuna_store.reconcile) is not."""
         search = self.searchers.get(self.owner.get(trial_id, ""))
-        return None if search is None or is_told(search, trial_id) else search
+        if search is None or trial_id in self.adopted or is_told(search, trial_id):
+            return None
+        return search
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         search = self._open(trial_id)
@@ -175,38 +178,62 @@ class CellSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
-        self.__dict__.setdefault("live", set())  # saved before the searcher kept these counts
-        self.__dict__.setdefault("max_concurrent", 0)
+        for name, empty in (("live", set()), ("adopted", set()), ("max_concurrent", 0)):
+            self.__dict__.setdefault(name, empty)  # saved before the searcher kept these
         # A study in a database may be ahead of the state just restored: bring it in line.
         for search in self.searchers.values():
             if is_persistent(search):
                 reconcile(search)
         # Tune downloads the experiment's saved files beside this one before restoring it.
-        restored = restored_trial_ids(Path(checkpoint_path).parent)
+        restored = restored_trials(Path(checkpoint_path).parent)
         if restored is not None:
-            for trial_id in sorted(set(self.owner) - restored):
-                self.forget(trial_id)
+            self.reconcile_trials(restored)
 
-    def forget(self, trial_id: str) -> None:
-        """A trial this searcher issued that Tune's restored experiment does not have: give its
-        cell the trial back and fail it in the cell's Optuna study."""
-        key = self.owner.pop(trial_id)
-        self.issued[key] -= 1
-        self.live.discard(trial_id)
-        fail_lost_trial(self.searchers[key], trial_id)
+    def reconcile_trials(self, restored: dict[str, tuple[str, str]]) -> None:
+        """Make the counts agree with the trials Tune restored (id -> (cell, Tune status)).
+
+        * A trial this searcher issued that Tune's experiment lacks is forgotten: its cell gets
+          the trial back and its Optuna trial is failed (study.optuna_store.fail_lost_trial).
+        * A trial Tune restored that this searcher never issued (the experiment saved after
+          it) counts against its cell's budget; Tune runs it, its results stay out of Optuna,
+          whose trial for it ``reconcile`` failed as asked after the save.
+        * Live are the restored trials Tune runs again: all but the finished ones."""
+        for trial_id in sorted(set(self.owner) - set(restored)):
+            key = self.owner.pop(trial_id)
+            self.issued[key] -= 1
+            fail_lost_trial(self.searchers[key], trial_id)
+        for trial_id, (key, _) in sorted(restored.items()):
+            if trial_id not in self.owner and key in self.issued:
+                self.owner[trial_id] = key
+                self.issued[key] += 1
+                self.adopted.add(trial_id)
+        self.live = {t for t, (_, status) in restored.items() if t in self.owner and status != "TERMINATED"}
 
 
-def restored_trial_ids(experiment_dir: Path) -> Optional[set[str]]:
-    """The ids of the trials in the newest experiment state file in ``experiment_dir`` (the one
-    ``Tuner.restore`` restores: newest by name), or None when there is none."""
+def restored_trials(experiment_dir: Path) -> Optional[dict[str, tuple[str, str]]]:
+    """Trial id -> (its cell, its Tune status) of the newest experiment state file in
+    ``experiment_dir`` (the one ``Tuner.restore`` restores: newest by name), or None when there
+    is none."""
     from ray.tune.execution.tune_controller import TuneController
 
     states = sorted(experiment_dir.glob(TuneController.CKPT_FILE_TMPL.format("*")))
     if not states:
         return None
     # Each entry is (the trial's state as a JSON text, its run metadata): TuneController.save_to_dir.
-    trial_data = json.loads(states[-1].read_text())["trial_data"]
-    return {json.loads(state)["trial_id"] for state, _ in trial_data}
+    trials = [json.loads(state) for state, _ in json.loads(states[-1].read_text())["trial_data"]]
+    return {t["trial_id"]: (str((t.get("config") or {}).get(CELL, "")), str(t.get("status", ""))) for t in trials}
+
+
+class CellSearchGenerator(SearchGenerator):
+    """Tune's SearchGenerator around a :class:`CellSearcher`, which alone decides when the search
+    is over. Tune saves this generator's "finished" flag in a file of its own: restored from a
+    later snapshot than the trial list (a driver killed between uploads, 2026-12-07), it ended a
+    search whose last trial the restored experiment did not have, and that trial never ran. So a
+    restored generator is never finished: the restored searcher says FINISHED again if it is."""
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._finished = False
 
 
 class CellASHA(FIFOScheduler):

@@ -108,12 +108,17 @@ def test_searcher_survives_a_pickle_round_trip(tmp_path) -> None:
     assert searcher.suggest("t4") == restored.suggest("t4")
 
 
-def _experiment_state(folder, trial_ids: list[str]) -> None:
-    """An experiment state file as Tune's TuneController.save_to_dir writes it, with these trials."""
+def _experiment_state(folder, trials: dict[str, tuple[dict, str]]) -> None:
+    """An experiment state file as Tune's TuneController.save_to_dir writes it: these trials
+    (id -> (config, Tune status))."""
     import json
 
-    trials = [Trial("__fake", config={}, trial_id=trial_id, stub=True) for trial_id in trial_ids]
-    state = {"trial_data": [t.get_json_state() for t in trials], "runner_data": {}, "stats": {}}
+    data = []
+    for trial_id, (config, status) in trials.items():
+        trial = Trial("__fake", config=config, trial_id=trial_id, stub=True)
+        trial.status = status
+        data.append(trial.get_json_state())
+    state = {"trial_data": data, "runner_data": {}, "stats": {}}
     (folder / "experiment_state-2026-12-07_01-52-49.json").write_text(json.dumps(state))
 
 
@@ -137,7 +142,7 @@ def test_a_resume_gives_back_a_trial_the_restored_experiment_lost(tmp_path) -> N
     searcher.on_trial_complete("t0", {"val_pr_auc": 60.0})
     configs["t2"] = searcher.suggest("t2")  # then the driver dies: the experiment state has t0, t1
     searcher.save(str(tmp_path / "searcher-state-2026-12-07_01-52-49.pkl"))
-    _experiment_state(tmp_path, ["t0", "t1"])
+    _experiment_state(tmp_path, {"t0": (configs["t0"], "TERMINATED"), "t1": (configs["t1"], "RUNNING")})
 
     restored = make_cell_searcher(_study(), CELLS, max_concurrent=2)
     restored.restore(str(tmp_path / "searcher-state-2026-12-07_01-52-49.pkl"))
@@ -157,6 +162,47 @@ def test_a_resume_gives_back_a_trial_the_restored_experiment_lost(tmp_path) -> N
             break
     assert set(restored.issued.values()) == {6}
     assert sorted(restored.owner.values()).count(lost_cell) == 6
+
+
+def test_a_resume_counts_a_trial_only_the_restored_experiment_has(tmp_path) -> None:
+    """The other order: the trial list saved after the searcher. The restored trial the searcher
+    never issued counts against its cell's budget (no cell gets more than 6), is live until it
+    ends, and its result is kept out of Optuna (the searcher has no Optuna trial for it)."""
+    searcher = make_cell_searcher(_study(), CELLS, max_concurrent=2)
+    configs = {t: searcher.suggest(t) for t in ("t0", "t1")}
+    searcher.save(str(tmp_path / "searcher-state-2026-12-07_01-52-49.pkl"))  # then t2 is issued
+    searcher.on_trial_complete("t0", {"val_pr_auc": 60.0})
+    extra = {"alpha_factor": 0.5, CELL: CELLS[2]}
+    trials = {"t0": (configs["t0"], "TERMINATED"), "t1": (configs["t1"], "RUNNING"), "t2": (extra, "RUNNING")}
+    _experiment_state(tmp_path, trials)
+
+    restored = make_cell_searcher(_study(), CELLS, max_concurrent=2)
+    restored.restore(str(tmp_path / "searcher-state-2026-12-07_01-52-49.pkl"))
+    assert restored.owner["t2"] == CELLS[2] and restored.issued[CELLS[2]] == 1
+    assert restored.live == {"t1", "t2"} and restored.suggest("t3") is None  # t0 ended: two live
+    restored.on_trial_complete("t2", {"val_pr_auc": 40.0})  # no Optuna trial of ours: not told
+    from optuna.trial import TrialState
+
+    # The cell's study holds only its enqueued heuristic, still waiting: nothing was told.
+    assert [t.state for t in restored.searchers[CELLS[2]]._ot_study.get_trials()] == [TrialState.WAITING]
+    for i in range(3, 40):
+        for live in sorted(restored.live):
+            restored.on_trial_complete(live, {"val_pr_auc": 50.0})
+        if restored.suggest(f"t{i}") == Searcher.FINISHED:
+            break
+    assert set(restored.issued.values()) == {6}
+
+
+def test_a_restored_search_generator_leaves_the_end_to_its_searcher() -> None:
+    """Tune's generator state, saved after the trial list, said "finished" while the restored
+    searcher still had a trial to give (the S3 study's lost fourth trial, 2026-12-07)."""
+    import sys
+
+    from study.space import CellSearchGenerator
+
+    generator = CellSearchGenerator(make_cell_searcher(_study(), CELLS))
+    generator.set_state({"counter": 4, "total_samples": sys.maxsize + 1, "finished": True, "experiment": None})
+    assert not generator.is_finished()
 
 
 def test_a_resume_without_an_experiment_state_keeps_every_trial(tmp_path) -> None:
