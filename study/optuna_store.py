@@ -169,27 +169,26 @@ def reconcile(search: Any) -> None:
             continue
         if frozen.state != TrialState.RUNNING:
             continue
-        rdb.set_trial_user_attr(frozen._trial_id, STALE_ATTR, "asked after the last saved search state")
-        rdb.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL)
-        fixed = frozen.system_attrs.get(FIXED_PARAMS)
-        if fixed:
-            study.enqueue_trial(dict(fixed))
+        _fail_stale(study, frozen, "asked after the last saved search state")
 
 
 def fail_lost_trial(search: Any, trial_id: str) -> None:
     """Fail the Optuna trial of Tune's trial ``trial_id`` that the restored experiment no longer
-    has (study.space.CellSearcher.restore): marked stale like a trial asked after the save, its
-    enqueued point (the heuristic) enqueued again, so the resumed search asks for it anew."""
-    from optuna.trial import TrialState
-
+    has (study.space.CellSearcher.reconcile_trials), as :func:`reconcile` fails a trial asked
+    after the save: the resumed search asks for its enqueued point (the heuristic) anew."""
     trial = search._ot_trials.pop(trial_id, None)
     if trial is None:
         return
-    study = search._ot_study
-    frozen = study._storage.get_trial(trial._trial_id)
-    if frozen.state.is_finished():
-        return
-    study._storage.set_trial_user_attr(frozen._trial_id, STALE_ATTR, "lost with Tune's trial on resume")
+    frozen = search._ot_study._storage.get_trial(trial._trial_id)
+    if not frozen.state.is_finished():
+        _fail_stale(search._ot_study, frozen, "lost with Tune's trial on resume")
+
+
+def _fail_stale(study: Any, frozen: Any, reason: str) -> None:
+    """Mark an unfinished Optuna trial failed and stale (``reason``); enqueue its fixed point again."""
+    from optuna.trial import TrialState
+
+    study._storage.set_trial_user_attr(frozen._trial_id, STALE_ATTR, reason)
     study._storage.set_trial_state_values(frozen._trial_id, state=TrialState.FAIL)
     fixed = frozen.system_attrs.get(FIXED_PARAMS)
     if fixed:

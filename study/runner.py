@@ -178,7 +178,6 @@ def _progress(phase: str, total: int) -> list[Any]:
 
 def run_search(study: StudyConfig, cells: dict[str, Cell]) -> pd.DataFrame:
     """Phase 1: per cell, Optuna TPE over alpha (heuristic first) with ASHA rungs of its own."""
-
     if storage.exists(_phase_file(study, SEARCH, DONE_MARKER)):
         return _read_table(_phase_file(study, SEARCH, TRIALS_FILE))
     searched = metadata_cells(cells)

@@ -111,11 +111,11 @@ class CellSearcher(Searcher):
 
     It keeps its own counts (trials issued per cell, trials live) instead of Tune's
     ``ConcurrencyLimiter`` and ``num_samples``, so that a resume can correct them: Tune saves
-    the searcher and the experiment's trial list in separate files, uploaded one by one, and a
-    driver killed between the two uploads left a searcher that had issued a trial the restored
-    experiment did not have. That trial was never run again, and its cell was one trial short
-    (the S3 study test, 1 run in ~10, 2026-12-07); with two such trials live the limiter would
-    have waited forever. :meth:`restore` makes the counts agree with the restored trials."""
+    the searcher, its generator and the experiment's trial list in separate files, uploaded one
+    by one, and a driver killed between the uploads leaves them from different moments. Then
+    Tune's counts are wrong (the S3 study test lost a trial so, 2026-12-07: see
+    :class:`CellSearchGenerator`; a limiter holding a trial the list lacks would wait forever).
+    :meth:`restore` makes this searcher's counts agree with the restored trials."""
 
     def __init__(self, searchers: dict[str, Any], budget: int, max_concurrent: int = 0) -> None:
         # No metric at this level: Tune would then demand it in every result, a trial's

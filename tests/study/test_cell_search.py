@@ -122,6 +122,17 @@ def _experiment_state(folder, trials: dict[str, tuple[dict, str]]) -> None:
     (folder / "experiment_state-2026-12-07_01-52-49.json").write_text(json.dumps(state))
 
 
+def _run_to_the_end(searcher, first: int) -> None:
+    """What Tune does until the search is over: end every live trial, ask for trial ``t<first>``
+    and on, until the searcher says FINISHED (bounded)."""
+    for i in range(first, first + 40):
+        for live in sorted(searcher.live):
+            searcher.on_trial_complete(live, {"val_pr_auc": 50.0})
+        if searcher.suggest(f"t{i}") == Searcher.FINISHED:
+            return
+    raise AssertionError("the search did not end")
+
+
 def test_searcher_runs_at_most_max_concurrent_trials() -> None:
     searcher = make_cell_searcher(_study(), CELLS, max_concurrent=2)
     assert searcher.suggest("t0") and searcher.suggest("t1")
@@ -155,11 +166,7 @@ def test_a_resume_gives_back_a_trial_the_restored_experiment_lost(tmp_path) -> N
     # The cell's trial comes back (the heuristic again), and every cell gets its whole budget of 6.
     again = restored.suggest("t3")
     assert again[CELL] == lost_cell and again["alpha_factor"] == configs["t2"]["alpha_factor"] == 1.0
-    for i in range(4, 40):
-        for live in sorted(restored.live):
-            restored.on_trial_complete(live, {"val_pr_auc": 50.0})
-        if restored.suggest(f"t{i}") == Searcher.FINISHED:
-            break
+    _run_to_the_end(restored, first=4)
     assert set(restored.issued.values()) == {6}
     assert sorted(restored.owner.values()).count(lost_cell) == 6
 
@@ -185,11 +192,7 @@ def test_a_resume_counts_a_trial_only_the_restored_experiment_has(tmp_path) -> N
 
     # The cell's study holds only its enqueued heuristic, still waiting: nothing was told.
     assert [t.state for t in restored.searchers[CELLS[2]]._ot_study.get_trials()] == [TrialState.WAITING]
-    for i in range(3, 40):
-        for live in sorted(restored.live):
-            restored.on_trial_complete(live, {"val_pr_auc": 50.0})
-        if restored.suggest(f"t{i}") == Searcher.FINISHED:
-            break
+    _run_to_the_end(restored, first=3)
     assert set(restored.issued.values()) == {6}
 
 
