@@ -78,7 +78,7 @@ class ModelCard:
     ) -> "ModelCard":
         """The card of a model trained with ``config`` (``meta_names`` = its metadata head's outputs;
         ``alpha`` the effective alpha when ``alpha_mode`` is "learned")."""
-        from mtlmood.metrics import json_safe  # lazy: keeps sklearn out of card-only readers
+        from mtlmood.metrics import json_safe  # lazy: keeps scipy out of card-only readers
 
         return cls(
             mood_names=list(mood_names),

@@ -55,7 +55,7 @@ class DatasetStats:
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as strict JSON (a NaN percentage of an empty test split becomes null)."""
-        from mtlmood.metrics import json_safe  # lazy: only --json needs it, and sklearn is slow to import
+        from mtlmood.metrics import json_safe  # lazy: only --json needs it (the module imports scipy)
 
         return json_safe(asdict(self))
 
