@@ -119,14 +119,14 @@ def log_mel(wave: np.ndarray, cfg: FeatureConfig, method: MelMethod = "librosa")
 @lru_cache(maxsize=16)
 def _mel_setup(sample_rate: int, n_fft: int, n_mels: int) -> tuple[np.ndarray, Any]:
     """(periodic Hann window (n_fft,), Slaney mel filterbank as a CSR matrix (n_mels, n_fft // 2 + 1)),
-    exactly as librosa builds them."""
-    import librosa
+    exactly as librosa builds them (mtlmood.mel_filters: without importing librosa)."""
     import scipy.sparse
 
-    window = librosa.filters.get_window("hann", n_fft, fftbins=True).astype(np.float32)
+    from mtlmood.mel_filters import hann_window, slaney_mel_filterbank
+
+    window = hann_window(n_fft).astype(np.float32)
     window.setflags(write=False)  # shared by every caller: never to be modified
-    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)  # float32
-    return window, scipy.sparse.csr_array(basis)
+    return window, scipy.sparse.csr_array(slaney_mel_filterbank(sample_rate, n_fft, n_mels))
 
 
 def _mel_power_fast(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

@@ -142,3 +142,15 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load_audio(tmp_path / "nope.mp3", CFG)
     with pytest.raises(AudioDecodeError, match="not a regular file"):
         load_audio(tmp_path, CFG)
+
+
+@pytest.mark.parametrize("native_rate", [44100, 48000, 22050, 8000, 11025])
+@pytest.mark.parametrize("n", [1, 999, 44101])
+def test_resample_is_librosas_soxr_hq_bit_for_bit(native_rate: int, n: int) -> None:
+    """mtlmood.audio.resample skips librosa's import, not its result: length fix included."""
+    from mtlmood.audio import resample
+
+    wave = np.random.default_rng(n).standard_normal(n).astype(np.float32)
+    expected = librosa.resample(wave, orig_sr=native_rate, target_sr=16000, res_type="soxr_hq")
+    got = resample(wave, native_rate, 16000)
+    assert got.dtype == expected.dtype and got.shape == expected.shape and np.array_equal(got, expected)

@@ -1,7 +1,10 @@
-"""Log-mel features: the musicnn/librosa reference, frame counts, codec agreement, scale."""
+"""Log-mel features: the musicnn/librosa reference, frame counts, codec agreement, scale, and the
+fast path's window and filterbank equal to librosa's."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import librosa
@@ -78,3 +81,31 @@ def test_other_feature_settings_are_honoured(real_audio_dir: Path) -> None:
     cfg = FeatureConfig(n_mels=64, hop_length=512, max_seconds=2.0)
     feats = features_from_file(real_audio_dir / TRUMPET, cfg)
     assert feats.shape == (1 + 32000 // 512, 64)
+
+
+@pytest.mark.parametrize(
+    ("sample_rate", "n_fft", "n_mels"), [(16000, 512, 96), (16000, 512, 32), (22050, 2048, 128), (8000, 256, 40)]
+)
+def test_the_fast_paths_window_and_filterbank_are_librosas_bit_for_bit(
+    sample_rate: int, n_fft: int, n_mels: int
+) -> None:
+    """mtlmood.mel_filters rebuilds them without importing librosa (a replica's cold start)."""
+    from mtlmood.mel_filters import hann_window, slaney_mel_filterbank
+
+    expected = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)
+    got = slaney_mel_filterbank(sample_rate, n_fft, n_mels)
+    assert got.dtype == expected.dtype == np.float32 and np.array_equal(got, expected)
+    assert np.array_equal(hann_window(n_fft), librosa.filters.get_window("hann", n_fft, fftbins=True))
+
+
+def test_the_fast_path_imports_no_librosa(real_audio_dir: Path) -> None:
+    """What a Serve replica does per request: decode (a 44.1 kHz stereo file: resampled) and the
+    fast log-mel, without librosa, numba or scipy.signal (~0.9 CPU-s of every replica's start)."""
+    clip = real_audio_dir / "gs-16b-2c-44100hz.flac"
+    code = (
+        "import sys; from mtlmood.features import features_from_bytes; from mtlmood.config import FeatureConfig;"
+        f"features_from_bytes(open({str(clip)!r}, 'rb').read(), FeatureConfig(), method='fast');"
+        "print(sorted(m for m in ('librosa', 'numba', 'scipy.signal') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
