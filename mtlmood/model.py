@@ -27,13 +27,7 @@ from torch import nn
 
 from mtlmood.config import ModelConfig
 from mtlmood.errors import ConfigError
-
-
-def pooled_size(size: int, n_blocks: int, pool: int) -> int:
-    """Length of one axis after ``n_blocks`` max-pools of ``pool`` (floor, like Keras "valid")."""
-    for _ in range(n_blocks):
-        size //= pool
-    return size
+from mtlmood.shapes import pooled_size
 
 
 class MoodCNN(nn.Module):

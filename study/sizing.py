@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 from mtlmood.config import FeatureConfig, ModelConfig
-from mtlmood.model import pooled_size
+from mtlmood.shapes import pooled_size
 
 # Bytes moved per conv-output element per step, bf16 activations (2 B), max-pool indices
 # int64 (8 B per pooled element = 2 B per input element), dropout mask 1 B per pooled element.

@@ -45,11 +45,16 @@ def test_a_trial_without_datasets_starts_no_dataset_manager(tmp_path: Path, torc
 
 def test_one_worker_trials_never_import_torch_for_the_trainer() -> None:
     """TorchTrainer only where a process group is needed: its config imports torch, ~1.9 CPU-s
-    of every trial's Train controller. Checked in a fresh interpreter."""
+    of every trial's Train controller. Nor does the trial's driver (study.trial, and the resource
+    plan it reads through study.sizing) import torch: ~1.3 CPU-s of every trial. Checked in a
+    fresh interpreter."""
     assert trainer_class(False).__mro__[1] is DataParallelTrainer
     assert trainer_class(True).__mro__[1].__name__ == "TorchTrainer"
     assert trainer_class(False) is trainer_class(False)  # one class per kind (functools.cache)
-    probe = "import sys; from study.trainer import trainer_class; trainer_class(False); print('torch' in sys.modules)"
+    probe = (
+        "import sys, study.trial, study.resources, study.runner; from study.trainer import trainer_class;"
+        "trainer_class(False); print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
