@@ -104,7 +104,14 @@ def test_sigkill_of_a_replica_under_load_gives_json_503s_and_recovers(default_ap
 def test_short_soak_holds_memory_and_p99(default_app: str) -> None:
     """30 % of the capacity for 46 s: no replica's (or the proxy's) memory grows > 10 %, p99 does not
     drift > 25 % beyond its interval, errors <= 1 %. An inconclusive verdict (other processes used
-    > 0.25 cores) fails with its reason: the test needs a quiet machine to say anything."""
+    > 0.25 cores) fails with its reason: the test needs a quiet machine to say anything.
+
+    A p99 drift alone must show in two soaks one after the other. Two 20 s windows of one steady
+    service are called a drift ~7-9 % of the time (tests/serve/test_soak_tail_interval.py: a
+    window holds a few stalls, and no interval from one window knows how many the next gets),
+    and one full-suite run on 2026-12-07 failed so (p99 47 -> 63 ms while the memory held);
+    twice in a row is under 1 % (0.085 squared if independent; 0 of 100 simulated pairs, against
+    0.17 for a doubled tail). A memory, error or process failure fails at once."""
     import numpy as np
 
     from benchmarks.load.replicas import app_processes
@@ -115,13 +122,17 @@ def test_short_soak_holds_memory_and_p99(default_app: str) -> None:
     url = f"{default_app}/predict"
     capacity = measure_capacity(url, clips, concurrency=16, seconds=6.0)
     assert capacity > 1.0, capacity
-    # 6 s warm-up (a slow start only makes the first window's p99 the higher), then two 20 s
-    # windows to compare (p99 of ~500 requests each).
-    run = run_soak(url, clips, 0.3 * capacity, 46.0, lambda: app_processes(APP), sample_s=1.0)
-    windows = summarise(run, window_s=20.0, warmup_s=6.0)
-    verdict = judge(windows)
-    print(f"capacity {capacity:.1f} req/s, soak at {run.rate_rps:.1f} req/s, {run.late} late starts")
-    print(table(windows))  # shown with -s
-    print(verdict)
-    assert {label.split(" ")[0] for label in windows[-1].rss_mb} >= {"MoodRouter", "MoodIngress", "proxy"}
+    for soak in (1, 2):
+        # 6 s warm-up (a slow start only makes the first window's p99 the higher), then two 20 s
+        # windows to compare (p99 of ~500 requests each).
+        run = run_soak(url, clips, 0.3 * capacity, 46.0, lambda: app_processes(APP), sample_s=1.0)
+        windows = summarise(run, window_s=20.0, warmup_s=6.0)
+        verdict = judge(windows)
+        print(f"soak {soak}: capacity {capacity:.1f} req/s, soak at {run.rate_rps:.1f} req/s, {run.late} late starts")
+        print(table(windows))  # shown with -s
+        print(verdict)
+        assert {label.split(" ")[0] for label in windows[-1].rss_mb} >= {"MoodRouter", "MoodIngress", "proxy"}
+        drift_alone = all(r.startswith(("p99 drifted", "inconclusive")) for r in verdict.reasons)
+        if verdict.passed or not drift_alone:
+            break
     assert verdict.passed, verdict.reasons

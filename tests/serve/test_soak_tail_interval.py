@@ -43,13 +43,20 @@ def _binomial_interval(latency_ms: np.ndarray, q: float = 0.99) -> tuple[float, 
 
 def test_the_p99_rule_seldom_calls_a_steady_bursty_service_drifting_and_sees_a_doubled_tail() -> None:
     rng = np.random.default_rng(7)
-    false_alarms = np.mean([_drift_called(rng) for _ in range(PAIRS)])
-    doubled = np.mean([_drift_called(rng, stall_rate=0.3, stall_mean_s=1.2) for _ in range(PAIRS)])
-    print(f"drift called: steady {false_alarms:.3f}, doubled tail {doubled:.3f}")  # shown with -s
+    steady = np.array([_drift_called(rng) for _ in range(PAIRS)])
+    tail = np.array([_drift_called(rng, stall_rate=0.3, stall_mean_s=1.2) for _ in range(PAIRS)])
+    false_alarms, doubled = steady.mean(), tail.mean()
+    # The suite's short soak (test_serve_default_layout.py) calls a p99 drift only when two soaks
+    # in a row show one: consecutive simulated soaks, paired.
+    replicated, doubled_twice = np.mean(steady[::2] & steady[1::2]), np.mean(tail[::2] & tail[1::2])
+    print(f"drift called: steady {false_alarms:.3f} (twice {replicated:.3f})", end=", ")  # shown with -s
+    print(f"doubled tail {doubled:.3f} (twice {doubled_twice:.3f})")
     # Measured 2026-12-06: 0.085 and 0.43; above a 5 % test's rate: two 20 s windows
     # hold a few stalls each, and no interval drawn from one window knows how many the next gets.
+    # 2026-12-07: twice in a row 0 of 100 pairs and 0.17.
     assert false_alarms <= 0.10
     assert doubled >= 2 * false_alarms and doubled >= 0.25
+    assert replicated <= 0.03 and doubled_twice >= 0.1
 
     # The interval it replaced, on the same kind of windows: far more false alarms.
     iid = 0
