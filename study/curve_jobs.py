@@ -11,7 +11,7 @@ import pandas as pd
 
 from study.cells import Cell, cell_key, metadata_cells
 from study.config import StudyConfig
-from study.results import arm_name, tuned_alpha_factor
+from study.results import arm_name, job_name, tuned_alpha_factor
 from study.trial import LEARNED
 
 
@@ -56,3 +56,18 @@ def curve_trials(jobs: list[dict[str, Any]], arms_per_trial: int) -> list[list[d
         groups.setdefault((str(job["cell"]), tuple(job["seeds"])), []).append(job)
     size = max(1, arms_per_trial)
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def unreported_trials(
+    trials: list[list[dict[str, Any]]], reported: list[list[dict[str, Any]]]
+) -> list[list[dict[str, Any]]]:
+    """The trials of ``trials`` of which Tune reported none of the jobs (``reported``: the jobs of
+    each trial in its result grid, errored ones included).
+
+    A resumed round can miss one: Tune saves its trial list and its variant generator's position
+    in separate files, uploaded one after the other, so a driver killed between the two can
+    leave a generator that already handed out a trial the saved list lacks. Restored, that
+    generator never hands it out again, and the round would end with its runs missing (what
+    the search's generator did on 2026-12-07; study.space.CellSearchGenerator)."""
+    names = {job_name(job) for jobs in reported for job in jobs}
+    return [trial for trial in trials if not any(job_name(job) in names for job in trial)]

@@ -32,7 +32,7 @@ from mtlmood.remote_cache import lock_directory
 from mtlmood.runlock import RunLock, held_here
 from study.cells import CELLS_FILE, Cell, metadata_cells, study_cells
 from study.config import StudyConfig, join_storage
-from study.curve_jobs import curve_jobs, curve_trials, seed_chunks
+from study.curve_jobs import curve_jobs, curve_trials, seed_chunks, unreported_trials
 from study.extension import EXTENSIONS_FILE, extension_jobs, extension_summary
 from study.filenames import STUDY_CONFIG_FILE
 from study.optuna_store import check_resumable, fresh_storage, publish_studies, storage_url
@@ -48,6 +48,9 @@ DONE_MARKER = "phase_done.json"
 # and done marker; the phase's TRIALS_FILE/DONE_MARKER come once every round is done.
 ROUND_TRIALS_FILE = "round_trials.parquet"
 ROUND_DONE_MARKER = "round_done.json"
+# How often a curve round runs the trials its resumed experiment never ran before it gives up
+# and lists their runs as unfinished (each try is one more kill survived).
+LOST_TRIAL_ROUNDS = 3
 CELLS_DIR = "cells"
 
 
@@ -234,18 +237,32 @@ def _curve_round(
     trials = curve_trials(jobs, study.curve.arms_per_trial)
     runs = sum(len(job["seeds"]) for job in jobs)
     print(f"[{experiment}] {len(trials)} trials, {runs} runs ({what}), {concurrency} at a time", flush=True)
-    grid = _tuner(
-        study,
-        experiment,
-        trainable,
-        {"jobs": tune.grid_search(trials)},
-        lambda: tune_config,
-        _progress(experiment, len(trials)),
-    ).fit()
-    _stop_on_fatal(study, experiment, grid)
+    results: list[Any] = []
+    pending = trials
+    for attempt in range(LOST_TRIAL_ROUNDS + 1):
+        # Trials a resumed experiment never ran (study.curve_jobs.unreported_trials) run in an
+        # experiment of their own, named so that a study killed meanwhile resumes that one too.
+        name = f"{experiment}-again{attempt}" if attempt else experiment
+        if attempt:
+            print(
+                f"[{experiment}] {len(pending)} trial(s) the resumed experiment never ran: again as {name}", flush=True
+            )
+        grid = _tuner(
+            study,
+            name,
+            trainable,
+            {"jobs": tune.grid_search(pending)},
+            lambda: tune_config,
+            _progress(name, len(pending)),
+        ).fit()
+        _stop_on_fatal(study, name, grid)
+        results.extend(grid)
+        pending = unreported_trials(pending, [r.config.get("jobs", []) for r in grid if r.config])
+        if not pending:
+            break
     errors = {
         job_name(job): str(r.error).splitlines()[0][:300]
-        for r in grid
+        for r in results
         if r.error is not None and r.config
         for job in r.config.get("jobs", ())
     }

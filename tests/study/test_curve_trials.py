@@ -11,7 +11,7 @@ import pytest
 
 from study.cells import Cell, cell_key
 from study.config import load_study_config
-from study.curve_jobs import curve_trials
+from study.curve_jobs import curve_trials, unreported_trials
 from study.plan import plan_table
 
 
@@ -39,6 +39,20 @@ def test_arms_of_one_cell_and_one_seed_chunk_share_a_trial_in_plan_order() -> No
     assert all(len(trial) == 1 for trial in singles) and len(singles) == len(jobs)
     packed = curve_trials(jobs, 10)
     assert len(packed) == 4 and sorted(j["arm"] for t in packed for j in t) == sorted(j["arm"] for j in jobs)
+
+
+def test_a_trial_tune_never_reported_is_found_by_its_jobs() -> None:
+    """What a resumed curve round runs again: the trials none of whose jobs are in the result grid
+    (a generator restored ahead of the trial list never hands them out again)."""
+    jobs = [_job("3|none", "baseline", [1, 2])] + [_job("3|artist", arm, [1, 2]) for arm in ("x1/3", "heuristic", "x3")]
+    trials = curve_trials(jobs, 2)  # [baseline], [x1/3, heuristic], [x3]
+    assert unreported_trials(trials, trials) == []
+    assert unreported_trials(trials, [trials[0], trials[2]]) == [trials[1]]
+    assert unreported_trials(trials, []) == trials
+    # A reported trial counts by its jobs (the grid's configs are copies, not these objects).
+    assert unreported_trials(trials, [[dict(job) for job in trial] for trial in trials[:2]]) == [trials[2]]
+    # An errored trial is reported too: its runs are listed with its error, not run again.
+    assert unreported_trials(trials[:1], [[_job("3|none", "baseline", [1, 2])]]) == []
 
 
 @pytest.mark.parametrize(("arms_per_trial", "expected"), [(1, 5 * 2), (2, 3 * 2), (5, 1 * 2)])

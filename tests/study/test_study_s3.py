@@ -90,6 +90,16 @@ def _search_results() -> set[str]:
     return {f.split("/")[1] for f in files if f.endswith("/result.json")}
 
 
+def _drop_trial_from_tune_state(experiment: str, cell: str) -> None:
+    """Take the trial of ``cell``'s jobs out of the experiment's newest saved trial list (the one
+    Tuner.restore reads: newest by name), as a driver killed between Tune's uploads leaves it."""
+    name = max(f for f in storage.list_files(experiment) if f.startswith("experiment_state-"))
+    state = json.loads(storage.read_text(f"{experiment}/{name}"))
+    kept = [e for e in state["trial_data"] if {j["cell"] for j in json.loads(e[0])["config"]["jobs"]} != {cell}]
+    assert len(kept) == len(state["trial_data"]) - 1
+    storage.write_text(f"{experiment}/{name}", json.dumps({**state, "trial_data": kept}))
+
+
 def _cli(*args: str) -> str:
     """`mtlmood ARGS` in this process; its standard output."""
     out = io.StringIO()
@@ -193,7 +203,7 @@ def test_a_study_on_s3_resumes_to_the_full_table_and_serves_its_best_model_from_
     assert set(rows["moods"].iloc[0]) == set(predictor.mood_names)
 
 
-def test_the_resumed_study_reports_its_learning_check_and_verdicts_and_reruns_nothing(env, study) -> None:
+def test_the_resumed_study_reports_its_learning_check_and_verdicts_and_reruns_nothing(env, study, capsys) -> None:
     saved = load_study_config(f"{RUN}/study_config.yaml")
     assert saved.run.dataset.root == str(env["data"])  # recorded resolved, against the caller's directory
     report = f"{RUN}/report"
@@ -219,12 +229,21 @@ def test_the_resumed_study_reports_its_learning_check_and_verdicts_and_reruns_no
     # Running the finished study again re-runs nothing and gives the same table, even when it was
     # killed after the extension round trained but before Tune recorded its trial (its experiment
     # state and the phase's records gone): the round starts afresh and its trial finds every run
-    # finished and reports them without starting Ray Train (no new Train run folder).
+    # finished and reports them without starting Ray Train (no new Train run folder). And when
+    # the curve round was killed with its variant generator saved ahead of its trial list (the
+    # baseline's trial missing from the list, the generator finished): the restored round never
+    # runs that trial, so it runs again in an experiment of its own (study.runner._curve_round).
     trials = pd.read_parquet(io.BytesIO(storage.read_bytes(f"{report}/trials.parquet")))
     train_runs = {f.split("/")[0] for f in storage.list_files(f"{RUN}/train")}
     for name in ("curve/phase_done.json", "curve/trials.parquet", "curve_extensions.json", "curve-ext1"):
         storage.remove(f"{RUN}/{name}")
+    for name in ("curve/round_done.json", "curve/round_trials.parquet"):
+        storage.remove(f"{RUN}/{name}")
+    _drop_trial_from_tune_state(f"{RUN}/curve", "4|none")
+    capsys.readouterr()
     again = run_study(load_study_config("synthetic", _overrides(env["data"])))
+    assert "[curve] 1 trial(s) the resumed experiment never ran: again as curve-again1" in capsys.readouterr().out
+    assert any(f.startswith("experiment_state") for f in storage.list_files(f"{RUN}/curve-again1"))
     assert {f.split("/")[0] for f in storage.list_files(f"{RUN}/train")} == train_runs
     assert len(pd.read_csv(io.BytesIO(storage.read_bytes(f"{report}/trials.csv")))) == len(trials)
     # (the table read back from Parquet has string dtypes where the one in memory has objects)
