@@ -2,7 +2,7 @@
 
 A song's probabilities are the mean of its segments' sigmoids (mtlmood.inference
 computes them); scores are macro-averaged ROC-AUC and PR-AUC (average precision, as
-scikit-learn defines it) over the mood labels, **in percent**. Two implementations of
+scikit-learn defines it) over the mood labels, **in percent**. Two entry points to
 the same numbers, side by side:
 
 * :func:`macro_scores` -- per-label scores, prevalence and the excluded labels:
